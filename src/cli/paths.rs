@@ -1,0 +1,39 @@
+//! `phoenix paths`: every resolved path and setting with its source.
+
+use clap::Args;
+
+use super::Context;
+
+/// Arguments of `phoenix paths`.
+#[derive(Debug, Args)]
+pub struct PathsArgs {
+    /// Print JSON: `{name: {value, source, env}}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `phoenix paths`.
+pub fn run(ctx: &Context, args: PathsArgs) -> crate::Result<()> {
+    let rows = ctx.settings.rows();
+    if args.json {
+        let mut map = serde_json::Map::new();
+        for (name, var, value, source) in rows {
+            map.insert(
+                name.to_owned(),
+                serde_json::json!({"value": value, "source": source, "env": var}),
+            );
+        }
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(map))
+            .expect("a map of strings serialises");
+        return super::out(&format!("{text}\n"));
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let vwidth = rows.iter().map(|r| r.2.len()).max().unwrap_or(0);
+    let mut text = String::new();
+    for (name, var, value, source) in rows {
+        text.push_str(&format!(
+            "{name:width$}  {value:vwidth$}  ({source}, {var})\n"
+        ));
+    }
+    super::out(&text)
+}

@@ -1,0 +1,293 @@
+//! The container config file (DESIGN.md §3): typed, schema-checked, semantically validated.
+//!
+//! `phoenix_lxc_configs.json` is read once, checked against the JSON Schema embedded from
+//! `schemas/phoenix_lxc_configs.schema.json`, then checked semantically, and only then turned
+//! into the typed [`Config`]. Every problem in the file is collected and reported together
+//! with its JSON pointer and line:column, before anything on the host is touched.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+
+use crate::types::{
+    BridgeName, GpuSelector, Hostname, IfaceName, Mac, ModelId, Size, StorageId, Template, Vmid,
+};
+
+mod load;
+
+pub use load::{load, load_str};
+
+/// A validated config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Every container, by id.
+    pub lxc: BTreeMap<Vmid, LxcConfig>,
+    /// Bash-era forms that were normalised, and other non-fatal notes.
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// The entry for `vmid`.
+    pub fn get(&self, vmid: Vmid) -> Option<&LxcConfig> {
+        self.lxc.get(&vmid)
+    }
+}
+
+/// One container's entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LxcConfig {
+    /// The container id (the key of the entry).
+    pub vmid: Vmid,
+    /// The container's hostname (`name`).
+    pub name: Hostname,
+    /// Memory in MiB.
+    pub memory_mb: u32,
+    /// Swap in MiB (default 512, as PVE).
+    pub swap_mb: u32,
+    /// CPU cores.
+    pub cores: u32,
+    /// The OS template (PVE volume id or absolute path).
+    pub template: Template,
+    /// Storage for the root disk.
+    pub storage_pool: StorageId,
+    /// Root disk size in GiB.
+    pub storage_size_gb: u32,
+    /// The first network interface.
+    pub network: Network,
+    /// PVE container features.
+    pub features: Features,
+    /// Unprivileged container (PVE default: true).
+    pub unprivileged: bool,
+    /// Start at boot.
+    pub onboot: bool,
+    /// GPUs to pass through, if any.
+    pub gpus: Option<GpuSelector>,
+    /// The vLLM server, if this container runs one.
+    pub vllm: Option<VllmConfig>,
+    /// The recipe that serves this entry, if named (e.g. `drdevstral.rhai`).
+    pub recipe: Option<String>,
+}
+
+/// `network_config`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Network {
+    /// Interface name inside the CT (`eth0`).
+    pub name: IfaceName,
+    /// Host bridge (`vmbr0`).
+    pub bridge: BridgeName,
+    /// Static address or DHCP.
+    pub ip: IpConfig,
+    /// Gateway (static only).
+    pub gw: Option<Ipv4Addr>,
+    /// DNS servers.
+    pub dns: Vec<IpAddr>,
+    /// Fixed MAC address.
+    pub mac: Option<Mac>,
+    /// VLAN tag.
+    pub vlan: Option<u16>,
+}
+
+/// How the interface gets its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum IpConfig {
+    /// A static CIDR.
+    Static(Ipv4Network),
+    /// DHCP.
+    Dhcp,
+}
+
+impl fmt::Display for IpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Static(n) => write!(f, "{n}"),
+            Self::Dhcp => f.write_str("dhcp"),
+        }
+    }
+}
+
+/// PVE `features` flags phoenix manages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Features {
+    /// `nesting=1` (needed for Docker inside the CT).
+    pub nesting: bool,
+    /// `keyctl=1` (Docker in unprivileged CTs).
+    pub keyctl: bool,
+    /// `fuse=1`.
+    pub fuse: bool,
+    /// `mknod=1`.
+    pub mknod: bool,
+}
+
+impl Features {
+    /// The `--features` value (`nesting=1,keyctl=1`), or `None` when no flag is set.
+    pub fn to_pve(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        for (on, name) in [
+            (self.fuse, "fuse"),
+            (self.keyctl, "keyctl"),
+            (self.mknod, "mknod"),
+            (self.nesting, "nesting"),
+        ] {
+            if on {
+                parts.push(format!("{name}=1"));
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+}
+
+/// vLLM's KV cache dtypes (`--kv-cache-dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KvCacheDtype {
+    /// `auto`.
+    Auto,
+    /// `fp8`.
+    Fp8,
+    /// `fp8_e4m3`.
+    Fp8E4m3,
+    /// `fp8_e5m2`.
+    Fp8E5m2,
+}
+
+impl KvCacheDtype {
+    /// Every accepted spelling.
+    pub const ALL: &'static [&'static str] = &["auto", "fp8", "fp8_e4m3", "fp8_e5m2"];
+
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Fp8 => "fp8",
+            Self::Fp8E4m3 => "fp8_e4m3",
+            Self::Fp8E5m2 => "fp8_e5m2",
+        }
+    }
+
+    /// Parse a flag value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "fp8" => Some(Self::Fp8),
+            "fp8_e4m3" => Some(Self::Fp8E4m3),
+            "fp8_e5m2" => Some(Self::Fp8E5m2),
+            _ => None,
+        }
+    }
+}
+
+/// The vLLM server of a container (`vllm_*` fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VllmConfig {
+    /// `vllm_model`: the positional model argument of `vllm serve`.
+    pub model: ModelId,
+    /// `vllm_served_model_name` (default: the model id).
+    pub served_model_name: Option<String>,
+    /// `vllm_tensor_parallel_size` (1…64, ≤ GPUs assigned).
+    pub tensor_parallel_size: u32,
+    /// `vllm_max_model_len`.
+    pub max_model_len: Option<u32>,
+    /// `vllm_kv_cache_dtype`.
+    pub kv_cache_dtype: Option<KvCacheDtype>,
+    /// `vllm_shm_size` (Docker `--shm-size`); `None` means `--ipc=host`.
+    pub shm_size: Option<Size>,
+    /// `vllm_quantization` (`--quantization`).
+    pub quantization: Option<String>,
+    /// `vllm_quantization_config` (JSON for `--quantization-config`).
+    pub quantization_config: Option<serde_json::Value>,
+    /// `vllm_gpu_memory_utilization` (0 < x ≤ 1).
+    pub gpu_memory_utilization: Option<f64>,
+    /// `vllm_port` (default 8000).
+    pub port: u16,
+    /// `vllm_image` (default: the pinned image from settings).
+    pub image: Option<String>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// JSON pointer, e.g. `/lxc_configs/901/memory_mb`.
+    pub pointer: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What was expected.
+    pub expected: String,
+    /// What was found.
+    pub found: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, "{l}:{c}: ")?;
+        }
+        write!(
+            f,
+            "{}: expected {}, found {}",
+            if self.pointer.is_empty() {
+                "/"
+            } else {
+                &self.pointer
+            },
+            self.expected,
+            self.found
+        )
+    }
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON.
+    #[error("{path}:{line}:{column}: not valid JSON: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// The file is JSON but breaks the schema or a semantic rule.
+    #[error("{path}: {} problem(s):\n{}", problems.len(), render(path, problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// A selected container is not in the config.
+    #[error("container {vmid} is not in {path}")]
+    UnknownVmid {
+        /// The file.
+        path: PathBuf,
+        /// The id asked for.
+        vmid: Vmid,
+    },
+}
+
+fn render(path: &std::path::Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {}:{p}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

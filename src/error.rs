@@ -1,0 +1,100 @@
+//! The crate error and the one exit-code table (DESIGN.md §6).
+//!
+//! Every module has its own error enum; this one gathers them with `#[from]` and maps each
+//! to an exit code in [`Error::exit_code`]. The chain is printed in one place,
+//! [`crate::main_entry`].
+
+use std::process::ExitCode;
+
+/// Exit codes of phoenix (DESIGN.md §6).
+pub mod code {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The run failed (after the rollback, when one was asked for).
+    pub const RUN_FAILED: u8 = 1;
+    /// Usage, config, validation or secret-key error: nothing was touched.
+    pub const USAGE: u8 = 2;
+    /// A rollback or destroy left something behind.
+    pub const INCOMPLETE: u8 = 3;
+    /// Interrupted by SIGINT.
+    pub const SIGINT: u8 = 130;
+    /// Interrupted by SIGTERM.
+    pub const SIGTERM: u8 = 143;
+}
+
+/// Everything that can end a phoenix command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line.
+    #[error("{0}")]
+    Usage(String),
+    /// Settings could not be resolved.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    /// The config file is invalid (nothing was touched).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The secret store or key failed.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    /// A recipe could not be loaded or failed.
+    #[error(transparent)]
+    Recipe(#[from] crate::script::RecipeError),
+    /// Lint found errors.
+    #[error("lint found {0} error(s)")]
+    LintFailed(usize),
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// A host operation failed outside a recipe.
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+    /// A destroy or rollback left things behind.
+    #[error(
+        "{what}: {failed} step(s) could not be undone; run `phoenix destroy` again after fixing the cause"
+    )]
+    Incomplete {
+        /// Which operation.
+        what: &'static str,
+        /// How many steps failed.
+        failed: usize,
+    },
+    /// Stopped by a signal.
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
+    /// Writing output failed.
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The exit code for this error, from the one table.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+
+    /// The numeric exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Usage(_) | Self::Settings(_) | Self::Config(_) => code::USAGE,
+            Self::Secret(e) => e.exit_code(),
+            Self::Recipe(e) => e.exit_code(),
+            Self::LintFailed(_) => code::RUN_FAILED,
+            Self::Journal(_) | Self::Host(_) | Self::Output(_) => code::RUN_FAILED,
+            Self::Incomplete { .. } => code::INCOMPLETE,
+            Self::Interrupted(sig) => signal_code(*sig),
+        }
+    }
+}
+
+/// 128 + N for the signals phoenix handles.
+pub fn signal_code(sig: i32) -> u8 {
+    match sig {
+        2 => code::SIGINT,
+        15 => code::SIGTERM,
+        n => (128 + n).clamp(0, 255) as u8,
+    }
+}
+
+/// Result with the crate error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1 @@
+//! Setting up the emulated Proxmox host (DESIGN.md §7) for `--host emulated`.

@@ -1,0 +1,313 @@
+//! Host backends: the one trait every primitive talks to.
+//!
+//! A [`Host`] is what phoenix can do to a machine: containers, files inside them, ZFS
+//! datasets, GPUs. Backends:
+//! - [`pve::PveHost`] drives `pct`, `pvesm`, `pveversion`, `zfs`, `nvidia-smi` by absolute
+//!   path. `--host emulated` is the *same* backend pointed at the emulated host's
+//!   executables and directories ([`emulated`]), so the tests exercise the production path.
+//! - `lxc` (plain LXC hosts) implements the same trait.
+//!
+//! Backends own argv construction and output parsing; journaling, ownership checks and
+//! idempotence live in the primitives (`api/`), so every backend gets them for free.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::exec::{CommandOutput, ExecError};
+use crate::settings::HostKind;
+use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
+
+pub mod emulated;
+pub mod pve;
+
+/// The tag phoenix puts on everything it creates.
+pub const OWNER_TAG: &str = "phoenix";
+/// The ZFS user property that marks a phoenix-owned dataset.
+pub const ZFS_OWNER_PROP: &str = "phoenix:owner";
+/// The ZFS user property holding the run that created a dataset.
+pub const ZFS_RUN_PROP: &str = "phoenix:run";
+
+/// Errors of host operations.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A host command failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// A host command's output could not be understood.
+    #[error("cannot parse the output of `{command}`: {message}")]
+    Parse {
+        /// The command.
+        command: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// File access on the host failed.
+    #[error("{action} {path}")]
+    Io {
+        /// What phoenix was doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container does not exist.
+    #[error("container {0} does not exist")]
+    NoSuchContainer(Vmid),
+    /// A container exists but was not created by phoenix.
+    #[error(
+        "container {0} exists but is not tagged `phoenix`: phoenix never changes or destroys a container it did not create"
+    )]
+    NotOwned(Vmid),
+    /// A dataset exists but was not created by phoenix.
+    #[error(
+        "dataset {0} exists but has no `phoenix:owner` property: phoenix never destroys a dataset it did not create"
+    )]
+    DatasetNotOwned(DatasetName),
+    /// The container config holds a `lock:` entry.
+    #[error(
+        "container {vmid} is locked by Proxmox (`lock: {lock}`); wait for the operation or run `pct unlock {vmid}`"
+    )]
+    ConfigLocked {
+        /// The container.
+        vmid: Vmid,
+        /// The lock's reason.
+        lock: String,
+    },
+    /// Waiting for a state timed out.
+    #[error("container {vmid} did not reach `{state}` within {waited:?}")]
+    WaitTimeout {
+        /// The container.
+        vmid: Vmid,
+        /// The awaited state.
+        state: &'static str,
+        /// How long phoenix waited.
+        waited: Duration,
+    },
+    /// The backend cannot do this.
+    #[error("the {backend} host cannot {what}")]
+    Unsupported {
+        /// The backend.
+        backend: HostKind,
+        /// The operation.
+        what: &'static str,
+    },
+    /// The host has no address for the container.
+    #[error("container {vmid} has no IPv4 address on {iface} (is it running, is DHCP done?)")]
+    NoAddress {
+        /// The container.
+        vmid: Vmid,
+        /// The interface.
+        iface: String,
+    },
+    /// A GPU device node is missing or wrong.
+    #[error("{0}")]
+    Device(String),
+    /// Interrupted by a signal.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Result of host operations.
+pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+/// Everything `pct create` needs, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSpec {
+    /// The container id.
+    pub vmid: Vmid,
+    /// Its config entry.
+    pub entry: crate::config::LxcConfig,
+    /// The run creating it (recorded in a tag).
+    pub run_id: String,
+}
+
+/// A container's state as the host reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtStatus {
+    /// Running.
+    Running,
+    /// Stopped.
+    Stopped,
+    /// Not there.
+    Absent,
+}
+
+impl std::fmt::Display for CtStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Absent => "absent",
+        })
+    }
+}
+
+/// A container config as ordered `key: value` lines (the part before any `[snapshot]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CtConfig {
+    /// `(key, value)` in file order; raw `lxc.*` keys may repeat.
+    pub entries: Vec<(String, String)>,
+}
+
+impl CtConfig {
+    /// Parse PVE's `<vmid>.conf` text: `key: value` lines up to the first `[section]`;
+    /// comments (`#`) and blank lines skipped.
+    pub fn parse(text: &str) -> Self {
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_end();
+            if line.starts_with('[') {
+                break;
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                entries.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        Self { entries }
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key` (raw `lxc.*` keys repeat).
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The `tags` list (PVE separates with `;`, `,` or spaces).
+    pub fn tags(&self) -> Vec<String> {
+        self.get("tags")
+            .map(|t| {
+                t.split([';', ',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether phoenix created this container.
+    pub fn is_owned(&self) -> bool {
+        self.tags().iter().any(|t| t == OWNER_TAG)
+    }
+
+    /// The smallest free `prefixN` key (`mp`, `dev`).
+    pub fn free_slot(&self, prefix: &str) -> u32 {
+        (0..)
+            .find(|i| self.get(&format!("{prefix}{i}")).is_none())
+            .unwrap_or(0)
+    }
+}
+
+/// One GPU as `nvidia-smi` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gpu {
+    /// `nvidia-smi` index.
+    pub index: u32,
+    /// PCI bus id (`00000000:00:06.0`).
+    pub pci_bus_id: String,
+    /// `GPU-…` UUID.
+    pub uuid: String,
+    /// Product name.
+    pub name: String,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Driver version.
+    pub driver_version: String,
+    /// Device minor number (`/dev/nvidiaN`), from `nvidia-smi -q`.
+    pub minor: Option<u32>,
+}
+
+/// A request to run argv inside a container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// Program and arguments (argv\[0\] is not a shell: checked by the primitive).
+    pub argv: Vec<String>,
+    /// Bytes for stdin (may hold a secret).
+    pub stdin: Option<Zeroizing<Vec<u8>>>,
+    /// Kill after this long.
+    pub timeout: Option<Duration>,
+    /// Exit codes that count as success.
+    pub ok_codes: Vec<i32>,
+}
+
+/// A device node a container needs, read from the live `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceNode {
+    /// Host path as PVE and LXC see it (`/dev/nvidia0`), never the `PHOENIX_DEV_DIR` path.
+    pub path: String,
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+/// What a machine can do for phoenix. Implementations run every command through the one
+/// [`crate::exec::Runner`].
+pub trait Host: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> HostKind;
+    /// The config of container `vmid`, or `None` when it does not exist.
+    fn ct_config(&self, vmid: Vmid) -> Result<Option<CtConfig>>;
+    /// Create a container (tagged as phoenix's).
+    fn ct_create(&self, spec: &CreateSpec) -> Result<()>;
+    /// Destroy a container (stopped first when running).
+    fn ct_destroy(&self, vmid: Vmid) -> Result<()>;
+    /// Start a container (returns once the start command returns).
+    fn ct_start(&self, vmid: Vmid) -> Result<()>;
+    /// Stop a container.
+    fn ct_stop(&self, vmid: Vmid) -> Result<()>;
+    /// A container's state.
+    fn ct_status(&self, vmid: Vmid) -> Result<CtStatus>;
+    /// Run argv inside a running container, no shell, minimal environment.
+    fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput>;
+    /// Write `content` to `dest` inside the container with `mode`.
+    fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()>;
+    /// Set config options (`pct set --mp0 …`): `(key, value)` pairs, values pre-validated.
+    fn ct_set(&self, vmid: Vmid, options: &[(String, String)]) -> Result<()>;
+    /// Delete config keys (`pct set --delete k1,k2`).
+    fn ct_delete_keys(&self, vmid: Vmid, keys: &[String]) -> Result<()>;
+    /// Append raw config lines (legacy GPU passthrough) under the config lock, after saving
+    /// a backup to `backup`. Lines already present are not added twice.
+    fn ct_append_lines(&self, vmid: Vmid, lines: &[(String, String)], backup: &Path) -> Result<()>;
+    /// Put back the config saved at `backup`.
+    fn ct_restore_config(&self, vmid: Vmid, backup: &Path) -> Result<()>;
+    /// The container's IPv4 address on `iface`, as the host reports it.
+    fn ct_address(&self, vmid: Vmid, iface: &str) -> Result<Ipv4Addr>;
+    /// The properties of a dataset, or `None` when it does not exist.
+    fn zfs_get(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>>;
+    /// Create a dataset with properties.
+    fn zfs_create(&self, name: &DatasetName, props: &[(PropKey, PropValue)]) -> Result<()>;
+    /// Destroy a dataset.
+    fn zfs_destroy(&self, name: &DatasetName) -> Result<()>;
+    /// The dataset's mountpoint on the host.
+    fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>>;
+    /// The GPUs of this host.
+    fn gpus(&self) -> Result<Vec<Gpu>>;
+    /// The PVE version `(major, minor, patch)`, `None` for non-PVE hosts.
+    fn pve_version(&self) -> Result<Option<(u32, u32, u32)>>;
+    /// The directory holding device nodes (`PHOENIX_DEV_DIR`).
+    fn dev_dir(&self) -> &Path;
+    /// Where phoenix keeps config backups for this host.
+    fn backup_dir(&self) -> PathBuf;
+}

@@ -1,0 +1,624 @@
+//! The write-ahead undo journal (DESIGN.md §1, §10).
+//!
+//! `$PHOENIX_STATE_DIR/journal.jsonl` is append-only JSON lines, one [`Record`] each, synced
+//! to disk before the command it describes runs. A mutating step writes `intent` (with its
+//! [`UndoStep`], which is data, never a closure) before it acts and `done` after; an undo
+//! writes `undone`. A SIGKILL at any instant therefore leaves a journal from which `phoenix
+//! destroy` can remove everything that may exist. A torn last line (a crash mid-write) is
+//! tolerated and skipped. Appends from several processes are serialised with `flock` on
+//! `journal.lock`.
+//!
+//! Each run starts with a `run` record naming its host backend, so `destroy` and `status`
+//! drive the same backend the run used.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::HostKind;
+use crate::types::{AbsPath, DatasetName, Vmid};
+
+/// Journal format version, written in every record.
+pub const VERSION: u32 = 1;
+
+/// A compensating action, recorded as data before the action it undoes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum UndoStep {
+    /// Stop and destroy a phoenix-owned container.
+    DestroyContainer {
+        /// The container.
+        vmid: Vmid,
+    },
+    /// Stop a container that phoenix started.
+    StopContainer {
+        /// The container.
+        vmid: Vmid,
+    },
+    /// Put back a container config saved before phoenix edited it.
+    RestoreConfig {
+        /// The container.
+        vmid: Vmid,
+        /// The saved copy.
+        backup: PathBuf,
+    },
+    /// Remove config keys phoenix added (`pct set --delete mp0,dev0`).
+    DeleteConfigKeys {
+        /// The container.
+        vmid: Vmid,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// Destroy a phoenix-owned ZFS dataset.
+    DestroyDataset {
+        /// The dataset.
+        name: DatasetName,
+    },
+    /// Remove a file phoenix wrote inside a container.
+    RemoveFile {
+        /// The container.
+        vmid: Vmid,
+        /// The file.
+        path: AbsPath,
+    },
+    /// Run an argv inside a container (a recipe's own `undo.push`).
+    Exec {
+        /// The container.
+        vmid: Vmid,
+        /// The command.
+        argv: Vec<String>,
+    },
+}
+
+impl UndoStep {
+    /// The container this step concerns, if any.
+    pub fn vmid(&self) -> Option<Vmid> {
+        match self {
+            Self::DestroyContainer { vmid }
+            | Self::StopContainer { vmid }
+            | Self::RestoreConfig { vmid, .. }
+            | Self::DeleteConfigKeys { vmid, .. }
+            | Self::RemoveFile { vmid, .. }
+            | Self::Exec { vmid, .. } => Some(*vmid),
+            Self::DestroyDataset { .. } => None,
+        }
+    }
+}
+
+/// What a record says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Entry {
+    /// A run began.
+    Run {
+        /// Its host backend.
+        host: HostKind,
+        /// The emulated host's root, for `--host emulated`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        emu_root: Option<PathBuf>,
+        /// The recipe.
+        recipe: String,
+        /// The process.
+        pid: u32,
+    },
+    /// A step is about to act; `undo` removes whatever it may create.
+    Intent {
+        /// The step's stable name (`lxc.create:901`).
+        step: String,
+        /// How to undo it.
+        undo: UndoStep,
+    },
+    /// The step with sequence number `of` finished.
+    Done {
+        /// The intent's `seq`.
+        of: u64,
+    },
+    /// The step with sequence number `of` was undone (or found already gone).
+    Undone {
+        /// The intent's `seq`.
+        of: u64,
+    },
+    /// A run ended.
+    End {
+        /// Whether it succeeded.
+        ok: bool,
+    },
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Format version.
+    pub v: u32,
+    /// The run that wrote it.
+    pub run: String,
+    /// Sequence number, unique within the file.
+    pub seq: u64,
+    /// Unix time in milliseconds.
+    pub ts: u64,
+    /// What it says.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// I/O on the journal or its lock.
+    #[error("journal {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record is not valid (not the last line: that one may be torn).
+    #[error("journal {path} line {line} is corrupt: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A record of a newer format.
+    #[error("journal {path} line {line} has format version {found}; this phoenix reads {VERSION}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The version found.
+        found: u32,
+    },
+    /// Another phoenix process holds a container.
+    #[error("container {vmid} is locked by phoenix process {holder}; wait for it or stop it")]
+    Locked {
+        /// The container.
+        vmid: Vmid,
+        /// The holder's pid (as written in the lock file).
+        holder: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+/// An intent that has not been undone, as the journal tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outstanding {
+    /// The intent's sequence number.
+    pub seq: u64,
+    /// The run that wrote it.
+    pub run: String,
+    /// The step's name.
+    pub step: String,
+    /// How to undo it.
+    pub undo: UndoStep,
+    /// Whether the step reported `done` (else it may or may not have acted).
+    pub done: bool,
+}
+
+/// The journal of this state directory, opened for one run.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    lock_path: PathBuf,
+    run: String,
+    /// `None` for `--dry-run`: nothing is written.
+    file: Option<Mutex<File>>,
+    mem: Mutex<Vec<Record>>,
+}
+
+impl Journal {
+    /// The journal's path in `state_dir`.
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join("journal.jsonl")
+    }
+
+    /// Open (creating the state dir, mode 0700) for run `run`.
+    pub fn open(state_dir: &Path, run: &str) -> Result<Self> {
+        let io = |source| JournalError::Io {
+            path: state_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(io)?;
+        let path = Self::path_in(state_dir);
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            lock_path: state_dir.join("journal.lock"),
+            path,
+            run: run.to_owned(),
+            file: Some(Mutex::new(file)),
+            mem: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A journal that writes nothing (`--dry-run`); records are kept in memory.
+    pub fn in_memory(run: &str) -> Self {
+        Self {
+            path: PathBuf::from("(dry run)"),
+            lock_path: PathBuf::new(),
+            run: run.to_owned(),
+            file: None,
+            mem: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append `entry`, synced to disk before returning; its sequence number.
+    pub fn append(&self, entry: Entry) -> Result<u64> {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let Some(file) = &self.file else {
+            let mut mem = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = mem.len() as u64 + 1;
+            mem.push(Record {
+                v: VERSION,
+                run: self.run.clone(),
+                seq,
+                ts,
+                entry,
+            });
+            return Ok(seq);
+        };
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(io)?;
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(std::io::Error::from(e)))?;
+        // The next seq comes from the file itself, under the lock, so two processes never
+        // hand out the same number.
+        let seq = last_seq(&self.path)? + 1;
+        heal_torn_tail(&file).map_err(io)?;
+        let record = Record {
+            v: VERSION,
+            run: self.run.clone(),
+            seq,
+            ts,
+            entry,
+        };
+        let mut line = serde_json::to_vec(&record).expect("records always serialise");
+        line.push(b'\n');
+        file.write_all(&line).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        Ok(seq)
+    }
+
+    /// Record an intent for `step`; returns its sequence number for [`Journal::done`].
+    pub fn intent(&self, step: &str, undo: UndoStep) -> Result<u64> {
+        self.append(Entry::Intent {
+            step: step.to_owned(),
+            undo,
+        })
+    }
+
+    /// Record that intent `seq` completed.
+    pub fn done(&self, seq: u64) -> Result<()> {
+        self.append(Entry::Done { of: seq }).map(drop)
+    }
+
+    /// Record that intent `seq` was undone.
+    pub fn undone(&self, seq: u64) -> Result<()> {
+        self.append(Entry::Undone { of: seq }).map(drop)
+    }
+
+    /// Everything this journal holds in memory (dry-run only).
+    pub fn memory(&self) -> Vec<Record> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A crash mid-write can leave a last line without its newline; drop those bytes (they
+/// never formed a record) so the next record starts on a line of its own.
+fn heal_torn_tail(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Find the last newline by reading backwards in chunks.
+    let mut end = len;
+    let mut buf = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_at(chunk, start)?;
+        if let Some(pos) = chunk.iter().rposition(|&b| b == b'\n') {
+            return file.set_len(start + pos as u64 + 1);
+        }
+        end = start;
+    }
+    file.set_len(0)
+}
+
+/// Highest sequence number in the file (0 when empty or missing).
+fn last_seq(path: &Path) -> Result<u64> {
+    Ok(read(path)?.last().map_or(0, |r| r.seq))
+}
+
+/// Read every record; a torn (unparsable) *last* line is skipped.
+pub fn read(path: &Path) -> Result<Vec<Record>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(JournalError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut out = Vec::with_capacity(lines.len());
+    let n = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) if r.v > VERSION => {
+                return Err(JournalError::Version {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    found: r.v,
+                });
+            }
+            Ok(r) => out.push(r),
+            Err(_) if i + 1 == n => {
+                tracing::warn!(path = %path.display(), line = i + 1, "skipping torn last journal line");
+            }
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Intents not yet undone, oldest first (undo them in reverse).
+pub fn outstanding(records: &[Record]) -> Vec<Outstanding> {
+    let mut out: Vec<Outstanding> = Vec::new();
+    for r in records {
+        match &r.entry {
+            Entry::Intent { step, undo } => out.push(Outstanding {
+                seq: r.seq,
+                run: r.run.clone(),
+                step: step.clone(),
+                undo: undo.clone(),
+                done: false,
+            }),
+            Entry::Done { of } => {
+                if let Some(o) = out.iter_mut().find(|o| o.seq == *of) {
+                    o.done = true;
+                }
+            }
+            Entry::Undone { of } => out.retain(|o| o.seq != *of),
+            Entry::Run { .. } | Entry::End { .. } => {}
+        }
+    }
+    out
+}
+
+/// The host of the run that wrote `run`, from its `run` record.
+pub fn run_host(records: &[Record], run: &str) -> Option<(HostKind, Option<PathBuf>)> {
+    records.iter().find_map(|r| match &r.entry {
+        Entry::Run { host, emu_root, .. } if r.run == run => Some((*host, emu_root.clone())),
+        _ => None,
+    })
+}
+
+/// An exclusive per-container lock, held for the life of the value.
+#[derive(Debug)]
+pub struct CtLock {
+    _flock: nix::fcntl::Flock<File>,
+}
+
+impl CtLock {
+    /// Take the lock of `vmid` under `state_dir/locks`, failing at once (naming the holder's
+    /// pid) when another process holds it.
+    pub fn acquire(state_dir: &Path, vmid: Vmid) -> Result<Self> {
+        let dir = state_dir.join("locks");
+        let io = |source| JournalError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let path = dir.join(format!("{vmid}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut flock) => {
+                use std::io::Seek;
+                flock.set_len(0).map_err(io)?;
+                flock.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                write!(flock, "{}", std::process::id()).map_err(io)?;
+                flock.sync_data().map_err(io)?;
+                Ok(Self { _flock: flock })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                Err(JournalError::Locked {
+                    vmid,
+                    holder: if holder.is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder
+                    },
+                })
+            }
+            Err((_, e)) => Err(io(std::io::Error::from(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vmid(n: u64) -> Vmid {
+        Vmid::new(n).unwrap()
+    }
+
+    #[test]
+    fn intent_done_undone_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "r1").unwrap();
+        j.append(Entry::Run {
+            host: HostKind::Emulated,
+            emu_root: Some("/emu".into()),
+            recipe: "x.rhai".into(),
+            pid: 1,
+        })
+        .unwrap();
+        let a = j
+            .intent(
+                "lxc.create:901",
+                UndoStep::DestroyContainer { vmid: vmid(901) },
+            )
+            .unwrap();
+        j.done(a).unwrap();
+        let b = j
+            .intent(
+                "zfs.dataset:tank/m",
+                UndoStep::DestroyDataset {
+                    name: DatasetName::new("tank/m").unwrap(),
+                },
+            )
+            .unwrap();
+        let c = j
+            .intent("lxc.start:901", UndoStep::StopContainer { vmid: vmid(901) })
+            .unwrap();
+        j.undone(c).unwrap();
+        let recs = read(&Journal::path_in(dir.path())).unwrap();
+        assert_eq!(recs.len(), 6);
+        let o = outstanding(&recs);
+        assert_eq!(o.len(), 2);
+        assert_eq!((o[0].seq, o[0].done), (a, true));
+        assert_eq!((o[1].seq, o[1].done), (b, false));
+        assert_eq!(
+            run_host(&recs, "r1"),
+            Some((HostKind::Emulated, Some("/emu".into())))
+        );
+    }
+
+    #[test]
+    fn torn_last_line_is_tolerated_but_corruption_elsewhere_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "r1").unwrap();
+        j.intent(
+            "lxc.create:901",
+            UndoStep::DestroyContainer { vmid: vmid(901) },
+        )
+        .unwrap();
+        let path = Journal::path_in(dir.path());
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"v":1,"run":"r1","seq":2,"ts":1,"kind":"do"#)
+            .unwrap();
+        drop(f);
+        assert_eq!(read(&path).unwrap().len(), 1);
+        // The next append drops the torn bytes and starts a fresh line.
+        let j = Journal::open(dir.path(), "r2").unwrap();
+        j.done(1).unwrap();
+        let recs = read(&path).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].seq, 2);
+        // Corruption in the middle is an error.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("garbage\n{text}")).unwrap();
+        assert!(matches!(
+            read(&path),
+            Err(JournalError::Corrupt { line: 1, .. })
+        ));
+        let text = std::fs::read_to_string(&path).unwrap();
+        drop(text);
+    }
+
+    #[test]
+    fn file_mode_is_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "r").unwrap();
+        j.done(1).unwrap();
+        let mode = std::fs::metadata(j.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn ct_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = CtLock::acquire(dir.path(), vmid(901)).unwrap();
+        let err = CtLock::acquire(dir.path(), vmid(901)).unwrap_err();
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        // Another container is free.
+        CtLock::acquire(dir.path(), vmid(902)).unwrap();
+    }
+
+    #[test]
+    fn dry_run_journal_writes_nothing() {
+        let j = Journal::in_memory("r");
+        j.intent("x", UndoStep::StopContainer { vmid: vmid(100) })
+            .unwrap();
+        assert_eq!(j.memory().len(), 1);
+    }
+}

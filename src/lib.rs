@@ -1,0 +1,57 @@
+//! phoenix puts vLLM servers on NVIDIA GPUs inside Proxmox VE LXC containers.
+//!
+//! # Architecture
+//! ```text
+//! config (JSON + schema) ─► typed Config ─► Rhai recipe (sandboxed) ─► primitives (typed Rust)
+//!                                                │                        │
+//!                                                ▼                        ▼
+//!                                       undo journal (write-ahead)   Host backend ─► argv-only
+//!                                                                    (pve | emulated | lxc)
+//! ```
+//! - [`config`]: the container config file, schema and semantic validation.
+//! - [`settings`]: paths and tunables with their sources (flag > env > file > default).
+//! - [`types`]: validated newtypes for everything that reaches a command line.
+//! - [`exec`]: the one door for processes (argv only, no shell).
+//! - [`host`]: the [`host::Host`] trait and its backends (`pve`, which also drives the
+//!   emulated host, and `lxc`).
+//! - [`journal`]: the write-ahead undo journal and per-container locks.
+//! - [`secret`]: opaque secrets and the age-encrypted store.
+//! - [`runtime`]: the state one recipe run shares with its primitives.
+//! - [`api`]: the primitives, one file per recipe-facing family.
+//! - [`script`]: the sandboxed Rhai engine, lint and the generated API reference.
+//! - [`cli`]: the command line; [`main_entry`] prints errors and picks the exit code.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod host;
+pub mod journal;
+pub mod logging;
+pub mod runtime;
+pub mod script;
+pub mod secret;
+pub mod settings;
+pub mod signal;
+pub mod types;
+
+pub use error::{Error, Result};
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// Run phoenix with `args` (including the program name); print any error with its cause
+/// chain and return the exit code of DESIGN.md §6.
+pub fn main_entry(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let Err(err) = cli::run(args) else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("phoenix: error: {err}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    err.exit_code()
+}

@@ -1,0 +1,88 @@
+//! The state one recipe run shares with its primitives.
+//!
+//! A [`Runtime`] is built once per `recipe run` (or `destroy`) from the settings, the
+//! validated config and the chosen host backend, and handed to every primitive as an
+//! `Arc`. It is `Send + Sync` so several recipes can later run at once (DESIGN.md §9).
+
+use std::sync::Arc;
+
+use crate::config::{Config, LxcConfig};
+use crate::exec::{CancelFlag, RecordingRunner, Redactor};
+use crate::host::Host;
+use crate::journal::Journal;
+use crate::secret::SecretStore;
+use crate::settings::Settings;
+use crate::types::Vmid;
+
+/// Shared state of one run.
+pub struct Runtime {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Entries selected with `--lxc` (empty = default selection).
+    pub selected: Vec<Vmid>,
+    /// The recipe file name (for the default target: the entry whose `recipe` names it).
+    pub recipe_name: String,
+    /// The host backend.
+    pub host: Arc<dyn Host>,
+    /// The write-ahead journal.
+    pub journal: Journal,
+    /// The secret store.
+    pub secrets: SecretStore,
+    /// Secret values to hide in any text shown.
+    pub redactor: Redactor,
+    /// `--dry-run`: mutating commands are recorded, not run; waits are skipped.
+    pub dry_run: bool,
+    /// In dry-run, the runner that recorded the plan.
+    pub plan: Option<Arc<RecordingRunner>>,
+    /// Set by SIGINT/SIGTERM.
+    pub cancel: CancelFlag,
+    /// This run's id (also in tags and the journal).
+    pub run_id: String,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("run_id", &self.run_id)
+            .field("host", &self.host.kind())
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// The entry a recipe serves by default (DESIGN.md §10): the one selected with
+    /// `--lxc`, else the entry whose `recipe` names this recipe, else the only entry.
+    pub fn target(&self) -> Option<&LxcConfig> {
+        if let Some(v) = self.selected.first() {
+            return self.config.get(*v);
+        }
+        let by_recipe: Vec<&LxcConfig> = self
+            .config
+            .lxc
+            .values()
+            .filter(|c| {
+                c.recipe.as_deref().is_some_and(|r| {
+                    r == self.recipe_name || r.rsplit('/').next() == Some(self.recipe_name.as_str())
+                })
+            })
+            .collect();
+        if by_recipe.len() == 1 {
+            return Some(by_recipe[0]);
+        }
+        if self.config.lxc.len() == 1 {
+            return self.config.lxc.values().next();
+        }
+        None
+    }
+
+    /// A new run id: time and pid, unique enough per host and readable in tags.
+    pub fn new_run_id() -> String {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("{ms:x}-{:x}", std::process::id())
+    }
+}

@@ -1,0 +1,586 @@
+//! Settings and paths (DESIGN.md §4).
+//!
+//! Every path and tunable phoenix uses is resolved here, once, with this precedence:
+//! command-line flag > environment variable > override file (`/etc/phoenix/phoenix.toml`,
+//! or the file named by `PHOENIX_SETTINGS`) > default. Each resolved value remembers its
+//! source so `phoenix paths` can explain where it came from.
+//!
+//! Some defaults derive from another setting (markers and the emulated host live under the
+//! state directory), so moving `PHOENIX_STATE_DIR` moves them too unless they are set.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable.
+    Env,
+    /// The override file.
+    File,
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Flag => "flag",
+            Self::Env => "env",
+            Self::File => "file",
+            Self::Default => "default",
+        })
+    }
+}
+
+/// One resolved value and its source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting<T> {
+    /// The value.
+    pub value: T,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Which host backend runs the primitives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKind {
+    /// A Proxmox VE node (`pct`, `pvesm`, `zfs`, `nvidia-smi`).
+    Pve,
+    /// The emulated Proxmox host (DESIGN.md §7): the `pve` code path against emulated tools.
+    Emulated,
+    /// A plain Linux host with LXC (`lxc-create`, `lxc-attach`, …).
+    Lxc,
+}
+
+impl fmt::Display for HostKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pve => "pve",
+            Self::Emulated => "emulated",
+            Self::Lxc => "lxc",
+        })
+    }
+}
+
+impl std::str::FromStr for HostKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pve" => Ok(Self::Pve),
+            "emulated" => Ok(Self::Emulated),
+            "lxc" => Ok(Self::Lxc),
+            _ => Err(format!("unknown host {s:?}: expected pve, emulated or lxc")),
+        }
+    }
+}
+
+/// Errors while resolving settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The override file exists but cannot be read.
+    #[error("cannot read settings file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The override file is not valid TOML of the expected shape.
+    #[error("settings file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A value (from any source) is not acceptable.
+    #[error("setting {key} ({source_kind}) is invalid: {message}")]
+    Value {
+        /// The setting's name.
+        key: &'static str,
+        /// Where the bad value came from.
+        source_kind: Source,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The command-line flags that override settings.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--host`.
+    pub host: Option<HostKind>,
+}
+
+/// Every resolved setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// The config file (`PHOENIX_CONFIG`).
+    pub config: Setting<PathBuf>,
+    /// The host backend (`PHOENIX_HOST`).
+    pub host: Setting<HostKind>,
+    /// Journal, locks and run state (`PHOENIX_STATE_DIR`).
+    pub state_dir: Setting<PathBuf>,
+    /// Markers of completed steps (`PHOENIX_MARKER_DIR`).
+    pub marker_dir: Setting<PathBuf>,
+    /// JSON log files (`PHOENIX_LOG_DIR`).
+    pub log_dir: Setting<PathBuf>,
+    /// The encrypted secret store (`PHOENIX_SECRETS_DIR`).
+    pub secrets_dir: Setting<PathBuf>,
+    /// The age identity of this host (`PHOENIX_SECRET_KEY`).
+    pub secret_key: Setting<PathBuf>,
+    /// PVE's container configs (`PHOENIX_PVE_LXC_DIR`).
+    pub pve_lxc_dir: Setting<PathBuf>,
+    /// Device nodes (`PHOENIX_DEV_DIR`).
+    pub dev_dir: Setting<PathBuf>,
+    /// Recipe modules; unset = the stdlib embedded in the binary (`PHOENIX_STDLIB`).
+    pub stdlib: Setting<Option<PathBuf>>,
+    /// Where host tools are looked up; unset = their standard absolute paths (`PHOENIX_BIN_DIR`).
+    pub bin_dir: Setting<Option<PathBuf>>,
+    /// Root of the emulated host (`PHOENIX_EMU_ROOT`).
+    pub emu_root: Setting<PathBuf>,
+    /// PVE version the emulated host reports (`PHOENIX_EMU_PVE_VERSION`).
+    pub emu_pve_version: Setting<String>,
+    /// LXC's container directory for the `lxc` backend (`PHOENIX_LXC_PATH`).
+    pub lxc_path: Setting<PathBuf>,
+    /// The vLLM image, pinned (`PHOENIX_VLLM_IMAGE`).
+    pub vllm_image: Setting<String>,
+}
+
+/// The pinned vLLM image (never `latest` by default).
+pub const DEFAULT_VLLM_IMAGE: &str = "vllm/vllm-openai:v0.11.0";
+
+/// The default override file.
+pub const DEFAULT_SETTINGS_FILE: &str = "/etc/phoenix/phoenix.toml";
+
+/// (name, env var, description) of every setting, in `phoenix paths` order.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("config", "PHOENIX_CONFIG", "container config file"),
+    ("host", "PHOENIX_HOST", "host backend"),
+    (
+        "state_dir",
+        "PHOENIX_STATE_DIR",
+        "journal, locks, run state",
+    ),
+    (
+        "marker_dir",
+        "PHOENIX_MARKER_DIR",
+        "markers of completed steps",
+    ),
+    ("log_dir", "PHOENIX_LOG_DIR", "JSON log files"),
+    (
+        "secrets_dir",
+        "PHOENIX_SECRETS_DIR",
+        "encrypted secret store",
+    ),
+    ("secret_key", "PHOENIX_SECRET_KEY", "host age identity"),
+    (
+        "pve_lxc_dir",
+        "PHOENIX_PVE_LXC_DIR",
+        "PVE container configs",
+    ),
+    ("dev_dir", "PHOENIX_DEV_DIR", "device nodes"),
+    (
+        "stdlib",
+        "PHOENIX_STDLIB",
+        "recipe modules (unset: embedded)",
+    ),
+    (
+        "bin_dir",
+        "PHOENIX_BIN_DIR",
+        "host tools (unset: standard paths)",
+    ),
+    ("emu_root", "PHOENIX_EMU_ROOT", "emulated host root"),
+    (
+        "emu_pve_version",
+        "PHOENIX_EMU_PVE_VERSION",
+        "emulated PVE version",
+    ),
+    (
+        "lxc_path",
+        "PHOENIX_LXC_PATH",
+        "LXC container directory (lxc backend)",
+    ),
+    ("vllm_image", "PHOENIX_VLLM_IMAGE", "vLLM image, pinned"),
+];
+
+impl Settings {
+    /// Resolve from flags, the process environment and the override file.
+    pub fn resolve(flags: &FlagOverrides) -> Result<Self, SettingsError> {
+        Self::resolve_with(flags, &|k| std::env::var(k).ok())
+    }
+
+    /// Resolve with an explicit environment (tests).
+    pub fn resolve_with(
+        flags: &FlagOverrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let file_path = env("PHOENIX_SETTINGS")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let explicit = file_path.is_some();
+        let file_path = file_path.unwrap_or_else(|| PathBuf::from(DEFAULT_SETTINGS_FILE));
+        let file = read_file(&file_path, explicit)?;
+
+        let lookup = |key: &'static str, var: &str| -> Option<(String, Source)> {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                return Some((v, Source::Env));
+            }
+            file.get(key).map(|v| (v.clone(), Source::File))
+        };
+        let path = |key: &'static str,
+                    var: &str,
+                    default: PathBuf|
+         -> Result<Setting<PathBuf>, SettingsError> {
+            match lookup(key, var) {
+                Some((v, source)) => Ok(Setting {
+                    value: absolute(key, source, &v)?,
+                    source,
+                }),
+                None => Ok(Setting {
+                    value: default,
+                    source: Source::Default,
+                }),
+            }
+        };
+        let opt_path =
+            |key: &'static str, var: &str| -> Result<Setting<Option<PathBuf>>, SettingsError> {
+                match lookup(key, var) {
+                    Some((v, source)) => Ok(Setting {
+                        value: Some(absolute(key, source, &v)?),
+                        source,
+                    }),
+                    None => Ok(Setting {
+                        value: None,
+                        source: Source::Default,
+                    }),
+                }
+            };
+        let text = |key: &'static str, var: &str, default: &str| -> Setting<String> {
+            match lookup(key, var) {
+                Some((value, source)) => Setting { value, source },
+                None => Setting {
+                    value: default.to_owned(),
+                    source: Source::Default,
+                },
+            }
+        };
+
+        let config = match &flags.config {
+            Some(p) => Setting {
+                value: p.clone(),
+                source: Source::Flag,
+            },
+            None => path(
+                "config",
+                "PHOENIX_CONFIG",
+                PathBuf::from("/etc/phoenix/phoenix_lxc_configs.json"),
+            )?,
+        };
+        let host = match flags.host {
+            Some(h) => Setting {
+                value: h,
+                source: Source::Flag,
+            },
+            None => match lookup("host", "PHOENIX_HOST") {
+                Some((v, source)) => Setting {
+                    value: v.parse().map_err(|message| SettingsError::Value {
+                        key: "host",
+                        source_kind: source,
+                        message,
+                    })?,
+                    source,
+                },
+                None => Setting {
+                    value: HostKind::Pve,
+                    source: Source::Default,
+                },
+            },
+        };
+        let state_dir = path(
+            "state_dir",
+            "PHOENIX_STATE_DIR",
+            PathBuf::from("/var/lib/phoenix"),
+        )?;
+        let marker_dir = path(
+            "marker_dir",
+            "PHOENIX_MARKER_DIR",
+            state_dir.value.join("markers"),
+        )?;
+        let emu_root = path(
+            "emu_root",
+            "PHOENIX_EMU_ROOT",
+            state_dir.value.join("emulated"),
+        )?;
+        let vllm_image = text("vllm_image", "PHOENIX_VLLM_IMAGE", DEFAULT_VLLM_IMAGE);
+        if vllm_image.value.starts_with('-')
+            || vllm_image
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(SettingsError::Value {
+                key: "vllm_image",
+                source_kind: vllm_image.source,
+                message: "must be an image reference such as vllm/vllm-openai:v0.11.0".into(),
+            });
+        }
+        Ok(Self {
+            config,
+            host,
+            state_dir,
+            marker_dir,
+            log_dir: path(
+                "log_dir",
+                "PHOENIX_LOG_DIR",
+                PathBuf::from("/var/log/phoenix"),
+            )?,
+            secrets_dir: path(
+                "secrets_dir",
+                "PHOENIX_SECRETS_DIR",
+                PathBuf::from("/etc/phoenix/secrets"),
+            )?,
+            secret_key: path(
+                "secret_key",
+                "PHOENIX_SECRET_KEY",
+                PathBuf::from("/etc/phoenix/secret.key"),
+            )?,
+            pve_lxc_dir: path(
+                "pve_lxc_dir",
+                "PHOENIX_PVE_LXC_DIR",
+                PathBuf::from("/etc/pve/lxc"),
+            )?,
+            dev_dir: path("dev_dir", "PHOENIX_DEV_DIR", PathBuf::from("/dev"))?,
+            stdlib: opt_path("stdlib", "PHOENIX_STDLIB")?,
+            bin_dir: opt_path("bin_dir", "PHOENIX_BIN_DIR")?,
+            emu_root,
+            emu_pve_version: text("emu_pve_version", "PHOENIX_EMU_PVE_VERSION", "8.4.1"),
+            lxc_path: path(
+                "lxc_path",
+                "PHOENIX_LXC_PATH",
+                PathBuf::from("/var/lib/lxc"),
+            )?,
+            vllm_image,
+        })
+    }
+
+    /// Every setting as `(name, env var, value, source)` rows for `phoenix paths`.
+    pub fn rows(&self) -> Vec<(&'static str, &'static str, String, Source)> {
+        let p = |s: &Setting<PathBuf>| (s.value.display().to_string(), s.source);
+        let o = |s: &Setting<Option<PathBuf>>| {
+            (
+                s.value
+                    .as_ref()
+                    .map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string()),
+                s.source,
+            )
+        };
+        let values = [
+            p(&self.config),
+            (self.host.value.to_string(), self.host.source),
+            p(&self.state_dir),
+            p(&self.marker_dir),
+            p(&self.log_dir),
+            p(&self.secrets_dir),
+            p(&self.secret_key),
+            p(&self.pve_lxc_dir),
+            p(&self.dev_dir),
+            o(&self.stdlib),
+            o(&self.bin_dir),
+            p(&self.emu_root),
+            (
+                self.emu_pve_version.value.clone(),
+                self.emu_pve_version.source,
+            ),
+            p(&self.lxc_path),
+            (self.vllm_image.value.clone(), self.vllm_image.source),
+        ];
+        KEYS.iter()
+            .zip(values)
+            .map(|(&(name, var, _), (value, source))| (name, var, value, source))
+            .collect()
+    }
+
+    /// The absolute path of host tool `name` (`pct`, `zfs`, …): under `PHOENIX_BIN_DIR` when
+    /// set, else its standard location. Never a bare `PATH` lookup.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        if let Some(dir) = &self.bin_dir.value {
+            return dir.join(name);
+        }
+        let dir = match name {
+            "pct" | "pvesm" | "zfs" | "zpool" => "/usr/sbin",
+            "lxc-create" | "lxc-start" | "lxc-stop" | "lxc-destroy" | "lxc-info" | "lxc-attach"
+            | "lxc-ls" | "lxc-wait" => "/usr/bin",
+            _ => "/usr/bin",
+        };
+        Path::new(dir).join(name)
+    }
+}
+
+fn absolute(key: &'static str, source: Source, v: &str) -> Result<PathBuf, SettingsError> {
+    let p = PathBuf::from(v);
+    if v.contains('\0') || v.contains('\n') {
+        return Err(SettingsError::Value {
+            key,
+            source_kind: source,
+            message: "contains a newline or NUL".into(),
+        });
+    }
+    if p.is_absolute() {
+        return Ok(p);
+    }
+    // Relative paths are taken relative to the working directory, like any CLI tool would.
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .map_err(|e| SettingsError::Value {
+            key,
+            source_kind: source,
+            message: format!("relative path and no working directory: {e}"),
+        })
+}
+
+fn read_file(path: &Path, explicit: bool) -> Result<BTreeMap<String, String>, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(BTreeMap::new());
+        }
+        Err(source) => {
+            return Err(SettingsError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| SettingsError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        if !KEYS.iter().any(|(name, ..)| *name == k) {
+            let known: Vec<&str> = KEYS.iter().map(|(n, ..)| *n).collect();
+            return Err(SettingsError::Parse {
+                path: path.to_owned(),
+                message: format!("unknown key `{k}`; known keys: {}", known.join(", ")),
+            });
+        }
+        let toml::Value::String(s) = v else {
+            return Err(SettingsError::Parse {
+                path: path.to_owned(),
+                message: format!("`{k}` must be a string"),
+            });
+        };
+        out.insert(k, s);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(env: &[(&str, &str)], flags: FlagOverrides) -> Result<Settings, SettingsError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::resolve_with(&flags, &move |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn precedence_flag_env_file_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("phoenix.toml");
+        std::fs::write(
+            &file,
+            "log_dir = \"/from/file/logs\"\nmarker_dir = \"/from/file/markers\"\nconfig = \"/from/file/c.json\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = resolve(
+            &[
+                ("PHOENIX_SETTINGS", f),
+                ("PHOENIX_MARKER_DIR", "/from/env/markers"),
+                ("PHOENIX_CONFIG", "/from/env/c.json"),
+            ],
+            FlagOverrides {
+                config: Some("/from/flag/c.json".into()),
+                host: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.config.value, PathBuf::from("/from/flag/c.json"));
+        assert_eq!(s.config.source, Source::Flag);
+        assert_eq!(s.marker_dir.value, PathBuf::from("/from/env/markers"));
+        assert_eq!(s.marker_dir.source, Source::Env);
+        assert_eq!(s.log_dir.value, PathBuf::from("/from/file/logs"));
+        assert_eq!(s.log_dir.source, Source::File);
+        assert_eq!(s.secret_key.value, PathBuf::from("/etc/phoenix/secret.key"));
+        assert_eq!(s.secret_key.source, Source::Default);
+    }
+
+    #[test]
+    fn derived_defaults_follow_state_dir() {
+        let s = resolve(
+            &[("PHOENIX_STATE_DIR", "/tmp/st"), ("PHOENIX_SETTINGS", "")],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.marker_dir.value, PathBuf::from("/tmp/st/markers"));
+        assert_eq!(s.emu_root.value, PathBuf::from("/tmp/st/emulated"));
+        assert_eq!(s.marker_dir.source, Source::Default);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "markers = \"/x\"\n").unwrap();
+        let err = resolve(
+            &[("PHOENIX_SETTINGS", file.to_str().unwrap())],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown key `markers`"), "{err}");
+    }
+
+    #[test]
+    fn explicit_missing_settings_file_is_an_error() {
+        let err = resolve(
+            &[("PHOENIX_SETTINGS", "/nonexistent/p.toml")],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SettingsError::Read { .. }));
+    }
+
+    #[test]
+    fn bad_host_names_source() {
+        let err = resolve(&[("PHOENIX_HOST", "proxmox")], FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("host (env)"), "{err}");
+    }
+
+    #[test]
+    fn tools_use_bin_dir_or_standard_paths() {
+        let s = resolve(&[], FlagOverrides::default()).unwrap();
+        assert_eq!(s.tool("pct"), PathBuf::from("/usr/sbin/pct"));
+        assert_eq!(s.tool("nvidia-smi"), PathBuf::from("/usr/bin/nvidia-smi"));
+        let s = resolve(&[("PHOENIX_BIN_DIR", "/emu/bin")], FlagOverrides::default()).unwrap();
+        assert_eq!(s.tool("pct"), PathBuf::from("/emu/bin/pct"));
+    }
+}
