@@ -1,1 +1,2 @@
+//! Benchmarks (being built).
 fn main() {}

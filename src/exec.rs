@@ -255,8 +255,11 @@ impl ExecError {
 /// place.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    values: Arc<Mutex<Vec<(Zeroizing<String>, String)>>>,
+    values: Arc<Mutex<Vec<Known>>>,
 }
+
+/// A registered secret value and its name.
+type Known = (Zeroizing<String>, String);
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -40,6 +40,8 @@ pub struct Runtime {
     pub cancel: CancelFlag,
     /// This run's id (also in tags and the journal).
     pub run_id: String,
+    /// Dry-run plan lines for changes that are not commands (config lines phoenix writes).
+    pub notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -53,6 +55,14 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// Add a plan line (dry run) for a change that is not a host command.
+    pub fn note(&self, line: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
     /// The entry a recipe serves by default (DESIGN.md §10): the one selected with
     /// `--lxc`, else the entry whose `recipe` names this recipe, else the only entry.
     pub fn target(&self) -> Option<&LxcConfig> {

@@ -641,7 +641,7 @@ impl FromStr for GpuSelector {
             return Ok(Self::All);
         }
         let refs: Vec<GpuRef> = t
-            .split(|c: char| c == ',' || c == ' ')
+            .split([',', ' '])
             .filter(|p| !p.is_empty())
             .map(str::parse)
             .collect::<Result<_, _>>()?;

@@ -1,13 +1,752 @@
-//! The `lxc` family of recipe primitives.
+//! The `lxc` family: container lifecycle, commands and files inside a container, mounts,
+//! addresses.
+//!
+//! Every mutating primitive is idempotent: it looks at the real state first and acts only
+//! when something is missing, so a re-run after success issues no mutating command. A
+//! container phoenix did not create (no `phoenix` tag) is never changed. A container that
+//! exists but differs from its config entry is reported as drift, field by field.
+//!
+//! Containers are passed around as maps `#{vmid, name, iface}` (what `lxc.create` returns)
+//! or plain ids.
 
-use rhai::Engine;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use rhai::{Array, Dynamic, Engine, FuncRegistration, Map};
+use zeroize::Zeroizing;
+
+use super::support::{self, known_keys, opt_duration, step, string_array, vmid_of};
+use super::{ApiError, script_error};
+use crate::config::LxcConfig;
+use crate::host::{CreateSpec, CtConfig, CtStatus, ExecRequest};
+use crate::journal::UndoStep;
+use crate::runtime::Runtime;
+use crate::secret::Secret;
+use crate::types::{AbsPath, DatasetName, Vmid};
 
 crate::api::handle!(
     /// The `lxc` object recipes call methods on.
     LxcApi
 );
 
+type RhaiResult<T> = Result<T, Box<rhai::EvalAltResult>>;
+
+/// How long `lxc.start` waits for `status: running`.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+/// The container map recipes pass around.
+pub fn container_map(vmid: Vmid, entry: Option<&LxcConfig>) -> Map {
+    let mut m = Map::new();
+    m.insert("vmid".into(), Dynamic::from_int(i64::from(vmid.get())));
+    if let Some(e) = entry {
+        m.insert("name".into(), e.name.to_string().into());
+        m.insert("iface".into(), e.network.name.to_string().into());
+    }
+    m
+}
+
+/// Turn a spec map (the shape of a config entry, plus `vmid`) into a validated entry, with
+/// every check the config file gets.
+pub fn entry_from_map(rt: &Runtime, spec: &Map) -> Result<LxcConfig, ApiError> {
+    const CALL: &str = "lxc.create";
+    let vmid = vmid_of(CALL, &Dynamic::from_map(spec.clone()))?;
+    let mut value: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(spec.clone()))
+        .map_err(|e| ApiError::spec(CALL, format!("spec is not plain data: {e}")))?;
+    if let Some(o) = value.as_object_mut() {
+        o.remove("vmid");
+    }
+    let doc = serde_json::json!({ "lxc_configs": { vmid.to_string(): value } });
+    let path = std::path::PathBuf::from(format!(
+        "<lxc.create spec for {vmid} in {}>",
+        rt.recipe_name
+    ));
+    let config = crate::config::load_str(&path, &doc.to_string())
+        .map_err(|e| ApiError::spec(CALL, e.to_string()))?;
+    config
+        .lxc
+        .get(&vmid)
+        .cloned()
+        .ok_or_else(|| ApiError::spec(CALL, format!("spec for {vmid} produced no entry")))
+}
+
+/// Differences between an existing container's config and the entry it should match.
+pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |key: &str, want: String| {
+        let have = conf.get(key).unwrap_or("(unset)");
+        if have != want {
+            out.push(format!("{key}: host has {have:?}, config wants {want:?}"));
+        }
+    };
+    check("hostname", e.name.to_string());
+    check("memory", e.memory_mb.to_string());
+    check("cores", e.cores.to_string());
+    check("swap", e.swap_mb.to_string());
+    check(
+        "unprivileged",
+        if e.unprivileged { "1" } else { "0" }.to_owned(),
+    );
+    let rootfs = conf.get("rootfs").unwrap_or("");
+    let storage = rootfs.split(':').next().unwrap_or("");
+    if storage != e.storage_pool.as_str() {
+        out.push(format!(
+            "rootfs storage: host has {storage:?}, config wants {:?}",
+            e.storage_pool.as_str()
+        ));
+    }
+    let size = rootfs
+        .split(',')
+        .find_map(|p| p.strip_prefix("size="))
+        .unwrap_or("");
+    if size != format!("{}G", e.storage_size_gb) {
+        out.push(format!(
+            "rootfs size: host has {size:?}, config wants \"{}G\"",
+            e.storage_size_gb
+        ));
+    }
+    let net0 = conf.get("net0").unwrap_or("");
+    for (k, want) in [
+        ("name", e.network.name.to_string()),
+        ("bridge", e.network.bridge.to_string()),
+        ("ip", e.network.ip.to_string()),
+    ] {
+        let have = net0
+            .split(',')
+            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+            .unwrap_or("");
+        if have != want {
+            out.push(format!(
+                "net0 {k}: host has {have:?}, config wants {want:?}"
+            ));
+        }
+    }
+    out
+}
+
+/// `lxc.create(spec)`: create the container, or accept an identical phoenix-owned one.
+pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
+    const CALL: &str = "lxc.create";
+    let vmid = entry.vmid;
+    if let Some(conf) = rt.host.ct_config(vmid)? {
+        if !conf.is_owned() {
+            return Err(crate::host::HostError::NotOwned(vmid).into());
+        }
+        let d = drift(&conf, entry);
+        if !d.is_empty() {
+            return Err(ApiError::spec(
+                CALL,
+                format!(
+                    "container {vmid} exists and differs from its config entry (drift):\n  {}\nchange the config back, or destroy the container with `phoenix destroy --lxc {vmid}`",
+                    d.join("\n  ")
+                ),
+            ));
+        }
+        tracing::info!(%vmid, "container exists and matches its config");
+        return Ok(container_map(vmid, Some(entry)));
+    }
+    let spec = CreateSpec {
+        vmid,
+        entry: entry.clone(),
+        run_id: rt.run_id.clone(),
+    };
+    step(
+        rt,
+        &format!("lxc.create:{vmid}"),
+        UndoStep::DestroyContainer { vmid },
+        || rt.host.ct_create(&spec).map_err(ApiError::from),
+    )?;
+    Ok(container_map(vmid, Some(entry)))
+}
+
+/// Refuse to touch a container phoenix does not own (or that does not exist).
+fn owned(rt: &Runtime, vmid: Vmid) -> Result<CtConfig, ApiError> {
+    match rt.host.ct_config(vmid)? {
+        Some(c) if c.is_owned() => Ok(c),
+        Some(_) => Err(crate::host::HostError::NotOwned(vmid).into()),
+        // In a dry run the container of an earlier (recorded) step does not exist yet.
+        None if rt.dry_run => Ok(CtConfig {
+            entries: vec![("tags".into(), crate::host::OWNER_TAG.into())],
+        }),
+        None => Err(crate::host::HostError::NoSuchContainer(vmid).into()),
+    }
+}
+
+/// `lxc.start(ct)`: start and wait until the host reports `status: running`.
+pub fn start(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
+    owned(rt, vmid)?;
+    let status = rt.host.ct_status(vmid)?;
+    if status == CtStatus::Running {
+        return Ok(());
+    }
+    step(
+        rt,
+        &format!("lxc.start:{vmid}"),
+        UndoStep::StopContainer { vmid },
+        || {
+            rt.host.ct_start(vmid)?;
+            if rt.dry_run {
+                return Ok(());
+            }
+            wait_status(rt, vmid, CtStatus::Running, START_WAIT)
+        },
+    )
+}
+
+/// Poll the status fast at first (so a quick start is noticed at once), backing off.
+fn wait_status(rt: &Runtime, vmid: Vmid, want: CtStatus, limit: Duration) -> Result<(), ApiError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        support::check_cancel(rt)?;
+        if rt.host.ct_status(vmid)? == want {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            return Err(crate::host::HostError::WaitTimeout {
+                vmid,
+                state: "running",
+                waited: started.elapsed(),
+            }
+            .into());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// `lxc.stop(ct)`: stop when running.
+pub fn stop(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
+    owned(rt, vmid)?;
+    if rt.host.ct_status(vmid)? == CtStatus::Running {
+        support::check_cancel(rt)?;
+        rt.host.ct_stop(vmid)?;
+    }
+    Ok(())
+}
+
+/// `lxc.status(ct)`: `running`, `stopped` or `absent`.
+pub fn status(rt: &Runtime, vmid: Vmid) -> Result<CtStatus, ApiError> {
+    Ok(rt.host.ct_status(vmid)?)
+}
+
+/// What `lxc.exec` accepts besides argv.
+#[derive(Debug, Default)]
+pub struct ExecOptions {
+    /// Bytes on stdin.
+    pub stdin: Option<Zeroizing<Vec<u8>>>,
+    /// Kill after this long.
+    pub timeout: Option<Duration>,
+    /// Exit codes that count as success.
+    pub ok_codes: Vec<i32>,
+}
+
+impl ExecOptions {
+    fn from_map(map: &Map) -> Result<Self, ApiError> {
+        const CALL: &str = "lxc.exec";
+        known_keys(CALL, map, &["stdin", "timeout", "ok_codes"])?;
+        let stdin = match map.get("stdin") {
+            None => None,
+            Some(v) if v.is_unit() => None,
+            Some(v) => Some(stdin_bytes(CALL, v)?),
+        };
+        let ok_codes = match map.get("ok_codes") {
+            None => Vec::new(),
+            Some(v) => {
+                let arr = v.read_lock::<Array>().ok_or_else(|| {
+                    ApiError::spec(CALL, "`ok_codes` must be an array of integers")
+                })?;
+                arr.iter()
+                    .map(|c| {
+                        c.as_int()
+                            .ok()
+                            .and_then(|c| i32::try_from(c).ok())
+                            .ok_or_else(|| {
+                                ApiError::spec(CALL, "`ok_codes` must be an array of integers")
+                            })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(Self {
+            stdin,
+            timeout: opt_duration(CALL, map, "timeout")?,
+            ok_codes,
+        })
+    }
+}
+
+/// Stdin from a string or a Secret (a Secret's bytes never become a Rhai string).
+fn stdin_bytes(call: &'static str, v: &Dynamic) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    if let Some(secret) = v.read_lock::<Secret>() {
+        return Ok(Zeroizing::new(secret.expose().to_vec()));
+    }
+    v.clone()
+        .into_immutable_string()
+        .map(|s| Zeroizing::new(s.as_bytes().to_vec()))
+        .map_err(|t| {
+            ApiError::spec(
+                call,
+                format!("`stdin` must be a string or a secret, found {t}"),
+            )
+        })
+}
+
+/// `lxc.exec(ct, argv, opts)`: run argv inside the container; never a shell.
+pub fn exec(
+    rt: &Runtime,
+    vmid: Vmid,
+    argv: Vec<String>,
+    opts: ExecOptions,
+) -> Result<Map, ApiError> {
+    const CALL: &str = "lxc.exec";
+    if argv.is_empty() {
+        return Err(ApiError::spec(CALL, "argv is empty"));
+    }
+    if let Some(shell) = support::runs_shell(&argv) {
+        return Err(ApiError::spec(
+            CALL,
+            format!(
+                "refusing to run the shell {shell:?}: phoenix passes argv only; call the program directly"
+            ),
+        ));
+    }
+    if let Some(bad) = argv.iter().find(|a| a.contains('\0')) {
+        return Err(ApiError::spec(
+            CALL,
+            format!("argument {bad:?} contains NUL"),
+        ));
+    }
+    owned(rt, vmid)?;
+    support::check_cancel(rt)?;
+    let out = rt.host.ct_exec(
+        vmid,
+        &ExecRequest {
+            argv,
+            stdin: opts.stdin,
+            timeout: opts.timeout,
+            ok_codes: opts.ok_codes,
+            read_only: false,
+        },
+    )?;
+    let mut m = Map::new();
+    m.insert("code".into(), Dynamic::from_int(i64::from(out.code)));
+    m.insert(
+        "stdout".into(),
+        rt.redactor.redact(&out.stdout_text()).into(),
+    );
+    m.insert(
+        "stderr".into(),
+        rt.redactor.redact(&out.stderr_text()).into(),
+    );
+    Ok(m)
+}
+
+/// `lxc.set_password(ct, user, secret)`: `chpasswd` with `user:secret` on stdin.
+pub fn set_password(rt: &Runtime, vmid: Vmid, user: &str, secret: &Secret) -> Result<(), ApiError> {
+    const CALL: &str = "lxc.set_password";
+    let valid = !user.is_empty()
+        && user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(ApiError::spec(
+            CALL,
+            format!("invalid user name {}", crate::types::show(user)),
+        ));
+    }
+    if secret
+        .expose()
+        .iter()
+        .any(|&b| b == b'\n' || b == b'\r' || b == 0)
+    {
+        return Err(ApiError::spec(
+            CALL,
+            format!("{secret} contains a newline or NUL"),
+        ));
+    }
+    owned(rt, vmid)?;
+    let mut line = Zeroizing::new(Vec::with_capacity(user.len() + secret.expose().len() + 2));
+    line.extend_from_slice(user.as_bytes());
+    line.push(b':');
+    line.extend_from_slice(secret.expose());
+    line.push(b'\n');
+    support::check_cancel(rt)?;
+    rt.host.ct_exec(
+        vmid,
+        &ExecRequest {
+            argv: vec!["chpasswd".into()],
+            stdin: Some(line),
+            timeout: Some(Duration::from_secs(60)),
+            ok_codes: Vec::new(),
+            read_only: false,
+        },
+    )?;
+    Ok(())
+}
+
+/// Whether `path` exists inside the container (read-only query).
+fn file_exists(rt: &Runtime, vmid: Vmid, path: &AbsPath) -> Result<bool, ApiError> {
+    let out = rt.host.ct_exec(
+        vmid,
+        &ExecRequest {
+            argv: vec!["test".into(), "-e".into(), path.to_string()],
+            timeout: Some(Duration::from_secs(30)),
+            ok_codes: vec![0, 1],
+            read_only: true,
+            ..ExecRequest::default()
+        },
+    )?;
+    Ok(out.code == 0)
+}
+
+/// The file's current content inside the container, if it exists (read-only query).
+fn file_content(
+    rt: &Runtime,
+    vmid: Vmid,
+    path: &AbsPath,
+) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
+    if !file_exists(rt, vmid, path)? {
+        return Ok(None);
+    }
+    let out = rt.host.ct_exec(
+        vmid,
+        &ExecRequest {
+            argv: vec!["cat".into(), path.to_string()],
+            timeout: Some(Duration::from_secs(30)),
+            read_only: true,
+            ..ExecRequest::default()
+        },
+    )?;
+    Ok(Some(Zeroizing::new(out.stdout)))
+}
+
+/// `lxc.push(ct, path, content, mode)`: write a file inside the container (from a 0600
+/// temp file on the host). Content that is already there is not pushed again. A file
+/// phoenix creates is removed on undo; one that existed before is left alone.
+pub fn push(
+    rt: &Runtime,
+    vmid: Vmid,
+    path: &AbsPath,
+    content: &[u8],
+    mode: u32,
+) -> Result<(), ApiError> {
+    owned(rt, vmid)?;
+    let running = rt.host.ct_status(vmid)? == CtStatus::Running;
+    let current = if running {
+        file_content(rt, vmid, path)?
+    } else {
+        None
+    };
+    if current.as_deref().is_some_and(|c| c.as_slice() == content) {
+        return Ok(());
+    }
+    let name = format!("lxc.push:{vmid}:{path}");
+    if current.is_some() {
+        // Replacing a file that existed before this run: no undo (it was not ours to remove).
+        support::check_cancel(rt)?;
+        tracing::info!(step = %name, "replace");
+        return Ok(rt.host.ct_push(vmid, content, path, mode)?);
+    }
+    step(
+        rt,
+        &name,
+        UndoStep::RemoveFile {
+            vmid,
+            path: path.clone(),
+        },
+        || Ok(rt.host.ct_push(vmid, content, path, mode)?),
+    )
+}
+
+/// `lxc.mount(ct, source, ct_path)`: bind a host path or a ZFS dataset (`mpN`).
+pub fn mount(
+    rt: &Runtime,
+    vmid: Vmid,
+    source: &str,
+    ct_path: &AbsPath,
+    read_only: bool,
+) -> Result<String, ApiError> {
+    const CALL: &str = "lxc.mount";
+    let host_path = if source.starts_with('/') {
+        AbsPath::new(source).map_err(|e| ApiError::Type {
+            call: CALL,
+            source: e,
+        })?
+    } else {
+        let ds = DatasetName::new(source).map_err(|e| ApiError::Type {
+            call: CALL,
+            source: e,
+        })?;
+        match rt.host.zfs_mountpoint(&ds)? {
+            Some(mp) => AbsPath::new(mp).map_err(|e| ApiError::Type {
+                call: CALL,
+                source: e,
+            })?,
+            None if rt.dry_run => AbsPath::new(format!("/{ds}")).map_err(|e| ApiError::Type {
+                call: CALL,
+                source: e,
+            })?,
+            None => {
+                return Err(ApiError::spec(
+                    CALL,
+                    format!("dataset {ds} does not exist or has no mountpoint"),
+                ));
+            }
+        }
+    };
+    let conf = owned(rt, vmid)?;
+    let want_mp = format!("mp={ct_path}");
+    for (k, v) in &conf.entries {
+        if k.starts_with("mp") && v.split(',').any(|p| p == want_mp) {
+            if v.split(',').next() == Some(host_path.as_str()) {
+                return Ok(k.clone());
+            }
+            return Err(ApiError::spec(
+                CALL,
+                format!("{ct_path} is already mounted from another source ({k}: {v})"),
+            ));
+        }
+    }
+    let slot = format!("mp{}", conf.free_slot("mp"));
+    let mut value = crate::host::pve::Composite::new()
+        .bare(host_path.as_str())
+        .and_then(|c| c.kv("mp", ct_path.as_str()))
+        .map_err(|m| ApiError::spec(CALL, m))?;
+    if read_only {
+        value = value.kv("ro", "1").map_err(|m| ApiError::spec(CALL, m))?;
+    }
+    let value = value.build();
+    step(
+        rt,
+        &format!("lxc.mount:{vmid}:{ct_path}"),
+        UndoStep::DeleteConfigKeys {
+            vmid,
+            keys: vec![slot.clone()],
+        },
+        || Ok(rt.host.ct_set(vmid, &[(slot.clone(), value.clone())])?),
+    )?;
+    Ok(slot)
+}
+
+/// `lxc.address(ct)`: the IPv4 the host reports for the container's interface.
+pub fn address(rt: &Runtime, vmid: Vmid) -> Result<Ipv4Addr, ApiError> {
+    let iface = rt
+        .config
+        .get(vmid)
+        .map_or_else(|| "eth0".to_owned(), |e| e.network.name.to_string());
+    if rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running {
+        // Typed placeholder: the container is not there yet in a dry run.
+        return Ok(Ipv4Addr::UNSPECIFIED);
+    }
+    Ok(rt.host.ct_address(vmid, &iface)?)
+}
+
+fn mode_of(call: &'static str, v: i64) -> Result<u32, ApiError> {
+    u32::try_from(v)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| ApiError::spec(call, format!("mode {v:o} is not a file mode")))
+}
+
 /// Register the `lxc` methods.
 pub fn register(engine: &mut Engine) {
-    engine.register_type_with_name::<LxcApi>("LxcApi");
+    engine.register_type_with_name::<LxcApi>("Lxc");
+
+    FuncRegistration::new("create")
+        .with_params_info(["lxc: Lxc", "spec: Map", "Map"])
+        .with_comments([
+            "/// Create the container described by `spec` (a config entry from `config.target()`",
+            "/// or a map of the same shape with `vmid`). An identical phoenix-owned container is",
+            "/// accepted as is; one that differs is reported as drift; a foreign one is refused.",
+            "/// Returns the container `#{vmid, name, iface}`. Undo: destroy the container.",
+        ])
+        .register_into_engine(engine, |api: LxcApi, spec: Map| -> RhaiResult<Map> {
+            let entry = entry_from_map(&api.rt, &spec).map_err(script_error)?;
+            create(&api.rt, &entry).map_err(script_error)
+        });
+
+    FuncRegistration::new("start")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "()"])
+        .with_comments(["/// Start the container and wait until the host reports `status: running`. Undo: stop."])
+        .register_into_engine(engine, |api: LxcApi, ct: Dynamic| -> RhaiResult<()> {
+            let vmid = vmid_of("lxc.start", &ct).map_err(script_error)?;
+            start(&api.rt, vmid).map_err(script_error)
+        });
+
+    FuncRegistration::new("stop")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "()"])
+        .with_comments(["/// Stop the container if it is running."])
+        .register_into_engine(engine, |api: LxcApi, ct: Dynamic| -> RhaiResult<()> {
+            let vmid = vmid_of("lxc.stop", &ct).map_err(script_error)?;
+            stop(&api.rt, vmid).map_err(script_error)
+        });
+
+    FuncRegistration::new("status")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "String"])
+        .with_comments(["/// The container's state: `\"running\"`, `\"stopped\"` or `\"absent\"`."])
+        .register_into_engine(engine, |api: LxcApi, ct: Dynamic| -> RhaiResult<String> {
+            let vmid = vmid_of("lxc.status", &ct).map_err(script_error)?;
+            status(&api.rt, vmid)
+                .map(|s| s.to_string())
+                .map_err(script_error)
+        });
+
+    let exec_fn = |api: LxcApi, ct: Dynamic, argv: Array, opts: Map| -> RhaiResult<Map> {
+        let vmid = vmid_of("lxc.exec", &ct).map_err(script_error)?;
+        let argv = string_array("lxc.exec", "argv", &argv).map_err(script_error)?;
+        let opts = ExecOptions::from_map(&opts).map_err(script_error)?;
+        exec(&api.rt, vmid, argv, opts).map_err(script_error)
+    };
+    FuncRegistration::new("exec")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "argv: Array", "Map"])
+        .with_comments([
+            "/// Run `argv` inside the container (no shell: a shell as argv[0] is refused).",
+            "/// Fails on a non-zero exit. Returns `#{code, stdout, stderr}`. Pair it with",
+            "/// `undo.push` when the command changes something that must be undone.",
+        ])
+        .register_into_engine(engine, move |api: LxcApi, ct: Dynamic, argv: Array| {
+            exec_fn(api, ct, argv, Map::new())
+        });
+    FuncRegistration::new("exec")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "argv: Array", "opts: Map", "Map"])
+        .with_comments([
+            "/// Run `argv` inside the container with options: `stdin` (string or secret),",
+            "/// `timeout` (`\"30s\"`), `ok_codes` (exit codes that count as success).",
+        ])
+        .register_into_engine(engine, exec_fn);
+
+    FuncRegistration::new("set_password")
+        .with_params_info([
+            "lxc: Lxc",
+            "ct: Map|int",
+            "user: String",
+            "secret: Secret",
+            "()",
+        ])
+        .with_comments([
+            "/// Set `user`'s password with `chpasswd`; the secret goes through stdin only.",
+        ])
+        .register_into_engine(
+            engine,
+            |api: LxcApi, ct: Dynamic, user: &str, secret: Secret| -> RhaiResult<()> {
+                let vmid = vmid_of("lxc.set_password", &ct).map_err(script_error)?;
+                set_password(&api.rt, vmid, user, &secret).map_err(script_error)
+            },
+        );
+
+    let push_fn = |api: LxcApi,
+                   ct: Dynamic,
+                   path: &str,
+                   content: Dynamic,
+                   mode: Option<i64>|
+     -> RhaiResult<()> {
+        const CALL: &str = "lxc.push";
+        let vmid = vmid_of(CALL, &ct).map_err(script_error)?;
+        let path = AbsPath::new(path)
+            .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
+        let is_secret = content.is::<Secret>();
+        let bytes = stdin_bytes(CALL, &content).map_err(script_error)?;
+        let mode = match mode {
+            Some(m) => mode_of(CALL, m).map_err(script_error)?,
+            None if is_secret => 0o600,
+            None => 0o644,
+        };
+        if is_secret && mode & 0o077 != 0 {
+            return Err(script_error(ApiError::spec(
+                CALL,
+                format!("a secret must be pushed with mode 0600 or stricter, not {mode:04o}"),
+            )));
+        }
+        push(&api.rt, vmid, &path, &bytes, mode).map_err(script_error)
+    };
+    FuncRegistration::new("push")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "path: String", "content: String|Secret", "()"])
+        .with_comments([
+            "/// Write `content` to `path` inside the container (mode 0644; 0600 for a secret).",
+            "/// Unchanged content is not pushed again. Undo: remove the file if phoenix created it.",
+        ])
+        .register_into_engine(engine, move |api: LxcApi, ct: Dynamic, path: &str, content: Dynamic| {
+            push_fn(api, ct, path, content, None)
+        });
+    FuncRegistration::new("push")
+        .with_params_info([
+            "lxc: Lxc",
+            "ct: Map|int",
+            "path: String",
+            "content: String|Secret",
+            "mode: int",
+            "()",
+        ])
+        .with_comments([
+            "/// Write `content` to `path` inside the container with `mode` (e.g. `0o600`).",
+        ])
+        .register_into_engine(
+            engine,
+            move |api: LxcApi, ct: Dynamic, path: &str, content: Dynamic, mode: i64| {
+                push_fn(api, ct, path, content, Some(mode))
+            },
+        );
+
+    let mount_fn =
+        |api: LxcApi, ct: Dynamic, source: &str, ct_path: &str, ro: bool| -> RhaiResult<String> {
+            const CALL: &str = "lxc.mount";
+            let vmid = vmid_of(CALL, &ct).map_err(script_error)?;
+            let ct_path = AbsPath::new(ct_path)
+                .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
+            mount(&api.rt, vmid, source, &ct_path, ro).map_err(script_error)
+        };
+    FuncRegistration::new("mount")
+        .with_params_info([
+            "lxc: Lxc",
+            "ct: Map|int",
+            "source: String",
+            "ct_path: String",
+            "String",
+        ])
+        .with_comments([
+            "/// Bind-mount a host path (`/srv/x`) or a ZFS dataset (`tank/models`) at `ct_path`",
+            "/// (`mpN`). Returns the `mpN` key. Undo: remove the mount point entry.",
+        ])
+        .register_into_engine(
+            engine,
+            move |api: LxcApi, ct: Dynamic, source: &str, ct_path: &str| {
+                mount_fn(api, ct, source, ct_path, false)
+            },
+        );
+    FuncRegistration::new("mount")
+        .with_params_info([
+            "lxc: Lxc",
+            "ct: Map|int",
+            "source: String",
+            "ct_path: String",
+            "opts: Map",
+            "String",
+        ])
+        .with_comments(["/// Bind-mount with options: `ro` (bool)."])
+        .register_into_engine(
+            engine,
+            move |api: LxcApi, ct: Dynamic, source: &str, ct_path: &str, opts: Map| {
+                known_keys("lxc.mount", &opts, &["ro"]).map_err(script_error)?;
+                let ro = opts
+                    .get("ro")
+                    .and_then(|v| v.as_bool().ok())
+                    .unwrap_or(false);
+                mount_fn(api, ct, source, ct_path, ro)
+            },
+        );
+
+    FuncRegistration::new("address")
+        .with_params_info(["lxc: Lxc", "ct: Map|int", "String"])
+        .with_comments([
+            "/// The container's IPv4 address as the host reports it (works with DHCP; a",
+            "/// loopback address on the emulated host). `0.0.0.0` in a dry run before creation.",
+        ])
+        .register_into_engine(engine, |api: LxcApi, ct: Dynamic| -> RhaiResult<String> {
+            let vmid = vmid_of("lxc.address", &ct).map_err(script_error)?;
+            address(&api.rt, vmid)
+                .map(|a| a.to_string())
+                .map_err(script_error)
+        });
 }

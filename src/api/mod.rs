@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod log;
 pub mod lxc;
 pub mod secret;
+pub mod support;
 pub mod undo;
 pub mod zfs;
 

@@ -1,13 +1,185 @@
-//! The `undo` family of recipe primitives.
+//! The `undo` family, and the executor that carries out undo steps.
+//!
+//! `undo.push(#{ct, argv})` records a recipe's own compensating command (data, never a
+//! closure): `lxc.exec` cannot know what a program did, so a recipe pairs it with
+//! `undo.push`. [`execute`] performs any [`UndoStep`] for rollback and `phoenix destroy`:
+//! each is idempotent ("already gone" is success) and checks ownership first — a container
+//! or dataset is destroyed only when it carries phoenix's owner tag *and* the tag of the run
+//! that recorded the step, so a resource that existed before a run is never undone by it.
 
-use rhai::Engine;
+use rhai::{Array, Engine, FuncRegistration, Map};
+
+use super::support::{known_keys, string_array, vmid_of};
+use super::{ApiError, script_error};
+use crate::host::{CtStatus, ExecRequest, Host, HostError, ZFS_OWNER_PROP, ZFS_RUN_PROP};
+use crate::journal::UndoStep;
+use crate::runtime::Runtime;
 
 crate::api::handle!(
     /// The `undo` object recipes call methods on.
     UndoApi
 );
 
+type RhaiResult<T> = Result<T, Box<rhai::EvalAltResult>>;
+
+/// What carrying out an undo step found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step's effect was removed.
+    Undone,
+    /// There was nothing to remove.
+    AlreadyGone,
+    /// The resource exists but is not this run's: left alone.
+    NotOurs(String),
+}
+
+/// Carry out `step`, recorded by run `run`, on `host`.
+pub fn execute(host: &dyn Host, step: &UndoStep, run: &str) -> Result<Outcome, HostError> {
+    let run_tag = crate::host::pve::run_tag(run);
+    match step {
+        UndoStep::DestroyContainer { vmid } => {
+            let Some(conf) = host.ct_config(*vmid)? else {
+                return Ok(Outcome::AlreadyGone);
+            };
+            let tags = conf.tags();
+            if !conf.is_owned() {
+                return Ok(Outcome::NotOurs(format!(
+                    "container {vmid} is not tagged phoenix"
+                )));
+            }
+            if run_tag.as_ref().is_some_and(|t| !tags.contains(t)) {
+                return Ok(Outcome::NotOurs(format!(
+                    "container {vmid} was created by another run (tags: {})",
+                    tags.join(";")
+                )));
+            }
+            host.ct_destroy(*vmid)?;
+            Ok(Outcome::Undone)
+        }
+        UndoStep::StopContainer { vmid } => match host.ct_status(*vmid)? {
+            CtStatus::Running => {
+                host.ct_stop(*vmid)?;
+                Ok(Outcome::Undone)
+            }
+            _ => Ok(Outcome::AlreadyGone),
+        },
+        UndoStep::RestoreConfig { vmid, backup } => {
+            if !backup.exists() || host.ct_config(*vmid)?.is_none() {
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.ct_restore_config(*vmid, backup)?;
+            let _ = std::fs::remove_file(backup);
+            Ok(Outcome::Undone)
+        }
+        UndoStep::DeleteConfigKeys { vmid, keys } => {
+            let Some(conf) = host.ct_config(*vmid)? else {
+                return Ok(Outcome::AlreadyGone);
+            };
+            let present: Vec<String> = keys
+                .iter()
+                .filter(|k| conf.get(k).is_some())
+                .cloned()
+                .collect();
+            if present.is_empty() {
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.ct_delete_keys(*vmid, &present)?;
+            Ok(Outcome::Undone)
+        }
+        UndoStep::DestroyDataset { name } => {
+            let Some(props) = host.zfs_get(name)? else {
+                return Ok(Outcome::AlreadyGone);
+            };
+            if props.get(ZFS_OWNER_PROP).map(String::as_str) != Some(crate::host::OWNER_TAG) {
+                return Ok(Outcome::NotOurs(format!(
+                    "dataset {name} has no phoenix:owner property"
+                )));
+            }
+            if props.get(ZFS_RUN_PROP).is_some_and(|r| r != run) {
+                return Ok(Outcome::NotOurs(format!(
+                    "dataset {name} was created by another run"
+                )));
+            }
+            host.zfs_destroy(name)?;
+            Ok(Outcome::Undone)
+        }
+        UndoStep::RemoveFile { vmid, path } => {
+            if host.ct_status(*vmid)? != CtStatus::Running {
+                // Absent: gone with the container. Stopped: the file goes with the container
+                // when it is destroyed; nothing else can reach it without starting it.
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.ct_exec(
+                *vmid,
+                &ExecRequest {
+                    argv: vec!["rm".into(), "-f".into(), path.to_string()],
+                    timeout: Some(std::time::Duration::from_secs(30)),
+                    ..ExecRequest::default()
+                },
+            )?;
+            Ok(Outcome::Undone)
+        }
+        UndoStep::Exec { vmid, argv } => {
+            if host.ct_status(*vmid)? != CtStatus::Running {
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.ct_exec(
+                *vmid,
+                &ExecRequest {
+                    argv: argv.clone(),
+                    timeout: Some(std::time::Duration::from_secs(300)),
+                    ..ExecRequest::default()
+                },
+            )?;
+            Ok(Outcome::Undone)
+        }
+    }
+}
+
+/// `undo.push(#{ct, argv})`: record a custom undo step for this run.
+pub fn push(rt: &Runtime, step: UndoStep) -> Result<(), ApiError> {
+    let name = match &step {
+        UndoStep::Exec { vmid, argv } => format!("undo.push:{vmid}:{}", argv.join(" ")),
+        other => format!("undo.push:{other:?}"),
+    };
+    let seq = rt.journal.intent(&name, step)?;
+    rt.journal.done(seq)?;
+    Ok(())
+}
+
 /// Register the `undo` methods.
 pub fn register(engine: &mut Engine) {
-    engine.register_type_with_name::<UndoApi>("UndoApi");
+    engine.register_type_with_name::<UndoApi>("Undo");
+    FuncRegistration::new("push")
+        .with_params_info(["undo: Undo", "step: Map", "()"])
+        .with_comments([
+            "/// Record a compensating command for rollback and `phoenix destroy`:",
+            "/// `#{ct: container, argv: [\"systemctl\", \"disable\", \"--now\", \"x\"]}`.",
+            "/// It runs (inside the container, no shell) only if the container still runs.",
+        ])
+        .register_into_engine(engine, |api: UndoApi, step: Map| -> RhaiResult<()> {
+            const CALL: &str = "undo.push";
+            known_keys(CALL, &step, &["ct", "argv"]).map_err(script_error)?;
+            let ct = step
+                .get("ct")
+                .ok_or_else(|| script_error(ApiError::spec(CALL, "missing `ct`")))?;
+            let vmid = vmid_of(CALL, ct).map_err(script_error)?;
+            let argv = step
+                .get("argv")
+                .and_then(|a| a.read_lock::<Array>().map(|a| a.clone()))
+                .ok_or_else(|| {
+                    script_error(ApiError::spec(CALL, "`argv` must be an array of strings"))
+                })?;
+            let argv = string_array(CALL, "argv", &argv).map_err(script_error)?;
+            if argv.is_empty() {
+                return Err(script_error(ApiError::spec(CALL, "`argv` is empty")));
+            }
+            if let Some(shell) = super::support::runs_shell(&argv) {
+                return Err(script_error(ApiError::spec(
+                    CALL,
+                    format!("refusing to record the shell {shell:?}: argv only"),
+                )));
+            }
+            push(&api.rt, UndoStep::Exec { vmid, argv }).map_err(script_error)
+        });
 }

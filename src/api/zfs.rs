@@ -1,13 +1,125 @@
-//! The `zfs` family of recipe primitives.
+//! The `zfs` family: datasets phoenix owns.
+//!
+//! `zfs.dataset(name, props)` creates a dataset with `-o k=v` properties plus the ownership
+//! properties `phoenix:owner=phoenix` and `phoenix:run=<run id>`. It is idempotent: an
+//! existing phoenix-owned dataset is adopted (differing properties are reported as drift in
+//! the log, not changed); a dataset phoenix did not create is refused, and never destroyed.
 
-use rhai::Engine;
+use rhai::{Engine, FuncRegistration, Map};
+
+use super::support::step;
+use super::{ApiError, script_error};
+use crate::host::{HostError, ZFS_OWNER_PROP, ZFS_RUN_PROP};
+use crate::journal::UndoStep;
+use crate::runtime::Runtime;
+use crate::types::{DatasetName, PropKey, PropValue};
 
 crate::api::handle!(
     /// The `zfs` object recipes call methods on.
     ZfsApi
 );
 
+type RhaiResult<T> = Result<T, Box<rhai::EvalAltResult>>;
+
+/// Validate recipe properties; the ownership properties are phoenix's own.
+pub fn props_of(call: &'static str, map: &Map) -> Result<Vec<(PropKey, PropValue)>, ApiError> {
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let key = PropKey::new(k.as_str()).map_err(|source| ApiError::Type { call, source })?;
+        if key.as_str().starts_with("phoenix:") {
+            return Err(ApiError::spec(
+                call,
+                format!("property {key} is reserved for phoenix"),
+            ));
+        }
+        let text = if let Ok(b) = v.as_bool() {
+            if b { "on".to_owned() } else { "off".to_owned() }
+        } else if let Ok(i) = v.as_int() {
+            i.to_string()
+        } else {
+            v.clone()
+                .into_immutable_string()
+                .map(|s| s.to_string())
+                .map_err(|t| {
+                    ApiError::spec(
+                        call,
+                        format!("property {key} must be a string, int or bool, found {t}"),
+                    )
+                })?
+        };
+        let value = PropValue::new(text).map_err(|source| ApiError::Type { call, source })?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// `zfs.dataset(name, props)`: returns the dataset's mountpoint (empty when unmounted).
+pub fn dataset(
+    rt: &Runtime,
+    name: &DatasetName,
+    props: &[(PropKey, PropValue)],
+) -> Result<String, ApiError> {
+    if let Some(existing) = rt.host.zfs_get(name)? {
+        if existing.get(ZFS_OWNER_PROP).map(String::as_str) != Some(crate::host::OWNER_TAG) {
+            return Err(HostError::DatasetNotOwned(name.clone()).into());
+        }
+        for (k, v) in props {
+            if existing
+                .get(k.as_str())
+                .is_some_and(|have| have != v.as_str())
+            {
+                tracing::warn!(dataset = %name, property = %k, have = %existing[k.as_str()], want = %v, "dataset property drift (left unchanged)");
+            }
+        }
+        return Ok(existing.get("mountpoint").cloned().unwrap_or_default());
+    }
+    let mut all = props.to_vec();
+    let owner = |k: &str, v: &str| -> Result<(PropKey, PropValue), ApiError> {
+        Ok((
+            PropKey::new(k).map_err(|source| ApiError::Type {
+                call: "zfs.dataset",
+                source,
+            })?,
+            PropValue::new(v).map_err(|source| ApiError::Type {
+                call: "zfs.dataset",
+                source,
+            })?,
+        ))
+    };
+    all.push(owner(ZFS_OWNER_PROP, crate::host::OWNER_TAG)?);
+    all.push(owner(ZFS_RUN_PROP, &rt.run_id)?);
+    step(
+        rt,
+        &format!("zfs.dataset:{name}"),
+        UndoStep::DestroyDataset { name: name.clone() },
+        || Ok(rt.host.zfs_create(name, &all)?),
+    )?;
+    if rt.dry_run {
+        return Ok(format!("/{name}"));
+    }
+    Ok(rt.host.zfs_mountpoint(name)?.unwrap_or_default())
+}
+
 /// Register the `zfs` methods.
 pub fn register(engine: &mut Engine) {
-    engine.register_type_with_name::<ZfsApi>("ZfsApi");
+    engine.register_type_with_name::<ZfsApi>("Zfs");
+    let f = |api: ZfsApi, name: &str, props: Map| -> RhaiResult<String> {
+        const CALL: &str = "zfs.dataset";
+        let name = DatasetName::new(name)
+            .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
+        let props = props_of(CALL, &props).map_err(script_error)?;
+        dataset(&api.rt, &name, &props).map_err(script_error)
+    };
+    FuncRegistration::new("dataset")
+        .with_params_info(["zfs: Zfs", "name: String", "String"])
+        .with_comments([
+            "/// Create the dataset `name` (`tank/models`) owned by phoenix, or adopt it when phoenix",
+            "/// created it earlier. A dataset phoenix did not create is refused. Returns its",
+            "/// mountpoint. Undo: `zfs destroy` (only phoenix-owned datasets).",
+        ])
+        .register_into_engine(engine, move |api: ZfsApi, name: &str| f(api, name, Map::new()));
+    FuncRegistration::new("dataset")
+        .with_params_info(["zfs: Zfs", "name: String", "props: Map", "String"])
+        .with_comments(["/// Create the dataset with properties (`#{compression: \"lz4\", recordsize: \"1M\"}`)."])
+        .register_into_engine(engine, f);
 }

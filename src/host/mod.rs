@@ -247,8 +247,10 @@ pub struct ExecRequest {
     pub stdin: Option<Zeroizing<Vec<u8>>>,
     /// Kill after this long.
     pub timeout: Option<Duration>,
-    /// Exit codes that count as success.
+    /// Exit codes that count as success (empty = only 0).
     pub ok_codes: Vec<i32>,
+    /// The command only reads: `--dry-run` runs it for real instead of recording it.
+    pub read_only: bool,
 }
 
 /// A device node a container needs, read from the live `/dev`.
@@ -320,14 +322,20 @@ pub fn open(
     settings: &crate::settings::Settings,
     runner: std::sync::Arc<dyn crate::exec::Runner>,
 ) -> Result<std::sync::Arc<dyn Host>> {
-    // Interim: the backends are being built; `recipe run` reaches this only for
-    // recipes that touch no host.
-    let _ = runner;
-    if settings.host.value == HostKind::Emulated {
-        emulated::prepare(settings)?;
+    match settings.host.value {
+        HostKind::Pve => Ok(std::sync::Arc::new(pve::PveHost::new(
+            pve::PvePaths::from_settings(settings),
+            runner,
+        ))),
+        HostKind::Emulated => {
+            let paths = emulated::prepare(settings)?;
+            Ok(std::sync::Arc::new(
+                pve::PveHost::new(paths, runner).with_kind(HostKind::Emulated),
+            ))
+        }
+        HostKind::Lxc => Err(HostError::Unsupported {
+            backend: HostKind::Lxc,
+            what: "run yet (the lxc backend is not built)",
+        }),
     }
-    Err(HostError::Unsupported {
-        backend: settings.host.value,
-        what: "run yet (backend not built)",
-    })
 }

@@ -1,11 +1,48 @@
 //! The Proxmox VE backend: `pct`, `pvesm`, `pveversion`, `zfs`, `nvidia-smi` by absolute
 //! path, through the one runner.
+//!
+//! Formats follow the PVE sources (`pve-container`: `PVE/LXC/Config.pm` for `netN`, `mpN`,
+//! `devN`, `features`, `tags`; `PVE/CLI/pct.pm` for `exec`, `status`, `push`):
+//! - container configs are read straight from `/etc/pve/lxc/<vmid>.conf` (the file PVE
+//!   itself reads), never parsed from a human listing;
+//! - raw `lxc.*` lines (legacy GPU passthrough) are written under PVE's per-container
+//!   config lock (`/run/lock/lxc/pve-config-<vmid>.lock`), before any `[snapshot]` section,
+//!   atomically (temp file + rename), after a backup; a config with a `lock:` entry is refused;
+//! - `pct exec --keep-env 0` is passed only from PVE 8.1 on (older `pct` lacks the option);
+//!   phoenix's children get a minimal environment anyway.
+//!
+//! `--host emulated` is this same backend with the emulated host's paths
+//! ([`super::emulated::prepare`]).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use crate::exec::Runner;
-use crate::settings::Settings;
+use super::{CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError, Result};
+use crate::config::IpConfig;
+use crate::exec::{CommandOutput, ExecError, HostCommand, Runner};
+use crate::settings::{HostKind, Settings};
+use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
+
+/// First PVE release whose `pct exec` knows `--keep-env`.
+pub const KEEP_ENV_SINCE: (u32, u32) = (8, 1);
+/// First PVE release with `devN` passthrough entries.
+pub const DEV_ENTRIES_SINCE: (u32, u32) = (8, 1);
+
+/// How long `pct create` may take (template unpacking on slow storage).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a lifecycle command may take.
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `nvidia-smi` query phoenix uses (DESIGN.md §2).
+pub const GPU_QUERY: &str = "--query-gpu=index,pci.bus_id,uuid,name,memory.total,driver_version";
 
 /// Where the PVE backend finds its tools and files.
 #[derive(Debug, Clone)]
@@ -51,11 +88,740 @@ impl PvePaths {
 pub struct PveHost {
     paths: PvePaths,
     runner: Arc<dyn Runner>,
+    kind: HostKind,
+    version: OnceLock<Option<(u32, u32, u32)>>,
+}
+
+impl std::fmt::Debug for PveHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PveHost")
+            .field("paths", &self.paths)
+            .finish()
+    }
 }
 
 impl PveHost {
     /// A backend with `paths`, running commands through `runner`.
     pub fn new(paths: PvePaths, runner: Arc<dyn Runner>) -> Self {
-        Self { paths, runner }
+        Self {
+            paths,
+            runner,
+            kind: HostKind::Pve,
+            version: OnceLock::new(),
+        }
+    }
+
+    /// The same backend, reporting itself as `kind` (the emulated host).
+    pub fn with_kind(mut self, kind: HostKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    fn pct(&self) -> HostCommand {
+        HostCommand::new(&self.paths.pct)
+    }
+
+    fn zfs(&self) -> HostCommand {
+        HostCommand::new(&self.paths.zfs)
+    }
+
+    fn run(&self, cmd: &HostCommand) -> Result<CommandOutput> {
+        self.runner.run(cmd).map_err(|e| match e {
+            ExecError::Interrupted { .. } => HostError::Interrupted,
+            other => HostError::Exec(other),
+        })
+    }
+
+    fn conf_path(&self, vmid: Vmid) -> PathBuf {
+        self.paths.lxc_dir.join(format!("{vmid}.conf"))
+    }
+
+    /// `pct exec <vmid> [--keep-env 0] --` prefix.
+    fn exec_prefix(&self, vmid: Vmid) -> Result<HostCommand> {
+        let mut cmd = self.pct().arg("exec").arg(vmid.to_string());
+        if self
+            .pve_version()?
+            .is_some_and(|(a, b, _)| (a, b) >= KEEP_ENV_SINCE)
+        {
+            cmd = cmd.args(["--keep-env", "0"]);
+        }
+        Ok(cmd.arg("--"))
+    }
+
+    /// The exact `pct create` argv for `spec` (also used by golden tests).
+    pub fn create_command(&self, spec: &CreateSpec) -> Result<HostCommand> {
+        let e = &spec.entry;
+        let net0 =
+            net0_value(e).map_err(|m| HostError::Device(format!("net0 for {}: {m}", spec.vmid)))?;
+        let mut cmd = self
+            .pct()
+            .arg("create")
+            .arg(spec.vmid.to_string())
+            .arg(e.template.as_str())
+            .args(["--hostname", e.name.as_str()])
+            .args(["--memory", &e.memory_mb.to_string()])
+            .args(["--swap", &e.swap_mb.to_string()])
+            .args(["--cores", &e.cores.to_string()])
+            .arg("--rootfs")
+            .arg(format!("{}:{}", e.storage_pool, e.storage_size_gb))
+            .arg("--net0")
+            .arg(net0);
+        if !e.network.dns.is_empty() {
+            let dns: Vec<String> = e.network.dns.iter().map(ToString::to_string).collect();
+            cmd = cmd.arg("--nameserver").arg(dns.join(" "));
+        }
+        if let Some(f) = e.features.to_pve() {
+            cmd = cmd.arg("--features").arg(f);
+        }
+        let tag = run_tag(&spec.run_id).ok_or_else(|| {
+            HostError::Device(format!("run id {:?} is not a valid PVE tag", spec.run_id))
+        })?;
+        Ok(cmd
+            .args(["--unprivileged", if e.unprivileged { "1" } else { "0" }])
+            .args(["--onboot", if e.onboot { "1" } else { "0" }])
+            .arg("--tags")
+            .arg(format!("{};{tag}", super::OWNER_TAG))
+            .timeout(CREATE_TIMEOUT)
+            .mutating())
+    }
+
+    /// Take PVE's config lock of `vmid` for the life of the returned guard.
+    fn config_lock(&self, vmid: Vmid) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let dir = &self.paths.lock_dir;
+        std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
+            action: "create lock directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("pve-config-{vmid}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| HostError::Io {
+                action: "open config lock",
+                path: path.clone(),
+                source,
+            })?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            HostError::Io {
+                action: "lock",
+                path,
+                source: e.into(),
+            }
+        })
+    }
+
+    fn read_conf(&self, vmid: Vmid) -> Result<String> {
+        let path = self.conf_path(vmid);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(HostError::NoSuchContainer(vmid))
+            }
+            Err(source) => Err(HostError::Io {
+                action: "read container config",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn write_conf(&self, vmid: Vmid, text: &str) -> Result<()> {
+        write_atomic(&self.conf_path(vmid), text.as_bytes(), 0o640)
+    }
+}
+
+/// `phoenix-run-<id>` when the id is a valid PVE tag (`[a-z0-9_][a-z0-9_+.-]*`).
+pub fn run_tag(run_id: &str) -> Option<String> {
+    let ok = !run_id.is_empty()
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_+.-".contains(c));
+    ok.then(|| format!("phoenix-run-{run_id}"))
+}
+
+/// Builds PVE composite values (`k=v,k=v`), refusing separators inside values.
+#[derive(Debug, Default)]
+pub struct Composite {
+    parts: Vec<String>,
+}
+
+impl Composite {
+    /// An empty value.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `key=value`; the value must not contain `,` `=` `;` newline or NUL.
+    pub fn kv(mut self, key: &str, value: &str) -> std::result::Result<Self, String> {
+        PropValue::new(value).map_err(|e| format!("{key}: {}", e.reason))?;
+        self.parts.push(format!("{key}={value}"));
+        Ok(self)
+    }
+
+    /// Add a bare first element (a volume or path); same rules as a value.
+    pub fn bare(mut self, value: &str) -> std::result::Result<Self, String> {
+        PropValue::new(value).map_err(|e| e.reason)?;
+        self.parts.push(value.to_owned());
+        Ok(self)
+    }
+
+    /// The finished value.
+    pub fn build(self) -> String {
+        self.parts.join(",")
+    }
+}
+
+fn net0_value(e: &crate::config::LxcConfig) -> std::result::Result<String, String> {
+    let n = &e.network;
+    let mut c = Composite::new()
+        .kv("name", n.name.as_str())?
+        .kv("bridge", n.bridge.as_str())?
+        .kv("ip", &n.ip.to_string())?;
+    if let (IpConfig::Static(_), Some(gw)) = (&n.ip, n.gw) {
+        c = c.kv("gw", &gw.to_string())?;
+    }
+    if let Some(mac) = &n.mac {
+        c = c.kv("hwaddr", &mac.as_str().to_ascii_uppercase())?;
+    }
+    if let Some(tag) = n.vlan {
+        c = c.kv("tag", &tag.to_string())?;
+    }
+    Ok(c.build())
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |action, source| HostError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".phoenix-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(|e| io("create temp file for", e))?;
+    tmp.write_all(bytes).map_err(|e| io("write", e))?;
+    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
+    tmp.persist(path).map_err(|e| io("replace", e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Insert `lines` (as `key: value`) before the first `[section]`, skipping lines already
+/// present. Returns the new text and whether anything changed.
+pub fn insert_config_lines(text: &str, lines: &[(String, String)]) -> (String, bool) {
+    let existing: Vec<String> = text
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .map(|l| l.trim_end().to_owned())
+        .collect();
+    let new: Vec<String> = lines
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .filter(|l| !existing.contains(l))
+        .collect::<Vec<_>>();
+    let mut dedup: Vec<String> = Vec::new();
+    for l in new {
+        if !dedup.contains(&l) {
+            dedup.push(l);
+        }
+    }
+    if dedup.is_empty() {
+        return (text.to_owned(), false);
+    }
+    let split = text
+        .find("\n[")
+        .map(|i| i + 1)
+        .or_else(|| text.starts_with('[').then_some(0));
+    let (head, tail) = match split {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let mut out = head.to_owned();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for l in &dedup {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !tail.is_empty() {
+        out.push('\n');
+        out.push_str(tail.trim_start_matches('\n'));
+    }
+    (out, true)
+}
+
+/// Parse `nvidia-smi --query-gpu=… --format=csv,noheader,nounits` output.
+pub fn parse_gpu_csv(text: &str) -> std::result::Result<Vec<Gpu>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() < 6 {
+            return Err(format!(
+                "line {}: expected 6 fields, found {}",
+                i + 1,
+                f.len()
+            ));
+        }
+        out.push(Gpu {
+            index: f[0]
+                .parse()
+                .map_err(|_| format!("line {}: bad index {:?}", i + 1, f[0]))?,
+            pci_bus_id: f[1].to_owned(),
+            uuid: f[2].to_owned(),
+            name: f[3].to_owned(),
+            memory_mib: f[4]
+                .parse()
+                .map_err(|_| format!("line {}: bad memory {:?}", i + 1, f[4]))?,
+            driver_version: f[5].to_owned(),
+            minor: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Minor numbers by PCI bus id from `nvidia-smi -q` text (`GPU 00000000:00:06.0` headers,
+/// `Minor Number : 0` lines).
+pub fn parse_minors(text: &str) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(bus) = line.strip_prefix("GPU ") {
+            current = Some(bus.trim().to_ascii_lowercase());
+        } else if let Some((k, v)) = line.split_once(':') {
+            if k.trim() == "Minor Number" {
+                if let (Some(bus), Ok(m)) = (&current, v.trim().parse()) {
+                    out.insert(bus.clone(), m);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Parse `pveversion` output (`pve-manager/8.4.1/…`).
+pub fn parse_pveversion(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text
+        .trim()
+        .strip_prefix("pve-manager/")?
+        .split('/')
+        .next()?;
+    let mut it = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// Parse `ip -j -4 addr show dev IFACE` output: the first IPv4 address.
+pub fn parse_ip_json(text: &str) -> Option<Ipv4Addr> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.as_array()?.iter().find_map(|iface| {
+        iface.get("addr_info")?.as_array()?.iter().find_map(|a| {
+            (a.get("family")?.as_str()? == "inet")
+                .then(|| a.get("local")?.as_str()?.parse().ok())
+                .flatten()
+        })
+    })
+}
+
+impl Host for PveHost {
+    fn kind(&self) -> HostKind {
+        self.kind
+    }
+
+    fn ct_config(&self, vmid: Vmid) -> Result<Option<CtConfig>> {
+        match self.read_conf(vmid) {
+            Ok(t) => Ok(Some(CtConfig::parse(&t))),
+            Err(HostError::NoSuchContainer(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn ct_create(&self, spec: &CreateSpec) -> Result<()> {
+        self.run(&self.create_command(spec)?).map(drop)
+    }
+
+    fn ct_destroy(&self, vmid: Vmid) -> Result<()> {
+        if self.ct_status(vmid)? == CtStatus::Running {
+            self.ct_stop(vmid)?;
+        }
+        self.run(
+            &self
+                .pct()
+                .args(["destroy", &vmid.to_string(), "--purge", "1"])
+                .timeout(LIFECYCLE_TIMEOUT)
+                .mutating(),
+        )
+        .map(drop)
+    }
+
+    fn ct_start(&self, vmid: Vmid) -> Result<()> {
+        self.run(
+            &self
+                .pct()
+                .args(["start", &vmid.to_string()])
+                .timeout(LIFECYCLE_TIMEOUT)
+                .mutating(),
+        )
+        .map(drop)
+    }
+
+    fn ct_stop(&self, vmid: Vmid) -> Result<()> {
+        self.run(
+            &self
+                .pct()
+                .args(["stop", &vmid.to_string()])
+                .timeout(LIFECYCLE_TIMEOUT)
+                .mutating(),
+        )
+        .map(drop)
+    }
+
+    fn ct_status(&self, vmid: Vmid) -> Result<CtStatus> {
+        if !self.conf_path(vmid).exists() {
+            return Ok(CtStatus::Absent);
+        }
+        let cmd = self
+            .pct()
+            .args(["status", &vmid.to_string()])
+            .timeout(QUERY_TIMEOUT);
+        let out = self.run(&cmd)?;
+        let text = out.stdout_text();
+        match text.trim().strip_prefix("status:").map(str::trim) {
+            Some("running") => Ok(CtStatus::Running),
+            Some("stopped") => Ok(CtStatus::Stopped),
+            _ => Err(HostError::Parse {
+                command: cmd.to_string(),
+                message: format!("expected `status: running|stopped`, got {:?}", text.trim()),
+            }),
+        }
+    }
+
+    fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput> {
+        let mut cmd = self.exec_prefix(vmid)?.args(&req.argv);
+        if let Some(stdin) = &req.stdin {
+            cmd = cmd.stdin(stdin.clone());
+        }
+        if let Some(t) = req.timeout {
+            cmd = cmd.timeout(t);
+        }
+        if !req.ok_codes.is_empty() {
+            cmd = cmd.ok_codes(req.ok_codes.clone());
+        }
+        if !req.read_only {
+            cmd = cmd.mutating();
+        }
+        self.run(&cmd)
+    }
+
+    fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()> {
+        // A private 0600 temp file, removed as soon as `pct push` returns (drop).
+        let mut tmp = tempfile::Builder::new()
+            .prefix("phoenix-push-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .tempfile()
+            .map_err(|source| HostError::Io {
+                action: "create temp file for push",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        tmp.write_all(content)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|source| HostError::Io {
+                action: "write temp file",
+                path: tmp.path().to_owned(),
+                source,
+            })?;
+        let cmd = self
+            .pct()
+            .arg("push")
+            .arg(vmid.to_string())
+            .arg(tmp.path())
+            .arg(dest.as_str())
+            .arg("--perms")
+            .arg(format!("{mode:04o}"))
+            .timeout(QUERY_TIMEOUT)
+            .mutating();
+        self.run(&cmd).map(drop)
+    }
+
+    fn ct_set(&self, vmid: Vmid, options: &[(String, String)]) -> Result<()> {
+        let mut cmd = self.pct().arg("set").arg(vmid.to_string());
+        for (k, v) in options {
+            cmd = cmd.arg(format!("--{k}")).arg(v);
+        }
+        self.run(&cmd.timeout(QUERY_TIMEOUT).mutating()).map(drop)
+    }
+
+    fn ct_delete_keys(&self, vmid: Vmid, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let cmd = self
+            .pct()
+            .arg("set")
+            .arg(vmid.to_string())
+            .arg("--delete")
+            .arg(keys.join(","))
+            .timeout(QUERY_TIMEOUT)
+            .mutating();
+        self.run(&cmd).map(drop)
+    }
+
+    fn ct_append_lines(&self, vmid: Vmid, lines: &[(String, String)], backup: &Path) -> Result<()> {
+        for (k, v) in lines {
+            if [k, v].iter().any(|s| s.contains(['\n', '\r', '\0'])) || k.contains(':') {
+                return Err(HostError::Device(format!(
+                    "refusing config line {k:?}: {v:?} (newline, NUL or `:` in a key)"
+                )));
+            }
+        }
+        let _lock = self.config_lock(vmid)?;
+        let text = self.read_conf(vmid)?;
+        let conf = CtConfig::parse(&text);
+        if let Some(lock) = conf.get("lock") {
+            return Err(HostError::ConfigLocked {
+                vmid,
+                lock: lock.to_owned(),
+            });
+        }
+        let (new, changed) = insert_config_lines(&text, lines);
+        if !changed {
+            return Ok(());
+        }
+        if !backup.exists() {
+            if let Some(dir) = backup.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
+                    action: "create backup directory",
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+            write_atomic(backup, text.as_bytes(), 0o600)?;
+        }
+        self.write_conf(vmid, &new)
+    }
+
+    fn ct_restore_config(&self, vmid: Vmid, backup: &Path) -> Result<()> {
+        let _lock = self.config_lock(vmid)?;
+        let saved = std::fs::read_to_string(backup).map_err(|source| HostError::Io {
+            action: "read config backup",
+            path: backup.to_owned(),
+            source,
+        })?;
+        if !self.conf_path(vmid).exists() {
+            // The container is gone: nothing to restore into.
+            return Ok(());
+        }
+        self.write_conf(vmid, &saved)
+    }
+
+    fn ct_address(&self, vmid: Vmid, iface: &str) -> Result<Ipv4Addr> {
+        let req = ExecRequest {
+            argv: ["ip", "-j", "-4", "addr", "show", "dev", iface]
+                .map(str::to_owned)
+                .to_vec(),
+            timeout: Some(QUERY_TIMEOUT),
+            read_only: true,
+            ..ExecRequest::default()
+        };
+        let out = self.ct_exec(vmid, &req)?;
+        parse_ip_json(&out.stdout_text()).ok_or_else(|| HostError::NoAddress {
+            vmid,
+            iface: iface.to_owned(),
+        })
+    }
+
+    fn zfs_get(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>> {
+        let cmd = self
+            .zfs()
+            .args([
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "property,value",
+                "all",
+                name.as_str(),
+            ])
+            .timeout(QUERY_TIMEOUT);
+        match self.runner.run(&cmd) {
+            Ok(out) => Ok(Some(
+                out.stdout_text()
+                    .lines()
+                    .filter_map(|l| l.split_once('\t'))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            )),
+            Err(ExecError::Status { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
+            Err(ExecError::Interrupted { .. }) => Err(HostError::Interrupted),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn zfs_create(&self, name: &DatasetName, props: &[(PropKey, PropValue)]) -> Result<()> {
+        let mut cmd = self.zfs().arg("create");
+        for (k, v) in props {
+            cmd = cmd.arg("-o").arg(format!("{k}={v}"));
+        }
+        self.run(&cmd.arg(name.as_str()).timeout(QUERY_TIMEOUT).mutating())
+            .map(drop)
+    }
+
+    fn zfs_destroy(&self, name: &DatasetName) -> Result<()> {
+        self.run(
+            &self
+                .zfs()
+                .args(["destroy", name.as_str()])
+                .timeout(QUERY_TIMEOUT)
+                .mutating(),
+        )
+        .map(drop)
+    }
+
+    fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>> {
+        Ok(self
+            .zfs_get(name)?
+            .and_then(|p| p.get("mountpoint").cloned())
+            .filter(|m| m.starts_with('/')))
+    }
+
+    fn gpus(&self) -> Result<Vec<Gpu>> {
+        let cmd = HostCommand::new(&self.paths.nvidia_smi)
+            .args([GPU_QUERY, "--format=csv,noheader,nounits"])
+            .timeout(QUERY_TIMEOUT);
+        let out = self.run(&cmd)?;
+        let mut gpus = parse_gpu_csv(&out.stdout_text()).map_err(|message| HostError::Parse {
+            command: cmd.to_string(),
+            message,
+        })?;
+        let q = self.run(
+            &HostCommand::new(&self.paths.nvidia_smi)
+                .arg("-q")
+                .timeout(QUERY_TIMEOUT),
+        )?;
+        let minors = parse_minors(&q.stdout_text());
+        for g in &mut gpus {
+            g.minor = minors.get(&g.pci_bus_id.to_ascii_lowercase()).copied();
+        }
+        Ok(gpus)
+    }
+
+    fn pve_version(&self) -> Result<Option<(u32, u32, u32)>> {
+        if let Some(v) = self.version.get() {
+            return Ok(*v);
+        }
+        let cmd = HostCommand::new(&self.paths.pveversion).timeout(QUERY_TIMEOUT);
+        let out = self.run(&cmd)?;
+        let v = parse_pveversion(&out.stdout_text()).ok_or_else(|| HostError::Parse {
+            command: cmd.to_string(),
+            message: format!(
+                "expected `pve-manager/X.Y.Z/…`, got {:?}",
+                out.stdout_text().trim()
+            ),
+        })?;
+        Ok(*self.version.get_or_init(|| Some(v)))
+    }
+
+    fn dev_dir(&self) -> &Path {
+        &self.paths.dev_dir
+    }
+
+    fn backup_dir(&self) -> PathBuf {
+        self.paths.backup_dir.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_refuses_separators() {
+        assert!(Composite::new().kv("name", "eth0,bridge=x").is_err());
+        assert!(
+            Composite::new()
+                .kv("name", "eth0\nlxc.hook.x: /bin/x")
+                .is_err()
+        );
+        assert_eq!(
+            Composite::new()
+                .kv("a", "1")
+                .unwrap()
+                .kv("b", "2")
+                .unwrap()
+                .build(),
+            "a=1,b=2"
+        );
+    }
+
+    #[test]
+    fn insert_lines_goes_before_snapshot_and_is_idempotent() {
+        let text = "arch: amd64\nhostname: x\n\n[snap1]\narch: amd64\n";
+        let lines = vec![(
+            "lxc.cgroup2.devices.allow".to_owned(),
+            "c 195:* rwm".to_owned(),
+        )];
+        let (new, changed) = insert_config_lines(text, &lines);
+        assert!(changed);
+        assert_eq!(
+            new,
+            "arch: amd64\nhostname: x\n\nlxc.cgroup2.devices.allow: c 195:* rwm\n\n[snap1]\narch: amd64\n"
+        );
+        let (again, changed) = insert_config_lines(&new, &lines);
+        assert!(!changed);
+        assert_eq!(again, new);
+    }
+
+    #[test]
+    fn parses_versions_ips_and_gpus() {
+        assert_eq!(
+            parse_pveversion("pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-4-pve)\n"),
+            Some((8, 4, 1))
+        );
+        assert_eq!(parse_pveversion("nope"), None);
+        let ip = r#"[{"ifindex":2,"ifname":"eth0","addr_info":[{"family":"inet","local":"127.77.0.2","prefixlen":8}]}]"#;
+        assert_eq!(parse_ip_json(ip), Some(Ipv4Addr::new(127, 77, 0, 2)));
+        assert_eq!(parse_ip_json("[]"), None);
+        let csv = "0, 00000000:00:06.0, GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4, NVIDIA H100 80GB HBM3, 81559, 580.159.04\n";
+        let g = parse_gpu_csv(csv).unwrap();
+        assert_eq!(g[0].index, 0);
+        assert_eq!(g[0].memory_mib, 81559);
+        assert_eq!(g[0].name, "NVIDIA H100 80GB HBM3");
+        assert!(parse_gpu_csv("0, x\n").is_err());
+    }
+
+    #[test]
+    fn minors_from_the_real_fixture() {
+        let q = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpu/h100-driver580/nvidia-smi-q.txt"
+        ));
+        // The fixture is copied into the repo with the emulator; fall back to shared/.
+        let q = q.or_else(|_| {
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/fixtures/gpu/h100-driver580/nvidia-smi-q.txt"
+            ))
+        });
+        let m = parse_minors(&q.unwrap());
+        assert_eq!(m.get("00000000:00:06.0"), Some(&0));
+    }
+
+    #[test]
+    fn run_tags_are_pve_tags() {
+        assert_eq!(run_tag("18c1-2f").as_deref(), Some("phoenix-run-18c1-2f"));
+        assert_eq!(run_tag("A;b"), None);
+        assert_eq!(run_tag(""), None);
     }
 }

@@ -1,1 +1,2 @@
+//! The emulated Proxmox host (being built).
 fn main() {}

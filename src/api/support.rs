@@ -1,0 +1,194 @@
+//! What every primitive shares: the write-ahead step protocol and the conversions from
+//! Rhai values to typed specs.
+//!
+//! [`step`] is the only way a primitive changes host state: it checks for a pending signal,
+//! writes the journal intent (with the compensating [`UndoStep`]) and only then acts, and
+//! marks the step done afterwards. A crash between the two leaves an intent without `done`,
+//! which `destroy` resolves by looking at the real state.
+
+use std::time::Duration;
+
+use rhai::{Array, Dynamic, Map};
+
+use super::ApiError;
+use crate::journal::UndoStep;
+use crate::runtime::Runtime;
+use crate::types::{DurationSpec, Vmid};
+
+/// Run `act` as step `name` with the write-ahead protocol.
+pub fn step<T>(
+    rt: &Runtime,
+    name: &str,
+    undo: UndoStep,
+    act: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    check_cancel(rt)?;
+    let seq = rt.journal.intent(name, undo)?;
+    tracing::info!(step = name, "{}", if rt.dry_run { "plan" } else { "apply" });
+    let value = act()?;
+    rt.journal.done(seq)?;
+    Ok(value)
+}
+
+/// Fail with [`ApiError::Interrupted`] when a signal asked phoenix to stop.
+pub fn check_cancel(rt: &Runtime) -> Result<(), ApiError> {
+    if rt.cancel.is_cancelled() {
+        Err(ApiError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// A container argument: a container map/handle with `vmid`, or a plain integer id.
+pub fn vmid_of(call: &'static str, value: &Dynamic) -> Result<Vmid, ApiError> {
+    if let Some(map) = value.read_lock::<Map>() {
+        let v = map
+            .get("vmid")
+            .ok_or_else(|| ApiError::spec(call, "container map has no `vmid`"))?;
+        return vmid_of(call, v);
+    }
+    if let Ok(n) = value.as_int() {
+        return u64::try_from(n)
+            .map_err(|_| ApiError::spec(call, format!("vmid {n} is negative")))
+            .and_then(|n| Vmid::new(n).map_err(|source| ApiError::Type { call, source }));
+    }
+    if let Ok(s) = value.clone().into_immutable_string() {
+        return s.parse().map_err(|source| ApiError::Type { call, source });
+    }
+    Err(ApiError::spec(
+        call,
+        format!(
+            "expected a container (a map with `vmid`, or an id), found {}",
+            value.type_name()
+        ),
+    ))
+}
+
+/// A string field of an options map.
+pub fn opt_str(call: &'static str, map: &Map, key: &str) -> Result<Option<String>, ApiError> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => v
+            .clone()
+            .into_immutable_string()
+            .map(|s| Some(s.to_string()))
+            .map_err(|t| ApiError::spec(call, format!("`{key}` must be a string, found {t}"))),
+    }
+}
+
+/// A duration field (`"10s"`) of an options map.
+pub fn opt_duration(
+    call: &'static str,
+    map: &Map,
+    key: &str,
+) -> Result<Option<Duration>, ApiError> {
+    opt_str(call, map, key)?
+        .map(|s| {
+            s.parse::<DurationSpec>()
+                .map(|d| d.0)
+                .map_err(|source| ApiError::Type { call, source })
+        })
+        .transpose()
+}
+
+/// An integer field of an options map.
+pub fn opt_int(call: &'static str, map: &Map, key: &str) -> Result<Option<i64>, ApiError> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => v
+            .as_int()
+            .map(Some)
+            .map_err(|t| ApiError::spec(call, format!("`{key}` must be an integer, found {t}"))),
+    }
+}
+
+/// Refuse keys an options map does not know (typos are errors, not silently ignored).
+pub fn known_keys(call: &'static str, map: &Map, known: &[&str]) -> Result<(), ApiError> {
+    for k in map.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(ApiError::spec(
+                call,
+                format!("unknown option `{k}`; known options: {}", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An array of strings (argv).
+pub fn string_array(call: &'static str, what: &str, arr: &Array) -> Result<Vec<String>, ApiError> {
+    arr.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.clone()
+                .into_immutable_string()
+                .map(|s| s.to_string())
+                .map_err(|t| {
+                    ApiError::spec(call, format!("{what}[{i}] must be a string, found {t}"))
+                })
+        })
+        .collect()
+}
+
+/// A Rhai map from any serialisable value.
+pub fn to_dynamic<T: serde::Serialize>(value: &T) -> Dynamic {
+    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+}
+
+/// Programs that are shells (or run one from their arguments), refused as argv\[0\].
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "pdksh", "csh", "tcsh", "fish", "ash", "rbash",
+    "yash", "busybox", "toybox",
+];
+/// Wrappers that run their argument as a program.
+const WRAPPERS: &[&str] = &[
+    "env", "nice", "nohup", "timeout", "sudo", "doas", "setsid", "stdbuf", "chroot", "ionice",
+    "chrt", "taskset", "xargs", "exec", "command", "builtin", "su", "runuser", "script",
+];
+
+/// Whether `argv` would run a shell (DESIGN.md §1): a shell as argv\[0\], or behind a
+/// wrapper such as `env`, `sudo` or `busybox`.
+pub fn runs_shell(argv: &[String]) -> Option<String> {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let first = argv.first()?;
+    let b0 = base(first);
+    if SHELLS.contains(&b0.as_str()) {
+        // busybox/toybox count as shells outright: phoenix's stdlib never needs them, and
+        // telling their shell applets from the others is not worth the risk.
+        return Some(first.clone());
+    }
+    if WRAPPERS.contains(&b0.as_str()) {
+        // Conservative: a wrapper's option arguments cannot be told from its program, so
+        // any shell anywhere after a wrapper is refused.
+        return argv[1..]
+            .iter()
+            .find(|a| SHELLS.contains(&base(a).as_str()))
+            .cloned();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn shells_are_found_directly_and_behind_wrappers() {
+        assert!(runs_shell(&v(&["sh", "-c", "id"])).is_some());
+        assert!(runs_shell(&v(&["/bin/bash"])).is_some());
+        assert!(runs_shell(&v(&["busybox", "sh"])).is_some());
+        assert!(runs_shell(&v(&["env", "FOO=1", "bash", "-c", "x"])).is_some());
+        assert!(runs_shell(&v(&["sudo", "-u", "root", "zsh"])).is_some());
+        assert!(runs_shell(&v(&["timeout", "10s", "dash"])).is_some());
+        assert!(runs_shell(&v(&["apt-get", "install", "-y", "bash"])).is_none());
+        assert!(runs_shell(&v(&["docker", "run", "x"])).is_none());
+        assert!(runs_shell(&v(&["env", "docker", "sh"])).is_some());
+        assert!(runs_shell(&v(&["nice", "-n", "5", "apt-get"])).is_none());
+    }
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary (STYLE.md §5): one module per area.
+
+mod golden;
+mod support;

@@ -1,0 +1,116 @@
+//! Shared helpers for the integration tests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use phoenix::exec::{CancelFlag, Redactor};
+use phoenix::host::Host;
+use phoenix::journal::Journal;
+use phoenix::runtime::Runtime;
+use phoenix::secret::SecretStore;
+use phoenix::settings::{FlagOverrides, Settings};
+
+/// The example container 901 (seed drdevstral) as a config file text.
+pub const CONFIG_901: &str = r#"{
+  "lxc_configs": {
+    "901": {
+      "name": "drdevstral",
+      "memory_mb": 32768,
+      "cores": 8,
+      "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+      "storage_pool": "lxc-disks",
+      "storage_size_gb": 64,
+      "network_config": {"name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.111/24", "gw": "10.0.0.1"},
+      "features": {"nesting": true, "keyctl": true},
+      "unprivileged": false,
+      "gpu_assignment": [0, 1],
+      "vllm_model": "mistralai/Devstral-Small-2507",
+      "vllm_tensor_parallel_size": 2,
+      "vllm_max_model_len": 128000,
+      "vllm_kv_cache_dtype": "fp8",
+      "vllm_shm_size": "16g",
+      "vllm_port": 8000,
+      "recipe": "drdevstral.rhai"
+    }
+  }
+}"#;
+
+/// Settings for a test: every directory under `root`, no override file.
+pub fn settings(root: &Path, extra: &[(&str, String)]) -> Settings {
+    let mut env: HashMap<String, String> = HashMap::new();
+    let settings_file = root.join("phoenix.toml");
+    std::fs::write(&settings_file, "").unwrap();
+    env.insert(
+        "PHOENIX_SETTINGS".into(),
+        settings_file.display().to_string(),
+    );
+    for (k, d) in [
+        ("PHOENIX_STATE_DIR", "state"),
+        ("PHOENIX_LOG_DIR", "logs"),
+        ("PHOENIX_SECRETS_DIR", "secrets"),
+        ("PHOENIX_SECRET_KEY", "key/secret.key"),
+        ("PHOENIX_PVE_LXC_DIR", "pve/lxc"),
+        ("PHOENIX_DEV_DIR", "dev"),
+    ] {
+        env.insert(k.into(), root.join(d).display().to_string());
+    }
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), v.clone());
+    }
+    Settings::resolve_with(&FlagOverrides::default(), &move |k| env.get(k).cloned()).unwrap()
+}
+
+/// A runtime over `host` with the config text `config`.
+pub fn runtime(
+    settings: Settings,
+    host: Arc<dyn Host>,
+    config: &str,
+    dry_run: bool,
+) -> Arc<Runtime> {
+    let path = PathBuf::from("test-config.json");
+    let config = phoenix::config::load_str(&path, config).unwrap();
+    let redactor = Redactor::default();
+    let run_id = "r1".to_owned();
+    let journal = if dry_run {
+        Journal::in_memory(&run_id)
+    } else {
+        Journal::open(&settings.state_dir.value, &run_id).unwrap()
+    };
+    Arc::new(Runtime {
+        secrets: SecretStore::new(&settings, redactor.clone()),
+        settings,
+        config: Arc::new(config),
+        selected: Vec::new(),
+        recipe_name: "test.rhai".into(),
+        host,
+        journal,
+        redactor,
+        dry_run,
+        plan: None,
+        cancel: CancelFlag::default(),
+        run_id,
+        notes: std::sync::Mutex::new(Vec::new()),
+    })
+}
+
+/// Compare `actual` with the golden file `name`; `UPDATE_GOLDEN=1` rewrites it.
+pub fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, want,
+        "golden {name} differs (UPDATE_GOLDEN=1 to accept)"
+    );
+}
