@@ -300,19 +300,43 @@ pub trait Runner: Send + Sync {
     fn run(&self, cmd: &HostCommand) -> Result<CommandOutput, ExecError>;
 }
 
-/// A flag that asks running commands to stop (set by the signal handler).
-#[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+/// A flag that asks running commands to stop: set by [`CancelFlag::cancel`], or by
+/// SIGINT/SIGTERM unless the flag was made with [`CancelFlag::ignoring_signals`] (the
+/// runner used to roll back *after* a signal must still be able to run commands).
+#[derive(Debug, Clone)]
+pub struct CancelFlag {
+    flag: Arc<AtomicBool>,
+    watch_signals: bool,
+}
+
+impl Default for CancelFlag {
+    fn default() -> Self {
+        Self {
+            flag: Arc::default(),
+            watch_signals: true,
+        }
+    }
+}
 
 impl CancelFlag {
-    /// Ask everything that watches this flag to stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+    /// A flag that only [`CancelFlag::cancel`] sets (used for the rollback after a signal;
+    /// a second signal still exits at once, see [`crate::signal`]).
+    pub fn ignoring_signals() -> Self {
+        Self {
+            flag: Arc::default(),
+            watch_signals: false,
+        }
     }
 
-    /// Whether a stop was asked for, by [`CancelFlag::cancel`] or by SIGINT/SIGTERM.
+    /// Ask everything that watches this flag to stop.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst) || crate::signal::received().is_some()
+        self.flag.load(Ordering::SeqCst)
+            || (self.watch_signals && crate::signal::received().is_some())
     }
 }
 

@@ -28,6 +28,7 @@ pub mod error;
 pub mod exec;
 pub mod host;
 pub mod journal;
+pub mod lifecycle;
 pub mod logging;
 pub mod runtime;
 pub mod script;

@@ -1,0 +1,313 @@
+//! What happens around a run: rollback, `destroy`, `status`, markers and dry-run plans
+//! (DESIGN.md §1, §6; seed REQ-003).
+//!
+//! - [`undo_outstanding`] carries out undo steps newest first through
+//!   [`crate::api::undo::execute`], records `undone` for each one that is gone afterwards,
+//!   continues past failures and reports every one. It serves `recipe run
+//!   --rollback-on-failure` (this run's steps) and `phoenix destroy` (every run's, optionally
+//!   filtered by container).
+//! - Each step is undone on the host backend of the run that recorded it (the journal's
+//!   `run` record), so a `destroy` after an emulated run drives the emulated host.
+//! - Markers: a finished step leaves `$PHOENIX_MARKER_DIR/<step>.done` (JSON: step, run,
+//!   time). `destroy` removes the markers of what it removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::api::undo::{Outcome, execute};
+use crate::host::Host;
+use crate::journal::{self, Journal, Outstanding, Record, UndoStep};
+use crate::settings::Settings;
+use crate::types::Vmid;
+
+/// What an undo pass did.
+#[derive(Debug, Default, Serialize)]
+pub struct UndoReport {
+    /// Steps whose effect was removed.
+    pub undone: Vec<String>,
+    /// Steps whose effect was already gone.
+    pub already_gone: Vec<String>,
+    /// Steps whose resource exists but is not phoenix's (or not that run's): left alone.
+    pub left_alone: Vec<String>,
+    /// Steps that could not be undone, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+impl UndoReport {
+    /// Whether everything is gone.
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// Human lines for the report.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(self.undone.iter().map(|s| format!("undone        {s}")));
+        out.extend(self.already_gone.iter().map(|s| format!("already gone  {s}")));
+        out.extend(self.left_alone.iter().map(|s| format!("left alone    {s}")));
+        out.extend(self.failed.iter().map(|(s, e)| format!("FAILED        {s}: {e}")));
+        out
+    }
+}
+
+/// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
+/// item. With `dry_run`, nothing is executed or recorded; the report lists what would be
+/// undone.
+pub fn undo_outstanding(
+    journal: &Journal,
+    items: &[Outstanding],
+    host_of: &dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostError>,
+    dry_run: bool,
+) -> UndoReport {
+    let mut report = UndoReport::default();
+    for item in items.iter().rev() {
+        let label = describe(item);
+        if dry_run {
+            report.undone.push(label);
+            continue;
+        }
+        let result = host_of(&item.run).and_then(|host| execute(host.as_ref(), &item.undo, &item.run));
+        match result {
+            Ok(outcome) => {
+                if let Err(e) = journal.undone(item.seq) {
+                    report.failed.push((label, e.to_string()));
+                    continue;
+                }
+                match outcome {
+                    Outcome::Undone => report.undone.push(label),
+                    Outcome::AlreadyGone => report.already_gone.push(label),
+                    Outcome::NotOurs(why) => report.left_alone.push(format!("{label} ({why})")),
+                }
+            }
+            Err(e) => report.failed.push((label, error_chain(&e))),
+        }
+    }
+    report
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// A one-line description of an outstanding step.
+pub fn describe(item: &Outstanding) -> String {
+    let what = match &item.undo {
+        UndoStep::DestroyContainer { vmid } => format!("destroy container {vmid}"),
+        UndoStep::StopContainer { vmid } => format!("stop container {vmid}"),
+        UndoStep::RestoreConfig { vmid, .. } => format!("restore config of {vmid}"),
+        UndoStep::DeleteConfigKeys { vmid, keys } => format!("remove {} from {vmid}", keys.join(",")),
+        UndoStep::DestroyDataset { name } => format!("destroy dataset {name}"),
+        UndoStep::RemoveFile { vmid, path } => format!("remove {path} in {vmid}"),
+        UndoStep::Exec { vmid, argv } => format!("run {:?} in {vmid}", argv),
+    };
+    format!(
+        "{} [{}{}]",
+        what,
+        item.step,
+        if item.done { "" } else { ", may be partial" }
+    )
+}
+
+/// The containers a run's steps concern.
+fn run_vmids(outstanding: &[Outstanding]) -> BTreeMap<String, BTreeSet<Vmid>> {
+    let mut m: BTreeMap<String, BTreeSet<Vmid>> = BTreeMap::new();
+    for o in outstanding {
+        if let Some(v) = o.undo.vmid() {
+            m.entry(o.run.clone()).or_default().insert(v);
+        }
+    }
+    m
+}
+
+/// Outstanding steps for `destroy`: all, or those of the selected containers (a dataset
+/// counts for a container when the same run touched that container), minus datasets with
+/// `keep_data`.
+pub fn select_for_destroy(records: &[Record], vmids: &[Vmid], keep_data: bool) -> Vec<Outstanding> {
+    let all = journal::outstanding(records);
+    let by_run = run_vmids(&all);
+    all.into_iter()
+        .filter(|o| !(keep_data && matches!(o.undo, UndoStep::DestroyDataset { .. })))
+        .filter(|o| {
+            if vmids.is_empty() {
+                return true;
+            }
+            match o.undo.vmid() {
+                Some(v) => vmids.contains(&v),
+                None => by_run
+                    .get(&o.run)
+                    .is_some_and(|s| s.iter().any(|v| vmids.contains(v))),
+            }
+        })
+        .collect()
+}
+
+/// Settings for the backend that run `run` used (its `run` record), so undo drives the
+/// same host.
+pub fn settings_for_run(settings: &Settings, records: &[Record], run: &str) -> Settings {
+    let mut s = settings.clone();
+    if let Some((host, emu_root)) = journal::run_host(records, run) {
+        s.host.value = host;
+        if let Some(root) = emu_root {
+            s.emu_root.value = root;
+        }
+    }
+    s
+}
+
+/// Where the marker of `step` lives.
+pub fn marker_path(marker_dir: &Path, step: &str) -> PathBuf {
+    let mut name = String::with_capacity(step.len() + 5);
+    for b in step.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    name.push_str(".done");
+    marker_dir.join(name)
+}
+
+/// Record that `step` finished in run `run`.
+pub fn write_marker(marker_dir: &Path, step: &str, run: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(marker_dir)?;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = serde_json::json!({"step": step, "run": run, "ts": ts}).to_string();
+    crate::host::pve::write_atomic(&marker_path(marker_dir, step), body.as_bytes(), 0o600)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Whether `step` has a marker.
+pub fn has_marker(marker_dir: &Path, step: &str) -> bool {
+    marker_path(marker_dir, step).exists()
+}
+
+/// Remove the markers of the selected containers (all markers when `vmids` is empty).
+/// Returns how many were removed.
+pub fn remove_markers(marker_dir: &Path, vmids: &[Vmid]) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(marker_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("done") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let step = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("step").and_then(|s| s.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        let selected = vmids.is_empty()
+            || vmids
+                .iter()
+                .any(|v| step.split(':').any(|part| part == v.to_string()));
+        if selected {
+            std::fs::remove_file(&path)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// What the journal says exists, per container (and datasets by the runs that made them).
+#[derive(Debug, Default, Serialize)]
+pub struct Status {
+    /// By container id.
+    pub containers: BTreeMap<String, Vec<StatusStep>>,
+    /// Resources without a container (datasets).
+    pub other: Vec<StatusStep>,
+}
+
+/// One outstanding step in `status`.
+#[derive(Debug, Serialize)]
+pub struct StatusStep {
+    /// The step's name.
+    pub step: String,
+    /// Whether it completed.
+    pub done: bool,
+    /// The run that made it.
+    pub run: String,
+    /// What undoing it does.
+    pub undo: UndoStep,
+}
+
+/// Build the status from the journal's records.
+pub fn status(records: &[Record]) -> Status {
+    let mut s = Status::default();
+    for o in journal::outstanding(records) {
+        let step = StatusStep {
+            step: o.step.clone(),
+            done: o.done,
+            run: o.run.clone(),
+            undo: o.undo.clone(),
+        };
+        match o.undo.vmid() {
+            Some(v) => s.containers.entry(v.to_string()).or_default().push(step),
+            None => s.other.push(step),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Entry;
+    use crate::types::DatasetName;
+
+    fn v(n: u64) -> Vmid {
+        Vmid::new(n).unwrap()
+    }
+
+    #[test]
+    fn markers_round_trip_and_are_removed_per_container() {
+        let dir = tempfile::tempdir().unwrap();
+        write_marker(dir.path(), "lxc.create:901", "r").unwrap();
+        write_marker(dir.path(), "lxc.push:901:/etc/x y", "r").unwrap();
+        write_marker(dir.path(), "lxc.create:902", "r").unwrap();
+        assert!(has_marker(dir.path(), "lxc.push:901:/etc/x y"));
+        assert!(!has_marker(dir.path(), "lxc.push:901:/etc/x"));
+        assert_eq!(remove_markers(dir.path(), &[v(901)]).unwrap(), 2);
+        assert!(has_marker(dir.path(), "lxc.create:902"));
+        assert_eq!(remove_markers(dir.path(), &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn destroy_selection_follows_containers_and_keep_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "a").unwrap();
+        j.intent("lxc.create:901", UndoStep::DestroyContainer { vmid: v(901) }).unwrap();
+        j.intent("zfs.dataset:tank/m", UndoStep::DestroyDataset { name: DatasetName::new("tank/m").unwrap() }).unwrap();
+        let j2 = Journal::open(dir.path(), "b").unwrap();
+        j2.intent("lxc.create:902", UndoStep::DestroyContainer { vmid: v(902) }).unwrap();
+        j2.append(Entry::End { ok: true }).unwrap();
+        let recs = journal::read(&Journal::path_in(dir.path())).unwrap();
+        let steps = |sel: &[Vmid], keep| -> Vec<String> {
+            select_for_destroy(&recs, sel, keep).into_iter().map(|o| o.step).collect()
+        };
+        assert_eq!(steps(&[v(901)], false), ["lxc.create:901", "zfs.dataset:tank/m"]);
+        assert_eq!(steps(&[v(901)], true), ["lxc.create:901"]);
+        assert_eq!(steps(&[v(902)], false), ["lxc.create:902"]);
+        assert_eq!(steps(&[], false).len(), 3);
+        let st = status(&recs);
+        assert_eq!(st.containers["901"].len(), 1);
+        assert_eq!(st.other.len(), 1);
+    }
+}
