@@ -238,12 +238,20 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Exit codes that count as success.
     pub ok_codes: Vec<i32>,
+    /// The command only reads (a check): `--dry-run` runs it for real.
+    pub read_only: bool,
 }
 
 impl ExecOptions {
     fn from_map(map: &Map) -> Result<Self, ApiError> {
         const CALL: &str = "lxc.exec";
-        known_keys(CALL, map, &["stdin", "timeout", "ok_codes"])?;
+        known_keys(CALL, map, &["stdin", "timeout", "ok_codes", "read_only"])?;
+        let read_only = match map.get("read_only") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .map_err(|t| ApiError::spec(CALL, format!("`read_only` must be a bool, found {t}")))?,
+        };
         let stdin = match map.get("stdin") {
             None => None,
             Some(v) if v.is_unit() => None,
@@ -271,6 +279,7 @@ impl ExecOptions {
             stdin,
             timeout: opt_duration(CALL, map, "timeout")?,
             ok_codes,
+            read_only,
         })
     }
 }
@@ -318,6 +327,9 @@ pub fn exec(
     }
     owned(rt, vmid)?;
     support::check_cancel(rt)?;
+    // In a dry run a container created by an earlier (recorded) step is not there: even a
+    // check cannot run, so it is recorded like any other command.
+    let read_only = opts.read_only && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
     let out = rt.host.ct_exec(
         vmid,
         &ExecRequest {
@@ -325,7 +337,7 @@ pub fn exec(
             stdin: opts.stdin,
             timeout: opts.timeout,
             ok_codes: opts.ok_codes,
-            read_only: false,
+            read_only,
         },
     )?;
     let mut m = Map::new();
@@ -613,7 +625,8 @@ pub fn register(engine: &mut Engine) {
         .with_params_info(["lxc: Lxc", "ct: Map|int", "argv: Array", "opts: Map", "Map"])
         .with_comments([
             "/// Run `argv` inside the container with options: `stdin` (string or secret),",
-            "/// `timeout` (`\"30s\"`), `ok_codes` (exit codes that count as success).",
+            "/// `timeout` (`\"30s\"`), `ok_codes` (exit codes that count as success),",
+            "/// `read_only` (a check that changes nothing: `--dry-run` runs it for real).",
         ])
         .register_into_engine(engine, exec_fn);
 
