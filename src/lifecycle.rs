@@ -46,9 +46,17 @@ impl UndoReport {
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.extend(self.undone.iter().map(|s| format!("undone        {s}")));
-        out.extend(self.already_gone.iter().map(|s| format!("already gone  {s}")));
+        out.extend(
+            self.already_gone
+                .iter()
+                .map(|s| format!("already gone  {s}")),
+        );
         out.extend(self.left_alone.iter().map(|s| format!("left alone    {s}")));
-        out.extend(self.failed.iter().map(|(s, e)| format!("FAILED        {s}: {e}")));
+        out.extend(
+            self.failed
+                .iter()
+                .map(|(s, e)| format!("FAILED        {s}: {e}")),
+        );
         out
     }
 }
@@ -69,7 +77,8 @@ pub fn undo_outstanding(
             report.undone.push(label);
             continue;
         }
-        let result = host_of(&item.run).and_then(|host| execute(host.as_ref(), &item.undo, &item.run));
+        let result =
+            host_of(&item.run).and_then(|host| execute(host.as_ref(), &item.undo, &item.run));
         match result {
             Ok(outcome) => {
                 if let Err(e) = journal.undone(item.seq) {
@@ -105,7 +114,9 @@ pub fn describe(item: &Outstanding) -> String {
         UndoStep::DestroyContainer { vmid } => format!("destroy container {vmid}"),
         UndoStep::StopContainer { vmid } => format!("stop container {vmid}"),
         UndoStep::RestoreConfig { vmid, .. } => format!("restore config of {vmid}"),
-        UndoStep::DeleteConfigKeys { vmid, keys } => format!("remove {} from {vmid}", keys.join(",")),
+        UndoStep::DeleteConfigKeys { vmid, keys } => {
+            format!("remove {} from {vmid}", keys.join(","))
+        }
         UndoStep::DestroyDataset { name } => format!("destroy dataset {name}"),
         UndoStep::RemoveFile { vmid, path } => format!("remove {path} in {vmid}"),
         UndoStep::Exec { vmid, argv } => format!("run {:?} in {vmid}", argv),
@@ -293,16 +304,36 @@ mod tests {
     fn destroy_selection_follows_containers_and_keep_data() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), "a").unwrap();
-        j.intent("lxc.create:901", UndoStep::DestroyContainer { vmid: v(901) }).unwrap();
-        j.intent("zfs.dataset:tank/m", UndoStep::DestroyDataset { name: DatasetName::new("tank/m").unwrap() }).unwrap();
+        j.intent(
+            "lxc.create:901",
+            UndoStep::DestroyContainer { vmid: v(901) },
+        )
+        .unwrap();
+        j.intent(
+            "zfs.dataset:tank/m",
+            UndoStep::DestroyDataset {
+                name: DatasetName::new("tank/m").unwrap(),
+            },
+        )
+        .unwrap();
         let j2 = Journal::open(dir.path(), "b").unwrap();
-        j2.intent("lxc.create:902", UndoStep::DestroyContainer { vmid: v(902) }).unwrap();
+        j2.intent(
+            "lxc.create:902",
+            UndoStep::DestroyContainer { vmid: v(902) },
+        )
+        .unwrap();
         j2.append(Entry::End { ok: true }).unwrap();
         let recs = journal::read(&Journal::path_in(dir.path())).unwrap();
         let steps = |sel: &[Vmid], keep| -> Vec<String> {
-            select_for_destroy(&recs, sel, keep).into_iter().map(|o| o.step).collect()
+            select_for_destroy(&recs, sel, keep)
+                .into_iter()
+                .map(|o| o.step)
+                .collect()
         };
-        assert_eq!(steps(&[v(901)], false), ["lxc.create:901", "zfs.dataset:tank/m"]);
+        assert_eq!(
+            steps(&[v(901)], false),
+            ["lxc.create:901", "zfs.dataset:tank/m"]
+        );
         assert_eq!(steps(&[v(901)], true), ["lxc.create:901"]);
         assert_eq!(steps(&[v(902)], false), ["lxc.create:902"]);
         assert_eq!(steps(&[], false).len(), 3);
@@ -329,7 +360,12 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         crate::exec::CancelFlag::ignoring_signals(),
     ));
     let host = crate::host::open(&rt.settings, runner)?;
-    Ok(undo_outstanding(&rt.journal, &items, &|_| Ok(Arc::clone(&host)), false))
+    Ok(undo_outstanding(
+        &rt.journal,
+        &items,
+        &|_| Ok(Arc::clone(&host)),
+        false,
+    ))
 }
 
 /// The dry-run plan: every mutating command recorded, and every change that is not a

@@ -156,6 +156,9 @@ pub struct Settings {
     pub lxc_path: Setting<PathBuf>,
     /// The vLLM image, pinned (`PHOENIX_VLLM_IMAGE`).
     pub vllm_image: Setting<String>,
+    /// How long a container lifecycle command (`pct start|stop|destroy`) may take before it
+    /// is killed (`PHOENIX_LIFECYCLE_TIMEOUT`, e.g. `180s`).
+    pub lifecycle_timeout: Setting<std::time::Duration>,
 }
 
 /// The pinned vLLM image (never `latest` by default).
@@ -213,6 +216,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "LXC container directory (lxc backend)",
     ),
     ("vllm_image", "PHOENIX_VLLM_IMAGE", "vLLM image, pinned"),
+    (
+        "lifecycle_timeout",
+        "PHOENIX_LIFECYCLE_TIMEOUT",
+        "limit for pct start/stop/destroy",
+    ),
 ];
 
 impl Settings {
@@ -372,6 +380,22 @@ impl Settings {
                 PathBuf::from("/var/lib/lxc"),
             )?,
             vllm_image,
+            lifecycle_timeout: {
+                let t = text("lifecycle_timeout", "PHOENIX_LIFECYCLE_TIMEOUT", "180s");
+                let value = t
+                    .value
+                    .parse::<crate::types::DurationSpec>()
+                    .map_err(|e| SettingsError::Value {
+                        key: "lifecycle_timeout",
+                        source_kind: t.source,
+                        message: e.to_string(),
+                    })?
+                    .0;
+                Setting {
+                    value,
+                    source: t.source,
+                }
+            },
         })
     }
 
@@ -405,6 +429,10 @@ impl Settings {
             ),
             p(&self.lxc_path),
             (self.vllm_image.value.clone(), self.vllm_image.source),
+            (
+                crate::types::DurationSpec(self.lifecycle_timeout.value).to_string(),
+                self.lifecycle_timeout.source,
+            ),
         ];
         KEYS.iter()
             .zip(values)

@@ -248,9 +248,9 @@ impl ExecOptions {
         known_keys(CALL, map, &["stdin", "timeout", "ok_codes", "read_only"])?;
         let read_only = match map.get("read_only") {
             None => false,
-            Some(v) => v
-                .as_bool()
-                .map_err(|t| ApiError::spec(CALL, format!("`read_only` must be a bool, found {t}")))?,
+            Some(v) => v.as_bool().map_err(|t| {
+                ApiError::spec(CALL, format!("`read_only` must be a bool, found {t}"))
+            })?,
         };
         let stdin = match map.get("stdin") {
             None => None,
@@ -329,7 +329,8 @@ pub fn exec(
     support::check_cancel(rt)?;
     // In a dry run a container created by an earlier (recorded) step is not there: even a
     // check cannot run, so it is recorded like any other command.
-    let read_only = opts.read_only && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
+    let read_only =
+        opts.read_only && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
     let out = rt.host.ct_exec(
         vmid,
         &ExecRequest {

@@ -28,7 +28,9 @@ pub fn step<T>(
     let value = act()?;
     rt.journal.done(seq)?;
     if !rt.dry_run {
-        if let Err(e) = crate::lifecycle::write_marker(&rt.settings.marker_dir.value, name, &rt.run_id) {
+        if let Err(e) =
+            crate::lifecycle::write_marker(&rt.settings.marker_dir.value, name, &rt.run_id)
+        {
             // A marker is a convenience for operators and re-runs; the journal is the record.
             tracing::warn!(step = name, error = %e, "cannot write marker");
         }

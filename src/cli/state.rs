@@ -71,7 +71,10 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
         text.push('\n');
     }
 
-    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new(Redactor::default(), CancelFlag::default()));
+    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new(
+        Redactor::default(),
+        CancelFlag::default(),
+    ));
     let hosts: Mutex<HashMap<String, Arc<dyn Host>>> = Mutex::new(HashMap::new());
     let host_of = |run: &str| -> Result<Arc<dyn Host>, crate::host::HostError> {
         let mut cache = hosts.lock().unwrap_or_else(|e| e.into_inner());
@@ -86,7 +89,10 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
     let journal = if args.dry_run {
         Journal::in_memory("destroy")
     } else {
-        Journal::open(state, &format!("destroy-{}", crate::runtime::Runtime::new_run_id()))?
+        Journal::open(
+            state,
+            &format!("destroy-{}", crate::runtime::Runtime::new_run_id()),
+        )?
     };
     let report = lifecycle::undo_outstanding(&journal, &items, &host_of, args.dry_run);
     for line in report.lines() {
@@ -141,7 +147,11 @@ pub fn status(ctx: &Context, args: StatusArgs) -> crate::Result<()> {
             text.push_str(&format!(
                 "  {:<40} {}\n",
                 s.step,
-                if s.done { "done" } else { "started, not confirmed" }
+                if s.done {
+                    "done"
+                } else {
+                    "started, not confirmed"
+                }
             ));
         }
     }
@@ -151,7 +161,11 @@ pub fn status(ctx: &Context, args: StatusArgs) -> crate::Result<()> {
             text.push_str(&format!(
                 "  {:<40} {}\n",
                 s.step,
-                if s.done { "done" } else { "started, not confirmed" }
+                if s.done {
+                    "done"
+                } else {
+                    "started, not confirmed"
+                }
             ));
         }
     }

@@ -323,14 +323,16 @@ pub fn open(
     runner: std::sync::Arc<dyn crate::exec::Runner>,
 ) -> Result<std::sync::Arc<dyn Host>> {
     match settings.host.value {
-        HostKind::Pve => Ok(std::sync::Arc::new(pve::PveHost::new(
-            pve::PvePaths::from_settings(settings),
-            runner,
-        ))),
+        HostKind::Pve => Ok(std::sync::Arc::new(
+            pve::PveHost::new(pve::PvePaths::from_settings(settings), runner)
+                .with_lifecycle_timeout(settings.lifecycle_timeout.value),
+        )),
         HostKind::Emulated => {
             let paths = emulated::prepare(settings)?;
             Ok(std::sync::Arc::new(
-                pve::PveHost::new(paths, runner).with_kind(HostKind::Emulated),
+                pve::PveHost::new(paths, runner)
+                    .with_kind(HostKind::Emulated)
+                    .with_lifecycle_timeout(settings.lifecycle_timeout.value),
             ))
         }
         HostKind::Lxc => Err(HostError::Unsupported {

@@ -36,8 +36,6 @@ pub const DEV_ENTRIES_SINCE: (u32, u32) = (8, 1);
 
 /// How long `pct create` may take (template unpacking on slow storage).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long a lifecycle command may take.
-const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -90,6 +88,7 @@ pub struct PveHost {
     runner: Arc<dyn Runner>,
     kind: HostKind,
     version: OnceLock<Option<(u32, u32, u32)>>,
+    lifecycle_timeout: Duration,
 }
 
 impl std::fmt::Debug for PveHost {
@@ -108,7 +107,14 @@ impl PveHost {
             runner,
             kind: HostKind::Pve,
             version: OnceLock::new(),
+            lifecycle_timeout: Duration::from_secs(180),
         }
+    }
+
+    /// Kill `pct start|stop|destroy` after `timeout` (settings: `lifecycle_timeout`).
+    pub fn with_lifecycle_timeout(mut self, timeout: Duration) -> Self {
+        self.lifecycle_timeout = timeout;
+        self
     }
 
     /// The same backend, reporting itself as `kind` (the emulated host).
@@ -459,7 +465,7 @@ impl Host for PveHost {
             &self
                 .pct()
                 .args(["destroy", &vmid.to_string(), "--purge", "1"])
-                .timeout(LIFECYCLE_TIMEOUT)
+                .timeout(self.lifecycle_timeout)
                 .mutating(),
         )
         .map(drop)
@@ -470,7 +476,7 @@ impl Host for PveHost {
             &self
                 .pct()
                 .args(["start", &vmid.to_string()])
-                .timeout(LIFECYCLE_TIMEOUT)
+                .timeout(self.lifecycle_timeout)
                 .mutating(),
         )
         .map(drop)
@@ -481,7 +487,7 @@ impl Host for PveHost {
             &self
                 .pct()
                 .args(["stop", &vmid.to_string()])
-                .timeout(LIFECYCLE_TIMEOUT)
+                .timeout(self.lifecycle_timeout)
                 .mutating(),
         )
         .map(drop)
