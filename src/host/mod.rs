@@ -23,6 +23,7 @@ use crate::settings::HostKind;
 use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
 
 pub mod emulated;
+pub mod lxc;
 pub mod pve;
 
 /// The tag phoenix puts on everything it creates.
@@ -320,6 +321,12 @@ pub fn open(
     settings: &crate::settings::Settings,
     runner: std::sync::Arc<dyn crate::exec::Runner>,
 ) -> Result<std::sync::Arc<dyn Host>> {
+    if settings.host.value == HostKind::Lxc {
+        return Ok(std::sync::Arc::new(lxc::LxcHost::new(
+            lxc::LxcPaths::from_settings(settings),
+            runner,
+        )));
+    }
     // Interim: the backends are being built; `recipe run` reaches this only for
     // recipes that touch no host.
     let _ = runner;
