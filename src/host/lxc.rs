@@ -367,8 +367,8 @@ pub fn parse_config(text: &str) -> CtConfig {
             "lxc.cgroup2.cpu.max" => {
                 let mut it = v.split_whitespace().map(str::parse::<u64>);
                 if let (Some(Ok(q)), Some(Ok(p))) = (it.next(), it.next()) {
-                    if p > 0 {
-                        entries.push(("cores".to_owned(), (q / p).to_string()));
+                    if let Some(cores) = q.checked_div(p) {
+                        entries.push(("cores".to_owned(), cores.to_string()));
                     }
                 }
             }
@@ -802,7 +802,7 @@ impl Host for LxcHost {
                 .lxc(&self.paths.lxc_start, vmid)
                 .arg("-o")
                 .arg(&log)
-                .args(["-l", "INFO"])
+                .args(["-l", "WARN"])
                 .timeout(LIFECYCLE_TIMEOUT)
                 .mutating(),
         )?;
@@ -1275,7 +1275,7 @@ mod tests {
                     .map(str::to_owned)
                     .into_iter()
                     .chain([lxc.join("901/lxc-start.log").display().to_string()])
-                    .chain(["-l".into(), "INFO".into()])
+                    .chain(["-l".into(), "WARN".into()])
                     .collect(),
                 [
                     "/opt/lxc/bin/lxc-wait",
