@@ -29,7 +29,8 @@
 //!   allows (`/dev/null`, ttys, …) in phoenix's own block, for cgroup v1 *and* v2 (a hybrid
 //!   host enforces v1 rules and ignores v2 keys, a pure v2 host the opposite). GPU lines from
 //!   [`Host::ct_append_lines`] come after that block; every `devices.allow` is written under
-//!   both keys.
+//!   both keys. That call accepts device rules and `lxc.mount.entry` only (no hooks,
+//!   includes or network keys) and refuses values with a newline or NUL.
 //! - **Privileged only.** Unprivileged containers need an id map and a shifted rootfs; this
 //!   backend refuses `unprivileged: true` with a clear error instead of half-doing it.
 //! - **Stop is a hard stop** (`lxc-stop -k`), like `pct stop`.
@@ -82,6 +83,14 @@ const BASELINE_ALLOWS: &[&str] = &[
     "c 1:9 rwm",
     "c 136:* rwm",
     "c 10:229 rwm",
+];
+/// The raw keys [`Host::ct_append_lines`] accepts.
+const APPEND_KEYS: &[&str] = &[
+    "lxc.cgroup.devices.allow",
+    "lxc.cgroup2.devices.allow",
+    "lxc.cgroup.devices.deny",
+    "lxc.cgroup2.devices.deny",
+    "lxc.mount.entry",
 ];
 /// The `nvidia-smi` query of DESIGN.md §2.
 const GPU_QUERY: &str = "--query-gpu=index,pci.bus_id,uuid,name,memory.total,driver_version";
@@ -401,6 +410,11 @@ pub struct BindMount {
 impl BindMount {
     /// Parse a PVE `mpN` value; only host paths (no storage volumes) are accepted.
     pub fn parse(value: &str) -> std::result::Result<Self, String> {
+        // The whole value is also recorded in a comment line: a newline would start a new
+        // config line (an `lxc.hook.*` runs as root on the host).
+        if value.contains(['\n', '\r', '\0']) {
+            return Err(format!("mount value {value:?} contains a newline or NUL"));
+        }
         let mut parts = value.split(',');
         let host = parts.next().unwrap_or_default();
         if !host.starts_with('/') {
@@ -462,7 +476,8 @@ fn remove_mp(text: &str, key: &str) -> String {
 }
 
 /// The LXC lines for PVE-style `(key, value)` pairs: every `devices.allow` under both the
-/// cgroup v1 and v2 keys. Refuses newlines, NUL and keys that are not `lxc.*`.
+/// cgroup v1 and v2 keys. Refuses newlines, NUL and keys other than device rules and
+/// mount entries.
 pub fn lxc_lines(lines: &[(String, String)]) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (k, v) in lines {
@@ -471,12 +486,12 @@ pub fn lxc_lines(lines: &[(String, String)]) -> std::result::Result<Vec<String>,
                 "refusing config line {k:?} = {v:?}: a newline or NUL could add another key"
             ));
         }
-        let key_ok = k.starts_with("lxc.")
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
-        if !key_ok {
+        // Only what GPU passthrough needs: a hook, an include or a network key written here
+        // would run code on the host or break the `empty` network rule.
+        if !APPEND_KEYS.contains(&k.as_str()) {
             return Err(format!(
-                "refusing config key {k:?}: the lxc host takes raw `lxc.*` keys only"
+                "refusing config key {k:?}: the lxc host appends only {}",
+                APPEND_KEYS.join(", ")
             ));
         }
         let v = v.trim();
@@ -747,6 +762,12 @@ impl Host for LxcHost {
         }
         let dir = self.ct_dir(spec.vmid);
         let rootfs = self.rootfs_path(spec.vmid);
+        if rootfs.to_string_lossy().contains(['\n', '\r', '\0']) {
+            return Err(HostError::Device(format!(
+                "lxc path {:?} contains a newline or NUL and cannot go into a config line",
+                self.paths.lxc_path
+            )));
+        }
         std::fs::create_dir_all(&self.paths.lxc_path).map_err(|source| HostError::Io {
             action: "create lxc path",
             path: self.paths.lxc_path.clone(),
@@ -1176,6 +1197,9 @@ mod tests {
         assert!(BindMount::parse("/srv/x").unwrap_err().contains("mp="));
         assert!(BindMount::parse("/srv/x,mp=/a b").is_err());
         assert!(BindMount::parse("/srv/x,mp=/a\nlxc.hook.pre-start = /x").is_err());
+        // An option PVE-only options would ignore must not smuggle a line into the config.
+        let err = BindMount::parse("/srv/x,mp=/a,backup=0\nlxc.hook.pre-start = /x").unwrap_err();
+        assert!(err.contains("newline"), "{err}");
     }
 
     #[test]
@@ -1207,6 +1231,10 @@ mod tests {
         assert!(lxc_lines(&nul).unwrap_err().contains("NUL"));
         let pve = vec![("dev0".to_owned(), "/dev/nvidia0".to_owned())];
         assert!(lxc_lines(&pve).unwrap_err().contains("dev0"));
+        for key in ["lxc.hook.pre-start", "lxc.include", "lxc.net.0.type"] {
+            let line = vec![(key.to_owned(), "veth".to_owned())];
+            assert!(lxc_lines(&line).unwrap_err().contains(key), "{key}");
+        }
     }
 
     #[test]
