@@ -61,13 +61,16 @@ impl UndoReport {
     }
 }
 
+/// Gives the host backend of the run with the given id.
+pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostError> + 'a;
+
 /// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
 /// item. With `dry_run`, nothing is executed or recorded; the report lists what would be
 /// undone.
 pub fn undo_outstanding(
     journal: &Journal,
     items: &[Outstanding],
-    host_of: &dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostError>,
+    host_of: &HostOf<'_>,
     dry_run: bool,
 ) -> UndoReport {
     let mut report = UndoReport::default();
@@ -277,6 +280,48 @@ pub fn status(records: &[Record]) -> Status {
     s
 }
 
+/// Undo every outstanding step of the run `rt` (for `--rollback-on-failure`, also after a
+/// signal: the commands run on a fresh runner that ignores the first signal, while a second
+/// one still exits at once).
+pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::Error> {
+    if rt.dry_run {
+        return Ok(UndoReport::default());
+    }
+    let records = journal::read(rt.journal.path())?;
+    let items: Vec<Outstanding> = journal::outstanding(&records)
+        .into_iter()
+        .filter(|o| o.run == rt.run_id)
+        .collect();
+    let runner: Arc<dyn crate::exec::Runner> = Arc::new(crate::exec::SystemRunner::new(
+        rt.redactor.clone(),
+        crate::exec::CancelFlag::ignoring_signals(),
+    ));
+    let host = crate::host::open(&rt.settings, runner)?;
+    Ok(undo_outstanding(
+        &rt.journal,
+        &items,
+        &|_| Ok(Arc::clone(&host)),
+        false,
+    ))
+}
+
+/// The dry-run plan: every mutating command recorded, and every change that is not a
+/// command, in order, with secrets redacted.
+pub fn plan_text(rt: &crate::runtime::Runtime) -> String {
+    let mut out = String::new();
+    if let Some(plan) = &rt.plan {
+        for cmd in plan.calls() {
+            out.push_str(&rt.redactor.redact(&cmd.to_string()));
+            out.push('\n');
+        }
+    }
+    for note in rt.notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        out.push_str(&rt.redactor.redact(note));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,46 +386,4 @@ mod tests {
         assert_eq!(st.containers["901"].len(), 1);
         assert_eq!(st.other.len(), 1);
     }
-}
-
-/// Undo every outstanding step of the run `rt` (for `--rollback-on-failure`, also after a
-/// signal: the commands run on a fresh runner that ignores the first signal, while a second
-/// one still exits at once).
-pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::Error> {
-    if rt.dry_run {
-        return Ok(UndoReport::default());
-    }
-    let records = journal::read(rt.journal.path())?;
-    let items: Vec<Outstanding> = journal::outstanding(&records)
-        .into_iter()
-        .filter(|o| o.run == rt.run_id)
-        .collect();
-    let runner: Arc<dyn crate::exec::Runner> = Arc::new(crate::exec::SystemRunner::new(
-        rt.redactor.clone(),
-        crate::exec::CancelFlag::ignoring_signals(),
-    ));
-    let host = crate::host::open(&rt.settings, runner)?;
-    Ok(undo_outstanding(
-        &rt.journal,
-        &items,
-        &|_| Ok(Arc::clone(&host)),
-        false,
-    ))
-}
-
-/// The dry-run plan: every mutating command recorded, and every change that is not a
-/// command, in order, with secrets redacted.
-pub fn plan_text(rt: &crate::runtime::Runtime) -> String {
-    let mut out = String::new();
-    if let Some(plan) = &rt.plan {
-        for cmd in plan.calls() {
-            out.push_str(&rt.redactor.redact(&cmd.to_string()));
-            out.push('\n');
-        }
-    }
-    for note in rt.notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        out.push_str(&rt.redactor.redact(note));
-        out.push('\n');
-    }
-    out
 }

@@ -23,6 +23,7 @@ use crate::settings::HostKind;
 use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
 
 pub mod emulated;
+pub mod lxc;
 pub mod pve;
 
 /// The tag phoenix puts on everything it creates.
@@ -335,9 +336,9 @@ pub fn open(
                     .with_lifecycle_timeout(settings.lifecycle_timeout.value),
             ))
         }
-        HostKind::Lxc => Err(HostError::Unsupported {
-            backend: HostKind::Lxc,
-            what: "run yet (the lxc backend is not built)",
-        }),
+        HostKind::Lxc => Ok(std::sync::Arc::new(lxc::LxcHost::new(
+            lxc::LxcPaths::from_settings(settings),
+            runner,
+        ))),
     }
 }
