@@ -158,7 +158,7 @@ mod tests {
         let path = dir.path().join("secret.key");
         write(&path, &Identity::generate()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let err = load(&path).unwrap_err();
+        let err = load(&path).err().unwrap();
         assert!(
             matches!(err, SecretError::KeyMode { mode: 0o640, .. }),
             "{err:?}"
@@ -178,7 +178,7 @@ mod tests {
         let link = dir.path().join("secret.key");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(matches!(
-            load(&link).unwrap_err(),
+            load(&link).err().unwrap(),
             SecretError::KeyNotRegular { .. }
         ));
     }
@@ -188,23 +188,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.key");
         assert!(matches!(
-            load(&path).unwrap_err(),
+            load(&path).err().unwrap(),
             SecretError::NoKey { .. }
         ));
         let p = Path::new("/k");
         assert!(matches!(
-            parse(p, "# c\n\nnot-a-key\n").unwrap_err(),
+            parse(p, "# c\n\nnot-a-key\n").err().unwrap(),
             SecretError::KeyInvalid { line: 3, .. }
         ));
         assert!(matches!(
-            parse(p, "# only comments\n").unwrap_err(),
+            parse(p, "# only comments\n").err().unwrap(),
             SecretError::KeyEmpty { .. }
         ));
         let a = Identity::generate().to_string();
         let b = Identity::generate().to_string();
         let two = format!("{}\n{}\n", a.expose_secret(), b.expose_secret());
         assert!(matches!(
-            parse(p, &two).unwrap_err(),
+            parse(p, &two).err().unwrap(),
             SecretError::KeyManyIdentities { .. }
         ));
     }
