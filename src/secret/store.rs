@@ -209,7 +209,7 @@ pub enum SecretError {
         name: SecretName,
         /// Why.
         #[source]
-        source: age::EncryptError,
+        source: Box<age::EncryptError>,
     },
     /// The secret was encrypted to another key.
     #[error(
@@ -230,7 +230,7 @@ pub enum SecretError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: age::DecryptError,
+        source: Box<age::DecryptError>,
     },
     /// An empty value was offered.
     #[error("refusing an empty value for secret `{name}`")]
@@ -628,7 +628,7 @@ impl SecretStore {
             source => SecretError::Decrypt {
                 name: name.clone(),
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             },
         };
         let decryptor = age::Decryptor::new_buffered(BufReader::new(file)).map_err(decrypt_err)?;
@@ -659,7 +659,7 @@ impl SecretStore {
             age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
                 .map_err(|source| SecretError::Encrypt {
                     name: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         let path = self.secret_path(name);
         atomic::write(&path, |file| {
