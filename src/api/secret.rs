@@ -79,7 +79,13 @@ pub fn register(engine: &mut Engine) {
         .register_into_engine(
             engine,
             |api: SecretApi, name: &str| -> Result<Secret, Box<EvalAltResult>> {
-                get(&api.runtime().secrets, name).map_err(script_error)
+                let rt = api.runtime();
+                let secret = get(&rt.secrets, name).map_err(script_error)?;
+                // The store registers with its own redactor; make sure the run's has it too.
+                if let Ok(text) = std::str::from_utf8(secret.expose()) {
+                    rt.redactor.register(secret.name().as_str(), text);
+                }
+                Ok(secret)
             },
         );
 

@@ -81,6 +81,7 @@ impl SecretStore {
         sources: &[LegacySource],
         keep: bool,
     ) -> Result<ImportReport, SecretError> {
+        let _lock = self.lock(true)?;
         let loaded = self.load()?;
         let mut report = ImportReport::default();
         let mut values = Vec::new();

@@ -26,6 +26,14 @@
 //! finishes steps 2–4. No state in between loses a secret: both keys exist until step 4
 //! completes, and step 4 is a single rename.
 //!
+//! Before the new key is written, every secret is decrypted once with the old key: a file
+//! the key cannot open stops the rotation before anything changes.
+//!
+//! # Concurrency
+//! Every operation holds an `flock` on the store directory: shared for `get`/`list`,
+//! exclusive for everything that writes, so a `set` never lands between a rotation's
+//! re-encryption and its key swap.
+//!
 //! # Decisions where DESIGN.md is silent
 //! - `init` with a key present and no recipient file adopts that key (it writes the
 //!   recipient file and changes nothing else); with both present it refuses without
@@ -42,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use age::x25519::{Identity, Recipient};
+use nix::fcntl::{Flock, FlockArg};
 use zeroize::Zeroizing;
 
 use crate::exec::Redactor;
@@ -216,6 +225,16 @@ pub enum SecretError {
         "secret `{name}` ({path}) was not encrypted to this host's key: set it again with `phoenix secret set {name}`"
     )]
     WrongKeyForSecret {
+        /// The secret.
+        name: SecretName,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// During a resumed rotation, a secret opens with neither key.
+    #[error(
+        "secret `{name}` ({path}) opens with neither the old nor the new key: move that file out of the store, then run `phoenix secret rotate-key` again"
+    )]
+    RotateUnreadable {
         /// The secret.
         name: SecretName,
         /// Its file.
@@ -433,6 +452,7 @@ impl SecretStore {
     /// Create this host's identity (or adopt the existing key when the store has no
     /// recipient file yet) and write the store's recipient file. See the module docs.
     pub fn init(&self, force: bool) -> Result<InitOutcome, SecretError> {
+        let _lock = self.lock(true)?;
         let stored = self.read_recipient()?;
         let pending = self.pending_key_path();
         if !force {
@@ -487,6 +507,7 @@ impl SecretStore {
     /// Store `value` as secret `name` (replacing any previous value).
     pub fn set(&self, name: &SecretName, value: &[u8]) -> Result<PathBuf, SecretError> {
         check_value(name, value)?;
+        let _lock = self.lock(true)?;
         let loaded = self.load()?;
         let path = self.write_secret(&loaded.recipient, name, value)?;
         tracing::info!(secret = %name, "secret stored");
@@ -495,6 +516,7 @@ impl SecretStore {
 
     /// Decrypt secret `name`; its value is registered with the redactor.
     pub fn get(&self, name: &SecretName) -> Result<Secret, SecretError> {
+        let _lock = self.lock(false)?;
         let loaded = self.load()?;
         let value = self.decrypt(name, &[&loaded.identity])?;
         if let Ok(text) = std::str::from_utf8(&value) {
@@ -505,6 +527,7 @@ impl SecretStore {
 
     /// Every stored secret with its file's modification time, sorted by name.
     pub fn list(&self) -> Result<Vec<SecretInfo>, SecretError> {
+        let _lock = self.lock(false)?;
         self.load()?;
         let mut out = Vec::new();
         for name in self.names()? {
@@ -523,6 +546,7 @@ impl SecretStore {
 
     /// Remove secret `name`.
     pub fn remove(&self, name: &SecretName) -> Result<PathBuf, SecretError> {
+        let _lock = self.lock(true)?;
         self.load()?;
         let path = self.secret_path(name);
         match atomic::remove(&path) {
@@ -541,6 +565,7 @@ impl SecretStore {
 
     /// Replace the key with a new identity, re-encrypting every secret (module docs).
     pub fn rotate_key(&self) -> Result<RotateReport, SecretError> {
+        let _lock = self.lock(true)?;
         let old = key::load(&self.key)?;
         let stored = self
             .read_recipient()?
@@ -555,6 +580,11 @@ impl SecretStore {
             if !same(&stored, &old.to_public()) {
                 return Err(self.mismatch(&old.to_public(), &stored));
             }
+            // Every secret must open before anything changes: a file the old key cannot
+            // read would otherwise stop the rotation halfway.
+            for name in self.names()? {
+                self.decrypt(&name, &[&old])?;
+            }
             let id = Identity::generate();
             key::write(&pending, &id)?;
             id
@@ -565,7 +595,12 @@ impl SecretStore {
         let new_recipient = new.to_public();
         let names = self.names()?;
         for name in &names {
-            let value = self.decrypt(name, &[&old, &new])?;
+            let value = self.decrypt(name, &[&old, &new]).map_err(|e| match e {
+                SecretError::WrongKeyForSecret { name, path } => {
+                    SecretError::RotateUnreadable { name, path }
+                }
+                e => e,
+            })?;
             self.write_secret(&new_recipient, name, &value)?;
         }
         self.write_recipient(&new_recipient)?;
@@ -706,6 +741,30 @@ impl SecretStore {
         }
         names.sort();
         Ok(names)
+    }
+
+    /// Lock the store directory (shared for reads, exclusive for changes) for as long as
+    /// the returned guard lives, so a `set` never races a `rotate-key`. A store that does
+    /// not exist yet has nothing to lock.
+    pub(super) fn lock(&self, exclusive: bool) -> Result<Option<Flock<File>>, SecretError> {
+        let lock_err = |source| SecretError::StoreIo {
+            action: "lock",
+            path: self.dir.clone(),
+            source,
+        };
+        let dir = match File::open(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(lock_err(e)),
+        };
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        Flock::lock(dir, arg)
+            .map(Some)
+            .map_err(|(_, errno)| lock_err(io::Error::from(errno)))
     }
 
     fn create_dir(&self) -> Result<(), SecretError> {
@@ -1056,6 +1115,42 @@ mod tests {
             key::load(s.key_path()).unwrap().to_public().to_string(),
             new.to_public().to_string()
         );
+    }
+
+    #[test]
+    fn rotation_refuses_up_front_a_secret_the_key_cannot_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        s.init(false).unwrap();
+        s.set(&name("a"), b"value-a").unwrap();
+        let stranger = Identity::generate().to_public();
+        s.write_secret(&stranger, &name("b"), b"value-b").unwrap();
+        let key_before = std::fs::read(s.key_path()).unwrap();
+        let before = snapshot(s.dir());
+        let err = s.rotate_key().unwrap_err();
+        assert!(
+            matches!(err, SecretError::WrongKeyForSecret { .. }),
+            "{err:?}"
+        );
+        assert!(!s.pending_key_path().exists());
+        assert_eq!(snapshot(s.dir()), before);
+        assert_eq!(std::fs::read(s.key_path()).unwrap(), key_before);
+    }
+
+    #[test]
+    fn a_change_waits_for_the_store_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        s.init(false).unwrap();
+        let guard = s.lock(true).unwrap();
+        let s2 = s.clone();
+        let writer = std::thread::spawn(move || s2.set(&name("a"), b"value-a").map(|_| ()));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!writer.is_finished(), "set ran while the store was locked");
+        assert!(!s.secret_path(&name("a")).exists());
+        drop(guard);
+        writer.join().unwrap().unwrap();
+        assert_eq!(s.get(&name("a")).unwrap().expose(), b"value-a");
     }
 
     #[test]
