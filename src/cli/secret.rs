@@ -122,11 +122,23 @@ pub fn run(ctx: &Context, cmd: SecretCommand) -> crate::Result<()> {
 
 fn init(store: &SecretStore, a: &InitArgs) -> crate::Result<()> {
     let text = match store.init(a.force)? {
-        InitOutcome::Created { recipient } => format!(
-            "created secret key {} (recipient {recipient})\nrecipient stored in {}\n",
-            store.key_path().display(),
-            store.recipient_path().display()
-        ),
+        InitOutcome::Created {
+            recipient,
+            stranded,
+        } => {
+            let mut t = format!(
+                "created secret key {} (recipient {recipient})\nrecipient stored in {}\n",
+                store.key_path().display(),
+                store.recipient_path().display()
+            );
+            if stranded > 0 {
+                t.push_str(&format!(
+                    "warning: {stranded} secret(s) in {} were encrypted to the replaced key and can no longer be read: set them again\n",
+                    store.dir().display()
+                ));
+            }
+            t
+        }
         InitOutcome::Adopted { recipient } => format!(
             "kept the existing secret key {} (recipient {recipient})\nrecipient stored in {}\n",
             store.key_path().display(),

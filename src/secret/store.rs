@@ -367,6 +367,9 @@ pub enum InitOutcome {
     Created {
         /// Its recipient.
         recipient: String,
+        /// Secrets already in the store (with `--force`: encrypted to the replaced key, so
+        /// no longer readable).
+        stranded: usize,
     },
     /// An existing key was adopted: only the recipient file was written.
     Adopted {
@@ -487,6 +490,7 @@ impl SecretStore {
                 (false, None) => {}
             }
         }
+        let stranded = self.names()?.len();
         let identity = Identity::generate();
         let recipient = identity.to_public();
         self.create_dir()?;
@@ -501,6 +505,7 @@ impl SecretStore {
         tracing::info!(key = %self.key.display(), %recipient, "secret key created");
         Ok(InitOutcome::Created {
             recipient: recipient.to_string(),
+            stranded,
         })
     }
 
@@ -974,7 +979,11 @@ mod tests {
     fn init_refuses_to_overwrite_and_adopts_a_key_without_recipient() {
         let tmp = tempfile::tempdir().unwrap();
         let s = store(tmp.path());
-        let InitOutcome::Created { recipient } = s.init(false).unwrap() else {
+        let InitOutcome::Created {
+            recipient,
+            stranded: 0,
+        } = s.init(false).unwrap()
+        else {
             panic!("not created")
         };
         let key_before = std::fs::read(s.key_path()).unwrap();
@@ -995,11 +1004,20 @@ mod tests {
             }
         );
         s.check_key().unwrap();
-        let InitOutcome::Created { recipient: r2 } = s.init(true).unwrap() else {
-            panic!("not created")
+        s.set(&name("a"), b"value-a").unwrap();
+        let InitOutcome::Created {
+            recipient: r2,
+            stranded: 1,
+        } = s.init(true).unwrap()
+        else {
+            panic!("not created with one stranded secret")
         };
         assert_ne!(r2, recipient);
         s.check_key().unwrap();
+        assert!(matches!(
+            s.get(&name("a")).unwrap_err(),
+            SecretError::WrongKeyForSecret { .. }
+        ));
     }
 
     #[test]
