@@ -5,6 +5,9 @@
 //! identity. A `Secret` has no conversion to a string: its `Debug` and `Display` show
 //! `«secret:NAME»`, and only primitives that deliver it through stdin or a 0600 file can
 //! read its bytes (crate-private [`Secret::expose`]).
+//!
+//! Files: `store` (the store and [`SecretError`]), `key` (loading and checking the key
+//! file), `legacy` (`import-legacy`), `atomic` (crash-safe writes).
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,9 +16,18 @@ use zeroize::Zeroizing;
 
 use crate::types::SecretName;
 
+mod atomic;
+mod key;
+mod legacy;
 mod store;
 
-pub use store::{SecretError, SecretStore};
+pub use legacy::{
+    DEFAULT_HF_TOKEN_FILE, DEFAULT_ROOT_PASSWORD_FILE, ImportReport, LegacySource, legacy_sources,
+};
+pub use store::{
+    InitOutcome, MAX_VALUE_LEN, RECIPIENT_FILE, RotateReport, SecretError, SecretInfo, SecretStore,
+    rfc3339,
+};
 
 /// An opaque secret value. Cloning shares the same zeroised-on-drop buffer.
 #[derive(Clone)]
@@ -44,6 +56,16 @@ impl Secret {
     }
 }
 
+/// Drop one trailing newline (`\n` or `\r\n`) from a value read from a pipe or a file.
+pub fn strip_one_newline(value: &mut Vec<u8>) {
+    if value.last() == Some(&b'\n') {
+        value.pop();
+        if value.last() == Some(&b'\r') {
+            value.pop();
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "«secret:{}»", self.name)
@@ -69,5 +91,20 @@ mod tests {
         assert_eq!(format!("{s}"), "«secret:hf_token»");
         assert_eq!(format!("{s:?}"), "«secret:hf_token»");
         assert_eq!(s.expose(), b"hf_verysecretvalue");
+    }
+
+    #[test]
+    fn strips_exactly_one_newline() {
+        for (input, want) in [
+            (&b"abc\n"[..], &b"abc"[..]),
+            (b"abc\r\n", b"abc"),
+            (b"abc\n\n", b"abc\n"),
+            (b"abc", b"abc"),
+            (b"\n", b""),
+        ] {
+            let mut v = input.to_vec();
+            strip_one_newline(&mut v);
+            assert_eq!(v, want, "{input:?}");
+        }
     }
 }

@@ -2,4 +2,5 @@
 
 mod golden;
 mod real_lxc;
+mod secret;
 mod support;

@@ -328,11 +328,18 @@ fn lifecycle_create_start_exec_push_stop_destroy_leaves_nothing() {
         "a running container has cgroups"
     );
     // The memory limit is applied on whichever hierarchy the host enforces.
-    let limit = cgroup_dirs(&name).iter().find_map(|d| {
-        ["memory.limit_in_bytes", "memory.max"]
-            .iter()
-            .find_map(|f| std::fs::read_to_string(d.join(f)).ok())
-    });
+    // Only the payload cgroup carries the limit (the monitor's has none).
+    let limit = cgroup_dirs(&name)
+        .iter()
+        .filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("lxc.payload."))
+        })
+        .find_map(|d| {
+            ["memory.limit_in_bytes", "memory.max"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(d.join(f)).ok())
+        });
     assert_eq!(limit.unwrap().trim(), (256u64 << 20).to_string());
     h.ct_stop(ct.vmid).unwrap();
     h.ct_destroy(ct.vmid).unwrap();
