@@ -394,6 +394,13 @@ fn show(value: &Dynamic) -> String {
     }
 }
 
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// Rhai's message without its position, with the sandbox limit named where one was hit.
 fn script_message(err: &EvalAltResult) -> String {
     use engine::limits;
@@ -407,7 +414,8 @@ fn script_message(err: &EvalAltResult) -> String {
             limits::MAX_CALL_LEVELS
         ),
         EvalAltResult::ErrorDataTooLarge(what, _) => format!(
-            "sandbox limit: {what} too large (strings ≤ {} bytes, arrays ≤ {} elements, maps ≤ {} entries)",
+            "sandbox limit: {} too large (strings ≤ {} bytes, arrays ≤ {} elements, maps ≤ {} entries)",
+            lower_first(what),
             limits::MAX_STRING_SIZE,
             limits::MAX_ARRAY_SIZE,
             limits::MAX_MAP_SIZE
@@ -428,5 +436,471 @@ fn script_message(err: &EvalAltResult) -> String {
             let suffix = format!(" ({})", other.position());
             text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    use rhai::Array;
+
+    use super::*;
+    use crate::exec::{CancelFlag, CommandOutput, Redactor};
+    use crate::host::{self, CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError};
+    use crate::journal::Journal;
+    use crate::secret::SecretStore;
+    use crate::settings::{FlagOverrides, HostKind, Settings};
+    use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
+
+    /// A host that refuses everything: these tests only exercise the script side.
+    struct NoHost;
+
+    fn no<T>(what: &'static str) -> host::Result<T> {
+        Err(HostError::Unsupported {
+            backend: HostKind::Emulated,
+            what,
+        })
+    }
+
+    impl Host for NoHost {
+        fn kind(&self) -> HostKind {
+            HostKind::Emulated
+        }
+        fn ct_config(&self, _: Vmid) -> host::Result<Option<CtConfig>> {
+            no("ct_config")
+        }
+        fn ct_create(&self, _: &CreateSpec) -> host::Result<()> {
+            no("ct_create")
+        }
+        fn ct_destroy(&self, _: Vmid) -> host::Result<()> {
+            no("ct_destroy")
+        }
+        fn ct_start(&self, _: Vmid) -> host::Result<()> {
+            no("ct_start")
+        }
+        fn ct_stop(&self, _: Vmid) -> host::Result<()> {
+            no("ct_stop")
+        }
+        fn ct_status(&self, _: Vmid) -> host::Result<CtStatus> {
+            no("ct_status")
+        }
+        fn ct_exec(&self, _: Vmid, _: &ExecRequest) -> host::Result<CommandOutput> {
+            no("ct_exec")
+        }
+        fn ct_push(&self, _: Vmid, _: &[u8], _: &AbsPath, _: u32) -> host::Result<()> {
+            no("ct_push")
+        }
+        fn ct_set(&self, _: Vmid, _: &[(String, String)]) -> host::Result<()> {
+            no("ct_set")
+        }
+        fn ct_delete_keys(&self, _: Vmid, _: &[String]) -> host::Result<()> {
+            no("ct_delete_keys")
+        }
+        fn ct_append_lines(&self, _: Vmid, _: &[(String, String)], _: &Path) -> host::Result<()> {
+            no("ct_append_lines")
+        }
+        fn ct_restore_config(&self, _: Vmid, _: &Path) -> host::Result<()> {
+            no("ct_restore_config")
+        }
+        fn ct_address(&self, _: Vmid, _: &str) -> host::Result<Ipv4Addr> {
+            no("ct_address")
+        }
+        fn zfs_get(&self, _: &DatasetName) -> host::Result<Option<BTreeMap<String, String>>> {
+            no("zfs_get")
+        }
+        fn zfs_create(&self, _: &DatasetName, _: &[(PropKey, PropValue)]) -> host::Result<()> {
+            no("zfs_create")
+        }
+        fn zfs_destroy(&self, _: &DatasetName) -> host::Result<()> {
+            no("zfs_destroy")
+        }
+        fn zfs_mountpoint(&self, _: &DatasetName) -> host::Result<Option<String>> {
+            no("zfs_mountpoint")
+        }
+        fn gpus(&self) -> host::Result<Vec<Gpu>> {
+            no("gpus")
+        }
+        fn pve_version(&self) -> host::Result<Option<(u32, u32, u32)>> {
+            Ok(None)
+        }
+        fn dev_dir(&self) -> &Path {
+            Path::new("/nonexistent/dev")
+        }
+        fn backup_dir(&self) -> PathBuf {
+            PathBuf::from("/nonexistent/backup")
+        }
+    }
+
+    const CONFIG: &str = r#"{
+  "lxc_configs": {
+    "901": {
+      "name": "drdevstral", "memory_mb": 32768, "cores": 8,
+      "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+      "storage_pool": "local-zfs", "storage_size_gb": 64,
+      "network_config": { "name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.110/24", "gw": "10.0.0.1" },
+      "unprivileged": true, "gpu_assignment": "0",
+      "vllm_model": "mistralai/Devstral-Small-2505", "vllm_tensor_parallel_size": 1,
+      "vllm_max_model_len": 32768, "recipe": "drdevstral.rhai"
+    },
+    "902": {
+      "name": "plain", "memory_mb": 2048, "cores": 2,
+      "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+      "storage_pool": "local-zfs", "storage_size_gb": 8,
+      "network_config": { "name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.111/24", "gw": "10.0.0.1" }
+    }
+  }
+}"#;
+
+    fn runtime(recipe_name: &str, selected: &[u32]) -> (Arc<Runtime>, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let key = tmp.path().join("secret.key");
+        let env = move |k: &str| match k {
+            "PHOENIX_STATE_DIR" => Some(state.display().to_string()),
+            "PHOENIX_SECRET_KEY" => Some(key.display().to_string()),
+            _ => None,
+        };
+        let settings = Settings::resolve_with(&FlagOverrides::default(), &env).unwrap();
+        let config = crate::config::load_str(Path::new("lxc.json"), CONFIG).unwrap();
+        let redactor = Redactor::default();
+        let rt = Runtime {
+            secrets: SecretStore::new(&settings, redactor.clone()),
+            settings,
+            config: Arc::new(config),
+            selected: selected
+                .iter()
+                .map(|v| Vmid::new(u64::from(*v)).unwrap())
+                .collect(),
+            recipe_name: recipe_name.to_owned(),
+            host: Arc::new(NoHost),
+            journal: Journal::in_memory("test-run"),
+            redactor,
+            dry_run: false,
+            plan: None,
+            cancel: CancelFlag::default(),
+            run_id: "test-run".to_owned(),
+        };
+        (Arc::new(rt), tmp)
+    }
+
+    fn compile_with(src: &str, modules: &[(&str, &str)]) -> (Recipe, tempfile::TempDir) {
+        let lib = tempfile::tempdir().unwrap();
+        for (name, text) in modules {
+            std::fs::write(lib.path().join(format!("{name}.rhai")), text).unwrap();
+        }
+        let stdlib = if modules.is_empty() {
+            Stdlib::Embedded
+        } else {
+            Stdlib::Dir(lib.path().to_owned())
+        };
+        let r = Recipe::compile(Path::new("recipes/test.rhai"), src, &stdlib).unwrap();
+        (r, lib)
+    }
+
+    fn eval_array(recipe: &Recipe, rt: &Arc<Runtime>) -> Array {
+        recipe
+            .engine(rt)
+            .eval_ast_with_scope::<Array>(&mut Scope::new(), &recipe.ast)
+            .unwrap_or_else(|e| panic!("{}", recipe.error(&e)))
+    }
+
+    #[test]
+    fn every_handle_resolves_at_top_level_in_fns_and_in_stdlib_modules() {
+        let (rt, _t) = runtime("test.rhai", &[]);
+        let expected: Vec<String> = crate::api::handles(&rt)
+            .iter()
+            .map(|(_, h)| rt_type_name(h))
+            .collect();
+        for (i, name) in crate::api::HANDLE_NAMES.iter().enumerate() {
+            let module = format!("fn get() {{ {name} }}\nfn nested() {{ get() }}\n");
+            let src = format!(
+                "import \"m\" as m;\nfn f() {{ {name} }}\n\
+                 [type_of({name}), type_of(f()), type_of(m::get()), type_of(m::nested())]"
+            );
+            let (recipe, _lib) = compile_with(&src, &[("m", &module)]);
+            let got: Vec<String> = eval_array(&recipe, &rt)
+                .into_iter()
+                .map(|d| d.into_string().unwrap())
+                .collect();
+            assert_eq!(got, vec![expected[i].clone(); 4], "{name}");
+        }
+    }
+
+    fn rt_type_name(h: &Dynamic) -> String {
+        let e = engine::new_engine(EngineOptions::default());
+        e.map_type_name(h.type_name()).to_owned()
+    }
+
+    #[test]
+    fn handle_types_match_the_handles() {
+        let (rt, _t) = runtime("test.rhai", &[]);
+        let handles: Vec<(&str, std::any::TypeId)> = crate::api::handles(&rt)
+            .iter()
+            .map(|(n, h)| (*n, h.type_id()))
+            .collect();
+        assert_eq!(handles, crate::api::handle_types());
+        let names: Vec<&str> = handles.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, crate::api::HANDLE_NAMES);
+    }
+
+    #[test]
+    fn a_local_variable_shadows_a_handle() {
+        let (rt, _t) = runtime("test.rhai", &[]);
+        let (recipe, _l) = compile_with("let config = 5; fn f(lxc) { lxc } [config, f(7)]", &[]);
+        let got: Vec<i64> = eval_array(&recipe, &rt)
+            .into_iter()
+            .map(|d| d.as_int().unwrap())
+            .collect();
+        assert_eq!(got, [5, 7]);
+    }
+
+    #[test]
+    fn config_methods_work_in_fns_and_stdlib_modules() {
+        let (rt, _t) = runtime("drdevstral.rhai", &[]);
+        let module = "fn target_vmid() { config.target().vmid }\n\
+                      fn note(x) { log.info(`note ${x}`); x }\n";
+        let src = "import \"m\" as m;\n\
+                   fn name_of(id) { config.lxc(id).name }\n\
+                   let t = config.target();\n\
+                   [t.vmid, m::target_vmid(), name_of(902), config.lxc(\"902\").cores,\n\
+                    config.ids(), t.vllm_model, t.gpus, t.network_config.ip,\n\
+                    config.lxc(902).vllm_model, m::note(1), t.features.nesting]";
+        let (recipe, _lib) = compile_with(src, &[("m", module)]);
+        let got = eval_array(&recipe, &rt);
+        let shown: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "901",
+                "901",
+                "plain",
+                "2",
+                "[901, 902]",
+                "mistralai/Devstral-Small-2505",
+                "0",
+                "10.0.0.110/24",
+                "",
+                "1",
+                "true"
+            ]
+        );
+    }
+
+    #[test]
+    fn lxc_selection_wins_and_no_default_is_an_error_naming_the_choice() {
+        let (rt, _t) = runtime("other.rhai", &[902]);
+        let (recipe, _l) = compile_with("[config.target().vmid]", &[]);
+        assert_eq!(eval_array(&recipe, &rt)[0].as_int().unwrap(), 902);
+        let (rt, _t) = runtime("other.rhai", &[]);
+        let (recipe, _l) = compile_with("config.target();", &[]);
+        let err = recipe.run(&rt).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "recipes/test.rhai:1:8: config.target failed"
+        );
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(
+            cause,
+            "config.target: no default entry: lxc.json has 2 entries and none names recipe `other.rhai`; choose with --lxc"
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn api_errors_keep_the_recipe_line_the_call_and_the_typed_cause() {
+        let (rt, _t) = runtime("drdevstral.rhai", &[]);
+        let module = "fn pick(id) {\n  let x = 1;\n  config.lxc(id)\n}\n";
+        let src = "import \"m\" as m;\nfn deploy() { m::pick(999) }\n\nlet a = 1;\n  deploy();\n";
+        let (recipe, _lib) = compile_with(src, &[("m", module)]);
+        let err = recipe.run(&rt).unwrap_err();
+        let RecipeError::Api {
+            line,
+            column,
+            call,
+            source,
+            trace,
+            ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*line, *column), (5, 3));
+        assert_eq!(call, "config.lxc");
+        assert!(matches!(
+            **source,
+            ApiError::Spec {
+                call: "config.lxc",
+                ..
+            }
+        ));
+        assert_eq!(
+            trace.0,
+            [
+                ("deploy".to_owned(), "recipes/test.rhai".to_owned(), 2, 18),
+                ("pick".to_owned(), "stdlib/m.rhai".to_owned(), 3, 10),
+            ]
+        );
+        assert_eq!(
+            err.to_string(),
+            "recipes/test.rhai:5:3: config.lxc failed in fn deploy at recipes/test.rhai:2:18 in fn pick at stdlib/m.rhai:3:10"
+        );
+        assert_eq!(
+            std::error::Error::source(&err).unwrap().to_string(),
+            "config.lxc: no entry 999 in lxc.json (ids: 901, 902)"
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    /// Run `src`; it must fail within a second. Returns the error.
+    fn stopped(src: &str) -> RecipeError {
+        let (rt, _t) = runtime("test.rhai", &[]);
+        let start = Instant::now();
+        let err = match Recipe::compile(Path::new("recipes/bad.rhai"), src, &Stdlib::Embedded) {
+            Ok(recipe) => recipe.run(&rt).expect_err(src),
+            Err(e) => e,
+        };
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1), "{src}: took {took:?}");
+        assert_ne!(err.exit_code(), 0);
+        err
+    }
+
+    #[test]
+    fn adversarial_recipes_are_stopped_within_a_second() {
+        let cases: &[(&str, &str, u8)] = &[
+            (
+                "loop {}",
+                "recipes/bad.rhai:1:6: sandbox limit: the recipe ran more than 1000000 operations (a runaway loop?)",
+                1,
+            ),
+            (
+                "fn r(n) { r(n + 1) }\nr(0);",
+                "recipes/bad.rhai:2:1: sandbox limit: calls nested deeper than 32 levels (unbounded recursion?)",
+                1,
+            ),
+            (
+                "let s = \"xxxxxxxxxx\";\nwhile true { s += s; }",
+                "recipes/bad.rhai:2:16: sandbox limit: length of string too large (strings ≤ 1048576 bytes, arrays ≤ 10000 elements, maps ≤ 1000 entries)",
+                1,
+            ),
+            (
+                "let a = [];\na.pad(10000000, 0);",
+                "recipes/bad.rhai:2:3: sandbox limit: size of array/BLOB too large (strings ≤ 1048576 bytes, arrays ≤ 10000 elements, maps ≤ 1000 entries)",
+                1,
+            ),
+            ("eval(\"1 + 1\");", "recipes/bad.rhai:1:1: ", 2),
+            (
+                "import \"/etc/passwd\" as p;",
+                "recipes/bad.rhai:1:1: cannot import \"/etc/passwd\"",
+                2,
+            ),
+            (
+                "\nimport \"../../x\" as x;",
+                "recipes/bad.rhai:2:1: cannot import \"../../x\"",
+                2,
+            ),
+            (
+                "import \"nosuch\" as x;",
+                "recipes/bad.rhai:1:1: cannot import \"nosuch\"",
+                2,
+            ),
+            (
+                "let n = \"steps\";\nimport n as x;",
+                "recipes/bad.rhai:2:1: cannot import \"(computed at run time)\"",
+                2,
+            ),
+            (
+                "let x = 1;\nopen_file(\"/etc/shadow\");",
+                "recipes/bad.rhai:2:1: no such function or method: open_file (&str | ImmutableString | String)",
+                1,
+            ),
+        ];
+        for (src, message, code) in cases {
+            let err = stopped(src);
+            assert!(
+                err.to_string().starts_with(message),
+                "{src}:\n  got  {err}\n  want {message}"
+            );
+            assert_eq!(err.exit_code(), *code, "{src}");
+        }
+    }
+
+    #[test]
+    fn eval_is_refused_at_compile_time_naming_it() {
+        let err = stopped("let x = eval(\"40 + 2\");");
+        let RecipeError::Compile { message, line, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*line, 1);
+        assert!(message.contains("eval"), "{message}");
+    }
+
+    #[test]
+    fn import_errors_carry_the_reason() {
+        let err = stopped("import \"../../x\" as x;");
+        assert_eq!(
+            std::error::Error::source(&err).unwrap().to_string(),
+            "import \"../../x\" is not a stdlib module name: imports resolve only to modules of stdlib/ by plain name (e.g. \"steps\")"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_as_interrupted() {
+        let (rt, _t) = runtime("test.rhai", &[]);
+        rt.cancel.cancel();
+        let (recipe, _l) = compile_with("let i = 0; loop { i += 1; }", &[]);
+        let start = Instant::now();
+        let err = recipe.run(&rt).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(
+            matches!(err, RecipeError::Interrupted { signal: 2, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 130);
+    }
+
+    #[test]
+    fn secret_use_is_seen_in_fns_and_imported_modules() {
+        let (plain, _a) = compile_with("config.ids();", &[]);
+        assert!(!plain.uses_secrets());
+        let (direct, _b) = compile_with("fn f() { secret.get(\"hf_token\") }", &[]);
+        assert!(direct.uses_secrets());
+        let (via, _c) = compile_with(
+            "import \"m\" as m;",
+            &[
+                ("m", "import \"n\" as n;"),
+                ("n", "fn t() { secret.get(\"x\") }"),
+            ],
+        );
+        assert!(via.uses_secrets());
+        assert_eq!(via.modules.len(), 2);
+    }
+
+    #[test]
+    fn a_thrown_value_is_a_run_failure_with_its_text() {
+        let err = stopped("\nthrow \"no GPUs left\";");
+        assert_eq!(
+            err.to_string(),
+            "recipes/bad.rhai:2:1: the recipe threw: no GPUs left"
+        );
+    }
+
+    #[test]
+    fn log_lines_are_redacted() {
+        let (rt, _t) = runtime("test.rhai", &[]);
+        rt.redactor
+            .register("hf_token", "hf_abcdefghijklmnopqrstuvwx");
+        let api = crate::api::log::LogApi::new(&rt);
+        assert_eq!(
+            crate::api::log::emit(
+                &api,
+                crate::api::log::Level::Info,
+                "token hf_abcdefghijklmnopqrstuvwx here"
+            ),
+            "token «secret:hf_token» here"
+        );
     }
 }
