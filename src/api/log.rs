@@ -1,9 +1,13 @@
 //! The `log` family: structured log lines from a recipe.
 //!
-//! `log.info/warn/error/debug(msg)` emit a tracing event with the recipe's name, after the
+//! `log.info/warn/error/verbose(msg)` emit a tracing event with the recipe's name, after the
 //! run's [`crate::exec::Redactor`] has replaced every known secret value. Only strings are
 //! accepted (decision): a recipe formats its message with interpolation, and a `Secret`
 //! refuses interpolation, so a secret cannot reach a log line through this door.
+//!
+//! The debug level is `log.verbose(msg)`, not `log.debug(msg)`: `debug` (like `print`) is a
+//! Rhai keyword, so `log.debug(…)` does not even parse ("'debug' is a reserved keyword").
+//! Rhai's own `debug(msg)` also reaches the logger at debug level (see the engine).
 
 use rhai::{Engine, FuncRegistration};
 
@@ -15,7 +19,7 @@ crate::api::handle!(
 /// A log level a recipe can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
-    /// `log.debug`.
+    /// `log.verbose` (debug level).
     Debug,
     /// `log.info`.
     Info,
@@ -43,7 +47,11 @@ pub fn emit(api: &LogApi, level: Level, message: &str) -> String {
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<LogApi>("LogApi");
     for (name, level, what) in [
-        ("debug", Level::Debug, "a debug line (shown with -v)"),
+        (
+            "verbose",
+            Level::Debug,
+            "a debug-level line (shown with -v)",
+        ),
         ("info", Level::Info, "an info line"),
         ("warn", Level::Warn, "a warning"),
         (

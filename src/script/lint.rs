@@ -96,20 +96,6 @@ pub enum Format {
     Github,
 }
 
-/// Why lint itself could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum LintError {
-    /// A path could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// A registered function as lint sees it.
 #[derive(Debug, Clone)]
 struct Signature {
@@ -183,38 +169,41 @@ impl Linter {
     }
 
     /// Lint every path: a file, or a directory whose `*.rhai` files are linted.
-    pub fn lint_paths(&self, paths: &[PathBuf]) -> Result<Vec<Finding>, LintError> {
+    pub fn lint_paths(&self, paths: &[PathBuf]) -> Vec<Finding> {
         let mut out = Vec::new();
         for path in paths {
-            let files = if path.is_dir() {
+            if path.is_dir() {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                    .map_err(|source| LintError::Read {
-                        path: path.clone(),
-                        source,
-                    })?
+                    .into_iter()
+                    .flatten()
                     .flatten()
                     .map(|e| e.path())
                     .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
                     .collect();
                 files.sort();
-                files
+                for file in files {
+                    out.extend(self.lint_file(&file));
+                }
             } else {
-                vec![path.clone()]
-            };
-            for file in files {
-                out.extend(self.lint_file(&file)?);
+                out.extend(self.lint_file(path));
             }
         }
-        Ok(out)
+        out
     }
 
-    /// Lint one file.
-    pub fn lint_file(&self, path: &Path) -> Result<Vec<Finding>, LintError> {
-        let source = std::fs::read_to_string(path).map_err(|source| LintError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(self.lint_source(&path.display().to_string(), &source))
+    /// Lint one file; a file that cannot be read is an error finding (rule `read`).
+    pub fn lint_file(&self, path: &Path) -> Vec<Finding> {
+        match std::fs::read_to_string(path) {
+            Ok(source) => self.lint_source(&path.display().to_string(), &source),
+            Err(e) => vec![Finding {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                severity: Severity::Error,
+                rule: "read",
+                message: format!("cannot read the file: {e}"),
+            }],
+        }
     }
 
     /// Lint `source`, reporting it as `file`.
@@ -336,7 +325,7 @@ impl Linter {
             let arities = script_arities(fns);
             return verdict(&shown, given, &arities, "unknown-function", || {
                 format!(
-                    "unknown function `{shown}`: module `{ns}` has {}",
+                    "unknown function `{shown}` (module `{ns}` has: {})",
                     list(fns.iter().map(|(n, _)| n.as_str()))
                 )
             });
@@ -369,7 +358,7 @@ impl Linter {
                     );
                     return verdict(&shown, given, &arities, "unknown-method", || {
                         format!(
-                            "unknown method `{shown}`: `{name}` has {}",
+                            "unknown method `{shown}` (`{name}` has: {})",
                             list(self.methods_of(ty).iter().map(String::as_str))
                         )
                     });
@@ -405,7 +394,7 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     v.sort_unstable();
     v.dedup();
     if v.is_empty() {
-        "no functions".to_owned()
+        "nothing registered yet".to_owned()
     } else {
         v.join(", ")
     }
@@ -574,7 +563,7 @@ mod tests {
                     9,
                     8,
                     "unknown-method",
-                    "unknown method `config.nosuch`: `config` has ids, lxc, target".to_owned()
+                    "unknown method `config.nosuch` (`config` has: ids, lxc, target)".to_owned()
                 ),
                 (
                     10,
@@ -597,7 +586,7 @@ mod tests {
                 2,
                 53,
                 "unknown-function",
-                "unknown function `steps::nope`: module `steps` has begin, finish, gpu_selector, serves_vllm, targets"
+                "unknown function `steps::nope` (module `steps` has: begin, finish, gpu_selector, serves_vllm, targets)"
                     .to_owned()
             )]
         );

@@ -1,0 +1,4 @@
+//! phoenix's integration tests: one binary, one module per area.
+
+mod lint;
+mod recipe;

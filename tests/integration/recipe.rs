@@ -1,0 +1,1 @@
+//! `phoenix recipe run` and `recipe api` from the command line.
