@@ -74,9 +74,9 @@ pub enum RecipeError {
         column: usize,
         /// The import path as written.
         import: String,
-        /// Why.
+        /// Why (boxed: keeps every phoenix error small).
         #[source]
-        source: ImportError,
+        source: Box<ImportError>,
     },
     /// A primitive failed.
     #[error("{path}:{line}:{column}: {call} failed{trace}")]
@@ -221,7 +221,7 @@ impl Recipe {
                 line: recipe_pos.line().unwrap_or(0),
                 column: recipe_pos.position().unwrap_or(0),
                 import,
-                source,
+                source: Box::new(source),
             };
             let Some(name) = import else {
                 return Err(err(
@@ -336,7 +336,7 @@ impl Recipe {
                         line,
                         column,
                         import: import_name(&import),
-                        source: import,
+                        source: Box::new(import),
                     };
                 }
                 RecipeError::Script {
