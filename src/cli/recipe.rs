@@ -4,7 +4,8 @@
 //! order, so a bad config, recipe or secret key exits 2 with nothing changed (DESIGN.md §6):
 //! config loaded and validated → `--lxc` ids checked against it → recipe compiled and its
 //! imports checked → the secret key checked when the recipe (or a module it imports) calls
-//! `secret.get`. Only then: signal handlers, the journal (in memory for `--dry-run`) with
+//! `secret.get` → lint errors that cannot be false alarms refused ([`Recipe::check`]).
+//! Only then: signal handlers, the journal (in memory for `--dry-run`) with
 //! its `run` record, the host backend, the [`Runtime`], the run, [`finish_run`] and the
 //! journal's `end` record.
 
@@ -96,7 +97,7 @@ fn prepare(ctx: &Context, args: &RunArgs) -> crate::Result<(crate::config::Confi
                 .join(", ")
         )));
     }
-    let recipe = Recipe::load(&args.recipe, &Stdlib::from_settings(settings))?;
+    let recipe = Recipe::read(&args.recipe, &Stdlib::from_settings(settings))?;
     Ok((config, recipe))
 }
 
@@ -108,6 +109,7 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     if recipe.uses_secrets() {
         secrets.check_key()?;
     }
+    recipe.check()?;
 
     if let Err(e) = crate::signal::install() {
         tracing::warn!(

@@ -82,6 +82,11 @@ pub struct Finding {
     pub rule: &'static str,
     /// What is wrong and what to do.
     pub message: String,
+    /// Whether `recipe run` refuses the recipe for it before touching anything: true for
+    /// findings that cannot be false alarms (a shell argv, a call to an API handle method,
+    /// a plain or module function that does not exist or gets the wrong arguments).
+    #[serde(skip)]
+    pub blocks_run: bool,
 }
 
 /// Output formats of `recipe lint`.
@@ -202,6 +207,7 @@ impl Linter {
                 severity: Severity::Error,
                 rule: "read",
                 message: format!("cannot read the file: {e}"),
+                blocks_run: true,
             }],
         }
     }
@@ -209,7 +215,7 @@ impl Linter {
     /// Lint `source`, reporting it as `file`.
     pub fn lint_source(&self, file: &str, source: &str) -> Vec<Finding> {
         let mut out = Vec::new();
-        let mut add = |pos: Position, severity, rule, message: String| {
+        let mut add = |pos: Position, severity, rule, message: String, blocks_run| {
             out.push(Finding {
                 file: file.to_owned(),
                 line: pos.line().unwrap_or(0),
@@ -217,6 +223,7 @@ impl Linter {
                 severity,
                 rule,
                 message,
+                blocks_run,
             });
         };
         let ast = match engine::compile(&self.engine, source) {
@@ -232,7 +239,7 @@ impl Linter {
                     ),
                     other => ("compile", other.to_string()),
                 };
-                add(e.position(), Severity::Error, rule, message);
+                add(e.position(), Severity::Error, rule, message, true);
                 return out;
             }
         };
@@ -247,6 +254,7 @@ impl Linter {
                     Severity::Error,
                     "import",
                     engine::ImportError::NotLiteral.to_string(),
+                    true,
                 );
                 continue;
             };
@@ -259,7 +267,7 @@ impl Linter {
                     modules.insert(import.alias.clone(), fns);
                 }
                 Err(e) => {
-                    add(import.pos, Severity::Error, "import", e.to_string());
+                    add(import.pos, Severity::Error, "import", e.to_string(), true);
                     // Calls into it are unknowable; do not report them as well.
                     modules.insert(import.alias.clone(), Vec::new());
                 }
@@ -268,7 +276,14 @@ impl Linter {
 
         for call in &facts.calls {
             if let Some((rule, message)) = self.check_call(call, &facts, &modules) {
-                add(call.pos, Severity::Error, rule, message);
+                let certain = match call.kind {
+                    CallKind::Function => true,
+                    CallKind::Method => call
+                        .receiver
+                        .as_deref()
+                        .is_some_and(|r| self.handles.contains_key(r)),
+                };
+                add(call.pos, Severity::Error, rule, message, certain);
             }
             if call.is_method_on("lxc", "exec") {
                 if let Some(Literal::Array(argv)) = call.args.get(1) {
@@ -281,6 +296,7 @@ impl Linter {
                             format!(
                                 "lxc.exec runs `{shell}`: phoenix never runs a shell; pass the program and its arguments as argv"
                             ),
+                            true,
                         );
                     }
                 }
@@ -296,6 +312,7 @@ impl Linter {
                     format!(
                         "string literal looks like {what}: keep it in the secret store (`phoenix secret set NAME`) and use secret.get(\"NAME\")"
                     ),
+                    false,
                 );
             }
         }

@@ -9,7 +9,11 @@
 //! - [`docs`]: `phoenix recipe api` and `docs/recipe-api.md`.
 //!
 //! A recipe goes through [`Recipe::load`] (read, compile, check every import, compile every
-//! imported module) before anything on the host is touched, then [`Recipe::run`]. Errors
+//! imported module, refuse lint errors that cannot be false alarms: calls to functions or
+//! API methods that do not exist or get the wrong number of arguments, a shell as
+//! `lxc.exec`'s argv\[0\]) before anything on the host is touched, then [`Recipe::run`].
+//! Decision: `Engine::compile` accepts calls to functions that do not exist; refusing them
+//! up front means a typo in a late step does not leave a half-provisioned container. Errors
 //! come back as [`RecipeError`] with the recipe's file:line:column; a primitive's
 //! [`ApiError`] travels inside Rhai as a runtime error (`crate::api::script_error`) and is
 //! downcast back here, so it stays the `#[source]` of the error and the cause chain prints.
@@ -78,6 +82,21 @@ pub enum RecipeError {
         #[source]
         source: Box<ImportError>,
     },
+    /// Lint found a certain error (a call that cannot succeed, a shell argv): refused before
+    /// the run.
+    #[error("{path}:{line}:{column}: {message}{}", more_problems(*.more))]
+    Refused {
+        /// The recipe.
+        path: PathBuf,
+        /// 1-based line of the first problem.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The first problem.
+        message: String,
+        /// How many more problems lint found.
+        more: usize,
+    },
     /// A primitive failed.
     #[error("{path}:{line}:{column}: {call} failed{trace}")]
     Api {
@@ -127,9 +146,10 @@ impl RecipeError {
     /// The exit code (DESIGN.md §6).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Read { .. } | Self::Compile { .. } | Self::Import { .. } => {
-                crate::error::code::USAGE
-            }
+            Self::Read { .. }
+            | Self::Compile { .. }
+            | Self::Import { .. }
+            | Self::Refused { .. } => crate::error::code::USAGE,
             Self::Api { .. } | Self::Script { .. } => crate::error::code::RUN_FAILED,
             Self::Interrupted { signal, .. } => crate::error::signal_code(*signal),
         }
@@ -161,6 +181,8 @@ pub struct Recipe {
     pub path: PathBuf,
     /// Its file name (`drdevstral.rhai`), for `config.target()` and log lines.
     pub name: String,
+    /// The text it was compiled from.
+    pub source: String,
     /// The compiled script.
     pub ast: AST,
     /// What the script contains.
@@ -173,8 +195,15 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// Read and compile the recipe at `path`; check its imports against `stdlib`.
+    /// Read, compile and [`check`](Recipe::check) the recipe at `path`.
     pub fn load(path: &Path, stdlib: &Stdlib) -> Result<Self, RecipeError> {
+        let recipe = Self::read(path, stdlib)?;
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// Read and compile the recipe at `path`, checking its imports (no lint).
+    pub fn read(path: &Path, stdlib: &Stdlib) -> Result<Self, RecipeError> {
         let source = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
             path: path.to_owned(),
             source,
@@ -182,7 +211,37 @@ impl Recipe {
         Self::compile(path, &source, stdlib)
     }
 
-    /// Compile recipe `source` that came from `path`.
+    /// [`Recipe::compile`] and [`Recipe::check`].
+    pub fn from_source(path: &Path, source: &str, stdlib: &Stdlib) -> Result<Self, RecipeError> {
+        let recipe = Self::compile(path, source, stdlib)?;
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// Refuse lint errors that cannot be false alarms (calls that cannot succeed, a shell
+    /// argv), so they stop the recipe before the run rather than halfway through
+    /// provisioning.
+    pub fn check(&self) -> Result<(), RecipeError> {
+        let path = &self.path;
+        let linter = lint::Linter::new(self.stdlib.clone());
+        let blocking: Vec<lint::Finding> = linter
+            .lint_source(&path.display().to_string(), &self.source)
+            .into_iter()
+            .filter(|f| f.severity == lint::Severity::Error && f.blocks_run)
+            .collect();
+        if let Some(first) = blocking.first() {
+            return Err(RecipeError::Refused {
+                path: path.to_owned(),
+                line: first.line,
+                column: first.column,
+                message: first.message.clone(),
+                more: blocking.len() - 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Compile recipe `source` that came from `path` and check its imports (no lint).
     pub fn compile(path: &Path, source: &str, stdlib: &Stdlib) -> Result<Self, RecipeError> {
         let engine = engine::new_engine(EngineOptions {
             stdlib: Some(stdlib.clone()),
@@ -201,6 +260,7 @@ impl Recipe {
             name: path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            source: source.to_owned(),
             ast,
             facts,
             modules: Vec::new(),
@@ -375,6 +435,13 @@ impl Recipe {
             .find(|(n, ..)| source == format!("stdlib/{n}.rhai"))
             .map_or(&self.facts, |(_, _, f)| f);
         facts.call_at(pos).map(facts::CallSite::display)
+    }
+}
+
+fn more_problems(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        n => format!(" (and {n} more: run `phoenix recipe lint` for all)"),
     }
 }
 
@@ -758,7 +825,7 @@ mod tests {
     fn stopped(src: &str) -> RecipeError {
         let (rt, _t) = runtime("test.rhai", &[]);
         let start = Instant::now();
-        let err = match Recipe::compile(Path::new("recipes/bad.rhai"), src, &Stdlib::Embedded) {
+        let err = match Recipe::from_source(Path::new("recipes/bad.rhai"), src, &Stdlib::Embedded) {
             Ok(recipe) => recipe.run(&rt).expect_err(src),
             Err(e) => e,
         };
@@ -813,8 +880,13 @@ mod tests {
                 2,
             ),
             (
-                "let x = 1;\nopen_file(\"/etc/shadow\");",
-                "recipes/bad.rhai:2:1: no such function or method: open_file (&str | ImmutableString | String)",
+                "let x = 1;\nopen_file(\"/etc/shadow\");\nlxc.nosuch();",
+                "recipes/bad.rhai:2:1: unknown function `open_file` (and 1 more: run `phoenix recipe lint` for all)",
+                2,
+            ),
+            (
+                "let f = Fn(\"open_file\");\nf.call(\"/etc/shadow\");",
+                "recipes/bad.rhai:2:3: no such function or method: open_file (&str | ImmutableString | String)",
                 1,
             ),
         ];
@@ -826,6 +898,22 @@ mod tests {
             );
             assert_eq!(err.exit_code(), *code, "{src}");
         }
+    }
+
+    #[test]
+    fn certain_lint_errors_refuse_the_recipe_but_doubtful_ones_do_not() {
+        let err =
+            stopped("fn provision(ct) {\n  lxc.exec(ct, [\"sh\", \"-c\", \"curl x | sh\"]);\n}");
+        assert!(
+            err.to_string().starts_with(
+                "recipes/bad.rhai:2:7: lxc.exec runs `sh`: phoenix never runs a shell"
+            ),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        // A method on an arbitrary value may be a fn pointer in a map: lint only.
+        let src = "let m = #{ f: |x| x };\nlet y = m.f(1);";
+        Recipe::from_source(Path::new("r.rhai"), src, &Stdlib::Embedded).unwrap();
     }
 
     #[test]

@@ -106,6 +106,29 @@ fn imports_outside_stdlib_exit_2_naming_the_import_and_line() {
 }
 
 #[test]
+fn a_shell_argv_or_a_call_that_cannot_succeed_exits_2_touching_nothing() {
+    let s = Setup::new();
+    s.recipe(
+        "sh.rhai",
+        "let ct = config.target().vmid;\nlxc.exec(ct, [\"bash\", \"-c\", \"apt-get update\"]);\n",
+    );
+    let (code, _, err) = s.phoenix(&["recipe", "run", "sh.rhai"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("phoenix: error: sh.rhai:2:5: lxc.exec runs `bash`"),
+        "{err}"
+    );
+    s.recipe("typo.rhai", "log.info(\"start\");\nconfig.targte();\n");
+    let (code, _, err) = s.phoenix(&["recipe", "run", "typo.rhai"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("phoenix: error: typo.rhai:2:8: unknown method `config.targte`"),
+        "{err}"
+    );
+    assert!(s.untouched());
+}
+
+#[test]
 fn the_config_is_checked_before_the_recipe() {
     let s = Setup::new();
     std::fs::write(s.path("lxc.json"), "{ \"lxc_configs\": ").unwrap();
