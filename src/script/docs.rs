@@ -96,7 +96,10 @@ fn registered(engine: &Engine) -> Vec<Entry> {
         |info| {
             let m = info.metadata;
             let name = m.name.as_str();
-            if name.contains('$') || name.starts_with("anon") {
+            if name.contains('$')
+                || name.starts_with("anon")
+                || engine::UNAVAILABLE.iter().any(|(n, _)| *n == name)
+            {
                 return None;
             }
             let handle = m.param_types.first().and_then(|t| handles.get(t)).copied();

@@ -144,8 +144,40 @@ pub fn new_engine(opts: EngineOptions) -> Engine {
     }
 
     engine.set_module_resolver(StdlibResolver::new(opts.stdlib.unwrap_or(Stdlib::Embedded)));
+    // Rhai's core package has `sleep(seconds)`, which blocks without counting operations:
+    // a recipe could hang the run forever. Waits belong to primitives, which honour SIGINT.
+    for (name, why) in UNAVAILABLE {
+        engine.register_fn(
+            *name,
+            move |_: rhai::INT| -> Result<(), Box<EvalAltResult>> { Err(unavailable(name, why)) },
+        );
+        engine.register_fn(
+            *name,
+            move |_: rhai::FLOAT| -> Result<(), Box<EvalAltResult>> { Err(unavailable(name, why)) },
+        );
+    }
     crate::api::register_all(&mut engine);
     engine
+}
+
+/// Functions of Rhai's standard library that recipes must not use, with the reason.
+pub const UNAVAILABLE: &[(&str, &str)] = &[(
+    "sleep",
+    "it blocks without limit; waits belong to primitives (lxc.start waits for `running`)",
+)];
+
+/// A standard function a recipe may not call (raised inside the engine).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{name}` is not available in recipes: {why}")]
+pub struct Unavailable {
+    /// The function.
+    pub name: &'static str,
+    /// Why, and what to use instead.
+    pub why: &'static str,
+}
+
+fn unavailable(name: &'static str, why: &'static str) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(Dynamic::from(Unavailable { name, why }), Position::NONE).into()
 }
 
 /// The scope recipes and modules are compiled with: every API handle name as a constant,
@@ -311,6 +343,26 @@ mod tests {
         let err = compile(&e, "let a = nope + 1;").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         compile(&e, "fn f() { lxc } let x = config; let y = f();").unwrap();
+    }
+
+    #[test]
+    fn sleep_is_not_available() {
+        let start = std::time::Instant::now();
+        for src in [
+            "sleep(30);",
+            "sleep(30.0);",
+            "let f = Fn(\"sleep\"); f.call(30);",
+        ] {
+            let err = engine().run(src).unwrap_err();
+            let EvalAltResult::ErrorRuntime(value, _) = err.unwrap_inner() else {
+                panic!("{err:?}")
+            };
+            assert_eq!(
+                value.clone().try_cast::<Unavailable>().unwrap().name,
+                "sleep"
+            );
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

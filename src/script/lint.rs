@@ -14,6 +14,7 @@
 //! - `shell`: a literal shell as argv\[0\] of `lxc.exec` (`sh`, `bash`, `/bin/sh`, `busybox
 //!   sh`, `env bash` …): phoenix never runs a shell (DESIGN.md §1). The same test is
 //!   [`shell_in_argv`], for the primitive's run-time refusal.
+//! - `unavailable`: a standard Rhai function recipes may not use (`sleep`).
 //! - `credential` (warning): a string literal that looks like a token or key.
 //!
 //! Exit status: 1 when any error was found, 0 with warnings only.
@@ -349,6 +350,12 @@ impl Linter {
         }
         if KEYWORDS.contains(&call.name.as_str()) {
             return None;
+        }
+        if let Some((name, why)) = engine::UNAVAILABLE.iter().find(|(n, _)| *n == call.name) {
+            return Some((
+                "unavailable",
+                format!("`{name}` is not available in recipes: {why}"),
+            ));
         }
         let script = script_arities(&facts.functions);
         let natives = self.natives.get(&call.name).map_or(&[][..], Vec::as_slice);

@@ -390,6 +390,15 @@ impl Recipe {
                         source: api,
                     };
                 }
+                if let Some(refused) = value.clone().try_cast::<engine::Unavailable>() {
+                    return RecipeError::Script {
+                        path,
+                        line,
+                        column,
+                        message: refused.to_string(),
+                        trace,
+                    };
+                }
                 if let Some(import) = value.clone().try_cast::<ImportError>() {
                     return RecipeError::Import {
                         path,
@@ -883,6 +892,16 @@ mod tests {
                 "let x = 1;\nopen_file(\"/etc/shadow\");\nlxc.nosuch();",
                 "recipes/bad.rhai:2:1: unknown function `open_file` (and 1 more: run `phoenix recipe lint` for all)",
                 2,
+            ),
+            (
+                "sleep(3600);",
+                "recipes/bad.rhai:1:1: `sleep` is not available in recipes: it blocks without limit",
+                2,
+            ),
+            (
+                "let f = Fn(\"sleep\");\nf.call(3600);",
+                "recipes/bad.rhai:2:3: `sleep` is not available in recipes: it blocks without limit",
+                1,
             ),
             (
                 "let f = Fn(\"open_file\");\nf.call(\"/etc/shadow\");",
