@@ -766,6 +766,37 @@ mod tests {
     }
 
     #[test]
+    fn the_steps_module_serves_recipes() {
+        let (rt, _t) = runtime("drdevstral.rhai", &[]);
+        let src = "import \"steps\" as steps;\n\
+                   let all = steps::targets([902, \"901\"]);\n\
+                   let label = steps::begin(config.target(), \"install docker\");\n\
+                   steps::finish(label);\n\
+                   [steps::targets([])[0].vmid, all[0].vmid, all[1].vmid, label,\n\
+                    steps::serves_vllm(all[1]), steps::serves_vllm(all[0]),\n\
+                    steps::gpu_selector(all[1]), steps::gpu_selector(all[0])]";
+        let recipe =
+            Recipe::from_source(Path::new("drdevstral.rhai"), src, &Stdlib::Embedded).unwrap();
+        let shown: Vec<String> = eval_array(&recipe, &rt)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "901",
+                "902",
+                "901",
+                "901/drdevstral: install docker",
+                "true",
+                "false",
+                "0",
+                ""
+            ]
+        );
+    }
+
+    #[test]
     fn lxc_selection_wins_and_no_default_is_an_error_naming_the_choice() {
         let (rt, _t) = runtime("other.rhai", &[902]);
         let (recipe, _l) = compile_with("[config.target().vmid]", &[]);
