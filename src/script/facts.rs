@@ -39,6 +39,8 @@ pub struct CallSite {
     pub namespace: Option<String>,
     /// For a method call on a plain variable (`lxc.create(…)`), the variable's name.
     pub receiver: Option<String>,
+    /// Whether that variable is a local or parameter (which shadows an API handle).
+    pub receiver_local: bool,
     /// The arguments as written (the receiver is not counted).
     pub args: Vec<Literal>,
     /// Where the call is.
@@ -56,11 +58,19 @@ impl CallSite {
         }
     }
 
-    /// Whether this is `handle.name(…)`.
+    /// The API handle this method is called on, if the receiver is one (not a local
+    /// variable of the same name).
+    pub fn handle(&self) -> Option<&str> {
+        if self.kind != CallKind::Method || self.receiver_local {
+            return None;
+        }
+        let r = self.receiver.as_deref()?;
+        crate::api::HANDLE_NAMES.contains(&r).then_some(r)
+    }
+
+    /// Whether this is `handle.name(…)` on the API handle `handle`.
     pub fn is_method_on(&self, handle: &str, name: &str) -> bool {
-        self.kind == CallKind::Method
-            && self.receiver.as_deref() == Some(handle)
-            && self.name == name
+        self.handle() == Some(handle) && self.name == name
     }
 }
 
@@ -122,16 +132,19 @@ impl Facts {
                     name: x.name.to_string(),
                     namespace: (!x.namespace.is_empty()).then(|| x.namespace.to_string()),
                     receiver: None,
+                    receiver_local: false,
                     args: x.args.iter().map(literal).collect(),
                     pos: *pos,
                 });
             }
             ASTNode::Expr(e @ Expr::MethodCall(x, pos)) => {
+                let (receiver, receiver_local) = receiver(path, e).unzip();
                 self.calls.push(CallSite {
                     kind: CallKind::Method,
                     name: x.name.to_string(),
                     namespace: None,
-                    receiver: receiver(path, e),
+                    receiver,
+                    receiver_local: receiver_local.unwrap_or(false),
                     args: x.args.iter().map(literal).collect(),
                     pos: *pos,
                 });
@@ -172,8 +185,9 @@ fn literal(e: &Expr) -> Literal {
 }
 
 /// The variable a method call is made on, when it is a plain variable: `lxc` in
-/// `lxc.create(x)` and in `lxc.create(x).field`, but not `c` in `a.b().c()`.
-fn receiver(path: &[ASTNode], call: &Expr) -> Option<String> {
+/// `lxc.create(x)` and in `lxc.create(x).field`, but not `c` in `a.b().c()`; with whether
+/// the parser resolved it to a local or parameter (API handles are never locals).
+fn receiver(path: &[ASTNode], call: &Expr) -> Option<(String, bool)> {
     let n = path.len();
     let parent = match path.get(n.checked_sub(2)?)? {
         ASTNode::Expr(Expr::Dot(x, ..)) => x,
@@ -199,7 +213,9 @@ fn receiver(path: &[ASTNode], call: &Expr) -> Option<String> {
         return None;
     };
     match object {
-        Expr::Variable(v, ..) if v.2.is_empty() => Some(v.1.to_string()),
+        Expr::Variable(v, short, ..) if v.2.is_empty() => {
+            Some((v.1.to_string(), v.0.is_some() || short.is_some()))
+        }
         _ => None,
     }
 }

@@ -279,10 +279,7 @@ impl Linter {
             if let Some((rule, message)) = self.check_call(call, &facts, &modules) {
                 let certain = match call.kind {
                     CallKind::Function => true,
-                    CallKind::Method => call
-                        .receiver
-                        .as_deref()
-                        .is_some_and(|r| self.handles.contains_key(r)),
+                    CallKind::Method => call.handle().is_some(),
                 };
                 add(call.pos, Severity::Error, rule, message, certain);
             }
@@ -369,8 +366,7 @@ impl Linter {
             }
             CallKind::Method => {
                 let handle = call
-                    .receiver
-                    .as_deref()
+                    .handle()
                     .and_then(|r| self.handles.get(r).map(|t| (r, *t)));
                 let mut arities: Vec<usize> = script;
                 if let Some((name, ty)) = handle {
@@ -597,6 +593,18 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_local_named_like_a_handle_is_not_the_handle() {
+        assert_eq!(
+            lint(
+                "let log = [];\nlog.push(1);\nfn f(config) { config.len() }\n\
+                 for lxc in [\"a\"] { lxc.trim(); }\n"
+            ),
+            []
+        );
+        assert_eq!(lint("let x = [];\nx.nosuch();").len(), 1);
     }
 
     #[test]
