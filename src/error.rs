@@ -59,6 +59,17 @@ pub enum Error {
         /// How many steps failed.
         failed: usize,
     },
+    /// A run failed and its rollback left something behind.
+    #[error(
+        "the run failed and {failed} step(s) could not be rolled back; run `phoenix destroy` after fixing the cause"
+    )]
+    RollbackIncomplete {
+        /// How many undo steps failed.
+        failed: usize,
+        /// Why the run failed.
+        #[source]
+        source: crate::script::RecipeError,
+    },
     /// Stopped by a signal.
     #[error("interrupted by signal {0}")]
     Interrupted(i32),
@@ -81,7 +92,7 @@ impl Error {
             Self::Recipe(e) => e.exit_code(),
             Self::LintFailed(_) => code::RUN_FAILED,
             Self::Journal(_) | Self::Host(_) | Self::Output(_) => code::RUN_FAILED,
-            Self::Incomplete { .. } => code::INCOMPLETE,
+            Self::Incomplete { .. } | Self::RollbackIncomplete { .. } => code::INCOMPLETE,
             Self::Interrupted(sig) => signal_code(*sig),
         }
     }

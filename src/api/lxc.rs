@@ -53,7 +53,11 @@ pub fn entry_from_map(rt: &Runtime, spec: &Map) -> Result<LxcConfig, ApiError> {
     let mut value: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(spec.clone()))
         .map_err(|e| ApiError::spec(CALL, format!("spec is not plain data: {e}")))?;
     if let Some(o) = value.as_object_mut() {
+        // `config.target()` adds `vmid` and the derived `gpus`, and shows unset fields as
+        // `()`: none of those belong in a config entry.
         o.remove("vmid");
+        o.remove("gpus");
+        o.retain(|_, v| !v.is_null());
     }
     let doc = serde_json::json!({ "lxc_configs": { vmid.to_string(): value } });
     let path = std::path::PathBuf::from(format!(

@@ -106,6 +106,21 @@ pub fn handles(rt: &Arc<Runtime>) -> Vec<(&'static str, Dynamic)> {
 /// The names of every API handle (for lint and docs, which have no runtime).
 pub const HANDLE_NAMES: &[&str] = &["config", "log", "lxc", "gpu", "zfs", "undo", "secret"];
 
+/// Each API handle's name with its Rust type, so lint and docs (which have no runtime) can
+/// tell which registered methods belong to which handle. Keep in step with [`handles`].
+pub fn handle_types() -> Vec<(&'static str, std::any::TypeId)> {
+    use std::any::TypeId;
+    vec![
+        ("config", TypeId::of::<config::ConfigApi>()),
+        ("log", TypeId::of::<log::LogApi>()),
+        ("lxc", TypeId::of::<lxc::LxcApi>()),
+        ("gpu", TypeId::of::<gpu::GpuApi>()),
+        ("zfs", TypeId::of::<zfs::ZfsApi>()),
+        ("undo", TypeId::of::<undo::UndoApi>()),
+        ("secret", TypeId::of::<secret::SecretApi>()),
+    ]
+}
+
 /// Define a family's handle type: a cheap clone of the run's [`Runtime`].
 macro_rules! handle {
     ($(#[$doc:meta])* $name:ident) => {

@@ -1,35 +1,234 @@
 //! `phoenix recipe run|lint|api`.
+//!
+//! `recipe run` does everything that can fail without touching the host first, in this
+//! order, so a bad config, recipe or secret key exits 2 with nothing changed (DESIGN.md §6):
+//! config loaded and validated → `--lxc` ids checked against it → recipe compiled and its
+//! imports checked → the secret key checked when the recipe (or a module it imports) calls
+//! `secret.get` → lint errors that cannot be false alarms refused ([`Recipe::check`]).
+//! Only then: signal handlers, the journal (in memory for `--dry-run`) with
+//! its `run` record, the host backend, the [`Runtime`], the run, [`finish_run`] and the
+//! journal's `end` record.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Subcommand;
 
 use super::Context;
+use crate::exec::{CancelFlag, RecordingRunner, Redactor, Runner, SystemRunner};
+use crate::journal::{Entry, Journal};
+use crate::runtime::Runtime;
+use crate::script::stdlib::Stdlib;
+use crate::script::{Recipe, RecipeError, docs, lint};
+use crate::secret::SecretStore;
+use crate::settings::HostKind;
 
 /// `phoenix recipe …`.
 #[derive(Debug, Subcommand)]
 pub enum RecipeCommand {
     /// Run a recipe against the host.
-    Run {
-        /// The recipe file.
-        recipe: PathBuf,
-        /// Serve these config entries (repeatable).
-        #[arg(long = "lxc", value_name = "VMID")]
-        lxc: Vec<crate::types::Vmid>,
-        /// Show the exact commands that would run; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// On failure, undo this run's steps in reverse.
-        #[arg(long)]
-        rollback_on_failure: bool,
+    Run(RunArgs),
+    /// Check recipes without running them (exit 1 on errors, 0 with only warnings).
+    Lint {
+        /// Recipe files, or directories whose *.rhai files are checked.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: lint::Format,
+    },
+    /// Print the recipe API reference, generated from the engine.
+    Api {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: docs::Format,
     },
 }
 
+/// `phoenix recipe run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// Serve these config entries (repeatable).
+    #[arg(long = "lxc", value_name = "VMID")]
+    pub lxc: Vec<crate::types::Vmid>,
+    /// Show the exact commands that would run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// On failure, undo this run's steps in reverse.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
+}
+
 /// Run a `recipe` command.
-pub fn run(_ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
+pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
     match cmd {
-        RecipeCommand::Run { .. } => {
-            Err(crate::Error::Usage("recipe run: not available yet".into()))
+        RecipeCommand::Run(args) => run_recipe(ctx, &args),
+        RecipeCommand::Lint { paths, format } => {
+            let linter = lint::Linter::new(Stdlib::from_settings(&ctx.settings));
+            let findings = linter.lint_paths(&paths);
+            super::out(&lint::render(&findings, format))?;
+            match lint::errors(&findings) {
+                0 => Ok(()),
+                n => Err(crate::Error::LintFailed(n)),
+            }
         }
+        RecipeCommand::Api { format } => {
+            let entries = docs::entries(&Stdlib::from_settings(&ctx.settings));
+            super::out(&docs::render(&entries, format))
+        }
+    }
+}
+
+/// Everything checked before the host is touched (exit 2 on any failure).
+fn prepare(ctx: &Context, args: &RunArgs) -> crate::Result<(crate::config::Config, Recipe)> {
+    let settings = &ctx.settings;
+    let config = crate::config::load(&settings.config.value)?;
+    if let Some(v) = args.lxc.iter().find(|v| config.get(**v).is_none()) {
+        return Err(crate::Error::Usage(format!(
+            "--lxc {v}: {} has no such entry (ids: {})",
+            config.path.display(),
+            config
+                .lxc
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let recipe = Recipe::read(&args.recipe, &Stdlib::from_settings(settings))?;
+    Ok((config, recipe))
+}
+
+fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
+    let settings = &ctx.settings;
+    let (config, recipe) = prepare(ctx, args)?;
+    let redactor = Redactor::default();
+    let secrets = SecretStore::new(settings, redactor.clone());
+    if recipe.uses_secrets() {
+        secrets.check_key()?;
+    }
+    recipe.check()?;
+
+    if let Err(e) = crate::signal::install() {
+        tracing::warn!(
+            "cannot install SIGINT/SIGTERM handlers ({e}): a signal stops phoenix at once"
+        );
+    }
+    let cancel = CancelFlag::default();
+    let run_id = Runtime::new_run_id();
+    let journal = if args.dry_run {
+        Journal::in_memory(&run_id)
+    } else {
+        Journal::open(&settings.state_dir.value, &run_id)?
+    };
+    journal.append(Entry::Run {
+        host: settings.host.value,
+        emu_root: (settings.host.value == HostKind::Emulated)
+            .then(|| settings.emu_root.value.clone()),
+        recipe: args.recipe.display().to_string(),
+        pid: std::process::id(),
+    })?;
+
+    let system: Arc<dyn Runner> = Arc::new(SystemRunner::new(redactor.clone(), cancel.clone()));
+    let (runner, plan): (Arc<dyn Runner>, _) = if args.dry_run {
+        let recording = Arc::new(RecordingRunner::dry_run(system));
+        (recording.clone(), Some(recording))
+    } else {
+        (system, None)
+    };
+    let host = match crate::host::open(settings, runner) {
+        Ok(host) => host,
+        Err(e) => {
+            journal.append(Entry::End { ok: false })?;
+            return Err(e.into());
+        }
+    };
+
+    let rt = Arc::new(Runtime {
+        settings: settings.clone(),
+        config: Arc::new(config),
+        selected: args.lxc.clone(),
+        recipe_name: recipe.name.clone(),
+        host,
+        journal,
+        secrets,
+        redactor,
+        dry_run: args.dry_run,
+        plan,
+        cancel,
+        run_id,
+        notes: std::sync::Mutex::new(Vec::new()),
+    });
+    // One phoenix process per container at a time: a second one fails naming the holder.
+    let mut locked: Vec<crate::types::Vmid> = rt.selected.clone();
+    if locked.is_empty() {
+        locked.extend(rt.target().map(|e| e.vmid));
+    }
+    let _locks = if args.dry_run {
+        Vec::new()
+    } else {
+        match locked
+            .iter()
+            .map(|v| crate::journal::CtLock::acquire(&settings.state_dir.value, *v))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(l) => l,
+            Err(e) => {
+                rt.journal.append(Entry::End { ok: false })?;
+                return Err(e.into());
+            }
+        }
+    };
+    tracing::info!(recipe = %recipe.name, run = %rt.run_id, dry_run = args.dry_run, "recipe starts");
+    let outcome = recipe.run(&rt);
+    let result = finish_run(&rt, &recipe, outcome, args);
+    rt.journal.append(Entry::End { ok: result.is_ok() })?;
+    result
+}
+
+/// What happens after the recipe returned, before the journal's `end` record: the
+/// `--dry-run` plan is printed (every mutating command and config change, secrets
+/// redacted), and with `--rollback-on-failure` a failed or interrupted run undoes its own
+/// steps newest first (exit 1 — or 130/143 after a signal — when everything was undone, 3
+/// when something is left).
+pub fn finish_run(
+    rt: &Arc<Runtime>,
+    recipe: &Recipe,
+    outcome: Result<(), RecipeError>,
+    args: &RunArgs,
+) -> crate::Result<()> {
+    if rt.plan.is_some() {
+        let plan = crate::lifecycle::plan_text(rt);
+        let n = plan.lines().count();
+        super::out(&format!(
+            "dry run of {}: {n} change(s) would be made, nothing was changed\n{plan}",
+            recipe.name
+        ))?;
+    }
+    let Err(err) = outcome else {
+        return Ok(());
+    };
+    if !args.rollback_on_failure || rt.dry_run {
+        if !rt.dry_run {
+            tracing::warn!(
+                "the run failed; what it made is recorded in the journal: `phoenix status` shows it, `phoenix destroy` removes it"
+            );
+        }
+        return Err(err.into());
+    }
+    tracing::warn!(run = %rt.run_id, "rolling back this run's steps");
+    let report = crate::lifecycle::rollback_run(rt)?;
+    for line in report.lines() {
+        tracing::warn!("rollback: {line}");
+    }
+    if report.complete() {
+        Err(err.into())
+    } else {
+        Err(crate::Error::RollbackIncomplete {
+            failed: report.failed.len(),
+            source: err,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The one integration-test binary (STYLE.md §5): one module per area.
 
 mod golden;
+mod lint;
 mod real_lxc;
+mod recipe;
 mod secret;
 mod support;

@@ -1,0 +1,626 @@
+//! `phoenix recipe lint`: find recipe mistakes before anything runs.
+//!
+//! Checks, each a finding with file:line:column:
+//! - `compile`: the recipe does not compile (Rhai stops at the first such error);
+//!   `undefined-variable` is the compile error of a name that is neither a local, a
+//!   parameter nor an API handle (the engine runs in strict-variables mode).
+//! - `import`: an import that is not a literal stdlib module name, or whose module is
+//!   missing or does not compile.
+//! - `unknown-function` / `unknown-method` / `arity`: calls to functions or methods that do
+//!   not exist, or with the wrong number of arguments. What exists comes from the engine's
+//!   own metadata (every registered function with its parameter types, standard library
+//!   included), the script's own `fn`s and the `fn`s of imported stdlib modules; a method on
+//!   an API handle (`lxc.create(x)`) must be registered for that handle's type.
+//! - `shell`: a literal shell as argv\[0\] of `lxc.exec` (`sh`, `bash`, `/bin/sh`, `busybox
+//!   sh`, `env bash` …): phoenix never runs a shell (DESIGN.md §1). The same test is
+//!   [`shell_in_argv`], for the primitive's run-time refusal.
+//! - `unavailable`: a standard Rhai function recipes may not use (`sleep`).
+//! - `credential` (warning): a string literal that looks like a token or key.
+//!
+//! Exit status: 1 when any error was found, 0 with warnings only.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use rhai::{Engine, ParseErrorType, Position};
+use serde::Serialize;
+
+use super::engine::{self, EngineOptions, StdlibResolver};
+use super::facts::{CallKind, CallSite, Facts, Literal};
+use super::stdlib::Stdlib;
+
+/// Programs that are shells (or run one) when they are argv\[0\].
+pub const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "rbash",
+];
+
+/// Functions Rhai handles as keywords rather than through its function registry.
+const KEYWORDS: &[&str] = &[
+    "print",
+    "debug",
+    "type_of",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+];
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Makes lint fail.
+    Error,
+    /// Reported; lint still passes.
+    Warning,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        })
+    }
+}
+
+/// One problem in a recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The file as given on the command line.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Error or warning.
+    pub severity: Severity,
+    /// Which check (`compile`, `import`, `unknown-function`, `arity`, `shell`, …).
+    pub rule: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// Whether `recipe run` refuses the recipe for it before touching anything: true for
+    /// findings that cannot be false alarms (a shell argv, a call to an API handle method,
+    /// a plain or module function that does not exist or gets the wrong arguments).
+    #[serde(skip)]
+    pub blocks_run: bool,
+}
+
+/// Output formats of `recipe lint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// `file:line:col: error: message`.
+    #[default]
+    Human,
+    /// A JSON array of findings.
+    Json,
+    /// GitHub Actions workflow commands (`::error file=…,line=…,col=…::message`).
+    Github,
+}
+
+/// A registered function as lint sees it.
+#[derive(Debug, Clone)]
+struct Signature {
+    params: usize,
+    first: Option<TypeId>,
+}
+
+/// Lints recipes against one engine's registered functions.
+pub struct Linter {
+    engine: Engine,
+    resolver: StdlibResolver,
+    natives: HashMap<String, Vec<Signature>>,
+    handles: HashMap<&'static str, TypeId>,
+    credentials: Vec<(Regex, &'static str)>,
+}
+
+impl std::fmt::Debug for Linter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Linter")
+            .field("functions", &self.natives.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Linter {
+    /// A linter for the engine `recipe run` uses, with imports from `stdlib`.
+    pub fn new(stdlib: Stdlib) -> Self {
+        let engine = engine::new_engine(EngineOptions {
+            stdlib: Some(stdlib.clone()),
+            ..EngineOptions::default()
+        });
+        Self::with_engine(engine, stdlib)
+    }
+
+    /// A linter for `engine` (which must come from [`engine::new_engine`]).
+    pub fn with_engine(engine: Engine, stdlib: Stdlib) -> Self {
+        let mut natives: HashMap<String, Vec<Signature>> = HashMap::new();
+        for (name, sig) in engine.collect_fn_metadata(
+            None,
+            |info| {
+                Some((
+                    info.metadata.name.to_string(),
+                    Signature {
+                        params: info.metadata.num_params,
+                        first: info.metadata.param_types.first().copied(),
+                    },
+                ))
+            },
+            true,
+        ) {
+            natives.entry(name).or_default().push(sig);
+        }
+        let credentials = [
+            (r"hf_[A-Za-z0-9]{20,}", "a Hugging Face token"),
+            (r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)", "a PEM key"),
+            (r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", "an AWS access key id"),
+            (r"\bgh[pousr]_[A-Za-z0-9]{30,}", "a GitHub token"),
+            (r"\bsk-[A-Za-z0-9_-]{20,}", "an API secret key"),
+            (r"AGE-SECRET-KEY-1[0-9A-Z]{50,}", "an age secret key"),
+        ]
+        .into_iter()
+        .map(|(re, what)| (Regex::new(re).expect("credential pattern compiles"), what))
+        .collect();
+        Self {
+            engine,
+            resolver: StdlibResolver::new(stdlib),
+            natives,
+            handles: crate::api::handle_types().into_iter().collect(),
+            credentials,
+        }
+    }
+
+    /// Lint every path: a file, or a directory whose `*.rhai` files are linted.
+    pub fn lint_paths(&self, paths: &[PathBuf]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+                    .collect();
+                files.sort();
+                for file in files {
+                    out.extend(self.lint_file(&file));
+                }
+            } else {
+                out.extend(self.lint_file(path));
+            }
+        }
+        out
+    }
+
+    /// Lint one file; a file that cannot be read is an error finding (rule `read`).
+    pub fn lint_file(&self, path: &Path) -> Vec<Finding> {
+        match std::fs::read_to_string(path) {
+            Ok(source) => self.lint_source(&path.display().to_string(), &source),
+            Err(e) => vec![Finding {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                severity: Severity::Error,
+                rule: "read",
+                message: format!("cannot read the file: {e}"),
+                blocks_run: true,
+            }],
+        }
+    }
+
+    /// Lint `source`, reporting it as `file`.
+    pub fn lint_source(&self, file: &str, source: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut add = |pos: Position, severity, rule, message: String, blocks_run| {
+            out.push(Finding {
+                file: file.to_owned(),
+                line: pos.line().unwrap_or(0),
+                column: pos.position().unwrap_or(0),
+                severity,
+                rule,
+                message,
+                blocks_run,
+            });
+        };
+        let ast = match engine::compile(&self.engine, source) {
+            Ok(ast) => ast,
+            Err(e) => {
+                let (rule, message) = match e.err_type() {
+                    ParseErrorType::VariableUndefined(name) => (
+                        "undefined-variable",
+                        format!(
+                            "undefined variable `{name}` (API objects: {})",
+                            crate::api::HANDLE_NAMES.join(", ")
+                        ),
+                    ),
+                    other => ("compile", other.to_string()),
+                };
+                add(e.position(), Severity::Error, rule, message, true);
+                return out;
+            }
+        };
+        let facts = Facts::of(&ast);
+
+        // Imports: each must name a stdlib module that compiles; its fns become known.
+        let mut modules: HashMap<String, Vec<(String, usize)>> = HashMap::new();
+        for import in &facts.imports {
+            let Some(name) = &import.path else {
+                add(
+                    import.pos,
+                    Severity::Error,
+                    "import",
+                    engine::ImportError::NotLiteral.to_string(),
+                    true,
+                );
+                continue;
+            };
+            match self.resolver.compile_module(&self.engine, name) {
+                Ok((ast, _)) => {
+                    let fns = ast
+                        .iter_functions()
+                        .map(|f| (f.name.to_owned(), f.params.len()))
+                        .collect();
+                    modules.insert(import.alias.clone(), fns);
+                }
+                Err(e) => {
+                    add(import.pos, Severity::Error, "import", e.to_string(), true);
+                    // Calls into it are unknowable; do not report them as well.
+                    modules.insert(import.alias.clone(), Vec::new());
+                }
+            }
+        }
+
+        for call in &facts.calls {
+            if let Some((rule, message)) = self.check_call(call, &facts, &modules) {
+                let certain = match call.kind {
+                    CallKind::Function => true,
+                    CallKind::Method => call.handle().is_some(),
+                };
+                add(call.pos, Severity::Error, rule, message, certain);
+            }
+            if call.is_method_on("lxc", "exec") {
+                if let Some(Literal::Array(argv)) = call.args.get(1) {
+                    let words: Vec<&str> = argv.iter().map_while(|a| a.as_deref()).collect();
+                    if let Some(shell) = shell_in_argv(&words) {
+                        add(
+                            call.pos,
+                            Severity::Error,
+                            "shell",
+                            format!(
+                                "lxc.exec runs `{shell}`: phoenix never runs a shell; pass the program and its arguments as argv"
+                            ),
+                            true,
+                        );
+                    }
+                }
+            }
+        }
+
+        for (text, pos) in &facts.strings {
+            if let Some((_, what)) = self.credentials.iter().find(|(re, _)| re.is_match(text)) {
+                add(
+                    *pos,
+                    Severity::Warning,
+                    "credential",
+                    format!(
+                        "string literal looks like {what}: keep it in the secret store (`phoenix secret set NAME`) and use secret.get(\"NAME\")"
+                    ),
+                    false,
+                );
+            }
+        }
+        out.sort_by_key(|f| (f.line, f.column, f.severity, f.rule));
+        out
+    }
+
+    fn check_call(
+        &self,
+        call: &CallSite,
+        facts: &Facts,
+        modules: &HashMap<String, Vec<(String, usize)>>,
+    ) -> Option<(&'static str, String)> {
+        let given = call.args.len();
+        let shown = call.display();
+        let script_arities = |fns: &[(String, usize)]| -> Vec<usize> {
+            fns.iter()
+                .filter(|(n, _)| *n == call.name)
+                .map(|(_, a)| *a)
+                .collect()
+        };
+        if let Some(ns) = &call.namespace {
+            let fns = modules.get(ns)?;
+            if fns.is_empty() {
+                return None;
+            }
+            let arities = script_arities(fns);
+            return verdict(&shown, given, &arities, "unknown-function", || {
+                format!(
+                    "unknown function `{shown}` (module `{ns}` has: {})",
+                    list(fns.iter().map(|(n, _)| n.as_str()))
+                )
+            });
+        }
+        if KEYWORDS.contains(&call.name.as_str()) {
+            return None;
+        }
+        if let Some((name, why)) = engine::UNAVAILABLE.iter().find(|(n, _)| *n == call.name) {
+            return Some((
+                "unavailable",
+                format!("`{name}` is not available in recipes: {why}"),
+            ));
+        }
+        let script = script_arities(&facts.functions);
+        let natives = self.natives.get(&call.name).map_or(&[][..], Vec::as_slice);
+        match call.kind {
+            CallKind::Function => {
+                let mut arities = script;
+                arities.extend(natives.iter().map(|s| s.params));
+                verdict(&shown, given, &arities, "unknown-function", || {
+                    format!("unknown function `{shown}`")
+                })
+            }
+            CallKind::Method => {
+                let handle = call
+                    .handle()
+                    .and_then(|r| self.handles.get(r).map(|t| (r, *t)));
+                let mut arities: Vec<usize> = script;
+                if let Some((name, ty)) = handle {
+                    arities.extend(
+                        natives
+                            .iter()
+                            .filter(|s| s.first == Some(ty))
+                            .map(|s| s.params - 1),
+                    );
+                    return verdict(&shown, given, &arities, "unknown-method", || {
+                        format!(
+                            "unknown method `{shown}` (`{name}` has: {})",
+                            list(self.methods_of(ty).iter().map(String::as_str))
+                        )
+                    });
+                }
+                arities.extend(
+                    natives
+                        .iter()
+                        .filter(|s| s.params > 0)
+                        .map(|s| s.params - 1),
+                );
+                verdict(&shown, given, &arities, "unknown-method", || {
+                    format!("unknown method `{shown}`")
+                })
+            }
+        }
+    }
+
+    /// The method names registered for handle type `ty`, sorted.
+    fn methods_of(&self, ty: TypeId) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .natives
+            .iter()
+            .filter(|(_, sigs)| sigs.iter().any(|s| s.first == Some(ty)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = names.filter(|n| !n.contains('$')).collect();
+    v.sort_unstable();
+    v.dedup();
+    if v.is_empty() {
+        "nothing registered yet".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn verdict(
+    shown: &str,
+    given: usize,
+    arities: &[usize],
+    unknown_rule: &'static str,
+    unknown: impl FnOnce() -> String,
+) -> Option<(&'static str, String)> {
+    if arities.contains(&given) {
+        return None;
+    }
+    if arities.is_empty() {
+        return Some((unknown_rule, unknown()));
+    }
+    let mut a: Vec<String> = arities.iter().map(ToString::to_string).collect();
+    a.sort();
+    a.dedup();
+    Some((
+        "arity",
+        format!(
+            "`{shown}` takes {} argument(s), got {given}",
+            a.join(" or ")
+        ),
+    ))
+}
+
+/// The shell an argv would run, if it starts with one: `sh`, `/bin/bash`, `busybox sh`,
+/// `env bash`, `/usr/bin/env -i sh` ….
+pub fn shell_in_argv(argv: &[&str]) -> Option<String> {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let first = base(argv.first()?);
+    if SHELLS.contains(&first.as_str()) {
+        return Some(argv[0].to_owned());
+    }
+    if first == "busybox" || first == "env" {
+        // `busybox sh`, `env -i bash`: the first non-option word is the program.
+        let next = argv[1..]
+            .iter()
+            .find(|a| !a.starts_with('-') && !a.contains('='))?;
+        if SHELLS.contains(&base(next).as_str()) {
+            return Some(format!("{} {next}", argv[0]));
+        }
+    }
+    None
+}
+
+/// Render findings in `format` (text ends with a newline when there is any).
+pub fn render(findings: &[Finding], format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(findings).unwrap_or_else(|_| "[]".into());
+            s.push('\n');
+            s
+        }
+        Format::Human => findings
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}:{}: {}: {}\n",
+                    f.file, f.line, f.column, f.severity, f.message
+                )
+            })
+            .collect(),
+        Format::Github => findings
+            .iter()
+            .map(|f| {
+                format!(
+                    "::{} file={},line={},col={}::{}\n",
+                    f.severity,
+                    gh_property(&f.file),
+                    f.line,
+                    f.column,
+                    gh_data(&f.message)
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Escaping of a workflow command's message (GitHub's `escapeData`).
+fn gh_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escaping of a workflow command's property (GitHub's `escapeProperty`).
+fn gh_property(s: &str) -> String {
+    gh_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// The number of error findings.
+pub fn errors(findings: &[Finding]) -> usize {
+    findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lint(src: &str) -> Vec<(usize, usize, &'static str, String)> {
+        Linter::new(Stdlib::Embedded)
+            .lint_source("r.rhai", src)
+            .into_iter()
+            .map(|f| (f.line, f.column, f.rule, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn shells_are_found_behind_paths_busybox_and_env() {
+        for argv in [
+            &["sh", "-c", "x"][..],
+            &["/bin/bash"],
+            &["busybox", "sh"],
+            &["/usr/bin/env", "-i", "A=1", "zsh"],
+        ] {
+            assert!(shell_in_argv(argv).is_some(), "{argv:?}");
+        }
+        for argv in [
+            &["apt-get", "install"][..],
+            &["busybox", "ls"],
+            &["shx"],
+            &[],
+        ] {
+            assert_eq!(shell_in_argv(argv), None, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn known_calls_pass_and_unknown_ones_are_named() {
+        let found = lint(
+            "let ids = config.ids();\n\
+             let t = config.target();\n\
+             log.info(\"x\");\n\
+             let n = ids.len();\n\
+             fn mine(a, b) { a + b }\n\
+             mine(1, 2);\n\
+             mine(1);\n\
+             nosuch(1);\n\
+             config.nosuch();\n\
+             log.info(\"a\", \"b\");\n",
+        );
+        assert_eq!(
+            found,
+            [
+                (
+                    7,
+                    1,
+                    "arity",
+                    "`mine` takes 2 argument(s), got 1".to_owned()
+                ),
+                (
+                    8,
+                    1,
+                    "unknown-function",
+                    "unknown function `nosuch`".to_owned()
+                ),
+                (
+                    9,
+                    8,
+                    "unknown-method",
+                    "unknown method `config.nosuch` (`config` has: ids, lxc, target)".to_owned()
+                ),
+                (
+                    10,
+                    5,
+                    "arity",
+                    "`log.info` takes 1 argument(s), got 2".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_local_named_like_a_handle_is_not_the_handle() {
+        assert_eq!(
+            lint(
+                "let log = [];\nlog.push(1);\nfn f(config) { config.len() }\n\
+                 for lxc in [\"a\"] { lxc.trim(); }\n"
+            ),
+            []
+        );
+        assert_eq!(lint("let x = [];\nx.nosuch();").len(), 1);
+    }
+
+    #[test]
+    fn handles_and_imports_are_known_in_fns() {
+        assert_eq!(
+            lint(
+                "import \"steps\" as steps;\n\
+                 fn f() { steps::begin(config.target(), \"x\"); steps::nope(); }\n"
+            ),
+            [(
+                2,
+                53,
+                "unknown-function",
+                "unknown function `steps::nope` (module `steps` has: begin, finish, gpu_selector, serves_vllm, targets)"
+                    .to_owned()
+            )]
+        );
+    }
+}
