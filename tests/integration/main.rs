@@ -1,0 +1,3 @@
+//! phoenix's integration tests: one binary, one module per area.
+
+mod emulator;
