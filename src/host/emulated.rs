@@ -176,7 +176,9 @@ fn write_emu_settings(root: &Path, settings: &Settings) -> Result<GpuSet> {
         other => {
             return Err(HostError::Parse {
                 command: path.display().to_string(),
-                message: format!("`gpus` must be \"h100x2\", \"h100x1\" or \"none\", not {other:?}"),
+                message: format!(
+                    "`gpus` must be \"h100x2\", \"h100x1\" or \"none\", not {other:?}"
+                ),
             });
         }
     };
@@ -188,9 +190,11 @@ fn write_emu_settings(root: &Path, settings: &Settings) -> Result<GpuSet> {
             }
         })?;
         text.push(b'\n');
-        let mut tmp = tempfile::NamedTempFile::new_in(root).map_err(|e| io("create a temp file in", root, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(root)
+            .map_err(|e| io("create a temp file in", root, e))?;
         std::io::Write::write_all(&mut tmp, &text).map_err(|e| io("write", tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| io("write", &path, e.error))?;
+        tmp.persist(&path)
+            .map_err(|e| io("write", &path, e.error))?;
     }
     Ok(gpus)
 }

@@ -97,7 +97,17 @@ pub fn allocate_address(root: &Root) -> Result<Option<String>, RootError> {
 /// Seed a fresh rootfs.
 pub fn seed_rootfs(root: &Root, vmid: u32, hostname: &str, ostype: &str) -> Result<(), RootError> {
     let fs = rootfs(root, vmid);
-    for d in ["etc", "root", "tmp", "usr/bin", "usr/local", "var/lib", "opt", "dev", "run"] {
+    for d in [
+        "etc",
+        "root",
+        "tmp",
+        "usr/bin",
+        "usr/local",
+        "var/lib",
+        "opt",
+        "dev",
+        "run",
+    ] {
         let p = fs.join(d);
         std::fs::create_dir_all(&p).map_err(|e| RootError::io("create", &p, e))?;
     }

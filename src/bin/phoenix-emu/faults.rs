@@ -56,7 +56,9 @@ impl Action {
                 if let Some(n) = s.strip_prefix("exit:") {
                     return n.parse().ok().map(Self::Exit);
                 }
-                s.strip_prefix("delay:").and_then(parse_duration).map(Self::Delay)
+                s.strip_prefix("delay:")
+                    .and_then(parse_duration)
+                    .map(Self::Delay)
             }
         }
     }
@@ -149,8 +151,8 @@ pub fn take(root: &Root, key: &[String]) -> Result<Option<Action>, FaultError> {
             index,
             message: format!("unknown action {action_text:?}"),
         })?;
-        let prefix_matches = pattern.len() <= key.len()
-            && pattern.iter().zip(key).all(|(p, k)| *p == k.as_str());
+        let prefix_matches =
+            pattern.len() <= key.len() && pattern.iter().zip(key).all(|(p, k)| *p == k.as_str());
         if !prefix_matches {
             continue;
         }
@@ -165,12 +167,11 @@ pub fn take(root: &Root, key: &[String]) -> Result<Option<Action>, FaultError> {
             Some(0) => continue,
             Some(n) => {
                 item["times"] = Value::from(n - 1);
-                let mut data = serde_json::to_vec_pretty(&list).map_err(|source| {
-                    RootError::Json {
+                let mut data =
+                    serde_json::to_vec_pretty(&list).map_err(|source| RootError::Json {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 data.push(b'\n');
                 atomic_write(&path, &data)?;
                 return Ok(Some(action));
@@ -210,9 +211,17 @@ mod tests {
 
     #[test]
     fn exec_key_is_the_inner_program() {
-        let args: Vec<String> = ["exec", "901", "--keep-env", "0", "--", "/usr/bin/docker", "run"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> = [
+            "exec",
+            "901",
+            "--keep-env",
+            "0",
+            "--",
+            "/usr/bin/docker",
+            "run",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(match_key("pct", &args), ["docker", "run"]);
         let args: Vec<String> = ["create", "901"].map(String::from).to_vec();
         assert_eq!(match_key("pct", &args), ["pct", "create", "901"]);

@@ -49,7 +49,14 @@ fn lookup(name: &str) -> Option<Program> {
 }
 
 /// Run `argv` inside container `vmid`; returns its exit code.
-pub fn run(root: &Root, vmid: u32, conf: &CtConf, argv: &[String], stdin: &[u8], out: &mut Out) -> i32 {
+pub fn run(
+    root: &Root,
+    vmid: u32,
+    conf: &CtConf,
+    argv: &[String],
+    stdin: &[u8],
+    out: &mut Out,
+) -> i32 {
     let prog = &argv[0];
     let name = Path::new(prog)
         .file_name()
@@ -67,7 +74,8 @@ pub fn run(root: &Root, vmid: u32, conf: &CtConf, argv: &[String], stdin: &[u8],
 
 fn io_text(e: &std::io::Error) -> String {
     let s = e.to_string();
-    s.find(" (os error").map_or(s.clone(), |i| s[..i].to_owned())
+    s.find(" (os error")
+        .map_or(s.clone(), |i| s[..i].to_owned())
 }
 
 /// `ip [-j] [-4] addr|a|address [show|list] [dev] IFACE`.
@@ -100,7 +108,10 @@ fn ip(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
         [] => None,
         ["dev", d] | [d] => Some(*d),
         _ => {
-            out.err(format!("Error: either \"dev\" is duplicate, or \"{}\" is a garbage.\n", tail.last().unwrap_or(&"")));
+            out.err(format!(
+                "Error: either \"dev\" is duplicate, or \"{}\" is a garbage.\n",
+                tail.last().unwrap_or(&"")
+            ));
             return 255;
         }
     };
@@ -192,7 +203,10 @@ fn cat(ct: &Ct<'_>, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
     let mut code = 0;
     for f in files {
         if f.starts_with('-') && f != "-" {
-            out.err(format!("cat: invalid option -- '{}'\n", f.trim_start_matches('-')));
+            out.err(format!(
+                "cat: invalid option -- '{}'\n",
+                f.trim_start_matches('-')
+            ));
             return 1;
         }
         if f == "-" {
@@ -296,7 +310,10 @@ fn mkdir(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
                 }
             }
             Err(e) => {
-                out.err(format!("mkdir: cannot create directory '{d}': {}\n", io_text(&e)));
+                out.err(format!(
+                    "mkdir: cannot create directory '{d}': {}\n",
+                    io_text(&e)
+                ));
                 code = 1;
             }
         }

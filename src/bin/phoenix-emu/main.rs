@@ -70,7 +70,9 @@ fn run(argv: Vec<OsString>) -> i32 {
         }
     };
     let Some(root_dir) = root_from_argv0(&argv0) else {
-        eprintln!("phoenix-emu: cannot find the emulated root from argv[0] {argv0:?}: call me by absolute path $ROOT/bin/{tool}");
+        eprintln!(
+            "phoenix-emu: cannot find the emulated root from argv[0] {argv0:?}: call me by absolute path $ROOT/bin/{tool}"
+        );
         return 2;
     };
     let root = match Root::open(&root_dir) {

@@ -11,8 +11,7 @@ use crate::out::Out;
 use crate::root::{GpuSet, Root};
 
 /// `nvidia-smi -q` as captured on the H100 host.
-const FIXTURE_Q: &str =
-    include_str!("../../../tests/fixtures/gpu/h100-driver580/nvidia-smi-q.txt");
+const FIXTURE_Q: &str = include_str!("../../../tests/fixtures/gpu/h100-driver580/nvidia-smi-q.txt");
 
 /// The second emulated GPU's UUID.
 const SECOND_UUID: &str = "GPU-8d3c5e1a-47b2-4f0e-9a61-2b7e0c9d1f35";
@@ -191,7 +190,11 @@ fn query_gpu(fields: &str, format: Option<&str>, gpus: &[&Gpu], out: &mut Out) -
         return 2;
     };
     let opts: Vec<&str> = format.split(',').map(str::trim).collect();
-    if !opts.contains(&"csv") || opts.iter().any(|o| !matches!(*o, "csv" | "noheader" | "nounits")) {
+    if !opts.contains(&"csv")
+        || opts
+            .iter()
+            .any(|o| !matches!(*o, "csv" | "noheader" | "nounits"))
+    {
         out.out(format!("\"{format}\" is not a valid format.\n"));
         return 2;
     }
@@ -199,9 +202,7 @@ fn query_gpu(fields: &str, format: Option<&str>, gpus: &[&Gpu], out: &mut Out) -
     let fields: Vec<&str> = fields.split(',').map(str::trim).collect();
     for f in &fields {
         if value(gpus[0], f, false).is_none() {
-            out.out(format!(
-                "Field \"{f}\" is not a valid field to query.\n\n"
-            ));
+            out.out(format!("Field \"{f}\" is not a valid field to query.\n\n"));
             return 2;
         }
     }
@@ -229,7 +230,13 @@ fn query_gpu(fields: &str, format: Option<&str>, gpus: &[&Gpu], out: &mut Out) -
 }
 
 fn value(g: &Gpu, field: &str, units: bool) -> Option<String> {
-    let mib = |n: u64| if units { format!("{n} MiB") } else { n.to_string() };
+    let mib = |n: u64| {
+        if units {
+            format!("{n} MiB")
+        } else {
+            n.to_string()
+        }
+    };
     Some(match field {
         "index" => g.index.to_string(),
         "pci.bus_id" | "gpu_bus_id" => g.bus_id.clone(),
@@ -265,7 +272,10 @@ mod tests {
         let g = gpus(GpuSet::H100x2);
         assert_eq!(g[1].bus_id, "00000000:00:07.0");
         assert_eq!(g[1].minor, 1);
-        assert!(g[1].q_block.contains("Minor Number                                       : 1"));
+        assert!(
+            g[1].q_block
+                .contains("Minor Number                                       : 1")
+        );
         assert!(g[1].q_block.contains(SECOND_UUID));
         assert!(!g[1].q_block.contains(&g[0].uuid));
     }

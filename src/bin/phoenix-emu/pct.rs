@@ -174,7 +174,10 @@ pub fn run(root: &Root, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
         return 255;
     };
     let (usage, res) = match cmd.as_str() {
-        "create" => ("pct create <vmid> <ostemplate> [OPTIONS]", create(root, rest, out)),
+        "create" => (
+            "pct create <vmid> <ostemplate> [OPTIONS]",
+            create(root, rest, out),
+        ),
         "start" => ("pct start <vmid> [OPTIONS]", start(root, rest)),
         "stop" => ("pct stop <vmid> [OPTIONS]", stop(root, rest)),
         "status" => ("pct status <vmid> [OPTIONS]", status(root, rest, out)),
@@ -227,11 +230,7 @@ pub fn run(root: &Root, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
 }
 
 /// Parse with `kinds`, requiring exactly `n` positional arguments (`exec` takes the rest).
-fn parse_n(
-    rest: &[String],
-    n: usize,
-    kinds: impl Fn(&str) -> Option<Kind>,
-) -> Res<opts::Parsed> {
+fn parse_n(rest: &[String], n: usize, kinds: impl Fn(&str) -> Option<Kind>) -> Res<opts::Parsed> {
     let p = opts::parse(rest, kinds).map_err(PctErr::Opt)?;
     if p.args.len() < n {
         return Err(PctErr::Args("not enough arguments"));
@@ -322,7 +321,9 @@ fn check_value(root: &Root, key: &str, vt: Vt, v: &str) -> Result<String, String
                     && !l.ends_with('-')
             };
             if !v.split('.').all(label_ok) {
-                return Err(format!("value does not look like a valid DNS name - got '{v}'"));
+                return Err(format!(
+                    "value does not look like a valid DNS name - got '{v}'"
+                ));
             }
             v.to_owned()
         }
@@ -357,9 +358,7 @@ fn check_value(root: &Root, key: &str, vt: Vt, v: &str) -> Result<String, String
             let mut props = propstr::parse(format, v)?;
             if std::ptr::eq(format, propstr::NET) {
                 props.insert("type".into(), "veth".into());
-                props
-                    .entry("hwaddr".into())
-                    .or_insert_with(random_mac);
+                props.entry("hwaddr".into()).or_insert_with(random_mac);
             }
             if std::ptr::eq(format, propstr::DEV) {
                 let path = props
@@ -400,7 +399,10 @@ fn random_mac() -> String {
 /// stand-in: a regular file holding `c MAJOR:MINOR`).
 fn check_device(root: &Root, path: &str) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
-    let Some(rel) = path.strip_prefix("/dev/").filter(|r| !r.split('/').any(|c| c == "..")) else {
+    let Some(rel) = path
+        .strip_prefix("/dev/")
+        .filter(|r| !r.split('/').any(|c| c == ".."))
+    else {
         return Err(format!("{path} is not a valid device path"));
     };
     let host = root.join("dev").join(rel);
@@ -423,8 +425,8 @@ fn check_device(root: &Root, path: &str) -> Result<(), String> {
 /// volume id and the size in bytes.
 fn allocate(root: &Root, vmid: u32, spec: &str, index: usize) -> Res<(String, u64)> {
     let (sid, size) = spec.split_once(':').unwrap_or(("", spec));
-    let storage = pvesm::find(sid)
-        .ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
+    let storage =
+        pvesm::find(sid).ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
     if !storage.content.contains(&"rootdir") {
         return Err(PctErr::Param(vec![(
             "storage".into(),
@@ -456,7 +458,13 @@ fn is_alloc(volume: &str) -> bool {
 }
 
 /// Allocate the volume of a rootfs/mp value if it asks for one; returns the new value.
-fn alloc_mount(root: &Root, vmid: u32, format: &'static [Key], value: &str, index: usize) -> Res<String> {
+fn alloc_mount(
+    root: &Root,
+    vmid: u32,
+    format: &'static [Key],
+    value: &str,
+    index: usize,
+) -> Res<String> {
     let mut props = propstr::parse(format, value).map_err(|m| PctErr::Die(m + "\n"))?;
     let volume = props.get("volume").cloned().unwrap_or_default();
     if is_alloc(&volume) {
@@ -481,7 +489,9 @@ fn free_volumes(root: &Root, conf: &CtConf) -> Res<()> {
         } else {
             continue;
         };
-        let Ok(p) = propstr::parse(format, v) else { continue };
+        let Ok(p) = propstr::parse(format, v) else {
+            continue;
+        };
         let Some((sid, vol)) = p.get("volume").and_then(|v| v.split_once(':')) else {
             continue;
         };
@@ -517,16 +527,22 @@ fn ostype_of(template: &str) -> &'static str {
 
 fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
     let ver = root.pve_version();
-    let p = parse_n(rest, 2, |o| conf_type(o, ver).or_else(|| create_extra(o)).map(kind))?;
+    let p = parse_n(rest, 2, |o| {
+        conf_type(o, ver).or_else(|| create_extra(o)).map(kind)
+    })?;
     let vmid = parse_vmid(&p.args[0])?;
     let template = p.args[1].clone();
 
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     let mut errors = Vec::new();
     for (k, v) in &p.opts {
-        let vt = conf_type(k, ver).or_else(|| create_extra(k)).unwrap_or(Vt::Str);
+        let vt = conf_type(k, ver)
+            .or_else(|| create_extra(k))
+            .unwrap_or(Vt::Str);
         // Volumes are checked when allocated.
-        let checked = if k == "rootfs" || (k.starts_with("mp") && is_alloc(v.split(',').next().unwrap_or(""))) {
+        let checked = if k == "rootfs"
+            || (k.starts_with("mp") && is_alloc(v.split(',').next().unwrap_or("")))
+        {
             Ok(v.clone())
         } else {
             check_value(root, k, vt, v)
@@ -675,6 +691,21 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
 fn set_running(root: &Root, vmid: u32, running: bool) -> Res<()> {
     let mut st = container::load_state(root, vmid)?;
     st.running = running;
+    if running && st.address.is_empty() {
+        // A config written by hand (a container phoenix did not create) has no state yet:
+        // it gets its address and files on first start.
+        let _root_lock = root.lock()?;
+        st.address = container::allocate_address(root)?.ok_or_else(|| {
+            PctErr::Die("phoenix-emu: no free loopback address left in this root".into())
+        })?;
+        container::save_state(root, vmid, &st)?;
+    }
+    if running && !container::rootfs(root, vmid).exists() {
+        let conf = load(root, vmid)?;
+        let hostname = conf.get("hostname").unwrap_or("localhost").to_owned();
+        let ostype = conf.get("ostype").unwrap_or("debian").to_owned();
+        container::seed_rootfs(root, vmid, &hostname, &ostype)?;
+    }
     container::save_state(root, vmid, &st)?;
     Ok(())
 }
@@ -737,7 +768,10 @@ fn status(root: &Root, rest: &[String], out: &mut Out) -> Res {
     let running = container::load_state(root, vmid)?.running;
     let state = if running { "running" } else { "stopped" };
     if p.get("verbose").and_then(opts::parse_bool) == Some(true) {
-        let mem: u64 = conf.get("memory").and_then(|m| m.parse().ok()).unwrap_or(512);
+        let mem: u64 = conf
+            .get("memory")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(512);
         let swap: u64 = conf.get("swap").and_then(|m| m.parse().ok()).unwrap_or(512);
         let mut lines = vec![
             format!("cpus: {}", conf.get("cores").unwrap_or("1")),
@@ -770,7 +804,10 @@ fn destroy(root: &Root, rest: &[String], out: &mut Out) -> Res {
     let mut errors = Vec::new();
     for (k, v) in &p.opts {
         if opts::parse_bool(v).is_none() {
-            errors.push((k.clone(), format!("type check ('boolean') failed - got '{v}'")));
+            errors.push((
+                k.clone(),
+                format!("type check ('boolean') failed - got '{v}'"),
+            ));
         }
     }
     if !errors.is_empty() {
@@ -837,7 +874,9 @@ fn config(root: &Root, rest: &[String], out: &mut Out) -> Res {
 
 fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
     let ver = root.pve_version();
-    let p = parse_n(rest, 1, |o| conf_type(o, ver).or_else(|| set_extra(o)).map(kind))?;
+    let p = parse_n(rest, 1, |o| {
+        conf_type(o, ver).or_else(|| set_extra(o)).map(kind)
+    })?;
     let vmid = parse_vmid(&p.args[0])?;
     let mut errors = Vec::new();
     let mut params: BTreeMap<String, String> = BTreeMap::new();
@@ -846,7 +885,9 @@ fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
             continue;
         }
         let vt = conf_type(k, ver).unwrap_or(Vt::Str);
-        let checked = if k.starts_with("mp") && is_alloc(v.split(',').find(|p| !p.contains('=')).unwrap_or("")) {
+        let checked = if k.starts_with("mp")
+            && is_alloc(v.split(',').find(|p| !p.contains('=')).unwrap_or(""))
+        {
             propstr::parse(propstr::MP, v).map(|_| v.clone())
         } else {
             check_value(root, k, vt, v)
@@ -861,7 +902,10 @@ fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
     let delete = p.get("delete").map(split_list).unwrap_or_default();
     for d in &delete {
         if conf_type(d, ver).is_none() {
-            errors.push(("delete".into(), format!("invalid format - unknown option '{d}'")));
+            errors.push((
+                "delete".into(),
+                format!("invalid format - unknown option '{d}'"),
+            ));
         }
         if params.contains_key(d) {
             errors.push((
@@ -885,7 +929,9 @@ fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
         }
         match d.as_str() {
             "memory" | "rootfs" | "ostype" => {
-                return Err(PctErr::Die(format!("unable to delete required option '{d}'")));
+                return Err(PctErr::Die(format!(
+                    "unable to delete required option '{d}'"
+                )));
             }
             "unprivileged" => {
                 return Err(PctErr::Die(format!(
@@ -903,9 +949,13 @@ fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
         .count();
     for (k, v) in params {
         if k == "unprivileged" {
-            return Err(PctErr::Die(format!("unable to modify read-only option: '{k}'")));
+            return Err(PctErr::Die(format!(
+                "unable to modify read-only option: '{k}'"
+            )));
         }
-        let v = if k.starts_with("mp") && is_alloc(v.split(',').find(|p| !p.contains('=')).unwrap_or("")) {
+        let v = if k.starts_with("mp")
+            && is_alloc(v.split(',').find(|p| !p.contains('=')).unwrap_or(""))
+        {
             let r = alloc_mount(root, vmid, propstr::MP, &v, next_disk)?;
             next_disk += 1;
             r
@@ -952,8 +1002,8 @@ fn push(root: &Root, rest: &[String]) -> Res {
     let vmid = parse_vmid(&p.args[0])?;
     let (file, dest) = (&p.args[1], &p.args[2]);
     let _lock = root.ct_lock(vmid)?;
-    let running = container::conf_path(root, vmid).exists()
-        && container::load_state(root, vmid)?.running;
+    let running =
+        container::conf_path(root, vmid).exists() && container::load_state(root, vmid)?.running;
     if !running {
         return Err(PctErr::Die("can only push files to a running CT".into()));
     }
@@ -974,9 +1024,7 @@ fn push(root: &Root, rest: &[String]) -> Res {
         None => None,
     };
     let mode = match p.get("perms") {
-        Some(m) => Some(
-            parse_perms(m).ok_or_else(|| PctErr::Die(format!("invalid mode: '{m}'")))?,
-        ),
+        Some(m) => Some(parse_perms(m).ok_or_else(|| PctErr::Die(format!("invalid mode: '{m}'")))?),
         None => None,
     };
     let content = std::fs::read(file)
@@ -1006,8 +1054,10 @@ fn push(root: &Root, rest: &[String]) -> Res {
 
 fn exec(root: &Root, rest: &[String], stdin: &[u8], out: &mut Out) -> Res {
     let keep_env_exists = root.pve_version() >= (8, 2, 0);
-    let p = opts::parse(rest, |o| (o == "keep-env" && keep_env_exists).then_some(Kind::Bool))
-        .map_err(PctErr::Opt)?;
+    let p = opts::parse(rest, |o| {
+        (o == "keep-env" && keep_env_exists).then_some(Kind::Bool)
+    })
+    .map_err(PctErr::Opt)?;
     let Some(vmid) = p.args.first() else {
         return Err(PctErr::Args("not enough arguments"));
     };
@@ -1037,13 +1087,7 @@ fn list(root: &Root, rest: &[String], out: &mut Out) -> Res {
     let mut ids: Vec<u32> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()?
-                        .strip_suffix(".conf")?
-                        .parse()
-                        .ok()
-                })
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".conf")?.parse().ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -1051,9 +1095,14 @@ fn list(root: &Root, rest: &[String], out: &mut Out) -> Res {
     if ids.is_empty() {
         return Ok(0);
     }
-    out.out(format!("{:<10} {:<10} {:<12} {:<20}\n", "VMID", "Status", "Lock", "Name"));
+    out.out(format!(
+        "{:<10} {:<10} {:<12} {:<20}\n",
+        "VMID", "Status", "Lock", "Name"
+    ));
     for id in ids {
-        let Some(conf) = container::load_conf(root, id)? else { continue };
+        let Some(conf) = container::load_conf(root, id)? else {
+            continue;
+        };
         let st = if container::load_state(root, id)?.running {
             "running"
         } else {
@@ -1094,7 +1143,10 @@ mod tests {
 
     #[test]
     fn ostype_from_template() {
-        assert_eq!(ostype_of("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"), "debian");
+        assert_eq!(
+            ostype_of("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+            "debian"
+        );
         assert_eq!(ostype_of("/tmp/ubuntu-24.04.tar.zst"), "ubuntu");
         assert_eq!(ostype_of("local:vztmpl/custom.tar.gz"), "unmanaged");
     }

@@ -155,10 +155,9 @@ pub fn parse(format: &[Key], text: &str) -> Result<Props, String> {
         let (key, value) = match part.split_once('=') {
             Some((k, v)) => (k.to_owned(), v.to_owned()),
             None => {
-                let dk = format
-                    .iter()
-                    .find(|k| k.default_key)
-                    .ok_or_else(|| format!("value without key, but schema does not define a default key: {part}"))?;
+                let dk = format.iter().find(|k| k.default_key).ok_or_else(|| {
+                    format!("value without key, but schema does not define a default key: {part}")
+                })?;
                 (dk.name.to_owned(), part.to_owned())
             }
         };
@@ -167,7 +166,9 @@ pub fn parse(format: &[Key], text: &str) -> Result<Props, String> {
             .find(|k| k.name == key)
             .ok_or_else(|| format!("invalid format - format error\n{key}: property is not defined in schema and the schema does not allow additional properties"))?;
         if res.contains_key(&key) {
-            return Err(format!("duplicate key in comma-separated list property: {key}"));
+            return Err(format!(
+                "duplicate key in comma-separated list property: {key}"
+            ));
         }
         let value = check(spec, &value)?;
         res.insert(key, value);
@@ -201,7 +202,9 @@ fn check(spec: &Key, value: &str) -> Result<String, String> {
             None => return Err(bad("type check ('boolean') failed")),
         },
         Ty::Int(lo, hi) => {
-            let n: i64 = value.parse().map_err(|_| bad("type check ('integer') failed"))?;
+            let n: i64 = value
+                .parse()
+                .map_err(|_| bad("type check ('integer') failed"))?;
             if n < lo || n > hi {
                 return Err(bad(&format!("value must be between {lo} and {hi}")));
             }
@@ -225,10 +228,11 @@ fn check(spec: &Key, value: &str) -> Result<String, String> {
                 let (ip, len) = value
                     .split_once('/')
                     .ok_or_else(|| bad("invalid format - value does not look like a valid IPv4 network configuration"))?;
-                let ok = ip.parse::<Ipv4Addr>().is_ok()
-                    && len.parse::<u8>().is_ok_and(|l| l <= 32);
+                let ok = ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32);
                 if !ok {
-                    return Err(bad("invalid format - value does not look like a valid IPv4 network configuration"));
+                    return Err(bad(
+                        "invalid format - value does not look like a valid IPv4 network configuration",
+                    ));
                 }
             }
             value.to_owned()
@@ -248,7 +252,10 @@ fn check(spec: &Key, value: &str) -> Result<String, String> {
         }
         Ty::Enum(words) => {
             if !words.contains(&value) {
-                return Err(bad(&format!("value '{value}' does not have a value in the enumeration '{}'", words.join(", "))));
+                return Err(bad(&format!(
+                    "value '{value}' does not have a value in the enumeration '{}'",
+                    words.join(", ")
+                )));
             }
             value.to_owned()
         }
@@ -291,12 +298,17 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 1),
     };
     let n: f64 = num.parse().ok()?;
-    (n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// PVE's `format_size`: the largest unit that divides the size exactly.
 pub fn format_size(bytes: u64) -> String {
-    let units = [(1u64 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    let units = [
+        (1u64 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
     for (m, u) in units {
         if bytes >= m && bytes % m == 0 {
             return format!("{}{u}", bytes / m);
@@ -332,8 +344,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(parse(NET, "name=eth0,bogus=1").unwrap_err().contains("bogus: property is not defined"));
-        assert!(parse(NET, "bridge=vmbr0").unwrap_err().contains("name: property is missing"));
+        assert!(
+            parse(NET, "name=eth0,bogus=1")
+                .unwrap_err()
+                .contains("bogus: property is not defined")
+        );
+        assert!(
+            parse(NET, "bridge=vmbr0")
+                .unwrap_err()
+                .contains("name: property is missing")
+        );
         assert!(parse(NET, "name=eth0,tag=5000").is_err());
         assert!(parse(NET, "name=eth0,ip=10.0.0.5").is_err());
         assert!(parse(NET, "name=eth0,hwaddr=01:00:00:00:00:00").is_err());

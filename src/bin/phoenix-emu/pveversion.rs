@@ -31,9 +31,17 @@ pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
         .unwrap_or(false);
     if verbose {
         let (major, minor, _) = root.pve_version();
-        out.out(format!("proxmox-ve: {major}.{minor}.0 (running kernel: {KERNEL})\n"));
-        out.out(format!("pve-manager: {v} (running version: {v}/{})\n", hash(v)));
-        out.out(format!("pve-container: {}\n", container_version(root.pve_version())));
+        out.out(format!(
+            "proxmox-ve: {major}.{minor}.0 (running kernel: {KERNEL})\n"
+        ));
+        out.out(format!(
+            "pve-manager: {v} (running version: {v}/{})\n",
+            hash(v)
+        ));
+        out.out(format!(
+            "pve-container: {}\n",
+            container_version(root.pve_version())
+        ));
     } else {
         out.out(line);
     }

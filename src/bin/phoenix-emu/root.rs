@@ -116,8 +116,7 @@ impl Root {
     /// Open the root at `path` and read its settings.
     pub fn open(path: &Path) -> Result<Self, RootError> {
         let file = path.join("emu.json");
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| RootError::io("read", &file, e))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| RootError::io("read", &file, e))?;
         let settings: Settings = serde_json::from_str(&text).map_err(|source| RootError::Json {
             path: file.clone(),
             source,
@@ -220,8 +219,8 @@ pub fn lock_file(path: &Path, timeout: Duration) -> Result<Lock, RootError> {
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), RootError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| RootError::io("create", dir, e))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| RootError::io("create a temp file in", dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| RootError::io("create a temp file in", dir, e))?;
     tmp.write_all(data)
         .map_err(|e| RootError::io("write", tmp.path(), e))?;
     tmp.persist(path)

@@ -118,19 +118,30 @@ const NATIVE: &[(&str, &str, &str, bool)] = &[
 fn settable(prop: &str) -> Option<Option<&'static [&'static str]>> {
     const ONOFF: &[&str] = &["on", "off"];
     Some(match prop {
-        "atime" | "relatime" | "readonly" | "exec" | "devices" | "setuid" | "overlay"
-        | "vscan" | "nbmand" | "zoned" => Some(ONOFF),
+        "atime" | "relatime" | "readonly" | "exec" | "devices" | "setuid" | "overlay" | "vscan"
+        | "nbmand" | "zoned" => Some(ONOFF),
         "canmount" => Some(&["on", "off", "noauto"]),
         "xattr" => Some(&["on", "off", "sa", "dir"]),
         "acltype" => Some(&["off", "noacl", "posix", "posixacl", "nfsv4"]),
         "sync" => Some(&["standard", "always", "disabled"]),
         "primarycache" | "secondarycache" => Some(&["all", "none", "metadata"]),
         "logbias" => Some(&["latency", "throughput"]),
-        "dedup" => Some(&["on", "off", "verify", "sha256", "sha512", "skein", "edonr", "blake3"]),
+        "dedup" => Some(&[
+            "on", "off", "verify", "sha256", "sha512", "skein", "edonr", "blake3",
+        ]),
         "snapdir" => Some(&["hidden", "visible"]),
         "dnodesize" => Some(&["legacy", "auto", "1k", "2k", "4k", "8k", "16k"]),
-        "compression" | "quota" | "refquota" | "reservation" | "refreservation"
-        | "recordsize" | "mountpoint" | "copies" | "sharenfs" | "sharesmb" | "checksum"
+        "compression"
+        | "quota"
+        | "refquota"
+        | "reservation"
+        | "refreservation"
+        | "recordsize"
+        | "mountpoint"
+        | "copies"
+        | "sharenfs"
+        | "sharesmb"
+        | "checksum"
         | "special_small_blocks" => None,
         _ => return None,
     })
@@ -238,7 +249,28 @@ fn prop_value(p: &Pools, name: &str, prop: &str, parsable: bool) -> Option<(Stri
         "createtxg" | "objsetid" => (ds.guid % 100_000).to_string(),
         _ => (if parsable { raw } else { human }).to_owned(),
     };
-    let src = if inherit || matches!(prop, "quota" | "reservation" | "refquota" | "refreservation" | "canmount" | "utf8only" | "normalization" | "casesensitivity" | "encryption" | "keylocation" | "keyformat" | "pbkdf2iters" | "context" | "fscontext" | "defcontext" | "rootcontext" | "filesystem_limit" | "snapshot_limit") {
+    let src = if inherit
+        || matches!(
+            prop,
+            "quota"
+                | "reservation"
+                | "refquota"
+                | "refreservation"
+                | "canmount"
+                | "utf8only"
+                | "normalization"
+                | "casesensitivity"
+                | "encryption"
+                | "keylocation"
+                | "keyformat"
+                | "pbkdf2iters"
+                | "context"
+                | "fscontext"
+                | "defcontext"
+                | "rootcontext"
+                | "filesystem_limit"
+                | "snapshot_limit"
+        ) {
         "default"
     } else {
         "-"
@@ -250,10 +282,19 @@ fn prop_value(p: &Pools, name: &str, prop: &str, parsable: bool) -> Option<(Stri
 fn display(prop: &str, v: &str, parsable: bool) -> String {
     let sized = matches!(
         prop,
-        "quota" | "refquota" | "reservation" | "refreservation" | "recordsize" | "special_small_blocks"
+        "quota"
+            | "refquota"
+            | "reservation"
+            | "refreservation"
+            | "recordsize"
+            | "special_small_blocks"
     );
     if !sized || v == "none" {
-        return if parsable && v == "none" { "0".into() } else { v.to_owned() };
+        return if parsable && v == "none" {
+            "0".into()
+        } else {
+            v.to_owned()
+        };
     }
     match propstr::parse_size(v) {
         Some(b) if parsable => b.to_string(),
@@ -295,8 +336,9 @@ fn date(secs: u64) -> String {
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(mo <= 2);
     let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        [(mo - 1) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
     format!("{wd} {mon} {d:>2} {h:>2}:{m:02} {y}")
 }
 
@@ -324,10 +366,12 @@ fn check_prop(prop: &str, value: &str) -> Result<(), String> {
         "mountpoint" => value == "none" || value == "legacy" || value.starts_with('/'),
         "copies" => matches!(value, "1" | "2" | "3"),
         "compression" => {
-            matches!(value, "on" | "off" | "lzjb" | "gzip" | "zle" | "lz4" | "zstd" | "zstd-fast")
-                || value
-                    .strip_prefix("gzip-")
-                    .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| (1..=9).contains(&n)))
+            matches!(
+                value,
+                "on" | "off" | "lzjb" | "gzip" | "zle" | "lz4" | "zstd" | "zstd-fast"
+            ) || value
+                .strip_prefix("gzip-")
+                .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| (1..=9).contains(&n)))
                 || value
                     .strip_prefix("zstd-")
                     .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| (1..=19).contains(&n)))
@@ -337,7 +381,9 @@ fn check_prop(prop: &str, value: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else if prop == "mountpoint" {
-        Err(format!("bad mount point '{value}': must be an absolute path, 'none', or 'legacy'"))
+        Err(format!(
+            "bad mount point '{value}': must be an absolute path, 'none', or 'legacy'"
+        ))
     } else {
         Err(format!("bad {prop} value '{value}'"))
     }
@@ -345,7 +391,11 @@ fn check_prop(prop: &str, value: &str) -> Result<(), String> {
 
 /// Create `name` with `props` (used by `pct create` for zfspool volumes). Takes the root
 /// lock itself.
-pub fn create_internal(root: &Root, name: &str, props: BTreeMap<String, String>) -> Result<(), RootError> {
+pub fn create_internal(
+    root: &Root,
+    name: &str,
+    props: BTreeMap<String, String>,
+) -> Result<(), RootError> {
     let _lock = root.lock()?;
     let mut p = load(root)?;
     p.datasets.insert(
@@ -365,7 +415,8 @@ pub fn destroy_internal(root: &Root, name: &str) -> Result<(), RootError> {
     let _lock = root.lock()?;
     let mut p = load(root)?;
     let prefix = format!("{name}/");
-    p.datasets.retain(|n, _| n != name && !n.starts_with(&prefix));
+    p.datasets
+        .retain(|n, _| n != name && !n.starts_with(&prefix));
     save(root, &p)
 }
 
@@ -390,7 +441,9 @@ pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
         "destroy" => destroy(root, rest, out),
         "set" => set(root, rest, out),
         other => {
-            out.err(format!("unrecognized command '{other}'\nusage: zfs command args ...\n"));
+            out.err(format!(
+                "unrecognized command '{other}'\nusage: zfs command args ...\n"
+            ));
             return 2;
         }
     };
@@ -403,8 +456,11 @@ pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
     }
 }
 
+/// A parsed zfs command line: flags seen, `(option, value)` pairs, operands.
+type Getopt = (String, Vec<(char, String)>, Vec<String>);
+
 /// getopt-style flags: returns (flags, option values, operands) or the bad flag.
-fn getopt(args: &[String], flags: &str, with_value: &str) -> Result<(String, Vec<(char, String)>, Vec<String>), char> {
+fn getopt(args: &[String], flags: &str, with_value: &str) -> Result<Getopt, char> {
     let mut f = String::new();
     let mut vals = Vec::new();
     let mut ops = Vec::new();
@@ -454,7 +510,9 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('/')
         && !name.ends_with('/')
         && name.split('/').all(|c| {
-            !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch))
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch))
         })
 }
 
@@ -468,17 +526,19 @@ fn list(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
         }
     };
     let p = load(root)?;
-    let cols: Vec<String> = vals
-        .iter()
-        .rev()
-        .find(|(c, _)| *c == 'o')
-        .map_or_else(
-            || ["name", "used", "available", "referenced", "mountpoint"].map(String::from).to_vec(),
-            |(_, v)| v.split(',').map(str::to_owned).collect(),
-        );
+    let cols: Vec<String> = vals.iter().rev().find(|(c, _)| *c == 'o').map_or_else(
+        || {
+            ["name", "used", "available", "referenced", "mountpoint"]
+                .map(String::from)
+                .to_vec()
+        },
+        |(_, v)| v.split(',').map(str::to_owned).collect(),
+    );
     for c in &cols {
         if c != "name" && !is_user_prop(c) && !NATIVE.iter().any(|(n, ..)| n == c) {
-            out.err(format!("bad property list: invalid property '{c}'\n{usage}"));
+            out.err(format!(
+                "bad property list: invalid property '{c}'\n{usage}"
+            ));
             return Ok(2);
         }
     }
@@ -494,7 +554,12 @@ fn list(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
             names.push(o.clone());
             if recursive {
                 let prefix = format!("{o}/");
-                names.extend(p.datasets.keys().filter(|n| n.starts_with(&prefix)).cloned());
+                names.extend(
+                    p.datasets
+                        .keys()
+                        .filter(|n| n.starts_with(&prefix))
+                        .cloned(),
+                );
             }
         }
     }
@@ -526,7 +591,13 @@ fn print_table(out: &mut Out, cols: &[String], rows: &[Vec<String>], scripted: b
     }
     let head: Vec<String> = cols.iter().map(|c| c.to_ascii_uppercase()).collect();
     let widths: Vec<usize> = (0..cols.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in std::iter::once(&head).chain(rows) {
         let line: Vec<String> = r
@@ -553,16 +624,19 @@ fn get(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
             return Ok(2);
         }
     };
-    let fields: Vec<String> = vals
-        .iter()
-        .rev()
-        .find(|(c, _)| *c == 'o')
-        .map_or_else(
-            || ["name", "property", "value", "source"].map(String::from).to_vec(),
-            |(_, v)| v.split(',').map(str::to_owned).collect(),
-        );
+    let fields: Vec<String> = vals.iter().rev().find(|(c, _)| *c == 'o').map_or_else(
+        || {
+            ["name", "property", "value", "source"]
+                .map(String::from)
+                .to_vec()
+        },
+        |(_, v)| v.split(',').map(str::to_owned).collect(),
+    );
     for f in &fields {
-        if !matches!(f.as_str(), "name" | "property" | "value" | "received" | "source") {
+        if !matches!(
+            f.as_str(),
+            "name" | "property" | "value" | "received" | "source"
+        ) {
             out.err(format!("invalid column name '{f}'\n{usage}"));
             return Ok(2);
         }
@@ -580,7 +654,9 @@ fn get(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
     };
     for w in &wanted {
         if !is_user_prop(w) && !NATIVE.iter().any(|(n, ..)| n == w) {
-            out.err(format!("bad property list: invalid property '{w}'\n{usage}"));
+            out.err(format!(
+                "bad property list: invalid property '{w}'\n{usage}"
+            ));
             return Ok(2);
         }
     }
@@ -595,7 +671,12 @@ fn get(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
         names.push(d.clone());
         if flags.contains('r') {
             let prefix = format!("{d}/");
-            names.extend(p.datasets.keys().filter(|n| n.starts_with(&prefix)).cloned());
+            names.extend(
+                p.datasets
+                    .keys()
+                    .filter(|n| n.starts_with(&prefix))
+                    .cloned(),
+            );
         }
     }
     let parsable = flags.contains('p');
@@ -666,7 +747,9 @@ fn create(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError>
         }
     }
     if !valid_name(name) {
-        out.err(format!("cannot create '{name}': invalid character in name\n"));
+        out.err(format!(
+            "cannot create '{name}': invalid character in name\n"
+        ));
         return Ok(1);
     }
     for (k, v) in &props {
@@ -710,7 +793,11 @@ fn create(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError>
         p.datasets.insert(
             n.clone(),
             Dataset {
-                props: if is_target { props.clone() } else { BTreeMap::new() },
+                props: if is_target {
+                    props.clone()
+                } else {
+                    BTreeMap::new()
+                },
                 creation: now(),
                 guid: guid_of(n),
             },
@@ -748,7 +835,12 @@ fn destroy(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError
         return Ok(1);
     }
     let prefix = format!("{name}/");
-    let children: Vec<String> = p.datasets.keys().filter(|n| n.starts_with(&prefix)).cloned().collect();
+    let children: Vec<String> = p
+        .datasets
+        .keys()
+        .filter(|n| n.starts_with(&prefix))
+        .cloned()
+        .collect();
     if !children.is_empty() && !flags.contains('r') && !flags.contains('R') {
         out.err(format!(
             "cannot destroy '{name}': filesystem has children\nuse '-r' to destroy the following datasets:\n{}\n",
@@ -764,7 +856,8 @@ fn destroy(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError
         .filter_map(|n| prop_value(&p, &n, "mountpoint", true).map(|(v, _)| v))
         .filter(|m| m.starts_with('/'))
         .collect();
-    p.datasets.retain(|n, _| n != name && !n.starts_with(&prefix));
+    p.datasets
+        .retain(|n, _| n != name && !n.starts_with(&prefix));
     save(root, &p)?;
     for m in mounts {
         let _ = std::fs::remove_dir_all(root.join("hostfs").join(m.trim_start_matches('/')));
@@ -789,7 +882,10 @@ fn set(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
     for kv in kvs {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         if let Err(m) = check_prop(k, v) {
-            out.err(format!("cannot set property for '{}': {m}\n", names.first().map_or("", |n| n.as_str())));
+            out.err(format!(
+                "cannot set property for '{}': {m}\n",
+                names.first().map_or("", |n| n.as_str())
+            ));
             return Ok(1);
         }
         for n in &names {
@@ -820,7 +916,10 @@ mod tests {
         assert!(check_prop("phoenix:owner", "x y").is_ok());
         assert!(check_prop("compression", "zstd-3").is_ok());
         assert!(check_prop("compression", "brotli").is_err());
-        assert_eq!(check_prop("foo", "bar"), Err("invalid property 'foo'".into()));
+        assert_eq!(
+            check_prop("foo", "bar"),
+            Err("invalid property 'foo'".into())
+        );
         assert!(check_prop("recordsize", "1M").is_ok());
         assert!(check_prop("recordsize", "3K").is_err());
         assert!(check_prop("atime", "maybe").is_err());
