@@ -968,6 +968,7 @@ fn zfs_datasets_behave_like_openzfs() {
     assert_eq!(o.status.code(), Some(2));
 
     emu.ok("zfs", &["create", "-p", "tank/models/x/y"]);
+    emu.ok("zfs", &["create", "-p", "tank/models/x/y"]);
     let o = emu.run("zfs", &["destroy", "tank/models"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

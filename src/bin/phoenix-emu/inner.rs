@@ -11,6 +11,8 @@
 
 use std::path::Path;
 
+use serde::Serialize;
+
 use crate::container::{self, CtState};
 use crate::ctconf::CtConf;
 use crate::out::Out;
@@ -116,18 +118,11 @@ fn ip(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
         }
     };
     let st = container::load_state(ct.root, ct.vmid).unwrap_or_default();
-    let lo = serde_json::json!({
-        "ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"], "mtu": 65536,
-        "qdisc": "noqueue", "operstate": "UNKNOWN", "group": "default", "txqlen": 1000,
-        "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8, "scope": "host",
-            "label": "lo", "valid_life_time": 4_294_967_295u64, "preferred_life_time": 4_294_967_295u64}]
-    });
-    let eth0 = eth0_json(ct, &st);
-    let all = [("lo", lo), ("eth0", eth0)];
-    let selected: Vec<&serde_json::Value> = match dev {
-        None => all.iter().map(|(_, v)| v).collect(),
-        Some(d) => match all.iter().find(|(n, _)| *n == d) {
-            Some((_, v)) => vec![v],
+    let all = [loopback(), eth0(ct, &st)];
+    let selected: Vec<&Link> = match dev {
+        None => all.iter().collect(),
+        Some(d) => match all.iter().find(|l| l.ifname == d) {
+            Some(l) => vec![l],
             None => {
                 out.err(format!("Device \"{d}\" does not exist.\n"));
                 return 1;
@@ -138,56 +133,127 @@ fn ip(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
         out.out(serde_json::to_string(&selected).unwrap_or_default());
         out.out("\n");
     } else {
-        for v in selected {
-            out.out(text_addr(v));
+        for l in selected {
+            out.out(text_addr(l));
         }
     }
     0
 }
 
-fn eth0_json(ct: &Ct<'_>, st: &CtState) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "ifindex": 2, "link_index": 100 + (ct.vmid % 1000), "ifname": "eth0",
-        "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], "mtu": 1500, "qdisc": "noqueue",
-        "operstate": "UP", "group": "default", "txqlen": 1000, "link_netnsid": 0,
-        "addr_info": []
-    });
-    if !st.address.is_empty() {
-        let bcast = format!("{}.255", ct.root.loopback_prefix());
-        v["addr_info"] = serde_json::json!([{
-            "family": "inet", "local": st.address, "prefixlen": 24, "broadcast": bcast,
-            "scope": "global", "label": "eth0", "valid_life_time": 4_294_967_295u64,
-            "preferred_life_time": 4_294_967_295u64
-        }]);
+/// One interface as `ip -j addr` prints it (field order as iproute2's).
+#[derive(Debug, Serialize)]
+struct Link {
+    ifindex: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link_index: Option<u32>,
+    ifname: &'static str,
+    flags: &'static [&'static str],
+    mtu: u32,
+    qdisc: &'static str,
+    operstate: &'static str,
+    group: &'static str,
+    txqlen: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link_netnsid: Option<u32>,
+    addr_info: Vec<Addr>,
+}
+
+/// One IPv4 address of an interface.
+#[derive(Debug, Serialize)]
+struct Addr {
+    family: &'static str,
+    local: String,
+    prefixlen: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broadcast: Option<String>,
+    scope: &'static str,
+    label: &'static str,
+    valid_life_time: u64,
+    preferred_life_time: u64,
+}
+
+/// "forever" in iproute2's JSON.
+const FOREVER: u64 = 4_294_967_295;
+
+fn loopback() -> Link {
+    Link {
+        ifindex: 1,
+        link_index: None,
+        ifname: "lo",
+        flags: &["LOOPBACK", "UP", "LOWER_UP"],
+        mtu: 65536,
+        qdisc: "noqueue",
+        operstate: "UNKNOWN",
+        group: "default",
+        txqlen: 1000,
+        link_netnsid: None,
+        addr_info: vec![Addr {
+            family: "inet",
+            local: "127.0.0.1".into(),
+            prefixlen: 8,
+            broadcast: None,
+            scope: "host",
+            label: "lo",
+            valid_life_time: FOREVER,
+            preferred_life_time: FOREVER,
+        }],
     }
-    v
+}
+
+/// The container's `eth0`, carrying its loopback address (none before it has one).
+fn eth0(ct: &Ct<'_>, st: &CtState) -> Link {
+    let addr_info = if st.address.is_empty() {
+        Vec::new()
+    } else {
+        vec![Addr {
+            family: "inet",
+            local: st.address.clone(),
+            prefixlen: 24,
+            broadcast: Some(format!("{}.255", ct.root.loopback_prefix())),
+            scope: "global",
+            label: "eth0",
+            valid_life_time: FOREVER,
+            preferred_life_time: FOREVER,
+        }]
+    };
+    Link {
+        ifindex: 2,
+        link_index: Some(100 + ct.vmid % 1000),
+        ifname: "eth0",
+        flags: &["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
+        mtu: 1500,
+        qdisc: "noqueue",
+        operstate: "UP",
+        group: "default",
+        txqlen: 1000,
+        link_netnsid: Some(0),
+        addr_info,
+    }
 }
 
 /// iproute2's text form of one interface.
-fn text_addr(v: &serde_json::Value) -> String {
-    let flags: Vec<&str> = v["flags"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
-        .unwrap_or_default();
-    let name = v["ifname"].as_str().unwrap_or("");
-    let link = if name == "eth0" { "@if100" } else { "" };
+fn text_addr(l: &Link) -> String {
+    let link = l.link_index.map(|i| format!("@if{i}")).unwrap_or_default();
     let mut s = format!(
-        "{}: {name}{link}: <{}> mtu {} qdisc noqueue state {} group default qlen 1000\n",
-        v["ifindex"],
-        flags.join(","),
-        v["mtu"],
-        v["operstate"].as_str().unwrap_or("")
+        "{}: {}{link}: <{}> mtu {} qdisc {} state {} group {} qlen {}\n",
+        l.ifindex,
+        l.ifname,
+        l.flags.join(","),
+        l.mtu,
+        l.qdisc,
+        l.operstate,
+        l.group,
+        l.txqlen
     );
-    for a in v["addr_info"].as_array().into_iter().flatten() {
-        let brd = a["broadcast"]
-            .as_str()
+    for a in &l.addr_info {
+        let brd = a
+            .broadcast
+            .as_ref()
             .map(|b| format!(" brd {b}"))
             .unwrap_or_default();
         s.push_str(&format!(
-            "    inet {}/{}{brd} scope {} {name}\n       valid_lft forever preferred_lft forever\n",
-            a["local"].as_str().unwrap_or(""),
-            a["prefixlen"],
-            a["scope"].as_str().unwrap_or("")
+            "    inet {}/{}{brd} scope {} {}\n       valid_lft forever preferred_lft forever\n",
+            a.local, a.prefixlen, a.scope, a.label
         ));
     }
     s
@@ -418,5 +484,23 @@ fn chpasswd(ct: &Ct<'_>, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
             out.err(format!("chpasswd: {e}\n"));
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_json_matches_iproute2_byte_for_byte() {
+        // `ip -j -4 addr show dev lo` on the development machine (iproute2 6.x).
+        assert_eq!(
+            serde_json::to_string(&[loopback()]).unwrap(),
+            r#"[{"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP","LOWER_UP"],"mtu":65536,"qdisc":"noqueue","operstate":"UNKNOWN","group":"default","txqlen":1000,"addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8,"scope":"host","label":"lo","valid_life_time":4294967295,"preferred_life_time":4294967295}]}]"#
+        );
+        assert_eq!(
+            text_addr(&loopback()),
+            "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN group default qlen 1000\n    inet 127.0.0.1/8 scope host lo\n       valid_lft forever preferred_lft forever\n"
+        );
     }
 }

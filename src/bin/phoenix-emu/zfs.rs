@@ -348,6 +348,9 @@ fn check_prop(prop: &str, value: &str) -> Result<(), String> {
         return Ok(());
     }
     let Some(values) = settable(prop) else {
+        if NATIVE.iter().any(|(n, ..)| *n == prop) {
+            return Err(format!("'{prop}' is readonly"));
+        }
         return Err(format!("invalid property '{prop}'"));
     };
     if let Some(vs) = values {
@@ -752,12 +755,6 @@ fn create(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError>
         ));
         return Ok(1);
     }
-    for (k, v) in &props {
-        if let Err(m) = check_prop(k, v) {
-            out.err(format!("cannot create '{name}': {m}\n"));
-            return Ok(1);
-        }
-    }
     let _lock = root.lock()?;
     let mut p = load(root)?;
     let Some(par) = parent(name) else {
@@ -769,9 +766,10 @@ fn create(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError>
         out.err(format!("cannot create '{name}': no such pool '{pool}'\n"));
         return Ok(1);
     }
-    if p.datasets.contains_key(name.as_str()) {
-        out.err(format!("cannot create '{name}': dataset already exists\n"));
-        return Ok(1);
+    // OpenZFS's order: `-p` on an existing dataset succeeds quietly; then the parent, then
+    // existence, then the properties.
+    if flags.contains('p') && p.datasets.contains_key(name.as_str()) {
+        return Ok(0);
     }
     let mut to_create = vec![name.clone()];
     if !p.datasets.contains_key(par) {
@@ -783,6 +781,16 @@ fn create(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError>
         while let Some(c) = cur.filter(|c| !p.datasets.contains_key(*c)) {
             to_create.push(c.to_owned());
             cur = parent(c);
+        }
+    }
+    if p.datasets.contains_key(name.as_str()) {
+        out.err(format!("cannot create '{name}': dataset already exists\n"));
+        return Ok(1);
+    }
+    for (k, v) in &props {
+        if let Err(m) = check_prop(k, v) {
+            out.err(format!("cannot create '{name}': {m}\n"));
+            return Ok(1);
         }
     }
     if flags.contains('n') {
@@ -923,5 +931,6 @@ mod tests {
         assert!(check_prop("recordsize", "1M").is_ok());
         assert!(check_prop("recordsize", "3K").is_err());
         assert!(check_prop("atime", "maybe").is_err());
+        assert_eq!(check_prop("used", "1"), Err("'used' is readonly".into()));
     }
 }
