@@ -270,10 +270,22 @@ fn create_fails_like_pve_for_an_existing_ct_or_unknown_storage() {
         ],
     );
     assert_eq!(o.status.code(), Some(255));
-    assert!(
-        stderr(&o).contains("storage 'nope' does not exist"),
-        "{}",
-        stderr(&o)
+    assert_eq!(stderr(&o), "storage 'nope' does not exist\n");
+    assert!(!emu.root.join("etc/pve/lxc/904.conf").exists());
+
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "904",
+            "local:vztmpl/debian-12.tar.zst",
+            "--rootfs",
+            "local:8",
+        ],
+    );
+    assert_eq!(
+        stderr(&o),
+        "400 Parameter verification failed.\nstorage: storage 'local' does not support container directories\npct create <vmid> <ostemplate> [OPTIONS]\n"
     );
     assert!(!emu.root.join("etc/pve/lxc/904.conf").exists());
 }

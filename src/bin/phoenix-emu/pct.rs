@@ -479,6 +479,35 @@ fn alloc_mount(
     Ok(propstr::print(format, &props))
 }
 
+/// Check that a rootfs/mp value names an existing storage that holds container disks
+/// (bind mounts, absolute paths, pass).
+fn check_mount_storage(format: &'static [Key], value: &str) -> Res<()> {
+    let props = propstr::parse(format, value).map_err(|m| {
+        let key = if std::ptr::eq(format, propstr::ROOTFS) {
+            "rootfs"
+        } else {
+            "mp"
+        };
+        PctErr::Param(vec![(key.into(), m)])
+    })?;
+    let volume = props.get("volume").map(String::as_str).unwrap_or("");
+    if volume.starts_with('/') {
+        return Ok(());
+    }
+    let Some((sid, _)) = volume.split_once(':') else {
+        return Err(PctErr::Die(format!("unable to parse volume ID '{volume}'")));
+    };
+    let storage =
+        pvesm::find(sid).ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
+    if !storage.content.contains(&"rootdir") {
+        return Err(PctErr::Param(vec![(
+            "storage".into(),
+            format!("storage '{sid}' does not support container directories"),
+        )]));
+    }
+    Ok(())
+}
+
 /// Free the volumes a config references (emulated ZFS datasets).
 fn free_volumes(root: &Root, conf: &CtConf) -> Res<()> {
     for (k, v) in &conf.opts {
@@ -610,22 +639,30 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
     conf.opts.insert("arch".into(), "amd64".into());
     conf.opts
         .insert("ostype".into(), ostype_of(&template).to_owned());
+    // The storages of the rootfs and mount points are checked before anything is written,
+    // as PVE's `create_vm` does (so its errors carry no "unable to create CT" prefix).
+    let rootfs = params
+        .remove("rootfs")
+        .map(|r| {
+            if r.parse::<f64>().is_ok() {
+                format!("{storage}:{r}")
+            } else {
+                r
+            }
+        })
+        .unwrap_or_else(|| format!("{storage}:4"));
+    check_mount_storage(propstr::ROOTFS, &rootfs)?;
+    for (k, v) in &params {
+        if k.starts_with("mp") {
+            check_mount_storage(propstr::MP, v)?;
+        }
+    }
     // Lock first, as PVE's `create_and_lock_config` does, so a crash leaves `lock: create`.
     let mut locked = conf.clone();
     locked.opts.insert("lock".into(), "create".into());
     container::save_conf(root, vmid, &locked)?;
 
     let result = (|| -> Res<CtConf> {
-        let rootfs = params
-            .remove("rootfs")
-            .map(|r| {
-                if r.parse::<f64>().is_ok() {
-                    format!("{storage}:{r}")
-                } else {
-                    r
-                }
-            })
-            .unwrap_or_else(|| format!("{storage}:4"));
         let mut index = 0;
         let rootfs = alloc_mount(root, vmid, propstr::ROOTFS, &rootfs, index)?;
         conf.opts.insert("rootfs".into(), rootfs);
