@@ -782,6 +782,30 @@ fn fault_times_counts_down_and_is_persisted() {
 }
 
 #[test]
+fn faults_file_may_carry_vllm_settings() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([
+        {"vllm": {"load_delay": "3s", "mode": "503"}},
+        {"match": ["pveversion"], "action": "exit:5", "times": 1}
+    ]));
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(5));
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(0));
+    emu.faults(serde_json::json!({
+        "faults": [{"match": ["pvesm"], "action": "exit:6"}],
+        "vllm": {"mode": "crash"}
+    }));
+    assert_eq!(emu.run("pvesm", &["status"]).status.code(), Some(6));
+    emu.faults(serde_json::json!([{"match": ["pvesm"], "action": "explode"}]));
+    let o = emu.run("pvesm", &["status"]);
+    assert_eq!(o.status.code(), Some(70));
+    assert!(
+        stderr(&o).contains("unknown action \"explode\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn fault_hang_is_killed_by_the_callers_timeout() {
     let emu = Emu::new();
     emu.faults(serde_json::json!([{"match": ["pct", "status", "950"], "action": "hang"}]));

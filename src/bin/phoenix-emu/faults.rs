@@ -1,6 +1,6 @@
 //! Injected faults from `$ROOT/faults.json`, read on every call (DESIGN.md §7).
 //!
-//! The file is a JSON list. Fault entries are `{"match":[…],"action":…,"times":N}`; the
+//! The file is a JSON list (an object `{"faults":[…],"vllm":{…}}` is accepted too). Fault entries are `{"match":[…],"action":…,"times":N}`; the
 //! first entry whose `match` is a prefix of the call's key and whose `times` is not used up
 //! applies. The key is `tool + argv`, except for `pct exec <vmid> [opts] -- prog args…`,
 //! whose key is `prog args…` (`prog` by its file name, as `["docker","run"]`). `times`
@@ -129,10 +129,15 @@ pub fn take(root: &Root, key: &[String]) -> Result<Option<Action>, FaultError> {
         path: path.clone(),
         source,
     })?;
-    let Some(items) = list.as_array_mut() else {
+    let items = if list.is_array() {
+        list.as_array_mut()
+    } else {
+        list.get_mut("faults").and_then(Value::as_array_mut)
+    };
+    let Some(items) = items else {
         return Err(FaultError::Invalid {
             index: 0,
-            message: "the file must hold a JSON list".into(),
+            message: "the file must hold a JSON list (or an object with a `faults` list)".into(),
         });
     };
     for (index, item) in items.iter_mut().enumerate() {
