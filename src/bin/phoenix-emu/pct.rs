@@ -816,7 +816,7 @@ fn status(root: &Root, rest: &[String], out: &mut Out) -> Res {
             format!("maxswap: {}", swap << 20),
             format!("name: {}", conf.get("hostname").unwrap_or("")),
             format!("status: {state}"),
-            format!("type: lxc"),
+            "type: lxc".to_owned(),
             format!("vmid: {vmid}"),
         ];
         if let Some(l) = conf.get("lock") {
