@@ -868,6 +868,11 @@ fn fault_matches_the_program_inside_a_container() {
         ],
     );
     assert_eq!(o.status.code(), Some(42));
+    emu.faults(
+        serde_json::json!([{"match": ["pct", "exec", "960"], "action": "exit:43", "times": 1}]),
+    );
+    let o = emu.run("pct", &["exec", "960", "--", "test", "-e", "/etc"]);
+    assert_eq!(o.status.code(), Some(43));
     assert_eq!(
         emu.ok("pct", &["exec", "960", "--", "cat", "/etc/os-release"])
             .lines()

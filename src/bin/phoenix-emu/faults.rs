@@ -114,7 +114,10 @@ pub fn match_key(tool: &str, args: &[String]) -> Vec<String> {
 }
 
 /// The fault for `key`, counting its `times` down. `None` when no entry matches.
-pub fn take(root: &Root, key: &[String]) -> Result<Option<Action>, FaultError> {
+///
+/// `also` is a second key an entry may match instead (for `pct exec`: the whole
+/// `pct exec …` command line, so `["pct","exec"]` faults every command in a container).
+pub fn take(root: &Root, key: &[String], also: &[String]) -> Result<Option<Action>, FaultError> {
     let path = root.join("faults.json");
     if !path.exists() {
         return Ok(None);
@@ -156,9 +159,10 @@ pub fn take(root: &Root, key: &[String]) -> Result<Option<Action>, FaultError> {
             index,
             message: format!("unknown action {action_text:?}"),
         })?;
-        let prefix_matches =
-            pattern.len() <= key.len() && pattern.iter().zip(key).all(|(p, k)| *p == k.as_str());
-        if !prefix_matches {
+        let is_prefix = |key: &[String]| {
+            pattern.len() <= key.len() && pattern.iter().zip(key).all(|(p, k)| *p == k.as_str())
+        };
+        if !is_prefix(key) && !is_prefix(also) {
             continue;
         }
         match item.get("times").and_then(Value::as_u64) {

@@ -132,7 +132,10 @@ struct Ending {
 /// Apply faults, then run the tool.
 fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Out) -> Ending {
     let key = faults::match_key(tool, args);
-    let fault = match faults::take(root, &key) {
+    let full: Vec<String> = std::iter::once(tool.to_owned())
+        .chain(args.iter().cloned())
+        .collect();
+    let fault = match faults::take(root, &key, &full) {
         Ok(f) => f,
         Err(e) => {
             out.err(format!("phoenix-emu: {e}\n"));
