@@ -1,0 +1,1203 @@
+//! The emulated Proxmox host (DESIGN.md §7), driven directly through the `$ROOT/bin`
+//! symlinks that phoenix's `host::emulated::prepare` installs: argv vectors, no shell, a
+//! minimal environment as phoenix's runner gives its children.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use phoenix::host::emulated;
+use phoenix::settings::{FlagOverrides, Settings};
+use tempfile::TempDir;
+
+/// One emulated host in a temp dir.
+struct Emu {
+    _dir: TempDir,
+    root: PathBuf,
+}
+
+impl Emu {
+    fn new() -> Self {
+        Self::with_version(None)
+    }
+
+    fn with_version(version: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("emulated");
+        let state = dir.path().join("state");
+        let settings = Settings::resolve_with(&FlagOverrides::default(), &|k| match k {
+            "PHOENIX_EMU_ROOT" => Some(root.display().to_string()),
+            "PHOENIX_STATE_DIR" => Some(state.display().to_string()),
+            "PHOENIX_EMU_PVE_VERSION" => version.map(str::to_owned),
+            _ => None,
+        })
+        .unwrap();
+        let paths = emulated::prepare(&settings).unwrap();
+        assert_eq!(paths.pct, root.join("bin/pct"));
+        Self { _dir: dir, root }
+    }
+
+    fn cmd(&self, tool: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(self.root.join("bin").join(tool));
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        self.cmd(tool, args).output().unwrap()
+    }
+
+    fn run_stdin(&self, tool: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .cmd(tool, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run with a deadline: `None` when it had to be killed.
+    fn run_timeout(&self, tool: &str, args: &[&str], limit: Duration) -> Option<Output> {
+        let mut child = self
+            .cmd(tool, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if child.try_wait().unwrap().is_some() {
+                return Some(child.wait_with_output().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        None
+    }
+
+    fn ok(&self, tool: &str, args: &[&str]) -> String {
+        let o = self.run(tool, args);
+        assert!(
+            o.status.success(),
+            "{tool} {args:?} failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn conf(&self, vmid: u32) -> String {
+        std::fs::read_to_string(self.root.join(format!("etc/pve/lxc/{vmid}.conf"))).unwrap()
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.root.join("emu.json")).unwrap()).unwrap()
+    }
+
+    fn prefix(&self) -> String {
+        self.settings()["loopback_prefix"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.join("argv.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn faults(&self, v: serde_json::Value) {
+        std::fs::write(self.root.join("faults.json"), v.to_string()).unwrap();
+    }
+
+    fn create(&self, vmid: &str) {
+        self.ok(
+            "pct",
+            &[
+                "create",
+                vmid,
+                "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                "--hostname",
+                "gpu-a",
+                "--memory",
+                "4096",
+                "--swap",
+                "512",
+                "--cores",
+                "4",
+                "--rootfs",
+                "local-lvm:8",
+                "--net0",
+                "name=eth0,bridge=vmbr0,ip=dhcp",
+                "--unprivileged",
+                "0",
+                "--onboot",
+                "1",
+                "--tags",
+                "phoenix;phoenix-run-r1",
+            ],
+        );
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn create_writes_the_config_as_pve_does() {
+    let emu = Emu::new();
+    let out = emu.ok(
+        "pct",
+        &[
+            "create",
+            "901",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+            "--hostname",
+            "gpu-a",
+            "--memory",
+            "8192",
+            "--swap",
+            "1024",
+            "--cores",
+            "8",
+            "--rootfs",
+            "local-lvm:32",
+            "--net0",
+            "name=eth0,bridge=vmbr0,ip=10.0.0.21/24,gw=10.0.0.1,hwaddr=BC:24:11:12:34:56,tag=20",
+            "--nameserver",
+            "8.8.8.8 1.1.1.1",
+            "--features",
+            "nesting=1,keyctl=1",
+            "-unprivileged",
+            "1",
+            "--onboot",
+            "0",
+            "--tags",
+            "phoenix;phoenix-run-r1",
+        ],
+    );
+    assert!(
+        out.contains("Detected container architecture: amd64"),
+        "{out}"
+    );
+    assert_eq!(
+        emu.conf(901),
+        "arch: amd64\n\
+         cores: 8\n\
+         features: keyctl=1,nesting=1\n\
+         hostname: gpu-a\n\
+         memory: 8192\n\
+         nameserver: 8.8.8.8 1.1.1.1\n\
+         net0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=BC:24:11:12:34:56,ip=10.0.0.21/24,tag=20,type=veth\n\
+         onboot: 0\n\
+         ostype: debian\n\
+         rootfs: local-lvm:vm-901-disk-0,size=32G\n\
+         swap: 1024\n\
+         tags: phoenix;phoenix-run-r1\n\
+         unprivileged: 1\n"
+    );
+    assert!(
+        emu.root
+            .join("var/lib/lxc/901/rootfs/etc/hostname")
+            .is_file()
+    );
+    assert_eq!(emu.ok("pct", &["status", "901"]), "status: stopped\n");
+    assert_eq!(emu.ok("pct", &["config", "901"]), emu.conf(901));
+}
+
+#[test]
+fn create_generates_a_mac_and_omits_unprivileged_0() {
+    let emu = Emu::new();
+    emu.create("902");
+    let conf = emu.conf(902);
+    let net0 = conf.lines().find(|l| l.starts_with("net0: ")).unwrap();
+    let re = regex::Regex::new(
+        r"^net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:[0-9A-F]{2}:[0-9A-F]{2}:[0-9A-F]{2},ip=dhcp,type=veth$",
+    )
+    .unwrap();
+    assert!(re.is_match(net0), "{net0}");
+    assert!(
+        !conf.contains("unprivileged"),
+        "PVE writes unprivileged only when 1: {conf}"
+    );
+}
+
+#[test]
+fn create_fails_like_pve_for_an_existing_ct_or_unknown_storage() {
+    let emu = Emu::new();
+    emu.create("903");
+    let before = emu.conf(903);
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "903",
+            "local:vztmpl/debian-12.tar.zst",
+            "--rootfs",
+            "local-lvm:8",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(stderr(&o), "CT 903 already exists on node 'pve'\n");
+    assert_eq!(emu.conf(903), before);
+
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "904",
+            "local:vztmpl/debian-12.tar.zst",
+            "--rootfs",
+            "nope:8",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(stderr(&o), "storage 'nope' does not exist\n");
+    assert!(!emu.root.join("etc/pve/lxc/904.conf").exists());
+
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "904",
+            "local:vztmpl/debian-12.tar.zst",
+            "--rootfs",
+            "local:8",
+        ],
+    );
+    assert_eq!(
+        stderr(&o),
+        "400 Parameter verification failed.\nstorage: storage 'local' does not support container directories\npct create <vmid> <ostemplate> [OPTIONS]\n"
+    );
+    assert!(!emu.root.join("etc/pve/lxc/904.conf").exists());
+}
+
+#[test]
+fn options_pct_does_not_have_are_refused() {
+    let emu = Emu::new();
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "905",
+            "local:vztmpl/debian-12.tar.zst",
+            "--rootfs",
+            "local-lvm:8",
+            "--bogus",
+            "1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        stderr(&o),
+        "Unknown option: bogus\n400 unable to parse option\npct create <vmid> <ostemplate> [OPTIONS]\n"
+    );
+    assert!(!emu.root.join("etc/pve/lxc/905.conf").exists());
+
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "905",
+            "local:vztmpl/d.tar.zst",
+            "--memory",
+            "lots",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(stderr(&o).starts_with("400 Parameter verification failed.\nmemory: type check ('integer') failed - got 'lots'\n"), "{}", stderr(&o));
+
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "905",
+            "local:vztmpl/d.tar.zst",
+            "--net0",
+            "name=eth0,colour=red",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        stderr(&o).contains("colour: property is not defined in schema"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn lifecycle_round_trip() {
+    let emu = Emu::new();
+    emu.create("910");
+    let o = emu.run(
+        "pct",
+        &[
+            "exec",
+            "910",
+            "--keep-env",
+            "0",
+            "--",
+            "cat",
+            "/etc/hostname",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(stderr(&o), "container '910' not running!\n");
+    let o = emu.run(
+        "pct",
+        &["push", "910", "/etc/hostname", "/root/x", "--perms", "0600"],
+    );
+    assert_eq!(stderr(&o), "can only push files to a running CT\n");
+
+    assert_eq!(emu.ok("pct", &["start", "910"]), "");
+    assert_eq!(emu.ok("pct", &["status", "910"]), "status: running\n");
+    let o = emu.run("pct", &["start", "910"]);
+    assert_eq!(stderr(&o), "CT 910 already running\n");
+
+    // The address: the root's loopback prefix, whatever the config says.
+    let ip = emu.ok(
+        "pct",
+        &[
+            "exec",
+            "910",
+            "--keep-env",
+            "0",
+            "--",
+            "ip",
+            "-j",
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&ip).unwrap();
+    let local = v[0]["addr_info"][0]["local"].as_str().unwrap();
+    assert_eq!(local, format!("{}.2", emu.prefix()));
+    assert_eq!(v[0]["ifname"], "eth0");
+    assert_eq!(v[0]["addr_info"][0]["family"], "inet");
+
+    // push with mode, owner; read back through exec.
+    let src = emu.root.join("payload");
+    std::fs::write(&src, "hello\n").unwrap();
+    emu.ok("pct", &["exec", "910", "--", "mkdir", "-p", "/etc/phoenix"]);
+    emu.ok(
+        "pct",
+        &[
+            "push",
+            "910",
+            src.to_str().unwrap(),
+            "/etc/phoenix/a.env",
+            "--perms",
+            "0600",
+            "--user",
+            "root",
+            "--group",
+            "root",
+        ],
+    );
+    let pushed = emu.root.join("var/lib/lxc/910/rootfs/etc/phoenix/a.env");
+    assert_eq!(
+        std::fs::metadata(&pushed).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(
+        emu.ok("pct", &["exec", "910", "--", "cat", "/etc/phoenix/a.env"]),
+        "hello\n"
+    );
+    assert_eq!(
+        emu.run(
+            "pct",
+            &["exec", "910", "--", "test", "-e", "/etc/phoenix/a.env"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    emu.ok(
+        "pct",
+        &["exec", "910", "--", "rm", "-f", "/etc/phoenix/a.env"],
+    );
+    assert_eq!(
+        emu.run(
+            "pct",
+            &["exec", "910", "--", "test", "-e", "/etc/phoenix/a.env"]
+        )
+        .status
+        .code(),
+        Some(1)
+    );
+    let o = emu.run(
+        "pct",
+        &[
+            "push",
+            "910",
+            src.to_str().unwrap(),
+            "/nope/a",
+            "--perms",
+            "0644",
+        ],
+    );
+    assert_eq!(
+        stderr(&o),
+        "failed to create file: /nope/a: No such file or directory\n"
+    );
+
+    // Anything else is not there (no shell in an emulated container).
+    let o = emu.run("pct", &["exec", "910", "--", "sh", "-c", "true"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        stderr(&o).contains("Failed to exec \"sh\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // set: mount point, device, delete.
+    emu.ok(
+        "pct",
+        &[
+            "set",
+            "910",
+            "--mp0",
+            "/tank/models,mp=/models,ro=1",
+            "--dev0",
+            "/dev/nvidia0,mode=0666",
+        ],
+    );
+    let conf = emu.conf(910);
+    assert!(conf.contains("\ndev0: /dev/nvidia0,mode=0666\n"), "{conf}");
+    assert!(
+        conf.contains("\nmp0: /tank/models,mp=/models,ro=1\n"),
+        "{conf}"
+    );
+    assert!(
+        conf.find("dev0:").unwrap()
+            < conf
+                .find("features")
+                .unwrap_or(usize::MAX)
+                .min(conf.find("hostname").unwrap())
+    );
+    assert_eq!(
+        emu.run("pct", &["exec", "910", "--", "test", "-e", "/dev/nvidia0"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = emu.run("pct", &["set", "910", "--dev1", "/dev/nvidia7"]);
+    assert!(
+        stderr(&o).contains("Device /dev/nvidia7 does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = emu.run("pct", &["set", "910", "--delete", "mp0,dev0,cpulimit"]);
+    assert!(o.status.success());
+    assert_eq!(
+        stderr(&o),
+        "cannot delete 'cpulimit' - not set in current configuration!\n"
+    );
+    assert!(!emu.conf(910).contains("mp0") && !emu.conf(910).contains("dev0"));
+
+    // destroy refuses a running CT unless forced.
+    let o = emu.run("pct", &["destroy", "910"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        stderr(&o),
+        "unable to destroy CT 910 - container is running\n"
+    );
+    emu.ok("pct", &["stop", "910"]);
+    assert_eq!(emu.ok("pct", &["status", "910"]), "status: stopped\n");
+    emu.ok("pct", &["destroy", "910", "--purge", "1"]);
+    assert!(!emu.root.join("etc/pve/lxc/910.conf").exists());
+    assert!(!emu.root.join("var/lib/lxc/910").exists());
+    let o = emu.run("pct", &["status", "910"]);
+    assert_eq!(
+        stderr(&o),
+        "Configuration file 'nodes/pve/lxc/910.conf' does not exist\n"
+    );
+}
+
+#[test]
+fn a_hand_written_config_gets_an_address_and_files_on_start() {
+    let emu = Emu::new();
+    std::fs::write(
+        emu.root.join("etc/pve/lxc/990.conf"),
+        "arch: amd64\nhostname: foreign\nmemory: 512\nostype: debian\nrootfs: local-lvm:vm-990-disk-0,size=8G\n",
+    )
+    .unwrap();
+    assert_eq!(emu.ok("pct", &["status", "990"]), "status: stopped\n");
+    emu.ok("pct", &["start", "990"]);
+    let ip = emu.ok(
+        "pct",
+        &[
+            "exec", "990", "--", "ip", "-j", "-4", "addr", "show", "dev", "eth0",
+        ],
+    );
+    assert!(
+        ip.contains(&format!("\"local\":\"{}.2\"", emu.prefix())),
+        "{ip}"
+    );
+    assert_eq!(
+        emu.ok("pct", &["exec", "990", "--", "cat", "/etc/hostname"]),
+        "foreign\n"
+    );
+}
+
+#[test]
+fn a_locked_config_is_refused() {
+    let emu = Emu::new();
+    emu.create("991");
+    let path = emu.root.join("etc/pve/lxc/991.conf");
+    let text = emu
+        .conf(991)
+        .replace("hostname: gpu-a\n", "hostname: gpu-a\nlock: backup\n");
+    std::fs::write(&path, text).unwrap();
+    for args in [
+        &["start", "991"][..],
+        &["set", "991", "--cores", "1"],
+        &["destroy", "991"],
+    ] {
+        let o = emu.run("pct", args);
+        assert_eq!(o.status.code(), Some(255), "{args:?}");
+        assert_eq!(stderr(&o), "CT is locked (backup)\n", "{args:?}");
+    }
+}
+
+#[test]
+fn destroy_force_stops_a_running_ct() {
+    let emu = Emu::new();
+    emu.create("911");
+    emu.ok("pct", &["start", "911"]);
+    let o = emu.run("pct", &["destroy", "911", "--force", "1", "--purge", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!emu.root.join("etc/pve/lxc/911.conf").exists());
+}
+
+#[test]
+fn raw_lines_appended_by_phoenix_survive_pct_set() {
+    let emu = Emu::new();
+    emu.create("912");
+    let path = emu.root.join("etc/pve/lxc/912.conf");
+    let mut text = emu.conf(912);
+    text.push_str("lxc.cgroup2.devices.allow: c 195:* rwm\nlxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n");
+    std::fs::write(&path, &text).unwrap();
+    emu.ok("pct", &["set", "912", "--cores", "2"]);
+    let after = emu.conf(912);
+    assert!(after.ends_with("lxc.cgroup2.devices.allow: c 195:* rwm\nlxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n"), "{after}");
+    assert!(after.contains("\ncores: 2\n"));
+}
+
+#[test]
+fn keep_env_follows_the_pve_version() {
+    let old = Emu::with_version(Some("8.1.4"));
+    assert_eq!(old.ok("pveversion", &[]).split('/').nth(1), Some("8.1.4"));
+    old.create("920");
+    old.ok("pct", &["start", "920"]);
+    let o = old.run(
+        "pct",
+        &[
+            "exec",
+            "920",
+            "--keep-env",
+            "0",
+            "--",
+            "cat",
+            "/etc/hostname",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        stderr(&o).starts_with("Unknown option: keep-env\n400 unable to parse option\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        old.ok("pct", &["exec", "920", "--", "cat", "/etc/hostname"]),
+        "gpu-a\n"
+    );
+
+    let older = Emu::with_version(Some("8.0.4"));
+    older.create("921");
+    let o = older.run("pct", &["set", "921", "--dev0", "/dev/nvidia0"]);
+    assert!(
+        stderr(&o).starts_with("Unknown option: dev0\n"),
+        "{}",
+        stderr(&o)
+    );
+
+    let new = Emu::new();
+    new.create("922");
+    new.ok("pct", &["start", "922"]);
+    assert_eq!(
+        new.ok(
+            "pct",
+            &[
+                "exec",
+                "922",
+                "--keep-env",
+                "0",
+                "--",
+                "cat",
+                "/etc/hostname"
+            ]
+        ),
+        "gpu-a\n"
+    );
+}
+
+#[test]
+fn chpasswd_records_the_user_never_the_password() {
+    let emu = Emu::new();
+    emu.create("930");
+    emu.ok("pct", &["start", "930"]);
+    let o = emu.run_stdin(
+        "pct",
+        &["exec", "930", "--keep-env", "0", "--", "chpasswd"],
+        b"root:s3cr3t-value\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = std::fs::read_to_string(emu.root.join("var/lib/lxc/930/emu-state.json")).unwrap();
+    assert!(state.contains("\"root\""));
+    let log = std::fs::read_to_string(emu.root.join("argv.log")).unwrap();
+    for text in [&state, &log] {
+        assert!(!text.contains("s3cr3t"));
+    }
+    let entry = emu.log().into_iter().last().unwrap();
+    assert_eq!(entry["stdin_bytes"], 18);
+    let o = emu.run_stdin("pct", &["exec", "930", "--", "chpasswd"], b"ghost:x\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("user 'ghost' does not exist"));
+}
+
+#[test]
+fn every_call_is_logged_as_one_json_line() {
+    let emu = Emu::new();
+    emu.ok("pveversion", &[]);
+    let _ = emu.run("pct", &["status", "999"]);
+    let log = emu.log();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["tool"], "pveversion");
+    assert_eq!(log[0]["argv"], serde_json::json!([]));
+    assert_eq!(log[0]["exit"], 0);
+    assert_eq!(log[0]["stdin_bytes"], 0);
+    assert_eq!(log[0]["env"]["LC_ALL"], "C");
+    assert_eq!(log[1]["tool"], "pct");
+    assert_eq!(log[1]["argv"], serde_json::json!(["status", "999"]));
+    assert_eq!(log[1]["exit"], 255);
+}
+
+#[test]
+fn parallel_calls_log_whole_lines() {
+    let emu = std::sync::Arc::new(Emu::new());
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let emu = emu.clone();
+            std::thread::spawn(move || {
+                let name = format!("tank/p{i}");
+                emu.ok("zfs", &["create", "-o", "phoenix:owner=phoenix", &name]);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(emu.log().len(), 8);
+    let list = emu.ok("zfs", &["list", "-H", "-o", "name", "-r", "tank"]);
+    assert_eq!(list.lines().count(), 9, "{list}");
+}
+
+#[test]
+fn fault_fail_and_exit_code() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([
+        {"match": ["pct", "create"], "action": "fail"},
+        {"match": ["zfs", "list"], "action": "exit:3"}
+    ]));
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "940",
+            "local:vztmpl/d.tar.zst",
+            "--rootfs",
+            "local-lvm:8",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        !emu.root.join("etc/pve/lxc/940.conf").exists(),
+        "a failed call does nothing"
+    );
+    let o = emu.run("zfs", &["list", "-H", "-o", "name", "tank"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        emu.ok(
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "property,value",
+                "mountpoint",
+                "tank"
+            ]
+        ),
+        "mountpoint\t/tank\n"
+    );
+    let log = emu.log();
+    assert_eq!(log[0]["fault"], "fail");
+    assert_eq!(log[1]["exit"], 3);
+}
+
+#[test]
+fn fault_times_counts_down_and_is_persisted() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([{"match": ["pveversion"], "action": "exit:7", "times": 2}]));
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(7));
+    let left: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(emu.root.join("faults.json")).unwrap()).unwrap();
+    assert_eq!(left[0]["times"], 1);
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(7));
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(0));
+}
+
+#[test]
+fn faults_file_may_carry_vllm_settings() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([
+        {"vllm": {"load_delay": "3s", "mode": "503"}},
+        {"match": ["pveversion"], "action": "exit:5", "times": 1}
+    ]));
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(5));
+    assert_eq!(emu.run("pveversion", &[]).status.code(), Some(0));
+    emu.faults(serde_json::json!({
+        "faults": [{"match": ["pvesm"], "action": "exit:6"}],
+        "vllm": {"mode": "crash"}
+    }));
+    assert_eq!(emu.run("pvesm", &["status"]).status.code(), Some(6));
+    emu.faults(serde_json::json!([{"match": ["pvesm"], "action": "explode"}]));
+    let o = emu.run("pvesm", &["status"]);
+    assert_eq!(o.status.code(), Some(70));
+    assert!(
+        stderr(&o).contains("unknown action \"explode\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn fault_hang_is_killed_by_the_callers_timeout() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([{"match": ["pct", "status", "950"], "action": "hang"}]));
+    let start = Instant::now();
+    assert!(
+        emu.run_timeout("pct", &["status", "950"], Duration::from_millis(500))
+            .is_none()
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let log = emu.log();
+    assert_eq!(log[0]["exit"], serde_json::Value::Null);
+    assert_eq!(log[0]["fault"], "hang");
+    // Other commands are not affected.
+    assert!(
+        emu.run_timeout("pct", &["status", "951"], Duration::from_secs(5))
+            .is_some()
+    );
+}
+
+#[test]
+fn fault_delay_then_works() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([{"match": ["pveversion"], "action": "delay:600ms"}]));
+    let start = Instant::now();
+    let out = emu.ok("pveversion", &[]);
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    assert!(out.starts_with("pve-manager/8.4.1/"));
+}
+
+#[test]
+fn fault_succeed_then_hang_does_the_work() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([{"match": ["zfs", "create"], "action": "succeed-then-hang", "times": 1}]));
+    assert!(
+        emu.run_timeout("zfs", &["create", "tank/sth"], Duration::from_millis(500))
+            .is_none()
+    );
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "tank/sth"]),
+        "tank/sth\n"
+    );
+}
+
+#[test]
+fn fault_matches_the_program_inside_a_container() {
+    let emu = Emu::new();
+    emu.create("960");
+    emu.ok("pct", &["start", "960"]);
+    emu.faults(serde_json::json!([{"match": ["cat", "/etc/hostname"], "action": "exit:42"}]));
+    let o = emu.run(
+        "pct",
+        &[
+            "exec",
+            "960",
+            "--keep-env",
+            "0",
+            "--",
+            "/bin/cat",
+            "/etc/hostname",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(42));
+    emu.faults(
+        serde_json::json!([{"match": ["pct", "exec", "960"], "action": "exit:43", "times": 1}]),
+    );
+    let o = emu.run("pct", &["exec", "960", "--", "test", "-e", "/etc"]);
+    assert_eq!(o.status.code(), Some(43));
+    assert_eq!(
+        emu.ok("pct", &["exec", "960", "--", "cat", "/etc/os-release"])
+            .lines()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn pvesm_status_lists_the_storages() {
+    let emu = Emu::new();
+    let out = emu.ok("pvesm", &["status"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Name             Type     Status           Total            Used       Available        %"
+    );
+    let names: Vec<(&str, &str)> = lines[1..]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0], f[1])
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("local", "dir"),
+            ("local-lvm", "lvmthin"),
+            ("lxc-disks", "zfspool"),
+            ("tank", "zfspool")
+        ]
+    );
+    assert!(
+        lines[1].ends_with("active        98497780        12582912        85914868   12.77%"),
+        "{}",
+        lines[1]
+    );
+    let o = emu.run("pvesm", &["status", "--bogus"]);
+    assert_eq!(o.status.code(), Some(255));
+}
+
+#[test]
+fn pveversion_reports_the_configured_version() {
+    let emu = Emu::with_version(Some("8.2.7"));
+    let out = emu.ok("pveversion", &[]);
+    let re = regex::Regex::new(
+        r"^pve-manager/8\.2\.7/[0-9a-f]{16} \(running kernel: 6\.8\.12-4-pve\)\n$",
+    )
+    .unwrap();
+    assert!(re.is_match(&out), "{out}");
+    assert_eq!(emu.settings()["pve_version"], "8.2.7");
+}
+
+#[test]
+fn zfs_datasets_behave_like_openzfs() {
+    let emu = Emu::new();
+    let o = emu.run("zfs", &["list", "-H", "-o", "name", "tank/models"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "cannot open 'tank/models': dataset does not exist\n"
+    );
+
+    let o = emu.run("zfs", &["create", "tank/a/b"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "cannot create 'tank/a/b': parent does not exist\n"
+    );
+
+    emu.ok(
+        "zfs",
+        &[
+            "create",
+            "-o",
+            "phoenix:owner=phoenix",
+            "-o",
+            "phoenix:run=r1",
+            "-o",
+            "compression=lz4",
+            "tank/models",
+        ],
+    );
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "tank/models"]),
+        "tank/models\n"
+    );
+    assert_eq!(
+        emu.ok(
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "property,value",
+                "phoenix:owner,phoenix:run,mountpoint,compression,phoenix:other",
+                "tank/models"
+            ]
+        ),
+        "phoenix:owner\tphoenix\nphoenix:run\tr1\nmountpoint\t/tank/models\ncompression\tlz4\nphoenix:other\t-\n"
+    );
+    let all = emu.ok(
+        "zfs",
+        &[
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "property,value",
+            "all",
+            "tank/models",
+        ],
+    );
+    assert!(all.starts_with("type\tfilesystem\ncreation\t"), "{all}");
+    assert!(all.contains("\nphoenix:owner\tphoenix\n"));
+    assert!(emu.root.join("hostfs/tank/models").is_dir());
+
+    let o = emu.run("zfs", &["create", "tank/models"]);
+    assert_eq!(
+        stderr(&o),
+        "cannot create 'tank/models': dataset already exists\n"
+    );
+    let o = emu.run("zfs", &["create", "-o", "colour=blue", "tank/c"]);
+    assert_eq!(
+        (o.status.code(), stderr(&o)),
+        (
+            Some(1),
+            "cannot create 'tank/c': invalid property 'colour'\n".into()
+        )
+    );
+    let o = emu.run("zfs", &["get", "-H", "bogus", "tank"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    emu.ok("zfs", &["create", "-p", "tank/models/x/y"]);
+    emu.ok("zfs", &["create", "-p", "tank/models/x/y"]);
+    let o = emu.run("zfs", &["destroy", "tank/models"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("cannot destroy 'tank/models': filesystem has children\n"),
+        "{}",
+        stderr(&o)
+    );
+    emu.ok("zfs", &["destroy", "-r", "tank/models"]);
+    assert_eq!(
+        emu.run("zfs", &["list", "tank/models/x"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "rpool"]),
+        "rpool\n"
+    );
+}
+
+#[test]
+fn zfspool_rootfs_is_a_dataset() {
+    let emu = Emu::new();
+    emu.ok(
+        "pct",
+        &[
+            "create",
+            "970",
+            "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+            "--rootfs",
+            "tank:16",
+        ],
+    );
+    assert!(
+        emu.conf(970)
+            .contains("rootfs: tank:subvol-970-disk-0,size=16G\n")
+    );
+    assert!(emu.conf(970).contains("ostype: ubuntu\n"));
+    assert_eq!(
+        emu.ok(
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "value",
+                "refquota",
+                "tank/subvol-970-disk-0"
+            ]
+        ),
+        format!("{}\n", 16u64 << 30)
+    );
+    emu.ok("pct", &["destroy", "970"]);
+    assert_eq!(
+        emu.run("zfs", &["list", "tank/subvol-970-disk-0"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn nvidia_smi_answers_from_the_fixture() {
+    let emu = Emu::new();
+    assert_eq!(
+        emu.ok(
+            "nvidia-smi",
+            &[
+                "--query-gpu=index,pci.bus_id,uuid,name,memory.total,driver_version",
+                "--format=csv,noheader,nounits"
+            ]
+        ),
+        "0, 00000000:00:06.0, GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4, NVIDIA H100 80GB HBM3, 81559, 580.159.04\n\
+         1, 00000000:00:07.0, GPU-8d3c5e1a-47b2-4f0e-9a61-2b7e0c9d1f35, NVIDIA H100 80GB HBM3, 81559, 580.159.04\n"
+    );
+    let l = emu.ok("nvidia-smi", &["-L"]);
+    assert_eq!(
+        l.lines().next().unwrap(),
+        "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4)"
+    );
+    let q = emu.ok("nvidia-smi", &["-q"]);
+    let minors: Vec<&str> = q
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Minor Number"))
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(minors, ["0", "1"]);
+    assert!(q.contains("Attached GPUs                                          : 2"));
+    use std::os::unix::fs::FileTypeExt;
+    for (node, _) in [
+        ("nvidia0", 0),
+        ("nvidia1", 1),
+        ("nvidiactl", 255),
+        ("nvidia-uvm", 0),
+        ("nvidia-uvm-tools", 1),
+        ("nvidia-caps/nvidia-cap1", 1),
+        ("nvidia-caps/nvidia-cap2", 2),
+    ] {
+        let m = std::fs::metadata(emu.root.join("dev").join(node)).unwrap();
+        assert!(m.file_type().is_char_device() || m.is_file(), "{node}");
+    }
+
+    // The settings file can choose the single real GPU.
+    let mut s = emu.settings();
+    s["gpus"] = "h100x1".into();
+    std::fs::write(emu.root.join("emu.json"), s.to_string()).unwrap();
+    let one = emu.ok(
+        "nvidia-smi",
+        &["--query-gpu=index,pci.bus_id", "--format=csv"],
+    );
+    assert_eq!(one, "index, pci.bus_id\n0, 00000000:00:06.0\n");
+    let o = emu.run("nvidia-smi", &["--query-gpu=bogus", "--format=csv"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn device_nodes_carry_the_fixture_numbers() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let emu = Emu::new();
+    let m = std::fs::metadata(emu.root.join("dev/nvidia-uvm")).unwrap();
+    if m.file_type().is_char_device() {
+        let rdev = m.rdev();
+        assert_eq!((libc_major(rdev), libc_minor(rdev)), (238, 0));
+        assert_eq!(m.permissions().mode() & 0o777, 0o666);
+        let cap = std::fs::metadata(emu.root.join("dev/nvidia-caps/nvidia-cap1")).unwrap();
+        assert_eq!(cap.permissions().mode() & 0o777, 0o400);
+    } else {
+        assert_eq!(
+            std::fs::read_to_string(emu.root.join("dev/nvidia-uvm")).unwrap(),
+            "c 238:0\n"
+        );
+    }
+}
+
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
+}
+
+#[test]
+fn prepare_is_idempotent_and_keeps_test_choices() {
+    let emu = Emu::new();
+    let mut s = emu.settings();
+    s["gpus"] = "h100x1".into();
+    std::fs::write(emu.root.join("emu.json"), s.to_string()).unwrap();
+    let state = emu.root.parent().unwrap().join("state");
+    let settings = Settings::resolve_with(&FlagOverrides::default(), &|k| match k {
+        "PHOENIX_EMU_ROOT" => Some(emu.root.display().to_string()),
+        "PHOENIX_STATE_DIR" => Some(state.display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    emulated::prepare(&settings).unwrap();
+    assert_eq!(emu.settings()["gpus"], "h100x1");
+    assert!(
+        std::fs::read_link(emu.root.join("bin/zfs"))
+            .unwrap()
+            .ends_with("phoenix-emu")
+    );
+}
+
+#[test]
+fn two_roots_get_different_loopback_prefixes() {
+    let a = Emu::new();
+    let b = Emu::new();
+    assert_ne!(a.prefix(), b.prefix());
+    for emu in [&a, &b] {
+        let p: Vec<u32> = emu
+            .prefix()
+            .split('.')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(p[0], 127);
+        assert!((64..=127).contains(&p[1]));
+    }
+    a.create("980");
+    a.create("981");
+    a.ok("pct", &["start", "981"]);
+    let ip = a.ok(
+        "pct",
+        &[
+            "exec", "981", "--", "ip", "-j", "-4", "addr", "show", "dev", "eth0",
+        ],
+    );
+    assert!(
+        ip.contains(&format!("\"local\":\"{}.3\"", a.prefix())),
+        "{ip}"
+    );
+}
