@@ -77,7 +77,9 @@ pub fn entry_from_map(rt: &Runtime, spec: &Map) -> Result<LxcConfig, ApiError> {
 pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |key: &str, want: String| {
-        let have = conf.get(key).unwrap_or("(unset)");
+        // PVE omits `unprivileged: 0` (privileged was the default before PVE 9).
+        let default = if key == "unprivileged" { "0" } else { "(unset)" };
+        let have = conf.get(key).unwrap_or(default);
         if have != want {
             out.push(format!("{key}: host has {have:?}, config wants {want:?}"));
         }
