@@ -78,7 +78,11 @@ pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |key: &str, want: String| {
         // PVE omits `unprivileged: 0` (privileged was the default before PVE 9).
-        let default = if key == "unprivileged" { "0" } else { "(unset)" };
+        let default = if key == "unprivileged" {
+            "0"
+        } else {
+            "(unset)"
+        };
         let have = conf.get(key).unwrap_or(default);
         if have != want {
             out.push(format!("{key}: host has {have:?}, config wants {want:?}"));

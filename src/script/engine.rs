@@ -122,12 +122,18 @@ pub fn new_engine(opts: EngineOptions) -> Engine {
             redactor.redact(text)
         );
     });
-    if let Some(cancel) = opts.cancel.clone() {
-        engine.on_progress(move |ops| {
+    let cancel = opts.cancel.clone();
+    engine.on_progress(move |ops| {
+        // Rhai swallows errors raised while interpolating or printing a Secret inside a
+        // collection; the refusal is parked per thread and ends the script here.
+        if let Some(misuse) = crate::api::secret::swallowed_misuse() {
+            return Some(misuse);
+        }
+        cancel.as_ref().and_then(|cancel| {
             (ops % limits::CANCEL_CHECK_EVERY == 0 && cancel.is_cancelled())
                 .then(|| Dynamic::from(CANCEL_TOKEN))
-        });
-    }
+        })
+    });
 
     if !opts.handles.is_empty() {
         let handles: HashMap<&'static str, Dynamic> = opts.handles.into_iter().collect();

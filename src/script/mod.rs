@@ -323,9 +323,16 @@ impl Recipe {
     /// Run the recipe against `rt`.
     pub fn run(&self, rt: &Arc<Runtime>) -> Result<(), RecipeError> {
         let engine = self.engine(rt);
+        // Clear a misuse parked by an earlier script on this thread.
+        let _ = crate::api::secret::swallowed_misuse();
         engine
             .run_ast_with_scope(&mut Scope::new(), &self.ast)
-            .map_err(|e| self.error(&e))
+            .map_err(|e| self.error(&e))?;
+        // A misuse in the very last expression has no later progress tick to stop at.
+        match crate::api::secret::swallowed_misuse() {
+            Some(misuse) => Err(self.error(&EvalAltResult::ErrorRuntime(misuse, Position::NONE))),
+            None => Ok(()),
+        }
     }
 
     /// Turn Rhai's error into a [`RecipeError`] at the recipe's line.
@@ -367,6 +374,12 @@ impl Recipe {
         }
         let path = self.path.clone();
         let (line, column) = (outer.line().unwrap_or(0), outer.position().unwrap_or(0));
+        if let EvalAltResult::ErrorTerminated(token, pos) = inner {
+            if token.is::<SharedApiError>() {
+                // A secret misuse that Rhai swallowed, ended through `on_progress`.
+                return self.error(&EvalAltResult::ErrorRuntime(token.clone(), *pos));
+            }
+        }
         match inner {
             EvalAltResult::ErrorRuntime(value, pos) => {
                 if let Some(api) = value.clone().try_cast::<SharedApiError>() {

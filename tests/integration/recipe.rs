@@ -225,3 +225,63 @@ fn committed_api_reference_is_in_sync() {
         docs::REGENERATE
     );
 }
+
+#[test]
+fn stringifying_a_secret_stops_the_recipe_without_showing_it() {
+    let s = Setup::new();
+    let (code, _, err) = s.phoenix(&["secret", "init"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(s.path("token.txt"), "hf_ThisIsTheSecretValue123456\n").unwrap();
+    let token = s.path("token.txt");
+    let (code, _, err) = s.phoenix(&[
+        "secret",
+        "set",
+        "hf_token",
+        "--from-file",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for (name, body) in [
+        (
+            "interp.rhai",
+            "let t = secret.get(\"hf_token\");\nlet s = `token: ${t}`;\nlog.info(\"after\");\n",
+        ),
+        (
+            "concat.rhai",
+            "let t = secret.get(\"hf_token\");\nlog.info(\"token: \" + t);\n",
+        ),
+        (
+            "print.rhai",
+            "let t = secret.get(\"hf_token\");\nprint(t);\n",
+        ),
+        (
+            "tostring.rhai",
+            "let t = secret.get(\"hf_token\");\nlet s = t.to_string();\n",
+        ),
+        (
+            "compare.rhai",
+            "let t = secret.get(\"hf_token\");\nif t == \"x\" { log.info(\"eq\"); }\n",
+        ),
+    ] {
+        s.recipe(name, body);
+        let started = std::time::Instant::now();
+        let (code, out, err) = s.phoenix(&["recipe", "run", name]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1) * 5,
+            "{name} took too long"
+        );
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(
+            err.contains("a secret can only be passed to a primitive that accepts one"),
+            "{name}: {err}"
+        );
+        assert!(
+            !err.contains("ThisIsTheSecretValue") && !out.contains("ThisIsTheSecretValue"),
+            "{name} leaked: {err}"
+        );
+        assert!(
+            !err.contains("after"),
+            "{name} went on after the misuse: {err}"
+        );
+    }
+}
