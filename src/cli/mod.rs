@@ -99,11 +99,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> crate::Result<()> {
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                print!("{e}");
-                return Ok(());
+                // A closed pipe (`phoenix --help | head`) is not an error.
+                return out(&e.render().to_string());
             }
+            let text = e.render().to_string();
+            let text = text.trim_end();
             return Err(crate::Error::Usage(
-                e.render().to_string().trim_end().to_owned(),
+                text.strip_prefix("error: ").unwrap_or(text).to_owned(),
             ));
         }
     };
