@@ -204,6 +204,15 @@ pub struct Outstanding {
     pub done: bool,
 }
 
+/// The open journal file and what this process last wrote to it.
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    /// `(file length, seq)` after our last append: when the length is unchanged no other
+    /// process appended, so the next seq is known without reading the file again.
+    last: Option<(u64, u64)>,
+}
+
 /// The journal of this state directory, opened for one run.
 #[derive(Debug)]
 pub struct Journal {
@@ -211,7 +220,7 @@ pub struct Journal {
     lock_path: PathBuf,
     run: String,
     /// `None` for `--dry-run`: nothing is written.
-    file: Option<Mutex<File>>,
+    file: Option<Mutex<Appender>>,
     mem: Mutex<Vec<Record>>,
 }
 
@@ -243,7 +252,7 @@ impl Journal {
             lock_path: state_dir.join("journal.lock"),
             path,
             run: run.to_owned(),
-            file: Some(Mutex::new(file)),
+            file: Some(Mutex::new(Appender { file, last: None })),
             mem: Mutex::new(Vec::new()),
         })
     }
@@ -290,7 +299,7 @@ impl Journal {
             path: self.path.clone(),
             source,
         };
-        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut appender = file.lock().unwrap_or_else(|e| e.into_inner());
         let lock = OpenOptions::new()
             .create(true)
             .write(true)
@@ -301,9 +310,15 @@ impl Journal {
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io(std::io::Error::from(e)))?;
         // The next seq comes from the file itself, under the lock, so two processes never
-        // hand out the same number.
-        let seq = last_seq(&self.path)? + 1;
-        heal_torn_tail(&file).map_err(io)?;
+        // hand out the same number (read again only when someone else appended).
+        let len = appender.file.metadata().map_err(io)?.len();
+        let seq = match appender.last {
+            Some((l, seq)) if l == len => seq + 1,
+            _ => {
+                heal_torn_tail(&appender.file).map_err(io)?;
+                last_seq(&self.path)? + 1
+            }
+        };
         let record = Record {
             v: VERSION,
             run: self.run.clone(),
@@ -313,8 +328,9 @@ impl Journal {
         };
         let mut line = serde_json::to_vec(&record).expect("records always serialise");
         line.push(b'\n');
-        file.write_all(&line).map_err(io)?;
-        file.sync_data().map_err(io)?;
+        appender.file.write_all(&line).map_err(io)?;
+        appender.file.sync_data().map_err(io)?;
+        appender.last = Some((len + line.len() as u64, seq));
         Ok(seq)
     }
 
