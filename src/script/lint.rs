@@ -33,7 +33,17 @@ use super::stdlib::Stdlib;
 
 /// Programs that are shells (or run one) when they are argv\[0\].
 pub const SHELLS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "rbash",
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "pdksh", "ash", "fish", "csh", "tcsh", "rbash",
+    "yash",
+];
+
+/// Programs that run another program named in their arguments (`env bash`, `sudo sh`,
+/// `busybox sh`): a shell anywhere after one of them counts, since their option
+/// arguments cannot be told apart from the program without knowing each one's options.
+pub const WRAPPERS: &[&str] = &[
+    "busybox", "toybox", "env", "nice", "nohup", "timeout", "sudo", "doas", "setsid", "stdbuf",
+    "chroot", "ionice", "chrt", "taskset", "xargs", "su", "runuser", "script", "unshare",
+    "nsenter", "flock",
 ];
 
 /// Functions Rhai handles as keywords rather than through its function registry.
@@ -453,14 +463,11 @@ pub fn shell_in_argv(argv: &[&str]) -> Option<String> {
     if SHELLS.contains(&first.as_str()) {
         return Some(argv[0].to_owned());
     }
-    if first == "busybox" || first == "env" {
-        // `busybox sh`, `env -i bash`: the first non-option word is the program.
+    if WRAPPERS.contains(&first.as_str()) {
         let next = argv[1..]
             .iter()
-            .find(|a| !a.starts_with('-') && !a.contains('='))?;
-        if SHELLS.contains(&base(next).as_str()) {
-            return Some(format!("{} {next}", argv[0]));
-        }
+            .find(|a| SHELLS.contains(&base(a).as_str()))?;
+        return Some(format!("{} {next}", argv[0]));
     }
     None
 }
@@ -533,7 +540,7 @@ mod tests {
     #[test]
     fn shells_are_found_behind_paths_busybox_and_env() {
         for argv in [
-            &["sh", "-c", "x"][..],
+            &["sh", "-e", "x"][..],
             &["/bin/bash"],
             &["busybox", "sh"],
             &["/usr/bin/env", "-i", "A=1", "zsh"],

@@ -144,9 +144,9 @@ mod tests {
         assert_eq!(p.get("hostname"), Some("a"));
         assert_eq!(p.get("force"), Some("x"));
         assert_eq!(p.args, ["901"]);
-        let p = parse(&s(&["--hostname=-b", "--force", "--hostname", "-c"]), kinds).unwrap();
+        let p = parse(&s(&["--hostname=-b", "--force", "--hostname", "-x"]), kinds).unwrap();
         assert_eq!(p.get("force"), Some("1"));
-        assert_eq!(p.get("hostname"), Some("-c"));
+        assert_eq!(p.get("hostname"), Some("-x"));
     }
 
     #[test]
