@@ -43,11 +43,9 @@
 
 use super::pve::{parse_gpu_csv, parse_minors};
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,24 +224,7 @@ impl LxcHost {
             return Err(HostError::NoSuchContainer(vmid));
         }
         let path = dir.join("phoenix.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| HostError::Io {
-                action: "open config lock",
-                path: path.clone(),
-                source,
-            })?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            HostError::Io {
-                action: "lock",
-                path,
-                source: e.into(),
-            }
-        })
+        super::lock_file(&path)
     }
 
     /// The pid of the container's init on the host, when it runs.

@@ -315,6 +315,30 @@ pub trait Host: Send + Sync {
     fn backup_dir(&self) -> PathBuf;
 }
 
+/// Take an exclusive `flock` on `path` (created 0600), held until the guard drops: the
+/// per-container config locks of both backends.
+pub fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| HostError::Io {
+            action: "open config lock",
+            path: path.to_owned(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        HostError::Io {
+            action: "lock",
+            path: path.to_owned(),
+            source: e.into(),
+        }
+    })
+}
+
 /// The backend `settings` ask for, running every command through `runner`.
 ///
 /// `emulated` sets up the emulated host's root first (idempotent) and then is the `pve`

@@ -15,10 +15,8 @@
 //! ([`super::emulated::prepare`]).
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -200,24 +198,7 @@ impl PveHost {
             source,
         })?;
         let path = dir.join(format!("pve-config-{vmid}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| HostError::Io {
-                action: "open config lock",
-                path: path.clone(),
-                source,
-            })?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            HostError::Io {
-                action: "lock",
-                path,
-                source: e.into(),
-            }
-        })
+        super::lock_file(&path)
     }
 
     fn read_conf(&self, vmid: Vmid) -> Result<String> {
