@@ -44,6 +44,46 @@ pub fn get(store: &SecretStore, name: &str) -> Result<Secret, ApiError> {
     Ok(store.get(&name)?)
 }
 
+/// `secret.has(name)`: whether the store holds `name` (the key is checked).
+pub fn has(store: &SecretStore, name: &str) -> Result<bool, ApiError> {
+    let name = SecretName::new(name).map_err(|source| ApiError::Type {
+        call: "secret.has",
+        source,
+    })?;
+    store.check_key()?;
+    Ok(store.secret_path(&name).exists())
+}
+
+/// `secret.ensure(name)`: the secret `name`, generated first (32 random bytes as 64 hex
+/// characters, stored encrypted) when the store lacks it. In a dry run nothing is stored:
+/// a throw-away value stands in and the plan says the secret would be generated.
+pub fn ensure(rt: &crate::runtime::Runtime, name: &str) -> Result<Secret, ApiError> {
+    const CALL: &str = "secret.ensure";
+    let name = SecretName::new(name).map_err(|source| ApiError::Type { call: CALL, source })?;
+    if has(&rt.secrets, name.as_str())? {
+        return Ok(rt.secrets.get(&name)?);
+    }
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(bytes.as_mut()))
+            .map_err(|e| ApiError::spec(CALL, format!("cannot read /dev/urandom: {e}")))?;
+    }
+    let hex: zeroize::Zeroizing<String> =
+        zeroize::Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    if rt.dry_run {
+        rt.note(format!("generate secret {name} and store it encrypted"));
+        return Ok(Secret::new(
+            name,
+            zeroize::Zeroizing::new(hex.as_bytes().to_vec()),
+        ));
+    }
+    rt.secrets.set(&name, hex.as_bytes())?;
+    tracing::info!(secret = %name, "secret generated and stored");
+    Ok(rt.secrets.get(&name)?)
+}
+
 /// The pending misuse of a secret on this thread, if any, as a termination token for the
 /// engine's `on_progress` callback (module docs). Taking it clears it.
 pub fn swallowed_misuse() -> Option<Dynamic> {
@@ -82,6 +122,36 @@ pub fn register(engine: &mut Engine) {
                 let rt = api.runtime();
                 let secret = get(&rt.secrets, name).map_err(script_error)?;
                 // The store registers with its own redactor; make sure the run's has it too.
+                if let Ok(text) = std::str::from_utf8(secret.expose()) {
+                    rt.redactor.register(secret.name().as_str(), text);
+                }
+                Ok(secret)
+            },
+        );
+
+    FuncRegistration::new("has")
+        .with_comments([
+            "/// Whether this host's store holds the secret `name` (the key is checked).",
+        ])
+        .with_params_info(["secret: SecretApi", "name: &str", "bool"])
+        .register_into_engine(
+            engine,
+            |api: SecretApi, name: &str| -> Result<bool, Box<EvalAltResult>> {
+                has(&api.runtime().secrets, name).map_err(script_error)
+            },
+        );
+
+    FuncRegistration::new("ensure")
+        .with_comments([
+            "/// The secret `name`, generated (32 random bytes, hex) and stored encrypted first",
+            "/// when the store lacks it — e.g. the API key that protects a vLLM server.",
+        ])
+        .with_params_info(["secret: SecretApi", "name: &str", "Secret"])
+        .register_into_engine(
+            engine,
+            |api: SecretApi, name: &str| -> Result<Secret, Box<EvalAltResult>> {
+                let rt = api.runtime();
+                let secret = ensure(rt, name).map_err(script_error)?;
                 if let Ok(text) = std::str::from_utf8(secret.expose()) {
                     rt.redactor.register(secret.name().as_str(), text);
                 }

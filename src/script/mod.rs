@@ -302,11 +302,11 @@ impl Recipe {
         Ok(recipe)
     }
 
-    /// Whether the recipe or a module it imports calls `secret.get`.
+    /// Whether the recipe or a module it imports calls a `secret` method.
     pub fn uses_secrets(&self) -> bool {
         std::iter::once(&self.facts)
             .chain(self.modules.iter().map(|(_, _, f)| f))
-            .any(|f| f.calls.iter().any(|c| c.is_method_on("secret", "get")))
+            .any(|f| f.calls.iter().any(|c| c.handle() == Some("secret")))
     }
 
     /// The engine a run of this recipe uses, bound to `rt`.

@@ -285,3 +285,30 @@ fn stringifying_a_secret_stops_the_recipe_without_showing_it() {
         );
     }
 }
+
+#[test]
+fn secret_ensure_generates_once_and_never_shows_the_value() {
+    let s = Setup::new();
+    let (code, _, err) = s.phoenix(&["secret", "init"]);
+    assert_eq!(code, 0, "{err}");
+    s.recipe(
+        "key.rhai",
+        "if secret.has(\"vllm_api_key\") { throw \"already there\"; }\nlet a = secret.ensure(\"vllm_api_key\");\nlet b = secret.ensure(\"vllm_api_key\");\nif !secret.has(\"vllm_api_key\") { throw \"not stored\"; }\nlog.info(\"ok\");\n",
+    );
+    let (code, out, err) = s.phoenix(&["recipe", "run", "key.rhai"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, value, err) = s.phoenix(&["secret", "get", "vllm_api_key", "--reveal"]);
+    assert_eq!(code, 0, "{err}");
+    let value = value.trim();
+    assert_eq!(value.len(), 64, "{value}");
+    assert!(value.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!out.contains(value) && !err.contains(value));
+    let log = std::fs::read_to_string(s.path("log/phoenix.log")).unwrap_or_default();
+    assert!(!log.contains(value), "the log holds the generated key");
+    // A second run reuses the stored value.
+    s.recipe("again.rhai", "let a = secret.ensure(\"vllm_api_key\");\n");
+    let (code, _, err) = s.phoenix(&["recipe", "run", "again.rhai"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, again, _) = s.phoenix(&["secret", "get", "vllm_api_key", "--reveal"]);
+    assert_eq!(again.trim(), value);
+}
