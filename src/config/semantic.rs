@@ -122,7 +122,7 @@ impl Checker<'_> {
             pointer,
             At::Value,
             format!("a valid {}", err.kind),
-            format!("{} ({})", err.shown, err.reason),
+            format!("{}; {}", err.shown, err.reason),
         );
         Bad
     }
@@ -239,7 +239,7 @@ impl Checker<'_> {
                         Vmid::MIN,
                         Vmid::MAX
                     ),
-                    format!("{} ({})", err.shown, err.reason),
+                    format!("{}; {}", err.shown, err.reason),
                 );
                 None
             }
