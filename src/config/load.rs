@@ -58,13 +58,16 @@ pub fn check_str(path: &Path, text: &str) -> Result<Checked, ConfigError> {
         column: e.column(),
         message: e.to_string(),
     })?;
-    let positions = Positions::scan(text);
+    let mut positions = Positions::scan(text);
 
     let mut findings = schema::check(&doc);
     let flagged: HashSet<String> = findings.iter().map(|f| f.pointer.clone()).collect();
     let outcome = semantic::build(&doc, &flagged);
     findings.extend(outcome.findings);
 
+    if !findings.is_empty() || !outcome.warnings.is_empty() {
+        positions.index();
+    }
     let mut seen = HashSet::new();
     let mut problems: Vec<Problem> = findings
         .into_iter()

@@ -10,7 +10,7 @@
 //! shows it. Pointers are escaped as RFC 6901 says (`~` → `~0`, `/` → `~1`), the same way
 //! the schema validator writes its instance paths, so the two can be joined.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 /// A place in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,9 +42,13 @@ pub(crate) struct Duplicate {
 }
 
 /// The positions of one JSON text.
+///
+/// Spots are kept in text order and sorted by pointer only when a position is first looked
+/// up: a valid file (the common case) never pays for an index.
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
-    spots: HashMap<String, Spot>,
+    spots: Vec<(String, Spot)>,
+    sorted: bool,
     /// Keys repeated inside one object, in text order.
     pub(crate) duplicates: Vec<Duplicate>,
 }
@@ -65,12 +69,31 @@ impl Positions {
         s.out
     }
 
+    /// Sort the spots so they can be looked up; call before [`Positions::value`] or
+    /// [`Positions::key`]. The sort is stable, so of two equal pointers (a duplicate key)
+    /// the later one is found, the one serde_json keeps.
+    pub(crate) fn index(&mut self) {
+        if !self.sorted {
+            self.spots.sort_by(|a, b| a.0.cmp(&b.0));
+            self.sorted = true;
+        }
+    }
+
+    fn spot(&self, pointer: &str) -> Option<&Spot> {
+        debug_assert!(self.sorted, "Positions::index must run before lookups");
+        let i = self.spots.partition_point(|(p, _)| p.as_str() <= pointer);
+        self.spots[..i]
+            .last()
+            .filter(|(p, _)| p == pointer)
+            .map(|(_, spot)| spot)
+    }
+
     /// Where the value at `pointer` starts; for a pointer that is not in the text (a
     /// missing field), where its nearest ancestor starts.
     pub(crate) fn value(&self, pointer: &str) -> Option<Pos> {
         let mut p = pointer;
         loop {
-            if let Some(spot) = self.spots.get(p) {
+            if let Some(spot) = self.spot(p) {
                 return Some(spot.value);
             }
             p = &p[..p.rfind('/')?];
@@ -80,7 +103,7 @@ impl Positions {
     /// Where the key of the member at `pointer` starts (its value for array elements and
     /// the root), falling back like [`Positions::value`].
     pub(crate) fn key(&self, pointer: &str) -> Option<Pos> {
-        match self.spots.get(pointer) {
+        match self.spot(pointer) {
             Some(spot) => Some(spot.key.unwrap_or(spot.value)),
             None => self.value(pointer),
         }
@@ -105,7 +128,7 @@ struct Scanner<'a> {
     out: Positions,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
     fn pos(&self) -> Pos {
         Pos {
             line: self.line,
@@ -161,8 +184,7 @@ impl Scanner<'_> {
                 }
             }
         }
-        // serde_json keeps the last of two equal keys; so does this map.
-        self.out.spots.insert(pointer, Spot { key, value });
+        self.out.spots.push((pointer, Spot { key, value }));
         Some(())
     }
 
@@ -173,33 +195,45 @@ impl Scanner<'_> {
             self.bump();
             return Some(());
         }
-        let mut seen: HashMap<String, Pos> = HashMap::new();
+        // Keys and where they start, to find duplicates once the object is read.
+        let mut keys: Vec<(Cow<'_, str>, Pos)> = Vec::new();
         loop {
             self.skip_ws();
             let key_pos = self.pos();
             let key = self.string()?;
             self.expect(b':')?;
             let child = format!("{pointer}/{}", escape_token(&key));
-            if let Some(&first) = seen.get(&key) {
-                self.out.duplicates.push(Duplicate {
-                    pointer: child.clone(),
-                    first,
-                    again: key_pos,
-                });
-            } else {
-                seen.insert(key, key_pos);
-            }
+            keys.push((key, key_pos));
             self.value(child, Some(key_pos))?;
             self.skip_ws();
             match self.peek()? {
                 b',' => self.bump(),
                 b'}' => {
                     self.bump();
-                    return Some(());
+                    break;
                 }
                 _ => return None,
             }
         }
+        // Stable: equal keys stay in text order, so each run starts with the first one.
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut found = Vec::new();
+        for pair in keys.windows(2) {
+            let [(first_key, _), (key, again)] = pair else {
+                continue;
+            };
+            if first_key == key {
+                let first = keys.iter().find(|(k, _)| k == key).map_or(*again, |k| k.1);
+                found.push(Duplicate {
+                    pointer: format!("{pointer}/{}", escape_token(key)),
+                    first,
+                    again: *again,
+                });
+            }
+        }
+        found.sort_by_key(|d| d.again);
+        self.out.duplicates.extend(found);
+        Some(())
     }
 
     fn array(&mut self, pointer: &str) -> Option<()> {
@@ -225,8 +259,9 @@ impl Scanner<'_> {
         }
     }
 
-    /// A string starting at its opening quote; returns its decoded text.
-    fn string(&mut self) -> Option<String> {
+    /// A string starting at its opening quote; returns its decoded text (borrowed from the
+    /// input unless it has escapes).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         if self.peek()? != b'"' {
             return None;
         }
@@ -249,9 +284,9 @@ impl Scanner<'_> {
         }
         let raw = self.text.get(start..self.i)?;
         if escaped {
-            serde_json::from_str(raw).ok()
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
         } else {
-            raw.get(1..raw.len() - 1).map(str::to_owned)
+            raw.get(1..raw.len() - 1).map(Cow::Borrowed)
         }
     }
 }
@@ -267,7 +302,8 @@ mod tests {
     #[test]
     fn records_values_and_keys() {
         let text = "{\n  \"lxc_configs\": {\n    \"901\": { \"memory_mb\": \"invalid\",\n      \"gpu\": [0, 1] }\n  }\n}\n";
-        let pos = Positions::scan(text);
+        let mut pos = Positions::scan(text);
+        pos.index();
         assert_eq!(pos.value(""), Some(p(1, 1)));
         assert_eq!(pos.key("/lxc_configs"), Some(p(2, 3)));
         assert_eq!(pos.value("/lxc_configs"), Some(p(2, 18)));
@@ -282,7 +318,8 @@ mod tests {
 
     #[test]
     fn missing_pointer_falls_back_to_nearest_ancestor() {
-        let pos = Positions::scan("{\"a\": {\"b\": 1}}");
+        let mut pos = Positions::scan("{\"a\": {\"b\": 1}}");
+        pos.index();
         assert_eq!(pos.value("/a/c"), Some(p(1, 7)));
         assert_eq!(pos.key("/a/c/d"), Some(p(1, 7)));
         assert_eq!(pos.value("/zzz"), Some(p(1, 1)));
@@ -290,13 +327,15 @@ mod tests {
 
     #[test]
     fn columns_count_characters_not_bytes() {
-        let pos = Positions::scan("{\"n\": \"ééé\", \"m\": 1}");
+        let mut pos = Positions::scan("{\"n\": \"ééé\", \"m\": 1}");
+        pos.index();
         assert_eq!(pos.value("/m"), Some(p(1, 19)));
     }
 
     #[test]
     fn escaped_keys_become_pointer_tokens() {
-        let pos = Positions::scan(r#"{"a/b": 1, "c~d": 2, "\u0065": 3, "q\"x": 4}"#);
+        let mut pos = Positions::scan(r#"{"a/b": 1, "c~d": 2, "\u0065": 3, "q\"x": 4}"#);
+        pos.index();
         assert_eq!(pos.value("/a~1b"), Some(p(1, 9)));
         assert_eq!(pos.value("/c~0d"), Some(p(1, 19)));
         assert_eq!(pos.value("/e"), Some(p(1, 32)));
@@ -306,7 +345,8 @@ mod tests {
     #[test]
     fn duplicate_keys_are_reported_with_both_positions() {
         let text = "{\"lxc_configs\": {\n\"901\": {\"a\": 1, \"a\": 2},\n\"901\": {}\n}}";
-        let pos = Positions::scan(text);
+        let mut pos = Positions::scan(text);
+        pos.index();
         assert_eq!(
             pos.duplicates,
             vec![
@@ -328,7 +368,8 @@ mod tests {
 
     #[test]
     fn scalars_and_empty_containers() {
-        let pos = Positions::scan("[true, null, -1.5e3, {}, [], \"\"]");
+        let mut pos = Positions::scan("[true, null, -1.5e3, {}, [], \"\"]");
+        pos.index();
         assert_eq!(pos.value("/2"), Some(p(1, 14)));
         assert_eq!(pos.value("/3"), Some(p(1, 22)));
         assert_eq!(pos.value("/4"), Some(p(1, 26)));
@@ -337,7 +378,8 @@ mod tests {
 
     #[test]
     fn broken_text_keeps_what_was_found() {
-        let pos = Positions::scan("{\"a\": 1, \"b\": [1, ");
+        let mut pos = Positions::scan("{\"a\": 1, \"b\": [1, ");
+        pos.index();
         assert_eq!(pos.value("/a"), Some(p(1, 7)));
         assert_eq!(pos.value("/b/0"), Some(p(1, 16)));
     }

@@ -351,14 +351,15 @@ impl Checker<'_> {
             (Some(g), Ok(ip)) => self.gateway(p, g, ip).map(Some),
             (Some(_), Err(Bad)) | (None, _) => Ok(None),
         };
-        let dns: Vec<Result<IpAddr, Bad>> =
+        // All of a legacy string's problems share one pointer, so the first bad server is enough.
+        let dns: Result<Vec<IpAddr>, Bad> =
             parts.iter().skip(2).map(|d| self.dns_one(p, d)).collect();
         let network = Network {
             name: IfaceName::new("eth0").map_err(|err| self.refused(p, &err))?,
             bridge: BridgeName::new("vmbr0").map_err(|err| self.refused(p, &err))?,
             ip: ip?,
             gw: gw?,
-            dns: dns.into_iter().collect::<Result<_, _>>()?,
+            dns: dns?,
             mac: None,
             vlan: None,
         };
@@ -393,22 +394,26 @@ impl Checker<'_> {
         let dns = match o.get("dns") {
             None => Ok(Vec::new()),
             Some(Value::String(s)) => self.dns_one(&format!("{p}/dns"), s).map(|a| vec![a]),
-            Some(Value::Array(list)) => list
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
+            Some(Value::Array(list)) => {
+                // Check every element (no short-circuit): each bad one is a problem.
+                let mut addrs = Vec::new();
+                let mut ok = true;
+                for (i, v) in list.iter().enumerate() {
                     let ip = format!("{p}/dns/{i}");
-                    match v {
+                    let one = match v {
                         Value::String(s) => self.dns_one(&ip, s),
                         other => {
                             self.bad(&ip, At::Value, "string", describe(other));
                             Err(Bad)
                         }
+                    };
+                    match one {
+                        Ok(a) => addrs.push(a),
+                        Err(Bad) => ok = false,
                     }
-                })
-                .collect::<Vec<_>>()
-                .into_iter()
-                .collect(),
+                }
+                if ok { Ok(addrs) } else { Err(Bad) }
+            }
             Some(other) => {
                 self.bad(
                     &format!("{p}/dns"),
