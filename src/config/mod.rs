@@ -7,7 +7,7 @@
 //!
 //! The passes, in order (see [`load_str`]):
 //! 1. serde_json parses the text; a syntax error stops here (nothing else can be trusted).
-//! 2. [`position`] scans the same text for the line:column of every value and for keys
+//! 2. `position` scans the same text for the line:column of every value and for keys
 //!    that appear twice in one object (serde_json would silently keep the last one).
 //! 3. [`schema`] checks the document against the embedded schema (types, ranges, enums,
 //!    unknown fields).
@@ -45,8 +45,10 @@ mod semantic;
 
 pub use load::{Checked, check_str, load, load_str, read};
 
-/// vLLM's `--quantization` methods accepted in `vllm_quantization` (vLLM's
-/// `QuantizationMethods`, 2025–2026 releases); the schema's enum is checked against it.
+/// vLLM's `--quantization` methods accepted in `vllm_quantization`: the union of vLLM's
+/// `QuantizationMethods` over the 2025–2026 releases (the list changes between releases;
+/// `vllm serve` of the pinned image has the last word). The schema's enum is checked
+/// against it by a unit test.
 pub const QUANTIZATIONS: &[&str] = &[
     "aqlm",
     "auto-round",
@@ -55,23 +57,32 @@ pub const QUANTIZATIONS: &[&str] = &[
     "bitblas",
     "bitsandbytes",
     "compressed-tensors",
+    "deepseek_v4_fp8",
     "deepspeedfp",
     "experts_int8",
     "fbgemm_fp8",
     "fp8",
+    "fp8_per_block",
+    "fp8_per_tensor",
     "gguf",
+    "gpt_oss_mxfp4",
     "gptq",
     "gptq_bitblas",
     "gptq_marlin",
     "gptq_marlin_24",
     "hqq",
     "inc",
+    "int8_per_channel_weight_only",
     "ipex",
     "marlin",
     "modelopt",
     "modelopt_fp4",
+    "modelopt_mixed",
+    "modelopt_mxfp8",
     "moe_wna16",
     "mxfp4",
+    "mxfp8",
+    "online",
     "ptpc_fp8",
     "quark",
     "rtn",

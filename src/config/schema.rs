@@ -1,5 +1,5 @@
 //! The embedded JSON Schema (`schemas/phoenix_lxc_configs.schema.json`) and the translation
-//! of its errors into [`Finding`]s.
+//! of its errors into findings (problems before they get a position).
 //!
 //! The schema is compiled once per process with draft 2020-12 and a retriever that refuses
 //! every URI: only `#/$defs/…` references inside the file are followed, nothing is ever
