@@ -1148,6 +1148,60 @@ mod tests {
         assert!(p.contains(&"/lxc_configs/901/cores"));
     }
 
+    #[test]
+    fn vllm_options_are_typed_and_checked() {
+        let o = one(
+            entry(),
+            json!({
+                "vllm_served_model_name": "devstral",
+                "vllm_quantization": "awq_marlin",
+                "vllm_quantization_config": {"bits": 4},
+                "vllm_gpu_memory_utilization": 0.9,
+                "vllm_image": "vllm/vllm-openai:v0.10.1",
+                "vllm_shm_size": "16G"
+            }),
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        let v = o.lxc[&Vmid::new(901).unwrap()].vllm.clone().unwrap();
+        assert_eq!(v.served_model_name.as_deref(), Some("devstral"));
+        assert_eq!(v.quantization.as_deref(), Some("awq_marlin"));
+        assert_eq!(v.quantization_config, Some(json!({"bits": 4})));
+        assert_eq!(v.gpu_memory_utilization, Some(0.9));
+        assert_eq!(v.shm_size.unwrap().as_str(), "16g");
+        let o = one(
+            entry(),
+            json!({
+                "vllm_served_model_name": "--help",
+                "vllm_quantization": "awq; id",
+                "vllm_gpu_memory_utilization": 0,
+                "vllm_image": "-v/:/host",
+                "vllm_shm_size": "16 g"
+            }),
+        );
+        assert_eq!(
+            pointers(&o),
+            [
+                "/lxc_configs/901/vllm_served_model_name",
+                "/lxc_configs/901/vllm_shm_size",
+                "/lxc_configs/901/vllm_quantization",
+                "/lxc_configs/901/vllm_gpu_memory_utilization",
+                "/lxc_configs/901/vllm_image",
+            ]
+        );
+    }
+
+    #[test]
+    fn vllm_options_without_a_model_are_refused() {
+        let o = one(entry(), json!({"vllm_model": null}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/vllm_model"]);
+        let o = one(
+            entry(),
+            json!({"vllm_model": null, "vllm_tensor_parallel_size": null}),
+        );
+        assert!(o.findings.is_empty());
+        assert!(o.lxc[&Vmid::new(901).unwrap()].vllm.is_none());
+    }
+
     /// Hostile values for the checks this file adds.
     #[test]
     fn added_checks_refuse_hostile_values() {

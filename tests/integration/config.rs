@@ -339,3 +339,27 @@ fn syntax_error_exits_2_with_position() {
         stderr(&o)
     );
 }
+
+#[test]
+fn json_output_keeps_warnings_when_invalid() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(fixture("legacy_forms.json"))
+        .unwrap()
+        .replace("\"cores\": 8", "\"cores\": 8, \"coers\": 8");
+    let cfg = env.config(&text);
+    let o = env.validate(&cfg, true);
+    assert_eq!(o.status.code(), Some(2));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["problems"],
+        serde_json::json!([{
+            "pointer": "/lxc_configs/901/coers",
+            "line": 6,
+            "column": 19,
+            "expected": "a known field (did you mean `cores`?)",
+            "found": "unknown field `coers`",
+        }])
+    );
+}
