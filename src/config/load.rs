@@ -1,172 +1,236 @@
-//! Reading a config file into the typed [`Config`].
+//! Reading a config file into the typed [`Config`]: the passes of the module docs, joined.
 //!
-//! Interim loader: JSON syntax and typed conversion only. The schema and semantic passes
-//! replace it (see the config issue).
+//! Every problem is placed at its line:column and the list is sorted by position, so the
+//! output reads top to bottom like the file. One pointer gets at most one problem (the
+//! schema's, when both passes would report it); duplicate keys are reported besides.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::{
-    Config, ConfigError, Features, IpConfig, KvCacheDtype, LxcConfig, Network, Problem, VllmConfig,
-};
-use crate::types::{
-    BridgeName, GpuSelector, Hostname, IfaceName, ModelId, Size, StorageId, Template, Vmid,
-};
+use super::position::Positions;
+use super::{At, Config, ConfigError, Finding, Problem, schema, semantic};
+
+/// The result of checking a config text that is valid JSON.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The typed config, when there is no problem.
+    pub config: Option<Config>,
+    /// Every problem, sorted by position.
+    pub problems: Vec<Problem>,
+    /// Accepted bash-era forms and other notes, sorted by position.
+    pub warnings: Vec<Problem>,
+}
 
 /// Read, validate and type the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = read(path)?;
     load_str(path, &text)
 }
 
 /// Validate and type config `text` that came from `path`.
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+    let checked = check_str(path, text)?;
+    match checked.config {
+        Some(config) if checked.problems.is_empty() => Ok(config),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: checked.problems,
+        }),
+    }
+}
+
+/// Read the config file at `path` (as [`load`] does).
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Check config `text` from `path` and keep every problem and warning; fails only when the
+/// text is not JSON at all.
+pub fn check_str(path: &Path, text: &str) -> Result<Checked, ConfigError> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_owned(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
     })?;
-    let mut problems = Vec::new();
-    let mut lxc = BTreeMap::new();
-    let entries = value.get("lxc_configs").and_then(Value::as_object);
-    let Some(entries) = entries else {
-        return Err(invalid(
-            path,
-            vec![problem("/lxc_configs", "an object", "nothing")],
-        ));
+    let mut positions = Positions::scan(text);
+
+    let mut findings = schema::check(&doc);
+    let flagged: HashSet<String> = findings.iter().map(|f| f.pointer.clone()).collect();
+    let outcome = semantic::build(&doc, &flagged);
+    findings.extend(outcome.findings);
+
+    if !findings.is_empty() || !outcome.warnings.is_empty() {
+        positions.index();
+    }
+    let mut seen = HashSet::new();
+    let mut problems: Vec<Problem> = findings
+        .into_iter()
+        .filter(|f| seen.insert(f.pointer.clone()))
+        .map(|f| place(&positions, f))
+        .collect();
+    for d in &positions.duplicates {
+        problems.push(Problem {
+            pointer: d.pointer.clone(),
+            line: Some(d.again.line),
+            column: Some(d.again.column),
+            expected: format!(
+                "each key once in an object (first at {}:{})",
+                d.first.line, d.first.column
+            ),
+            found: format!(
+                "the key again at {}:{} (JSON keeps only one of them)",
+                d.again.line, d.again.column
+            ),
+        });
+    }
+    sort(&mut problems);
+    let mut warnings: Vec<Problem> = outcome
+        .warnings
+        .into_iter()
+        .map(|f| place(&positions, f))
+        .collect();
+    sort(&mut warnings);
+
+    let config = problems.is_empty().then(|| Config {
+        path: path.to_owned(),
+        lxc: outcome.lxc,
+        warnings: warnings.clone(),
+    });
+    Ok(Checked {
+        config,
+        problems,
+        warnings,
+    })
+}
+
+fn place(positions: &Positions, f: Finding) -> Problem {
+    let pos = match f.at {
+        At::Key => positions.key(&f.pointer),
+        At::Value => positions.value(&f.pointer),
+        At::Parent => positions.value(f.pointer.rsplit_once('/').map_or("", |(parent, _)| parent)),
     };
-    for (id, entry) in entries {
-        let base = format!("/lxc_configs/{id}");
-        match typed(id, entry, &base) {
-            Ok(c) => {
-                lxc.insert(c.vmid, c);
-            }
-            Err(p) => problems.push(p),
+    Problem {
+        pointer: f.pointer,
+        line: pos.map(|p| p.line),
+        column: pos.map(|p| p.column),
+        expected: f.expected,
+        found: f.found,
+    }
+}
+
+/// By position (unplaced last), then pointer.
+fn sort(problems: &mut [Problem]) {
+    problems.sort_by(|a, b| {
+        let key = |p: &Problem| (p.line.is_none(), p.line, p.column);
+        key(a).cmp(&key(b)).then_with(|| a.pointer.cmp(&b.pointer))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+  "lxc_configs": {
+    "901": {
+      "name": "drdevstral",
+      "memory_mb": 32768,
+      "cores": 8,
+      "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+      "storage_pool": "lxc-disks",
+      "storage_size_gb": 64,
+      "network_config": {"ip": "10.0.0.111/24", "gw": "10.0.0.1"}
+    }
+  }
+}"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match load_str(Path::new("c.json"), text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected invalid, got {other:?}"),
         }
     }
-    if !problems.is_empty() {
-        return Err(invalid(path, problems));
-    }
-    Ok(Config {
-        path: path.to_owned(),
-        lxc,
-        warnings: Vec::new(),
-    })
-}
 
-fn invalid(path: &Path, problems: Vec<Problem>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_owned(),
-        problems,
+    #[test]
+    fn good_text_loads() {
+        let c = load_str(Path::new("c.json"), GOOD).unwrap();
+        assert_eq!(c.lxc.len(), 1);
+        assert!(c.warnings.is_empty());
     }
-}
 
-fn problem(pointer: &str, expected: &str, found: &str) -> Problem {
-    Problem {
-        pointer: pointer.to_owned(),
-        line: None,
-        column: None,
-        expected: expected.to_owned(),
-        found: found.to_owned(),
+    #[test]
+    fn schema_problem_has_position_and_no_semantic_echo() {
+        let p = problems(&GOOD.replace("32768", "\"invalid\""));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].pointer, "/lxc_configs/901/memory_mb");
+        assert_eq!((p[0].line, p[0].column), (Some(5), Some(20)));
+        assert_eq!(p[0].expected, "integer");
+        assert_eq!(
+            p[0].to_string(),
+            "5:20: /lxc_configs/901/memory_mb: expected integer, found string \"invalid\""
+        );
     }
-}
 
-fn typed(id: &str, e: &Value, base: &str) -> Result<LxcConfig, Problem> {
-    let p = |f: &str| format!("{base}/{f}");
-    let s = |f: &str| -> Result<String, Problem> {
-        e.get(f)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| problem(&p(f), "a string", "something else"))
-    };
-    let n = |f: &str| -> Result<u64, Problem> {
-        e.get(f)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| problem(&p(f), "an integer", "something else"))
-    };
-    let bad = |f: &str, err: crate::types::TypeError| problem(&p(f), &err.reason, &err.shown);
-    let vmid: Vmid = id.parse().map_err(|err| bad("", err))?;
-    let net = e
-        .get("network_config")
-        .ok_or_else(|| problem(&p("network_config"), "an object", "nothing"))?;
-    let ns = |f: &str| net.get(f).and_then(Value::as_str).map(str::to_owned);
-    let ip = match ns("ip").as_deref() {
-        Some("dhcp") => IpConfig::Dhcp,
-        Some(cidr) => IpConfig::Static(
-            cidr.parse()
-                .map_err(|_| problem(&p("network_config/ip"), "a CIDR", cidr))?,
-        ),
-        None => return Err(problem(&p("network_config/ip"), "a CIDR", "nothing")),
-    };
-    let vllm = match e.get("vllm_model").and_then(Value::as_str) {
-        Some(m) => Some(VllmConfig {
-            model: ModelId::new(m).map_err(|err| bad("vllm_model", err))?,
-            served_model_name: None,
-            tensor_parallel_size: n("vllm_tensor_parallel_size").unwrap_or(1) as u32,
-            max_model_len: n("vllm_max_model_len").ok().map(|v| v as u32),
-            kv_cache_dtype: e
-                .get("vllm_kv_cache_dtype")
-                .and_then(Value::as_str)
-                .and_then(KvCacheDtype::parse),
-            shm_size: e
-                .get("vllm_shm_size")
-                .and_then(Value::as_str)
-                .and_then(|v| Size::new(v).ok()),
-            quantization: e
-                .get("vllm_quantization")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            quantization_config: None,
-            gpu_memory_utilization: None,
-            port: n("vllm_port").unwrap_or(8000) as u16,
-            image: None,
-        }),
-        None => None,
-    };
-    Ok(LxcConfig {
-        vmid,
-        name: Hostname::new(s("name")?).map_err(|err| bad("name", err))?,
-        memory_mb: n("memory_mb")? as u32,
-        swap_mb: n("swap_mb").unwrap_or(512) as u32,
-        cores: n("cores")? as u32,
-        template: Template::new(s("template")?).map_err(|err| bad("template", err))?,
-        storage_pool: StorageId::new(s("storage_pool")?).map_err(|err| bad("storage_pool", err))?,
-        storage_size_gb: n("storage_size_gb")? as u32,
-        network: Network {
-            name: IfaceName::new(ns("name").unwrap_or_else(|| "eth0".into()))
-                .map_err(|err| bad("network_config/name", err))?,
-            bridge: BridgeName::new(ns("bridge").unwrap_or_else(|| "vmbr0".into()))
-                .map_err(|err| bad("network_config/bridge", err))?,
-            ip,
-            gw: ns("gw").and_then(|g| g.parse().ok()),
-            dns: Vec::new(),
-            mac: None,
-            vlan: None,
-        },
-        features: Features {
-            nesting: true,
-            ..Features::default()
-        },
-        unprivileged: e
-            .get("unprivileged")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        onboot: false,
-        gpus: e
-            .get("gpu_assignment")
-            .and_then(Value::as_str)
-            .map(|g| {
-                g.parse::<GpuSelector>()
-                    .map_err(|err| bad("gpu_assignment", err))
-            })
-            .transpose()?,
-        vllm,
-        recipe: e.get("recipe").and_then(Value::as_str).map(str::to_owned),
-    })
+    #[test]
+    fn schema_and_semantic_problems_together_sorted() {
+        let text = GOOD
+            .replace("\"cores\": 8", "\"cores\": 0")
+            .replace("drdevstral", "-x")
+            .replace("10.0.0.1\"", "10.9.0.1\"");
+        let p = problems(&text);
+        let got: Vec<(&str, Option<usize>)> =
+            p.iter().map(|p| (p.pointer.as_str(), p.line)).collect();
+        assert_eq!(
+            got,
+            [
+                ("/lxc_configs/901/name", Some(4)),
+                ("/lxc_configs/901/cores", Some(6)),
+                ("/lxc_configs/901/network_config/gw", Some(10)),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_field_points_at_its_object() {
+        let p = problems(&GOOD.replace("\"cores\": 8,", ""));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].pointer, "/lxc_configs/901/cores");
+        assert_eq!((p[0].line, p[0].column), (Some(3), Some(12)));
+    }
+
+    #[test]
+    fn duplicate_entry_is_an_error_with_both_positions() {
+        let text = GOOD.replace("\"cores\": 8,", "\"cores\": 8, \"cores\": 9,");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].pointer, "/lxc_configs/901/cores");
+        assert_eq!((p[0].line, p[0].column), (Some(6), Some(19)));
+        assert!(p[0].expected.contains("first at 6:7"), "{}", p[0].expected);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = load_str(Path::new("c.json"), "{\n  \"lxc_configs\": {,}\n}").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Syntax { line: 2, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn not_an_object_at_all() {
+        let p = problems("[]");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].pointer, "");
+        assert_eq!(
+            p[0].to_string(),
+            "1:1: /: expected object, found an array of 0 item(s)"
+        );
+    }
 }

@@ -4,6 +4,27 @@
 //! `schemas/phoenix_lxc_configs.schema.json`, then checked semantically, and only then turned
 //! into the typed [`Config`]. Every problem in the file is collected and reported together
 //! with its JSON pointer and line:column, before anything on the host is touched.
+//!
+//! The passes, in order (see [`load_str`]):
+//! 1. serde_json parses the text; a syntax error stops here (nothing else can be trusted).
+//! 2. `position` scans the same text for the line:column of every value and for keys
+//!    that appear twice in one object (serde_json would silently keep the last one).
+//! 3. [`schema`] checks the document against the embedded schema (types, ranges, enums,
+//!    unknown fields).
+//! 4. `semantic` builds the typed [`Config`] through the validated newtypes of
+//!    [`crate::types`] and checks what a schema cannot: vmids, CIDR and gateway, names,
+//!    model ids, tensor parallel size against the GPUs, uniqueness across containers. A
+//!    field the schema already refused is not checked again, so one mistake is one problem.
+//!
+//! Decisions where DESIGN.md is silent: `swap_mb` defaults to 512, `unprivileged` to true and
+//! `onboot` to false (as PVE); `features` to none set; `network_config.name`/`bridge` to
+//! `eth0`/`vmbr0`; a vLLM entry's tensor parallel size to 1 and port to 8000. A static
+//! address must carry its prefix (`10.0.0.5` alone is refused, not read as `/32`) and must
+//! not be the network or broadcast address; `gw` is refused with `dhcp`. A vLLM entry with
+//! tensor parallel size 1 and no GPU is allowed (CPU backends exist); `gpu_assignment: "all"`
+//! defers the tensor parallel check to the host. The bash-era string forms of
+//! `network_config` and `gpu_assignment` are accepted with a warning; the PVE string form of
+//! `features` (`nesting=1,keyctl=1`) and `"all"` are first-class and give none.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,8 +39,80 @@ use crate::types::{
 };
 
 mod load;
+mod position;
+pub mod schema;
+mod semantic;
 
-pub use load::{load, load_str};
+pub use load::{Checked, check_str, load, load_str, read};
+
+/// vLLM's `--quantization` methods accepted in `vllm_quantization`: the union of vLLM's
+/// `QuantizationMethods` over the 2025–2026 releases (the list changes between releases;
+/// `vllm serve` of the pinned image has the last word). The schema's enum is checked
+/// against it by a unit test.
+pub const QUANTIZATIONS: &[&str] = &[
+    "aqlm",
+    "auto-round",
+    "awq",
+    "awq_marlin",
+    "bitblas",
+    "bitsandbytes",
+    "compressed-tensors",
+    "deepseek_v4_fp8",
+    "deepspeedfp",
+    "experts_int8",
+    "fbgemm_fp8",
+    "fp8",
+    "fp8_per_block",
+    "fp8_per_tensor",
+    "gguf",
+    "gpt_oss_mxfp4",
+    "gptq",
+    "gptq_bitblas",
+    "gptq_marlin",
+    "gptq_marlin_24",
+    "hqq",
+    "inc",
+    "int8_per_channel_weight_only",
+    "ipex",
+    "marlin",
+    "modelopt",
+    "modelopt_fp4",
+    "modelopt_mixed",
+    "modelopt_mxfp8",
+    "moe_wna16",
+    "mxfp4",
+    "mxfp8",
+    "online",
+    "ptpc_fp8",
+    "quark",
+    "rtn",
+    "torchao",
+    "tpu_int8",
+];
+
+/// Where a finding points in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    /// The member's key (unknown fields, duplicate keys, bad vmids).
+    Key,
+    /// The value.
+    Value,
+    /// The object that should hold the (missing) member.
+    Parent,
+}
+
+/// A problem before it gets its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    /// JSON pointer.
+    pub(crate) pointer: String,
+    /// Which part of the member to point at.
+    pub(crate) at: At,
+    /// What was expected.
+    pub(crate) expected: String,
+    /// What was found.
+    pub(crate) found: String,
+}
 
 /// A validated config file.
 #[derive(Debug, Clone, Serialize)]

@@ -774,7 +774,8 @@ mod tests {
                 "10.0.0.110/24",
                 "",
                 "1",
-                "true"
+                // No `features` in the entry: phoenix adds none of its own.
+                "false"
             ]
         );
     }

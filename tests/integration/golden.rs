@@ -118,7 +118,13 @@ fn pct_create_argv_for_the_example() {
     let dir = tempfile::tempdir().unwrap();
     let (host, _) = host(dir.path(), "8.4.1", 2);
     let settings = support::settings(dir.path(), &[]);
-    let rt = support::runtime(settings, host.clone(), support::CONFIG_901, false);
+    // The example config shipped next to the recipes.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/recipes/phoenix_lxc_configs.json"
+    ))
+    .unwrap();
+    let rt = support::runtime(settings, host.clone(), &example, false);
     let entry = rt.config.get(Vmid::new(901).unwrap()).unwrap().clone();
     let cmd = host
         .create_command(&CreateSpec {

@@ -1,5 +1,6 @@
 //! The one integration-test binary (STYLE.md §5): one module per area.
 
+mod config;
 mod emulator;
 mod golden;
 mod lint;

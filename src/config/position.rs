@@ -1,0 +1,386 @@
+//! Source positions of every value in a JSON text, and its duplicate keys.
+//!
+//! serde_json keeps no positions and silently keeps the last of two equal keys
+//! (DESIGN.md §10, "JSON positions"), so the loader first parses the text with serde_json
+//! (which reports syntax errors with their position) and then makes this second, cheap pass
+//! over the same, now known-good, text. The pass records, for every JSON pointer, where its
+//! key and its value start, and every key that appears twice in one object.
+//!
+//! Lines and columns are 1-based; a column counts characters (not bytes), as an editor
+//! shows it. Pointers are escaped as RFC 6901 says (`~` → `~0`, `/` → `~1`), the same way
+//! the schema validator writes its instance paths, so the two can be joined.
+
+use std::borrow::Cow;
+
+/// A place in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    /// 1-based line.
+    pub(crate) line: usize,
+    /// 1-based column, in characters.
+    pub(crate) column: usize,
+}
+
+/// Where one member or element is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spot {
+    /// The key's opening quote, for object members.
+    key: Option<Pos>,
+    /// The value's first character.
+    value: Pos,
+}
+
+/// A key that appears twice in one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Duplicate {
+    /// The member's pointer.
+    pub(crate) pointer: String,
+    /// The key's first appearance.
+    pub(crate) first: Pos,
+    /// The later appearance (the one serde_json keeps).
+    pub(crate) again: Pos,
+}
+
+/// The positions of one JSON text.
+///
+/// Spots are kept in text order and sorted by pointer only when a position is first looked
+/// up: a valid file (the common case) never pays for an index.
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    spots: Vec<(String, Spot)>,
+    sorted: bool,
+    /// Keys repeated inside one object, in text order.
+    pub(crate) duplicates: Vec<Duplicate>,
+}
+
+impl Positions {
+    /// Scan `text`, which serde_json has already accepted. On text it did not accept, the
+    /// scan stops where it gets lost and keeps what it found so far.
+    pub(crate) fn scan(text: &str) -> Self {
+        let mut s = Scanner {
+            b: text.as_bytes(),
+            text,
+            i: 0,
+            line: 1,
+            column: 1,
+            out: Self::default(),
+        };
+        let _complete = s.value(String::new(), None);
+        s.out
+    }
+
+    /// Sort the spots so they can be looked up; call before [`Positions::value`] or
+    /// [`Positions::key`]. The sort is stable, so of two equal pointers (a duplicate key)
+    /// the later one is found, the one serde_json keeps.
+    pub(crate) fn index(&mut self) {
+        if !self.sorted {
+            self.spots.sort_by(|a, b| a.0.cmp(&b.0));
+            self.sorted = true;
+        }
+    }
+
+    fn spot(&self, pointer: &str) -> Option<&Spot> {
+        debug_assert!(self.sorted, "Positions::index must run before lookups");
+        let i = self.spots.partition_point(|(p, _)| p.as_str() <= pointer);
+        self.spots[..i]
+            .last()
+            .filter(|(p, _)| p == pointer)
+            .map(|(_, spot)| spot)
+    }
+
+    /// Where the value at `pointer` starts; for a pointer that is not in the text (a
+    /// missing field), where its nearest ancestor starts.
+    pub(crate) fn value(&self, pointer: &str) -> Option<Pos> {
+        let mut p = pointer;
+        loop {
+            if let Some(spot) = self.spot(p) {
+                return Some(spot.value);
+            }
+            p = &p[..p.rfind('/')?];
+        }
+    }
+
+    /// Where the key of the member at `pointer` starts (its value for array elements and
+    /// the root), falling back like [`Positions::value`].
+    pub(crate) fn key(&self, pointer: &str) -> Option<Pos> {
+        match self.spot(pointer) {
+            Some(spot) => Some(spot.key.unwrap_or(spot.value)),
+            None => self.value(pointer),
+        }
+    }
+}
+
+/// Escape one reference token of a JSON pointer (RFC 6901).
+pub(crate) fn escape_token(token: &str) -> std::borrow::Cow<'_, str> {
+    if token.contains(['~', '/']) {
+        token.replace('~', "~0").replace('/', "~1").into()
+    } else {
+        token.into()
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    text: &'a str,
+    i: usize,
+    line: usize,
+    column: usize,
+    out: Positions,
+}
+
+impl<'a> Scanner<'a> {
+    fn pos(&self) -> Pos {
+        Pos {
+            line: self.line,
+            column: self.column,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Step over one byte, counting lines and characters (UTF-8 continuation bytes do
+    /// not start a new character).
+    fn bump(&mut self) {
+        if let Some(&c) = self.b.get(self.i) {
+            if c == b'\n' {
+                self.line += 1;
+                self.column = 1;
+            } else if c & 0xC0 != 0x80 {
+                self.column += 1;
+            }
+            self.i += 1;
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.bump();
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        self.skip_ws();
+        (self.peek()? == c).then(|| self.bump())
+    }
+
+    /// One value at `pointer`; records it and everything inside it.
+    fn value(&mut self, pointer: String, key: Option<Pos>) -> Option<()> {
+        self.skip_ws();
+        let value = self.pos();
+        match self.peek()? {
+            b'{' => self.object(&pointer)?,
+            b'[' => self.array(&pointer)?,
+            b'"' => {
+                self.string()?;
+            }
+            _ => {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.bump();
+                }
+            }
+        }
+        self.out.spots.push((pointer, Spot { key, value }));
+        Some(())
+    }
+
+    fn object(&mut self, pointer: &str) -> Option<()> {
+        self.bump();
+        self.skip_ws();
+        if self.peek()? == b'}' {
+            self.bump();
+            return Some(());
+        }
+        // Keys and where they start, to find duplicates once the object is read.
+        let mut keys: Vec<(Cow<'_, str>, Pos)> = Vec::new();
+        loop {
+            self.skip_ws();
+            let key_pos = self.pos();
+            let key = self.string()?;
+            self.expect(b':')?;
+            let child = format!("{pointer}/{}", escape_token(&key));
+            keys.push((key, key_pos));
+            self.value(child, Some(key_pos))?;
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.bump(),
+                b'}' => {
+                    self.bump();
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        // Stable: equal keys stay in text order, so each run starts with the first one.
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut found = Vec::new();
+        for pair in keys.windows(2) {
+            let [(first_key, _), (key, again)] = pair else {
+                continue;
+            };
+            if first_key == key {
+                let first = keys.iter().find(|(k, _)| k == key).map_or(*again, |k| k.1);
+                found.push(Duplicate {
+                    pointer: format!("{pointer}/{}", escape_token(key)),
+                    first,
+                    again: *again,
+                });
+            }
+        }
+        found.sort_by_key(|d| d.again);
+        self.out.duplicates.extend(found);
+        Some(())
+    }
+
+    fn array(&mut self, pointer: &str) -> Option<()> {
+        self.bump();
+        self.skip_ws();
+        if self.peek()? == b']' {
+            self.bump();
+            return Some(());
+        }
+        let mut index = 0usize;
+        loop {
+            self.value(format!("{pointer}/{index}"), None)?;
+            index += 1;
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.bump(),
+                b']' => {
+                    self.bump();
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string starting at its opening quote; returns its decoded text (borrowed from the
+    /// input unless it has escapes).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.i;
+        self.bump();
+        let mut escaped = false;
+        loop {
+            match self.peek()? {
+                b'\\' => {
+                    escaped = true;
+                    self.bump();
+                    self.bump();
+                }
+                b'"' => {
+                    self.bump();
+                    break;
+                }
+                _ => self.bump(),
+            }
+        }
+        let raw = self.text.get(start..self.i)?;
+        if escaped {
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+        } else {
+            raw.get(1..raw.len() - 1).map(Cow::Borrowed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: usize, column: usize) -> Pos {
+        Pos { line, column }
+    }
+
+    #[test]
+    fn records_values_and_keys() {
+        let text = "{\n  \"lxc_configs\": {\n    \"901\": { \"memory_mb\": \"invalid\",\n      \"gpu\": [0, 1] }\n  }\n}\n";
+        let mut pos = Positions::scan(text);
+        pos.index();
+        assert_eq!(pos.value(""), Some(p(1, 1)));
+        assert_eq!(pos.key("/lxc_configs"), Some(p(2, 3)));
+        assert_eq!(pos.value("/lxc_configs"), Some(p(2, 18)));
+        assert_eq!(pos.key("/lxc_configs/901"), Some(p(3, 5)));
+        assert_eq!(pos.value("/lxc_configs/901"), Some(p(3, 12)));
+        assert_eq!(pos.key("/lxc_configs/901/memory_mb"), Some(p(3, 14)));
+        assert_eq!(pos.value("/lxc_configs/901/memory_mb"), Some(p(3, 27)));
+        assert_eq!(pos.value("/lxc_configs/901/gpu/0"), Some(p(4, 15)));
+        assert_eq!(pos.value("/lxc_configs/901/gpu/1"), Some(p(4, 18)));
+        assert!(pos.duplicates.is_empty());
+    }
+
+    #[test]
+    fn missing_pointer_falls_back_to_nearest_ancestor() {
+        let mut pos = Positions::scan("{\"a\": {\"b\": 1}}");
+        pos.index();
+        assert_eq!(pos.value("/a/c"), Some(p(1, 7)));
+        assert_eq!(pos.key("/a/c/d"), Some(p(1, 7)));
+        assert_eq!(pos.value("/zzz"), Some(p(1, 1)));
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let mut pos = Positions::scan("{\"n\": \"ééé\", \"m\": 1}");
+        pos.index();
+        assert_eq!(pos.value("/m"), Some(p(1, 19)));
+    }
+
+    #[test]
+    fn escaped_keys_become_pointer_tokens() {
+        let mut pos = Positions::scan(r#"{"a/b": 1, "c~d": 2, "\u0065": 3, "q\"x": 4}"#);
+        pos.index();
+        assert_eq!(pos.value("/a~1b"), Some(p(1, 9)));
+        assert_eq!(pos.value("/c~0d"), Some(p(1, 19)));
+        assert_eq!(pos.value("/e"), Some(p(1, 32)));
+        assert_eq!(pos.value("/q\"x"), Some(p(1, 43)));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_with_both_positions() {
+        let text = "{\"lxc_configs\": {\n\"901\": {\"a\": 1, \"a\": 2},\n\"901\": {}\n}}";
+        let mut pos = Positions::scan(text);
+        pos.index();
+        assert_eq!(
+            pos.duplicates,
+            vec![
+                Duplicate {
+                    pointer: "/lxc_configs/901/a".into(),
+                    first: p(2, 9),
+                    again: p(2, 17),
+                },
+                Duplicate {
+                    pointer: "/lxc_configs/901".into(),
+                    first: p(2, 1),
+                    again: p(3, 1),
+                },
+            ]
+        );
+        // The last one wins, as in serde_json.
+        assert_eq!(pos.value("/lxc_configs/901"), Some(p(3, 8)));
+    }
+
+    #[test]
+    fn scalars_and_empty_containers() {
+        let mut pos = Positions::scan("[true, null, -1.5e3, {}, [], \"\"]");
+        pos.index();
+        assert_eq!(pos.value("/2"), Some(p(1, 14)));
+        assert_eq!(pos.value("/3"), Some(p(1, 22)));
+        assert_eq!(pos.value("/4"), Some(p(1, 26)));
+        assert_eq!(pos.value("/5"), Some(p(1, 30)));
+    }
+
+    #[test]
+    fn broken_text_keeps_what_was_found() {
+        let mut pos = Positions::scan("{\"a\": 1, \"b\": [1, ");
+        pos.index();
+        assert_eq!(pos.value("/a"), Some(p(1, 7)));
+        assert_eq!(pos.value("/b/0"), Some(p(1, 16)));
+    }
+}

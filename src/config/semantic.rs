@@ -1,0 +1,1238 @@
+//! The typed [`LxcConfig`]s and the checks a schema cannot make.
+//!
+//! Runs after the schema on the same document. Every value goes through a validated
+//! newtype of [`crate::types`] (or one of the small checks below for values that have no
+//! newtype: `vllm_served_model_name`, `vllm_image`, `recipe`), so nothing reaches a command
+//! line that could be read as an option or change a composite value. A pointer the schema
+//! already reported (or whose parent it reported) is not reported again: one mistake is one
+//! problem, while independent mistakes in the same entry are all found.
+//!
+//! Duplicates across containers (names, static addresses, MACs) are reported at the entry
+//! whose key sorts later, naming the other one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+use serde_json::{Map, Value};
+
+use super::position::escape_token;
+use super::schema::describe;
+use super::{
+    At, Features, Finding, IpConfig, KvCacheDtype, LxcConfig, Network, QUANTIZATIONS, VllmConfig,
+};
+use crate::types::{
+    BridgeName, GpuRef, GpuSelector, Hostname, IfaceName, Mac, ModelId, Size, StorageId, Template,
+    TypeError, Vmid, show,
+};
+
+/// What the semantic pass produced.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The typed entries that had no problem.
+    pub(crate) lxc: BTreeMap<Vmid, LxcConfig>,
+    /// Problems (not yet placed).
+    pub(crate) findings: Vec<Finding>,
+    /// Accepted bash-era forms.
+    pub(crate) warnings: Vec<Finding>,
+}
+
+/// Build the typed entries of `doc` and check them; `flagged` holds the pointers the schema
+/// already reported.
+pub(crate) fn build(doc: &Value, flagged: &HashSet<String>) -> Outcome {
+    let mut c = Checker {
+        flagged,
+        out: Outcome::default(),
+    };
+    let Some(entries) = doc.get("lxc_configs").and_then(Value::as_object) else {
+        return c.out;
+    };
+    let mut seen = Seen::default();
+    for (key, value) in entries {
+        if let Some(entry) = c.entry(key, value, &mut seen) {
+            c.out.lxc.insert(entry.vmid, entry);
+        }
+    }
+    c.out
+}
+
+/// A value that was present but wrong, or required and absent; already recorded.
+#[derive(Debug)]
+struct Bad;
+
+/// `Ok(None)`: absent and optional.
+type Field<T> = Result<Option<T>, Bad>;
+
+struct Checker<'a> {
+    flagged: &'a HashSet<String>,
+    out: Outcome,
+}
+
+/// First users of values that must be unique across containers.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, String>,
+    ips: HashMap<Ipv4Addr, String>,
+    macs: HashMap<String, String>,
+}
+
+impl Checker<'_> {
+    /// Whether the schema already reported `pointer` or one of its ancestors.
+    fn suppressed(&self, pointer: &str) -> bool {
+        let mut p = pointer;
+        loop {
+            if self.flagged.contains(p) {
+                return true;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return false,
+            }
+        }
+    }
+
+    fn bad(
+        &mut self,
+        pointer: &str,
+        at: At,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) {
+        if !self.suppressed(pointer) {
+            self.out.findings.push(Finding {
+                pointer: pointer.to_owned(),
+                at,
+                expected: expected.into(),
+                found: found.into(),
+            });
+        }
+    }
+
+    fn warn(&mut self, pointer: &str, expected: String, found: String) {
+        self.out.warnings.push(Finding {
+            pointer: pointer.to_owned(),
+            at: At::Value,
+            expected,
+            found,
+        });
+    }
+
+    fn refused(&mut self, pointer: &str, err: &TypeError) -> Bad {
+        self.bad(
+            pointer,
+            At::Value,
+            format!("a valid {}", err.kind),
+            format!("{}; {}", err.shown, err.reason),
+        );
+        Bad
+    }
+
+    fn get<'v>(
+        &mut self,
+        e: &'v Map<String, Value>,
+        base: &str,
+        f: &str,
+        required: bool,
+    ) -> Field<&'v Value> {
+        match e.get(f) {
+            Some(v) => Ok(Some(v)),
+            None if required => {
+                self.bad(
+                    &format!("{base}/{f}"),
+                    At::Parent,
+                    format!("field `{f}` (required)"),
+                    "nothing",
+                );
+                Err(Bad)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn text<'v>(
+        &mut self,
+        e: &'v Map<String, Value>,
+        base: &str,
+        f: &str,
+        required: bool,
+    ) -> Field<&'v str> {
+        match self.get(e, base, f, required)? {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => {
+                self.bad(&format!("{base}/{f}"), At::Value, "string", describe(other));
+                Err(Bad)
+            }
+        }
+    }
+
+    fn typed<T>(
+        &mut self,
+        e: &Map<String, Value>,
+        base: &str,
+        f: &str,
+        required: bool,
+        parse: impl FnOnce(String) -> Result<T, TypeError>,
+    ) -> Field<T> {
+        match self.text(e, base, f, required)? {
+            None => Ok(None),
+            Some(s) => parse(s.to_owned())
+                .map(Some)
+                .map_err(|err| self.refused(&format!("{base}/{f}"), &err)),
+        }
+    }
+
+    /// An integer in `min..=max` (the schema's range, checked again for the typed value).
+    fn int(
+        &mut self,
+        e: &Map<String, Value>,
+        base: &str,
+        f: &str,
+        required: bool,
+        min: u64,
+        max: u64,
+    ) -> Field<u64> {
+        match self.get(e, base, f, required)? {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => {
+                    self.bad(
+                        &format!("{base}/{f}"),
+                        At::Value,
+                        format!("an integer {min}…{max}"),
+                        describe(v),
+                    );
+                    Err(Bad)
+                }
+            },
+        }
+    }
+
+    fn boolean(&mut self, e: &Map<String, Value>, base: &str, f: &str) -> Field<bool> {
+        match self.get(e, base, f, false)? {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => {
+                self.bad(
+                    &format!("{base}/{f}"),
+                    At::Value,
+                    "boolean",
+                    describe(other),
+                );
+                Err(Bad)
+            }
+        }
+    }
+
+    /// One container entry; `None` when it has a problem (already recorded).
+    fn entry(&mut self, key: &str, value: &Value, seen: &mut Seen) -> Option<LxcConfig> {
+        let base = format!("/lxc_configs/{}", escape_token(key));
+        let vmid = match key.parse::<Vmid>() {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.bad(
+                    &base,
+                    At::Key,
+                    format!(
+                        "a vmid: a decimal number {}…{} without leading zeros",
+                        Vmid::MIN,
+                        Vmid::MAX
+                    ),
+                    format!("{}; {}", err.shown, err.reason),
+                );
+                None
+            }
+        };
+        let Value::Object(e) = value else {
+            self.bad(&base, At::Value, "object", describe(value));
+            return None;
+        };
+        let name = self.typed(e, &base, "name", true, Hostname::new);
+        let memory_mb = self.int(e, &base, "memory_mb", true, 256, 1_048_576);
+        let swap_mb = self.int(e, &base, "swap_mb", false, 0, 4_194_304);
+        let cores = self.int(e, &base, "cores", true, 1, 512);
+        let template = self.typed(e, &base, "template", true, Template::new);
+        let storage_pool = self.typed(e, &base, "storage_pool", true, StorageId::new);
+        let storage_size_gb = self.int(e, &base, "storage_size_gb", true, 1, 1_048_576);
+        let network = self.network(e, &base);
+        let features = self.features(e, &base);
+        let unprivileged = self.boolean(e, &base, "unprivileged");
+        let onboot = self.boolean(e, &base, "onboot");
+        let gpus = self.gpus(e, &base);
+        let vllm = self.vllm(e, &base, &gpus);
+        let recipe = self.typed(e, &base, "recipe", false, |s| check_recipe(&s).map(|()| s));
+
+        if let Ok(Some(n)) = &name {
+            self.unique(
+                &mut seen.names,
+                n.as_str().to_ascii_lowercase(),
+                &format!("{base}/name"),
+                "name",
+            );
+        }
+        if let Ok(Some(net)) = &network {
+            if let IpConfig::Static(n) = net.ip {
+                self.unique(
+                    &mut seen.ips,
+                    n.ip(),
+                    &net_pointer(&base, e, "ip"),
+                    "address",
+                );
+            }
+            if let Some(mac) = &net.mac {
+                self.unique(
+                    &mut seen.macs,
+                    mac.as_str().to_ascii_lowercase(),
+                    &net_pointer(&base, e, "mac"),
+                    "MAC address",
+                );
+            }
+        }
+
+        Some(LxcConfig {
+            vmid: vmid?,
+            name: name.ok()??,
+            memory_mb: u32::try_from(memory_mb.ok()??).ok()?,
+            swap_mb: u32::try_from(swap_mb.ok()?.unwrap_or(512)).ok()?,
+            cores: u32::try_from(cores.ok()??).ok()?,
+            template: template.ok()??,
+            storage_pool: storage_pool.ok()??,
+            storage_size_gb: u32::try_from(storage_size_gb.ok()??).ok()?,
+            network: network.ok()??,
+            features: features.ok()?.unwrap_or_default(),
+            unprivileged: unprivileged.ok()?.unwrap_or(true),
+            onboot: onboot.ok()?.unwrap_or(false),
+            gpus: gpus.ok()?,
+            vllm: vllm.ok()?,
+            recipe: recipe.ok()?,
+        })
+    }
+
+    /// Record `value` as used at `pointer`; a second user is a problem.
+    fn unique<K: std::hash::Hash + Eq + std::fmt::Display>(
+        &mut self,
+        seen: &mut HashMap<K, String>,
+        value: K,
+        pointer: &str,
+        what: &str,
+    ) {
+        if let Some(first) = seen.get(&value) {
+            let found = format!("\"{value}\", already used at {first}");
+            self.bad(
+                pointer,
+                At::Value,
+                format!("a {what} no other container uses"),
+                found,
+            );
+        } else {
+            seen.insert(value, pointer.to_owned());
+        }
+    }
+
+    fn network(&mut self, e: &Map<String, Value>, base: &str) -> Field<Network> {
+        let p = format!("{base}/network_config");
+        match self.get(e, base, "network_config", true)? {
+            None => Ok(None),
+            Some(Value::String(s)) => self.legacy_network(&p, s).map(Some),
+            Some(Value::Object(o)) => self.network_object(&p, o).map(Some),
+            Some(other) => {
+                self.bad(&p, At::Value, "object or string", describe(other));
+                Err(Bad)
+            }
+        }
+    }
+
+    /// The bash-era `"10.0.0.110/24,10.0.0.1,8.8.8.8"` (address, gateway, DNS servers).
+    fn legacy_network(&mut self, p: &str, s: &str) -> Result<Network, Bad> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let ip = self.ip_config(p, parts[0]);
+        let gw = match (parts.get(1).filter(|g| !g.is_empty()), &ip) {
+            (Some(g), Ok(ip)) => self.gateway(p, g, ip).map(Some),
+            (Some(_), Err(Bad)) | (None, _) => Ok(None),
+        };
+        // All of a legacy string's problems share one pointer, so the first bad server is enough.
+        let dns: Result<Vec<IpAddr>, Bad> =
+            parts.iter().skip(2).map(|d| self.dns_one(p, d)).collect();
+        let network = Network {
+            name: IfaceName::new("eth0").map_err(|err| self.refused(p, &err))?,
+            bridge: BridgeName::new("vmbr0").map_err(|err| self.refused(p, &err))?,
+            ip: ip?,
+            gw: gw?,
+            dns: dns?,
+            mac: None,
+            vlan: None,
+        };
+        let normal = serde_json::json!({
+            "name": "eth0",
+            "bridge": "vmbr0",
+            "ip": network.ip.to_string(),
+            "gw": network.gw.map(|g| g.to_string()),
+            "dns": network.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        self.warn(
+            p,
+            format!("an object such as {normal}"),
+            format!("the bash-era string {} (accepted as that object)", show(s)),
+        );
+        Ok(network)
+    }
+
+    fn network_object(&mut self, p: &str, o: &Map<String, Value>) -> Result<Network, Bad> {
+        let name = self.typed(o, p, "name", false, IfaceName::new);
+        let bridge = self.typed(o, p, "bridge", false, BridgeName::new);
+        let ip = match self.text(o, p, "ip", true) {
+            Ok(Some(s)) => self.ip_config(&format!("{p}/ip"), s),
+            Ok(None) | Err(Bad) => Err(Bad),
+        };
+        let gw = match (self.text(o, p, "gw", false), &ip) {
+            (Ok(Some(g)), Ok(ip)) => self.gateway(&format!("{p}/gw"), g, ip).map(Some),
+            (Ok(Some(g)), Err(Bad)) => self.parse_v4(&format!("{p}/gw"), g).map(Some),
+            (Ok(None), _) => Ok(None),
+            (Err(Bad), _) => Err(Bad),
+        };
+        let dns = match o.get("dns") {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => self.dns_one(&format!("{p}/dns"), s).map(|a| vec![a]),
+            Some(Value::Array(list)) => {
+                // Check every element (no short-circuit): each bad one is a problem.
+                let mut addrs = Vec::new();
+                let mut ok = true;
+                for (i, v) in list.iter().enumerate() {
+                    let ip = format!("{p}/dns/{i}");
+                    let one = match v {
+                        Value::String(s) => self.dns_one(&ip, s),
+                        other => {
+                            self.bad(&ip, At::Value, "string", describe(other));
+                            Err(Bad)
+                        }
+                    };
+                    match one {
+                        Ok(a) => addrs.push(a),
+                        Err(Bad) => ok = false,
+                    }
+                }
+                if ok { Ok(addrs) } else { Err(Bad) }
+            }
+            Some(other) => {
+                self.bad(
+                    &format!("{p}/dns"),
+                    At::Value,
+                    "string or array",
+                    describe(other),
+                );
+                Err(Bad)
+            }
+        };
+        let mac = self.typed(o, p, "mac", false, Mac::new);
+        let vlan = self.int(o, p, "vlan", false, 1, 4094);
+        Ok(Network {
+            name: name?
+                .map_or_else(|| IfaceName::new("eth0"), Ok)
+                .map_err(|err| self.refused(p, &err))?,
+            bridge: bridge?
+                .map_or_else(|| BridgeName::new("vmbr0"), Ok)
+                .map_err(|err| self.refused(p, &err))?,
+            ip: ip?,
+            gw: gw?,
+            dns: dns?,
+            mac: mac?,
+            vlan: vlan?.map(|v| v as u16),
+        })
+    }
+
+    fn ip_config(&mut self, p: &str, s: &str) -> Result<IpConfig, Bad> {
+        if s == "dhcp" {
+            return Ok(IpConfig::Dhcp);
+        }
+        const EXPECTED: &str = "an IPv4 address with its prefix (`10.0.0.111/24`) or `dhcp`";
+        let parsed = s
+            .split_once('/')
+            .filter(|(_, prefix)| !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|_| s.parse::<Ipv4Network>().ok());
+        let Some(net) = parsed else {
+            self.bad(p, At::Value, EXPECTED, show(s));
+            return Err(Bad);
+        };
+        if net.prefix() == 0 {
+            self.bad(p, At::Value, "a prefix of 1…32", show(s));
+            return Err(Bad);
+        }
+        if net.prefix() <= 30 && (net.ip() == net.network() || net.ip() == net.broadcast()) {
+            self.bad(
+                p,
+                At::Value,
+                format!("a host address inside {}/{}", net.network(), net.prefix()),
+                format!(
+                    "{} (the network's {} address)",
+                    show(s),
+                    if net.ip() == net.network() {
+                        "own"
+                    } else {
+                        "broadcast"
+                    }
+                ),
+            );
+            return Err(Bad);
+        }
+        Ok(IpConfig::Static(net))
+    }
+
+    fn parse_v4(&mut self, p: &str, s: &str) -> Result<Ipv4Addr, Bad> {
+        s.parse().map_err(|_| {
+            self.bad(p, At::Value, "an IPv4 address", show(s));
+            Bad
+        })
+    }
+
+    fn gateway(&mut self, p: &str, s: &str, ip: &IpConfig) -> Result<Ipv4Addr, Bad> {
+        let gw = self.parse_v4(p, s)?;
+        match ip {
+            IpConfig::Dhcp => {
+                self.bad(
+                    p,
+                    At::Value,
+                    "no gateway (the address comes from DHCP)",
+                    show(s),
+                );
+                Err(Bad)
+            }
+            IpConfig::Static(net) if !net.contains(gw) => {
+                self.bad(
+                    p,
+                    At::Value,
+                    format!("an address inside {}/{}", net.network(), net.prefix()),
+                    show(s),
+                );
+                Err(Bad)
+            }
+            IpConfig::Static(net)
+                if gw == net.ip()
+                    || gw == net.network()
+                    || (net.prefix() <= 30 && gw == net.broadcast()) =>
+            {
+                self.bad(
+                    p,
+                    At::Value,
+                    "a gateway other than the container's own, network or broadcast address",
+                    show(s),
+                );
+                Err(Bad)
+            }
+            IpConfig::Static(_) => Ok(gw),
+        }
+    }
+
+    fn dns_one(&mut self, p: &str, s: &str) -> Result<IpAddr, Bad> {
+        s.parse().map_err(|_| {
+            self.bad(p, At::Value, "an IP address", show(s));
+            Bad
+        })
+    }
+
+    fn features(&mut self, e: &Map<String, Value>, base: &str) -> Field<Features> {
+        let p = format!("{base}/features");
+        match self.get(e, base, "features", false)? {
+            None => Ok(None),
+            Some(Value::Object(o)) => {
+                let mut f = Features::default();
+                let mut ok = true;
+                for (name, slot) in [
+                    ("nesting", &mut f.nesting),
+                    ("keyctl", &mut f.keyctl),
+                    ("fuse", &mut f.fuse),
+                    ("mknod", &mut f.mknod),
+                ] {
+                    match self.boolean(o, &p, name) {
+                        Ok(v) => *slot = v.unwrap_or(false),
+                        Err(Bad) => ok = false,
+                    }
+                }
+                if ok { Ok(Some(f)) } else { Err(Bad) }
+            }
+            Some(Value::String(s)) => match parse_pve_features(s) {
+                Some(f) => Ok(Some(f)),
+                None => {
+                    self.bad(&p, At::Value, "PVE features such as `nesting=1,keyctl=1` (nesting, keyctl, fuse, mknod = 0 or 1)", show(s));
+                    Err(Bad)
+                }
+            },
+            Some(other) => {
+                self.bad(&p, At::Value, "object or string", describe(other));
+                Err(Bad)
+            }
+        }
+    }
+
+    fn gpus(&mut self, e: &Map<String, Value>, base: &str) -> Field<GpuSelector> {
+        let p = format!("{base}/gpu_assignment");
+        match self.get(e, base, "gpu_assignment", false)? {
+            None => Ok(None),
+            Some(Value::Array(items)) => {
+                let mut refs = Vec::new();
+                let mut ok = true;
+                for (i, v) in items.iter().enumerate() {
+                    let ip = format!("{p}/{i}");
+                    let r = match v {
+                        Value::Number(n) => n
+                            .as_u64()
+                            .and_then(|n| u32::try_from(n).ok())
+                            .map(GpuRef::Index),
+                        Value::String(s) => s
+                            .parse::<GpuRef>()
+                            .map_err(|err| self.refused(&ip, &err))
+                            .ok(),
+                        _ => None,
+                    };
+                    match r {
+                        Some(r) if refs.contains(&r) => {
+                            self.bad(
+                                &ip,
+                                At::Value,
+                                "each GPU named once",
+                                format!("GPU {r} again"),
+                            );
+                            ok = false;
+                        }
+                        Some(r) => refs.push(r),
+                        None => {
+                            if matches!(
+                                v,
+                                Value::Number(_)
+                                    | Value::Bool(_)
+                                    | Value::Null
+                                    | Value::Array(_)
+                                    | Value::Object(_)
+                            ) {
+                                self.bad(
+                                    &ip,
+                                    At::Value,
+                                    "a GPU index, UUID or PCI bus id",
+                                    describe(v),
+                                );
+                            }
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    return Err(Bad);
+                }
+                if refs.is_empty() {
+                    self.bad(&p, At::Value, "at least one GPU", "an empty list");
+                    return Err(Bad);
+                }
+                Ok(Some(GpuSelector::List(refs)))
+            }
+            Some(Value::String(s)) => {
+                let sel = s
+                    .parse::<GpuSelector>()
+                    .map_err(|err| self.refused(&p, &err))?;
+                if let GpuSelector::List(refs) = &sel {
+                    let normal: Vec<Value> = refs
+                        .iter()
+                        .map(|r| match r {
+                            GpuRef::Index(i) => Value::from(*i),
+                            other => Value::from(other.to_string()),
+                        })
+                        .collect();
+                    self.warn(
+                        &p,
+                        format!("an array such as {}", Value::Array(normal)),
+                        format!("the bash-era string {} (accepted as that list)", show(s)),
+                    );
+                }
+                Ok(Some(sel))
+            }
+            Some(other) => {
+                self.bad(&p, At::Value, "array or string", describe(other));
+                Err(Bad)
+            }
+        }
+    }
+
+    fn vllm(
+        &mut self,
+        e: &Map<String, Value>,
+        base: &str,
+        gpus: &Field<GpuSelector>,
+    ) -> Field<VllmConfig> {
+        let model = self.typed(e, base, "vllm_model", false, ModelId::new);
+        let served = self.typed(e, base, "vllm_served_model_name", false, |s| {
+            check_served_name(&s).map(|()| s)
+        });
+        let tp = self.int(e, base, "vllm_tensor_parallel_size", false, 1, 64);
+        let max_len = self.int(e, base, "vllm_max_model_len", false, 1, 16_777_216);
+        let kv = match self.text(e, base, "vllm_kv_cache_dtype", false) {
+            Ok(Some(s)) => match KvCacheDtype::parse(s) {
+                Some(k) => Ok(Some(k)),
+                None => {
+                    self.bad(
+                        &format!("{base}/vllm_kv_cache_dtype"),
+                        At::Value,
+                        format!("one of: {}", KvCacheDtype::ALL.join(", ")),
+                        show(s),
+                    );
+                    Err(Bad)
+                }
+            },
+            Ok(None) => Ok(None),
+            Err(Bad) => Err(Bad),
+        };
+        let shm = self.typed(e, base, "vllm_shm_size", false, Size::new);
+        let quant = match self.text(e, base, "vllm_quantization", false) {
+            Ok(Some(s)) if QUANTIZATIONS.contains(&s) => Ok(Some(s.to_owned())),
+            Ok(Some(s)) => {
+                self.bad(
+                    &format!("{base}/vllm_quantization"),
+                    At::Value,
+                    format!("one of: {}", QUANTIZATIONS.join(", ")),
+                    show(s),
+                );
+                Err(Bad)
+            }
+            Ok(None) => Ok(None),
+            Err(Bad) => Err(Bad),
+        };
+        let quant_config = match self.get(e, base, "vllm_quantization_config", false) {
+            Ok(Some(v @ Value::Object(_))) => Ok(Some(v.clone())),
+            Ok(Some(other)) => {
+                self.bad(
+                    &format!("{base}/vllm_quantization_config"),
+                    At::Value,
+                    "object",
+                    describe(other),
+                );
+                Err(Bad)
+            }
+            Ok(None) => Ok(None),
+            Err(Bad) => Err(Bad),
+        };
+        let gmu = match self.get(e, base, "vllm_gpu_memory_utilization", false) {
+            Ok(Some(v)) => match v.as_f64() {
+                Some(x) if x > 0.0 && x <= 1.0 => Ok(Some(x)),
+                _ => {
+                    self.bad(
+                        &format!("{base}/vllm_gpu_memory_utilization"),
+                        At::Value,
+                        "a number > 0 and ≤ 1",
+                        describe(v),
+                    );
+                    Err(Bad)
+                }
+            },
+            Ok(None) => Ok(None),
+            Err(Bad) => Err(Bad),
+        };
+        let port = self.int(e, base, "vllm_port", false, 1, 65535);
+        let image = self.typed(e, base, "vllm_image", false, |s| {
+            check_image(&s).map(|()| s)
+        });
+
+        if let Ok(Some(tp)) = tp {
+            let p = format!("{base}/vllm_tensor_parallel_size");
+            match gpus {
+                Ok(Some(GpuSelector::List(l))) if tp > l.len() as u64 => self.bad(
+                    &p,
+                    At::Value,
+                    format!("at most {} (the GPUs in gpu_assignment)", l.len()),
+                    tp.to_string(),
+                ),
+                Ok(None) if tp > 1 => self.bad(
+                    &p,
+                    At::Value,
+                    "1 when no GPU is assigned (gpu_assignment is absent)",
+                    tp.to_string(),
+                ),
+                _ => {}
+            }
+        }
+        let Some(model) = model? else {
+            if VLLM_OPTIONS.iter().any(|k| e.contains_key(*k)) {
+                self.bad(
+                    &format!("{base}/vllm_model"),
+                    At::Parent,
+                    "field `vllm_model` (the vllm_* fields need a model)",
+                    "nothing",
+                );
+                return Err(Bad);
+            }
+            return Ok(None);
+        };
+        Ok(Some(VllmConfig {
+            model,
+            served_model_name: served?,
+            tensor_parallel_size: u32::try_from(tp?.unwrap_or(1)).map_err(|_| Bad)?,
+            max_model_len: max_len?.map(|v| v as u32),
+            kv_cache_dtype: kv?,
+            shm_size: shm?,
+            quantization: quant?,
+            quantization_config: quant_config?,
+            gpu_memory_utilization: gmu?,
+            port: port?.map_or(8000, |p| p as u16),
+            image: image?,
+        }))
+    }
+}
+
+/// The fields that configure a vLLM server and so need `vllm_model` (the schema's
+/// `dependentRequired`).
+const VLLM_OPTIONS: &[&str] = &[
+    "vllm_served_model_name",
+    "vllm_tensor_parallel_size",
+    "vllm_max_model_len",
+    "vllm_kv_cache_dtype",
+    "vllm_shm_size",
+    "vllm_quantization",
+    "vllm_quantization_config",
+    "vllm_gpu_memory_utilization",
+    "vllm_port",
+    "vllm_image",
+];
+
+/// The pointer of a `network_config` member, or of `network_config` itself when it is the
+/// bash-era string.
+fn net_pointer(base: &str, e: &Map<String, Value>, field: &str) -> String {
+    match e.get("network_config") {
+        Some(Value::Object(_)) => format!("{base}/network_config/{field}"),
+        _ => format!("{base}/network_config"),
+    }
+}
+
+/// PVE's `features` string: `nesting=1,keyctl=1` (flags phoenix manages, 0 or 1).
+fn parse_pve_features(s: &str) -> Option<Features> {
+    let mut f = Features::default();
+    for part in s.split(',') {
+        let (k, v) = part.trim().split_once('=')?;
+        let on = match v {
+            "1" => true,
+            "0" => false,
+            _ => return None,
+        };
+        match k {
+            "nesting" => f.nesting = on,
+            "keyctl" => f.keyctl = on,
+            "fuse" => f.fuse = on,
+            "mknod" => f.mknod = on,
+            _ => return None,
+        }
+    }
+    Some(f)
+}
+
+fn refuse(kind: &'static str, v: &str, reason: impl Into<String>) -> TypeError {
+    TypeError {
+        kind,
+        shown: show(v),
+        reason: reason.into(),
+    }
+}
+
+/// Checks shared by the value kinds below: length, a first character that cannot start an
+/// option or a path, and an allow-list of ASCII characters (which excludes whitespace,
+/// control and bidi characters and every shell metacharacter).
+fn conservative(kind: &'static str, v: &str, max: usize, extra: &str) -> Result<(), TypeError> {
+    if v.is_empty() || v.len() > max {
+        return Err(refuse(kind, v, format!("must be 1…{max} characters long")));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || extra.contains(c)))
+    {
+        let shown: Vec<String> = extra.chars().map(String::from).collect();
+        return Err(refuse(
+            kind,
+            v,
+            format!(
+                "contains {c:?}; allowed: ASCII letters, digits and {}",
+                shown.join(" ")
+            ),
+        ));
+    }
+    if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(refuse(
+            kind,
+            v,
+            "must start with a letter or digit (a leading `-` would be read as an option)",
+        ));
+    }
+    Ok(())
+}
+
+/// `vllm_served_model_name`: becomes `--served-model-name <v>` and the id clients ask for.
+fn check_served_name(v: &str) -> Result<(), TypeError> {
+    conservative("served model name", v, 256, "-_./:@+")
+}
+
+/// `vllm_image`: a Docker image reference (`vllm/vllm-openai:v0.10.1`, `reg:5000/x@sha256:…`).
+fn check_image(v: &str) -> Result<(), TypeError> {
+    conservative("image", v, 255, "-_./:@")?;
+    if v.contains("..") || v.contains("//") {
+        return Err(refuse("image", v, "must not contain `..` or `//`"));
+    }
+    Ok(())
+}
+
+/// `recipe`: a recipe file name or relative path ending in `.rhai`, without `..`.
+fn check_recipe(v: &str) -> Result<(), TypeError> {
+    conservative("recipe", v, 255, "-_./")?;
+    if v.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(refuse(
+            "recipe",
+            v,
+            "must be a relative path without `.`, `..` or empty components",
+        ));
+    }
+    if !v.ends_with(".rhai") {
+        return Err(refuse("recipe", v, "must end in `.rhai`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry() -> Value {
+        json!({
+            "name": "drdevstral",
+            "memory_mb": 32768,
+            "cores": 8,
+            "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+            "storage_pool": "lxc-disks",
+            "storage_size_gb": 64,
+            "network_config": {"name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.111/24", "gw": "10.0.0.1"},
+            "gpu_assignment": [0, 1],
+            "vllm_model": "mistralai/Devstral-Small-2507",
+            "vllm_tensor_parallel_size": 2
+        })
+    }
+
+    fn run(entries: Value) -> Outcome {
+        build(&json!({ "lxc_configs": entries }), &HashSet::new())
+    }
+
+    fn one(mut e: Value, patch: Value) -> Outcome {
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                e.as_object_mut().unwrap().remove(k);
+            } else {
+                e[k] = v.clone();
+            }
+        }
+        run(json!({ "901": e }))
+    }
+
+    fn pointers(o: &Outcome) -> Vec<&str> {
+        o.findings.iter().map(|f| f.pointer.as_str()).collect()
+    }
+
+    #[test]
+    fn good_entry_is_typed() {
+        let o = run(json!({ "901": entry() }));
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        let c = &o.lxc[&Vmid::new(901).unwrap()];
+        assert_eq!(c.swap_mb, 512);
+        assert!(c.unprivileged);
+        assert_eq!(c.network.gw, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.vllm.as_ref().unwrap().tensor_parallel_size, 2);
+        assert_eq!(c.vllm.as_ref().unwrap().port, 8000);
+    }
+
+    #[test]
+    fn vmid_key_out_of_range() {
+        let mut other = entry();
+        other["name"] = json!("other");
+        other["network_config"]["ip"] = json!("10.0.0.112/24");
+        let o = run(json!({ "99": entry(), "0901": other }));
+        assert_eq!(pointers(&o), ["/lxc_configs/0901", "/lxc_configs/99"]);
+        assert!(o.findings.iter().all(|f| f.at == At::Key));
+        assert!(o.lxc.is_empty());
+    }
+
+    #[test]
+    fn gateway_must_lie_in_the_network() {
+        let o = one(
+            entry(),
+            json!({"network_config": {"ip": "10.0.0.111/24", "gw": "10.0.1.1"}}),
+        );
+        assert_eq!(pointers(&o), ["/lxc_configs/901/network_config/gw"]);
+        assert_eq!(o.findings[0].expected, "an address inside 10.0.0.0/24");
+        let o = one(
+            entry(),
+            json!({"network_config": {"ip": "10.0.0.111/24", "gw": "10.0.0.111"}}),
+        );
+        assert_eq!(pointers(&o), ["/lxc_configs/901/network_config/gw"]);
+        let o = one(
+            entry(),
+            json!({"network_config": {"ip": "dhcp", "gw": "10.0.0.1"}}),
+        );
+        assert_eq!(pointers(&o), ["/lxc_configs/901/network_config/gw"]);
+    }
+
+    #[test]
+    fn address_needs_prefix_and_a_host_part() {
+        for ip in [
+            "10.0.0.111",
+            "10.0.0.0/24",
+            "10.0.0.255/24",
+            "10.0.0.1/33",
+            "10.0.0.1/0",
+            "x/24",
+            "10.0.0.1/ 24",
+        ] {
+            let o = one(entry(), json!({"network_config": {"ip": ip}}));
+            assert_eq!(pointers(&o), ["/lxc_configs/901/network_config/ip"], "{ip}");
+        }
+    }
+
+    #[test]
+    fn mac_bridge_iface_hostname_are_checked() {
+        let o = one(
+            entry(),
+            json!({"name": "gpu_a", "network_config": {"ip": "10.0.0.5/24", "mac": "01:00:5e:00:00:01", "bridge": "vmbr0;x", "name": "-eth0"}}),
+        );
+        assert_eq!(
+            pointers(&o),
+            [
+                "/lxc_configs/901/name",
+                "/lxc_configs/901/network_config/name",
+                "/lxc_configs/901/network_config/bridge",
+                "/lxc_configs/901/network_config/mac",
+            ]
+        );
+    }
+
+    #[test]
+    fn tensor_parallel_needs_enough_gpus() {
+        let o = one(entry(), json!({"vllm_tensor_parallel_size": 4}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/vllm_tensor_parallel_size"]);
+        assert_eq!(
+            o.findings[0].expected,
+            "at most 2 (the GPUs in gpu_assignment)"
+        );
+        let o = one(entry(), json!({"gpu_assignment": null}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/vllm_tensor_parallel_size"]);
+        let o = one(
+            entry(),
+            json!({"gpu_assignment": "all", "vllm_tensor_parallel_size": 8}),
+        );
+        assert!(o.findings.is_empty());
+        let o = one(
+            entry(),
+            json!({"gpu_assignment": null, "vllm_tensor_parallel_size": 1}),
+        );
+        assert!(o.findings.is_empty());
+    }
+
+    #[test]
+    fn uniqueness_across_entries() {
+        let mut b = entry();
+        b["network_config"]["mac"] = json!("52:54:00:00:00:01");
+        let mut a = b.clone();
+        a["network_config"]["mac"] = json!("52:54:00:00:00:01");
+        let o = run(json!({ "901": a, "902": b }));
+        assert_eq!(
+            pointers(&o),
+            [
+                "/lxc_configs/902/name",
+                "/lxc_configs/902/network_config/ip",
+                "/lxc_configs/902/network_config/mac"
+            ]
+        );
+        assert!(
+            o.findings[1]
+                .found
+                .contains("/lxc_configs/901/network_config/ip")
+        );
+    }
+
+    #[test]
+    fn legacy_forms_are_normalised_with_warnings() {
+        let o = one(
+            entry(),
+            json!({"network_config": "10.0.0.110/24,10.0.0.1,8.8.8.8", "gpu_assignment": "0 1"}),
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        let c = &o.lxc[&Vmid::new(901).unwrap()];
+        assert_eq!(c.network.ip.to_string(), "10.0.0.110/24");
+        assert_eq!(c.network.gw, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.network.dns, vec!["8.8.8.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.network.bridge.as_str(), "vmbr0");
+        assert_eq!(
+            c.gpus,
+            Some(GpuSelector::List(vec![GpuRef::Index(0), GpuRef::Index(1)]))
+        );
+        let w: Vec<&str> = o.warnings.iter().map(|w| w.pointer.as_str()).collect();
+        assert_eq!(
+            w,
+            [
+                "/lxc_configs/901/network_config",
+                "/lxc_configs/901/gpu_assignment"
+            ]
+        );
+        assert_eq!(o.warnings[1].expected, "an array such as [0,1]");
+    }
+
+    #[test]
+    fn legacy_network_with_a_bad_gateway_is_an_error() {
+        let o = one(
+            entry(),
+            json!({"network_config": "10.0.0.110/24,192.168.0.1"}),
+        );
+        assert_eq!(pointers(&o), ["/lxc_configs/901/network_config"]);
+        assert!(o.warnings.is_empty());
+    }
+
+    #[test]
+    fn features_object_and_pve_string() {
+        let o = one(entry(), json!({"features": "nesting=1,keyctl=1"}));
+        let c = &o.lxc[&Vmid::new(901).unwrap()];
+        assert!(c.features.nesting && c.features.keyctl && !c.features.fuse);
+        for bad in [
+            "nesting=1,mount=nfs",
+            "nesting",
+            "nesting=yes",
+            "nesting=1\nlxc.hook.pre-start=/x",
+        ] {
+            let o = one(entry(), json!({ "features": bad }));
+            assert_eq!(pointers(&o), ["/lxc_configs/901/features"], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn gpu_lists() {
+        let o = one(
+            entry(),
+            json!({"gpu_assignment": [0, "GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4", "0000:00:06.0"]}),
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        let o = one(entry(), json!({"gpu_assignment": [0, 0]}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/gpu_assignment/1"]);
+        let o = one(entry(), json!({"gpu_assignment": ["0; reboot"]}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/gpu_assignment/0"]);
+    }
+
+    #[test]
+    fn model_ids() {
+        let o = one(entry(), json!({"vllm_model": "mistralai/Devstral|Small"}));
+        let c = &o.lxc[&Vmid::new(901).unwrap()];
+        assert_eq!(
+            c.vllm.as_ref().unwrap().model.as_str(),
+            "mistralai/Devstral|Small"
+        );
+        for bad in [
+            "; rm -rf /",
+            "org/na me",
+            "-org/name",
+            "org/name\n",
+            "$(id)/x",
+        ] {
+            let o = one(entry(), json!({ "vllm_model": bad }));
+            assert_eq!(pointers(&o), ["/lxc_configs/901/vllm_model"], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn schema_flagged_pointers_are_not_reported_twice() {
+        let doc = json!({"lxc_configs": {"901": {"memory_mb": "x"}}});
+        let flagged: HashSet<String> = ["/lxc_configs/901/memory_mb", "/lxc_configs/901/name"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let o = build(&doc, &flagged);
+        let p = pointers(&o);
+        assert!(!p.contains(&"/lxc_configs/901/memory_mb"));
+        assert!(!p.contains(&"/lxc_configs/901/name"));
+        assert!(p.contains(&"/lxc_configs/901/cores"));
+    }
+
+    #[test]
+    fn vllm_options_are_typed_and_checked() {
+        let o = one(
+            entry(),
+            json!({
+                "vllm_served_model_name": "devstral",
+                "vllm_quantization": "awq_marlin",
+                "vllm_quantization_config": {"bits": 4},
+                "vllm_gpu_memory_utilization": 0.9,
+                "vllm_image": "vllm/vllm-openai:v0.10.1",
+                "vllm_shm_size": "16G"
+            }),
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        let v = o.lxc[&Vmid::new(901).unwrap()].vllm.clone().unwrap();
+        assert_eq!(v.served_model_name.as_deref(), Some("devstral"));
+        assert_eq!(v.quantization.as_deref(), Some("awq_marlin"));
+        assert_eq!(v.quantization_config, Some(json!({"bits": 4})));
+        assert_eq!(v.gpu_memory_utilization, Some(0.9));
+        assert_eq!(v.shm_size.unwrap().as_str(), "16g");
+        let o = one(
+            entry(),
+            json!({
+                "vllm_served_model_name": "--help",
+                "vllm_quantization": "awq; id",
+                "vllm_gpu_memory_utilization": 0,
+                "vllm_image": "-v/:/host",
+                "vllm_shm_size": "16 g"
+            }),
+        );
+        assert_eq!(
+            pointers(&o),
+            [
+                "/lxc_configs/901/vllm_served_model_name",
+                "/lxc_configs/901/vllm_shm_size",
+                "/lxc_configs/901/vllm_quantization",
+                "/lxc_configs/901/vllm_gpu_memory_utilization",
+                "/lxc_configs/901/vllm_image",
+            ]
+        );
+    }
+
+    #[test]
+    fn vllm_options_without_a_model_are_refused() {
+        let o = one(entry(), json!({"vllm_model": null}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/vllm_model"]);
+        let o = one(
+            entry(),
+            json!({"vllm_model": null, "vllm_tensor_parallel_size": null}),
+        );
+        assert!(o.findings.is_empty());
+        assert!(o.lxc[&Vmid::new(901).unwrap()].vllm.is_none());
+    }
+
+    /// Hostile values for the checks this file adds.
+    #[test]
+    fn added_checks_refuse_hostile_values() {
+        let hostile = [
+            "; rm -rf /",
+            "$(reboot)",
+            "`id`",
+            "a && b",
+            "a\nb",
+            "a\0b",
+            "--help",
+            "-o x",
+            "a\u{202E}b",
+            "a b",
+            "",
+        ];
+        let long = "x".repeat(10_000);
+        for v in hostile.iter().copied().chain([long.as_str()]) {
+            assert!(check_served_name(v).is_err(), "served {v:?}");
+            assert!(check_image(v).is_err(), "image {v:?}");
+            assert!(check_recipe(v).is_err(), "recipe {v:?}");
+        }
+        assert!(check_served_name("devstral").is_ok());
+        assert!(check_served_name("mistralai/Devstral-Small-2507").is_ok());
+        assert!(check_image("vllm/vllm-openai:v0.10.1").is_ok());
+        assert!(check_image("reg.lab:5000/vllm/vllm-openai@sha256:0123abcd").is_ok());
+        assert!(check_image("/abs").is_err());
+        assert!(check_recipe("drdevstral.rhai").is_ok());
+        assert!(check_recipe("sub/dir.rhai").is_ok());
+        assert!(check_recipe("../x.rhai").is_err());
+        assert!(check_recipe("/etc/x.rhai").is_err());
+        assert!(check_recipe("x.sh").is_err());
+    }
+}
