@@ -4,6 +4,7 @@ mod config;
 mod emulator;
 mod golden;
 mod lint;
+mod paths;
 mod real_lxc;
 mod recipe;
 mod secret;
