@@ -1,9 +1,11 @@
-//! `cargo bench --bench phoenix-bench`: how long loading a large config takes.
+//! `cargo bench --bench phoenix-bench`: phoenix's hot paths, timed side by side in one
+//! run and printed as tables (never asserted: these machines are shared and noisy).
 //!
-//! Generates a 1,000-container config in memory (every other container a vLLM server with
-//! two GPUs, static addresses, MACs, features) and times `phoenix::config::load_str`
-//! (parse, position scan, schema, semantic checks) over several runs. The goal is ≤ 50 ms
-//! per load; the numbers are printed, not asserted.
+//! - config: a generated 1,000-container config (every other container a vLLM server with
+//!   two GPUs, static addresses, MACs, features) through `phoenix::config::load_str`
+//!   (parse, position scan, schema, semantic checks). Goal ≤ 50 ms per load.
+//! - lint: 100 copies of the largest recipe or stdlib module through the linter (compile,
+//!   AST walk, metadata checks). Goal ≤ 500 ms for all 100.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -107,6 +109,52 @@ fn main() {
     row("load_str (all passes)", || {
         phoenix::config::load_str(path, &text).is_ok()
     });
+    println!();
+    lint_bench();
+}
+
+/// Lint 100 copies of the largest file in `recipes/` and `stdlib/`.
+fn lint_bench() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<(u64, std::path::PathBuf)> = ["recipes", "stdlib"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(root.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .map(|p| (std::fs::metadata(&p).map_or(0, |m| m.len()), p))
+        .collect();
+    files.sort();
+    let Some((size, largest)) = files.pop() else {
+        println!("lint: no recipe found");
+        return;
+    };
+    let source = std::fs::read_to_string(&largest).expect("recipe is readable");
+    let name = largest.display().to_string();
+    let linter = phoenix::script::lint::Linter::new(phoenix::script::stdlib::Stdlib::Embedded);
+    println!("lint: 100 copies of {name} ({size} bytes), {} rounds", 10);
+    println!("{:<22} {:>10} {:>10} {:>10}", "", "min", "median", "max");
+    let mut times: Vec<Duration> = (0..10)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..100 {
+                std::hint::black_box(linter.lint_source(&name, &source));
+            }
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "lint ×100",
+        ms(times[0]),
+        ms(times[5]),
+        ms(times[9])
+    );
 }
 
 /// Time `f` over `RUNS` runs and print min/median/max.
