@@ -2376,6 +2376,50 @@ mod tests {
         );
     }
 
+    /// The stdlib modules and the recipe parse, and define what recipes call.
+    #[test]
+    fn stdlib_and_recipe_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let engine = rhai::Engine::new();
+        for (file, fns) in [
+            (
+                "stdlib/docker.rhai",
+                &["apt_options", "works", "install"][..],
+            ),
+            (
+                "stdlib/nvidia.rhai",
+                &[
+                    "install_toolkit",
+                    "configure_docker",
+                    "no_cgroups",
+                    "check_driver",
+                    "setup",
+                ][..],
+            ),
+            (
+                "stdlib/systemd.rhai",
+                &["daemon_reload", "is_active", "enable_now"][..],
+            ),
+            ("recipes/drdevstral.rhai", &[][..]),
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let ast = engine
+                .compile(&text)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let defined: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+            for f in fns {
+                assert!(
+                    defined.iter().any(|d| d == f),
+                    "{file} lacks fn {f}: {defined:?}"
+                );
+            }
+            // No shell, no environment tricks, no hard-coded container id.
+            for bad in ["\"sh\"", "\"bash\"", "\"-c\"", "DEBIAN_FRONTEND", "901"] {
+                assert!(!text.contains(bad), "{file} contains {bad}");
+            }
+        }
+    }
+
     /// Readiness latency: how long after the server bound its port `wait_ready` noticed.
     /// Run with `cargo test --lib vllm::tests::readiness_latency -- --ignored --nocapture`.
     #[test]
