@@ -835,9 +835,15 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
     let vmid = spec.vmid;
     let unit_text = UnitFile::for_server(spec).render()?;
     let yaml = spec.config_yaml()?;
+    let status = rt.host.ct_status(vmid).map_err(ApiError::from)?;
+    if status != CtStatus::Running && !rt.dry_run {
+        return Err(VllmError::Spec {
+            field: "ct",
+            message: format!("container {vmid} is {status}: call lxc.start(ct) before vllm.start"),
+        });
+    }
     // In a dry run the container may be one this run would create: nothing to ask it.
-    let present =
-        !(rt.dry_run && rt.host.ct_status(vmid).map_err(ApiError::from)? != CtStatus::Running);
+    let present = status == CtStatus::Running;
 
     // a. The image, as its own step so a failed pull is seen with its stderr.
     let have_image = present
@@ -1166,6 +1172,18 @@ pub fn wait_ladder(
     opts: &WaitOptions,
     live: &dyn Liveness,
 ) -> Result<Ready, VllmError> {
+    if let Some(k) = &server.api_key {
+        let mut v = b"Bearer ".to_vec();
+        v.extend_from_slice(k.expose());
+        let valid = reqwest::header::HeaderValue::from_bytes(&v).is_ok();
+        zeroize::Zeroize::zeroize(&mut v);
+        if !valid {
+            return Err(VllmError::Spec {
+                field: "api_key",
+                message: format!("{k} cannot be sent in an HTTP header (control characters)"),
+            });
+        }
+    }
     let client = http::client(opts.request_timeout)?;
     let health = server.url.with_path("/health");
     let models = server.url.with_path("/v1/models");
@@ -1309,6 +1327,11 @@ struct HostLiveness<'a> {
 impl Liveness for HostLiveness<'_> {
     fn exited(&self) -> Option<String> {
         let (rt, s) = (self.rt, self.server);
+        match rt.host.ct_status(s.vmid) {
+            Ok(CtStatus::Running) => {}
+            Ok(other) => return Some(format!("container {} is {other}", s.vmid)),
+            Err(e) => tracing::debug!("liveness query failed: {e}"),
+        }
         let out = query(
             rt,
             s.vmid,
@@ -1719,6 +1742,11 @@ mod tests {
         image: AtomicBool,
         up: AtomicBool,
         pull_fails: AtomicBool,
+        /// Executables present in the container.
+        installed: Mutex<BTreeSet<String>>,
+        docker_running: AtomicBool,
+        runtimes: Mutex<String>,
+        driver: Mutex<String>,
     }
 
     fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
@@ -1732,6 +1760,17 @@ mod tests {
     fn answer(ct: &FakeCt, cmd: &HostCommand) -> CommandOutput {
         let argv = cmd.argv();
         let tool = argv[0].rsplit('/').next().unwrap().to_owned();
+        if tool == "nvidia-smi" {
+            return if argv[1] == "-q" {
+                out(0, "", "")
+            } else {
+                out(
+                    0,
+                    "0, 00000000:00:06.0, GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4, NVIDIA H100 80GB HBM3, 81559, 580.159.04\n",
+                    "",
+                )
+            };
+        }
         if tool == "pveversion" {
             return out(
                 0,
@@ -1763,6 +1802,70 @@ mod tests {
                         None => out(1, "", "cat: No such file or directory"),
                     },
                     ["test", "-e", p] => out(i32::from(!files.contains_key(*p)), "", ""),
+                    ["test", "-x", p] => out(
+                        i32::from(!ct.installed.lock().unwrap().contains(*p)),
+                        "",
+                        "",
+                    ),
+                    ["docker", "version", ..] => out(
+                        i32::from(!ct.docker_running.load(Ordering::SeqCst)),
+                        "27.5.1\n",
+                        "",
+                    ),
+                    ["apt-get", "-q", "update"] => out(0, "", ""),
+                    ["systemctl", "is-active", "--quiet", _] => {
+                        out(if ct.up.load(Ordering::SeqCst) { 0 } else { 3 }, "", "")
+                    }
+                    ["apt-get", "install", .., pkg] => {
+                        let bin = match *pkg {
+                            "docker.io" => "/usr/bin/docker",
+                            "nvidia-container-toolkit" => "/usr/bin/nvidia-ctk",
+                            other => panic!("unexpected package {other}"),
+                        };
+                        ct.installed.lock().unwrap().insert(bin.to_owned());
+                        out(0, "", "")
+                    }
+                    ["systemctl", "enable", "--now", "docker.service"] => {
+                        ct.docker_running.store(true, Ordering::SeqCst);
+                        out(0, "", "")
+                    }
+                    ["docker", "info", "--format", "{{json .Runtimes}}"] => {
+                        out(0, &ct.runtimes.lock().unwrap(), "")
+                    }
+                    ["nvidia-ctk", "runtime", "configure", "--runtime=docker"] => {
+                        *ct.runtimes.lock().unwrap() =
+                            r#"{"nvidia":{"path":"nvidia-container-runtime"},"runc":{}}"#.into();
+                        out(0, "", "")
+                    }
+                    [
+                        "nvidia-ctk",
+                        "config",
+                        "--set",
+                        "nvidia-container-cli.no-cgroups=true",
+                        "--in-place",
+                    ] => {
+                        drop(files);
+                        ct.files.lock().unwrap().insert(
+                            "/etc/nvidia-container-runtime/config.toml".into(),
+                            (
+                                b"[nvidia-container-cli]\nno-cgroups = true\n".to_vec(),
+                                "0644".into(),
+                            ),
+                        );
+                        out(0, "", "")
+                    }
+                    [
+                        "nvidia-smi",
+                        "--query-gpu=driver_version",
+                        "--format=csv,noheader",
+                    ] => out(
+                        0,
+                        &{
+                            let d = ct.driver.lock().unwrap().clone();
+                            format!("{d}\n{d}\n")
+                        },
+                        "",
+                    ),
                     ["test", "-d", d] => {
                         out(i32::from(!ct.dirs.lock().unwrap().contains(*d)), "", "")
                     }
@@ -1803,6 +1906,16 @@ mod tests {
                         out(0, "", "")
                     }
                     ["systemctl", "daemon-reload" | "restart", ..] => out(0, "", ""),
+                    [
+                        "docker",
+                        "inspect",
+                        "--format",
+                        "{{.State.Status}}",
+                        "phoenix-vllm-901",
+                    ] => out(0, "running\n", ""),
+                    ["docker", "logs", "--tail", "50", "phoenix-vllm-901"] => {
+                        out(0, "INFO Starting vLLM API server\n", "WARNING slow disk\n")
+                    }
                     ["ip", "-j", "-4", "addr", "show", "dev", "eth0"] => out(
                         0,
                         r#"[{"ifindex":2,"ifname":"eth0","addr_info":[{"family":"inet","local":"127.77.0.5","prefixlen":24}]}]"#,
@@ -2373,6 +2486,159 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("unknown option `attempts`")
+        );
+    }
+
+    /// The registered methods, called from a script (top level and a `fn`): `vllm.start`
+    /// returns the server map, `vllm.wait_ready` fails with the stage and the logs,
+    /// `http.probe` answers.
+    #[test]
+    fn registered_methods_work_from_a_script() {
+        let f = fixture(false, true);
+        let mut engine = rhai::Engine::new();
+        crate::api::register_all(&mut engine);
+        // Handles resolved by name everywhere, as DESIGN.md §10 asks of the script engine.
+        let handles: std::collections::HashMap<&str, Dynamic> =
+            crate::api::handles(&f.rt).into_iter().collect();
+        engine.on_var(move |name, _, _| Ok(handles.get(name).cloned()));
+        let mut scope = rhai::Scope::new();
+        let s: Map = engine
+            .eval_with_scope(&mut scope, r#"vllm.start(901, #{ models_dir: "/models" })"#)
+            .unwrap();
+        assert_eq!(
+            s["url"].clone().into_string().unwrap(),
+            "http://127.77.0.5:8000"
+        );
+        assert!(!s["api_key_set"].as_bool().unwrap());
+        scope.push("server", s);
+        // 127.77.0.5 is loopback: nothing listens there, so the ladder stays at `loading`.
+        let err = engine
+            .eval_with_scope::<Dynamic>(
+                &mut scope,
+                r#"vllm.wait_ready(server, #{ timeout: "300ms", max_poll: "50ms" })"#,
+            )
+            .unwrap_err();
+        let rhai::EvalAltResult::ErrorRuntime(d, _) = *err else {
+            panic!("{err}")
+        };
+        let api = d.read_lock::<crate::api::SharedApiError>().unwrap().clone();
+        let text = api.to_string();
+        assert!(text.starts_with("vllm.wait_ready: vLLM server phoenix-vllm-901 at http://127.77.0.5:8000/ is not ready (stage: loading): timed out"), "{text}");
+        assert!(text.contains("last seen: connection refused"), "{text}");
+        assert!(
+            text.contains("INFO Starting vLLM API server\nWARNING slow disk"),
+            "{text}"
+        );
+
+        let (addr, _) = server(|_, _| Some(http(200, "pong")));
+        let body: String = engine
+            .eval_with_scope(
+                &mut scope,
+                &format!(r#"fn p(u) {{ http.probe(u, #{{ attempts: 2 }}) }} p("http://{addr}/ping").body"#),
+            )
+            .unwrap();
+        assert_eq!(body, "pong");
+    }
+
+    /// The stdlib modules run against the fake container: Docker and the toolkit are
+    /// installed with the exact argv, a second run changes nothing, and a driver mismatch
+    /// is a clear error naming both versions.
+    #[test]
+    fn stdlib_modules_install_idempotently_and_check_the_driver() {
+        // `lxc.exec` has no read-only intent yet, so its queries count as mutating: leave
+        // them out to see what changes.
+        let changes = |r: &RecordingRunner| -> Vec<String> {
+            mutations(r)
+                .into_iter()
+                .filter(|c| {
+                    ![
+                        "test ",
+                        "docker version",
+                        "docker info",
+                        "cat ",
+                        "nvidia-smi ",
+                        "systemctl is-active",
+                    ]
+                    .iter()
+                    .any(|q| c.starts_with(q))
+                })
+                .collect()
+        };
+        let f = fixture(false, true);
+        let mut engine = rhai::Engine::new();
+        crate::api::register_all(&mut engine);
+        // `log.info` belongs to the log family (being built); a no-op stands in here.
+        engine.register_fn("info", |_: crate::api::log::LogApi, _: &str| {});
+        let handles: std::collections::HashMap<&str, Dynamic> =
+            crate::api::handles(&f.rt).into_iter().collect();
+        engine.on_var(move |name, _, _| Ok(handles.get(name).cloned()));
+        let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
+        engine.set_module_resolver(rhai::module_resolvers::FileModuleResolver::new_with_path(
+            stdlib,
+        ));
+
+        engine
+            .run(r#"import "docker" as docker; docker::install(901);"#)
+            .unwrap();
+        assert_eq!(
+            changes(&f.runner),
+            [
+                "apt-get -q update",
+                "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold docker.io",
+                "systemctl enable --now docker.service",
+            ]
+        );
+        let n = changes(&f.runner).len();
+        engine
+            .run(r#"import "docker" as docker; docker::install(901);"#)
+            .unwrap();
+        assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
+
+        f.ct.installed
+            .lock()
+            .unwrap()
+            .insert("/usr/bin/nvidia-smi".into());
+        *f.ct.driver.lock().unwrap() = "550.54.14".into();
+        let e = engine
+            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NVIDIA driver mismatch: the container's userspace is 550.54.14, the host's driver is 580.159.04"),
+            "{e}"
+        );
+        assert_eq!(
+            changes(&f.runner)[n..],
+            [
+                "apt-get -q update",
+                "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nvidia-container-toolkit",
+                "nvidia-ctk runtime configure --runtime=docker",
+                "systemctl restart docker.service",
+                "nvidia-ctk config --set nvidia-container-cli.no-cgroups=true --in-place",
+            ]
+        );
+        *f.ct.driver.lock().unwrap() = "580.159.04".into();
+        let n = changes(&f.runner).len();
+        engine
+            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
+            .unwrap();
+        assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
+
+        engine
+            .run(
+                r#"import "systemd" as systemd;
+                   systemd::daemon_reload(901);
+                   if !systemd::is_active(901, "phoenix-vllm-901.service") {
+                       systemd::enable_now(901, "phoenix-vllm-901.service");
+                   }"#,
+            )
+            .unwrap();
+        assert_eq!(
+            changes(&f.runner)[n..],
+            [
+                "systemctl daemon-reload",
+                "systemctl enable --now phoenix-vllm-901.service"
+            ]
         );
     }
 
