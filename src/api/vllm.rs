@@ -2489,18 +2489,28 @@ mod tests {
         );
     }
 
+    /// An engine with every family registered and the handles resolved by name everywhere
+    /// (top level, `fn`s, modules), as DESIGN.md §10 asks of the script engine; `log.info`
+    /// (another family, being built) is a no-op here.
+    fn script_engine(rt: &Arc<Runtime>) -> rhai::Engine {
+        let mut engine = rhai::Engine::new();
+        crate::api::register_all(&mut engine);
+        engine.register_fn("info", |_: crate::api::log::LogApi, _: &str| {});
+        let handles: std::collections::HashMap<&str, Dynamic> =
+            crate::api::handles(rt).into_iter().collect();
+        // `on_var` is marked deprecated only as "volatile"; the script engine uses it too.
+        #[allow(deprecated)]
+        engine.on_var(move |name, _, _| Ok(handles.get(name).cloned()));
+        engine
+    }
+
     /// The registered methods, called from a script (top level and a `fn`): `vllm.start`
     /// returns the server map, `vllm.wait_ready` fails with the stage and the logs,
     /// `http.probe` answers.
     #[test]
     fn registered_methods_work_from_a_script() {
         let f = fixture(false, true);
-        let mut engine = rhai::Engine::new();
-        crate::api::register_all(&mut engine);
-        // Handles resolved by name everywhere, as DESIGN.md §10 asks of the script engine.
-        let handles: std::collections::HashMap<&str, Dynamic> =
-            crate::api::handles(&f.rt).into_iter().collect();
-        engine.on_var(move |name, _, _| Ok(handles.get(name).cloned()));
+        let engine = script_engine(&f.rt);
         let mut scope = rhai::Scope::new();
         let s: Map = engine
             .eval_with_scope(&mut scope, r#"vllm.start(901, #{ models_dir: "/models" })"#)
@@ -2565,13 +2575,7 @@ mod tests {
                 .collect()
         };
         let f = fixture(false, true);
-        let mut engine = rhai::Engine::new();
-        crate::api::register_all(&mut engine);
-        // `log.info` belongs to the log family (being built); a no-op stands in here.
-        engine.register_fn("info", |_: crate::api::log::LogApi, _: &str| {});
-        let handles: std::collections::HashMap<&str, Dynamic> =
-            crate::api::handles(&f.rt).into_iter().collect();
-        engine.on_var(move |name, _, _| Ok(handles.get(name).cloned()));
+        let mut engine = script_engine(&f.rt);
         let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
         engine.set_module_resolver(rhai::module_resolvers::FileModuleResolver::new_with_path(
             stdlib,
