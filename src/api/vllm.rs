@@ -1416,7 +1416,16 @@ pub fn wait_ready(
         tracing::info!(url = %server.url, "dry run: not waiting for the vLLM server");
         return Ok(None);
     }
-    let ready = wait_ladder(server, opts, &HostLiveness { rt, server })?;
+    let ready = wait_ladder(server, opts, &HostLiveness { rt, server }).map_err(|e| match e {
+        // A server's body is shown in the error: hide any secret value it may echo.
+        VllmError::NotReady(mut b) => {
+            if let SeenText(Some(Seen::Status { body, .. })) = &mut b.last {
+                *body = rt.redactor.redact(body);
+            }
+            VllmError::NotReady(b)
+        }
+        e => e,
+    })?;
     tracing::info!(url = %server.url, model = %server.model, waited_ms = ready.waited.as_millis() as u64, "vLLM server ready");
     Ok(Some(ready))
 }
@@ -1747,6 +1756,8 @@ mod tests {
         docker_running: AtomicBool,
         runtimes: Mutex<String>,
         driver: Mutex<String>,
+        /// What `docker inspect` reports: `None` running, `Some("")` no such container.
+        docker_state: Mutex<Option<String>>,
     }
 
     fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
@@ -1912,7 +1923,11 @@ mod tests {
                         "--format",
                         "{{.State.Status}}",
                         "phoenix-vllm-901",
-                    ] => out(0, "running\n", ""),
+                    ] => match ct.docker_state.lock().unwrap().as_deref() {
+                        None => out(0, "running\n", ""),
+                        Some("") => out(1, "\n", "Error: No such object: phoenix-vllm-901"),
+                        Some(state) => out(0, &format!("{state}\n"), ""),
+                    },
                     ["docker", "logs", "--tail", "50", "phoenix-vllm-901"] => {
                         out(0, "INFO Starting vLLM API server\n", "WARNING slow disk\n")
                     }
@@ -2644,6 +2659,40 @@ mod tests {
                 "systemctl enable --now phoenix-vllm-901.service"
             ]
         );
+    }
+
+    /// Liveness through the host: Docker's state first, systemd's when Docker no longer
+    /// knows the container (`--rm`), and the stopped LXC container itself.
+    #[test]
+    fn host_liveness_reads_docker_then_systemd() {
+        let f = fixture(false, true);
+        let s = srv(closed_port(), None);
+        let live = HostLiveness {
+            rt: &f.rt,
+            server: &s,
+        };
+        assert_eq!(live.exited(), None);
+        *f.ct.docker_state.lock().unwrap() = Some("exited".into());
+        assert_eq!(
+            live.exited().as_deref(),
+            Some("docker reports the container exited")
+        );
+        // Gone from Docker, service still starting: not (yet) a failure.
+        *f.ct.docker_state.lock().unwrap() = Some(String::new());
+        f.ct.up.store(true, Ordering::SeqCst);
+        assert_eq!(live.exited(), None);
+        f.ct.up.store(false, Ordering::SeqCst);
+        assert_eq!(
+            live.exited().as_deref(),
+            Some("the Docker container is gone and phoenix-vllm-901.service is inactive/dead")
+        );
+        assert_eq!(
+            live.logs(),
+            "INFO Starting vLLM API server\nWARNING slow disk"
+        );
+        // The LXC container stopped.
+        std::fs::remove_file(f._dir.path().join("pve/lxc/901.conf")).unwrap();
+        assert_eq!(live.exited().as_deref(), Some("container 901 is absent"));
     }
 
     /// The stdlib modules and the recipe parse, and define what recipes call.
