@@ -19,11 +19,13 @@ use crate::runtime::Runtime;
 
 pub mod config;
 pub mod gpu;
+pub mod http;
 pub mod log;
 pub mod lxc;
 pub mod secret;
 pub mod support;
 pub mod undo;
+pub mod vllm;
 pub mod zfs;
 
 /// Every error a primitive can raise.
@@ -88,6 +90,8 @@ pub fn register_all(engine: &mut Engine) {
     zfs::register(engine);
     undo::register(engine);
     secret::register(engine);
+    http::register(engine);
+    vllm::register(engine);
 }
 
 /// The API handles by the names recipes use (`lxc`, `gpu`, …), bound to `rt`.
@@ -100,11 +104,15 @@ pub fn handles(rt: &Arc<Runtime>) -> Vec<(&'static str, Dynamic)> {
         ("zfs", Dynamic::from(zfs::ZfsApi::new(rt))),
         ("undo", Dynamic::from(undo::UndoApi::new(rt))),
         ("secret", Dynamic::from(secret::SecretApi::new(rt))),
+        ("http", Dynamic::from(http::HttpApi::new(rt))),
+        ("vllm", Dynamic::from(vllm::VllmApi::new(rt))),
     ]
 }
 
 /// The names of every API handle (for lint and docs, which have no runtime).
-pub const HANDLE_NAMES: &[&str] = &["config", "log", "lxc", "gpu", "zfs", "undo", "secret"];
+pub const HANDLE_NAMES: &[&str] = &[
+    "config", "log", "lxc", "gpu", "zfs", "undo", "secret", "http", "vllm",
+];
 
 /// Each API handle's name with its Rust type, so lint and docs (which have no runtime) can
 /// tell which registered methods belong to which handle. Keep in step with [`handles`].
