@@ -18,11 +18,14 @@
 //!
 //! Decisions where DESIGN.md is silent are written in each module's docs.
 
+mod apt;
 mod argvlog;
 mod container;
 mod ctconf;
+mod docker;
 mod faults;
 mod inner;
+mod nvctk;
 mod nvidia;
 mod opts;
 mod out;
@@ -31,6 +34,9 @@ mod propstr;
 mod pvesm;
 mod pveversion;
 mod root;
+mod systemd;
+mod vllm;
+mod vllm_proc;
 mod zfs;
 
 use std::ffi::OsString;
@@ -60,6 +66,11 @@ fn run(argv: Vec<OsString>) -> i32 {
         eprintln!("phoenix-emu: empty argv");
         return 2;
     };
+    // The detached emulated vLLM server that `docker run` starts (not a received command:
+    // not logged).
+    if argv.get(1).map(String::as_str) == Some(vllm_proc::SERVE_ARG) {
+        return vllm_proc::main(&argv[2..]);
+    }
     let (tool, args) = match split_tool(&argv0, &argv[1..]) {
         Some(v) => v,
         None => {

@@ -711,7 +711,7 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
             &CtState {
                 running: false,
                 address,
-                passwords_set: Vec::new(),
+                ..CtState::default()
             },
         )?;
     }
