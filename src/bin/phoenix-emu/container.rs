@@ -124,6 +124,8 @@ pub fn seed_rootfs(root: &Root, vmid: u32, hostname: &str, ostype: &str) -> Resu
     let fs = rootfs(root, vmid);
     for d in [
         "etc",
+        "etc/systemd/system",
+        "lib/systemd/system",
         "root",
         "tmp",
         "usr/bin",
