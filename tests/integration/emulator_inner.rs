@@ -872,3 +872,32 @@ fn the_config_file_ends_with_a_newline() {
     let text = std::fs::read_to_string(emu.root.join("etc/pve/lxc/901.conf")).unwrap();
     assert!(text.ends_with('\n'), "{text:?}");
 }
+
+#[test]
+fn a_restarted_container_starts_its_enabled_units_again() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    until_up(addr, Duration::from_secs(5)).unwrap();
+    let pid = emu.server_pid();
+    emu.ok("pct", &["stop", "901"]);
+    assert!(until_gone(pid, Duration::from_millis(500)).is_some());
+    assert!(TcpStream::connect(addr).is_err());
+    emu.ok("pct", &["start", "901"]);
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "is-active",
+            "docker.service",
+            "phoenix-vllm-901.service"
+        ]),
+        "active\nactive\n"
+    );
+    until_up(addr, Duration::from_secs(5)).expect("the enabled unit did not come back");
+    assert_ne!(emu.server_pid(), pid);
+    assert_eq!(http(addr, "/v1/models", Some("k")).unwrap().0, 200);
+    emu.ok("pct", &["destroy", "901", "--force"]);
+}

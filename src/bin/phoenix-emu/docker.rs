@@ -238,6 +238,17 @@ pub fn stop_if_running(ct: &Ct<'_>, name: &str) {
     }
 }
 
+/// The emulated container stops or is destroyed: kill every server process it has
+/// (lock-free; `systemd::boot` records them as exited when it starts again).
+pub fn kill_all(root: &crate::root::Root, vmid: u32) {
+    let st = container::load_state(root, vmid).unwrap_or_default();
+    for c in &st.docker.containers {
+        if let Some(pid) = c.pid.filter(|p| c.status == "running" && pid_alive(*p)) {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// The daemon stops (or restarts): its running containers stop with it.
 pub fn daemon_stopping(ct: &Ct<'_>) {
     let st = container::load_state(ct.root, ct.vmid).unwrap_or_default();

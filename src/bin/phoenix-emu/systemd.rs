@@ -654,6 +654,51 @@ fn stop(ct: &Ct<'_>, name: &str, out: &mut Out) -> i32 {
     0
 }
 
+/// The container booted (`pct start`): containers that ran before are exited (removed with
+/// `--rm`), every unit is inactive and reads its file anew, then `docker.service` and the
+/// other enabled units start, as systemd does at boot.
+pub fn boot(root: &crate::root::Root, vmid: u32) {
+    let Ok(Some(conf)) = container::load_conf(root, vmid) else {
+        return;
+    };
+    let ct = Ct {
+        root,
+        vmid,
+        conf: &conf,
+    };
+    let enabled = container::update_state(root, vmid, |st| {
+        let mut gone = Vec::new();
+        for c in &mut st.docker.containers {
+            if c.status == "running" || c.status == "created" {
+                c.status = "exited".into();
+                c.exit_code = 137;
+                if c.auto_remove && !c.removed {
+                    c.removed = true;
+                    gone.push(c.name.clone());
+                }
+            }
+        }
+        for n in gone {
+            st.docker.last_exit.insert(n, 137);
+        }
+        let mut names = Vec::new();
+        for (n, u) in &mut st.systemd.units {
+            *u = Unit {
+                enabled: u.enabled,
+                ..Unit::default()
+            };
+            if u.enabled {
+                names.push(n.clone());
+            }
+        }
+        names.sort_by_key(|n| n != DOCKER_SERVICE);
+        names
+    });
+    for name in enabled.unwrap_or_default() {
+        start(&ct, &name, &mut Out::default());
+    }
+}
+
 /// `journalctl -u UNIT [-n N] [--no-pager] [-o cat]`: the main container's log.
 pub fn journalctl(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
     let mut unit = None;

@@ -295,7 +295,8 @@ fn still_mine(root: &Root, vmid: u32, name: &str, me: i32) -> bool {
         && st.docker.containers.iter().any(|c| {
             c.name == name
                 && !c.removed
-                && (c.pid == Some(me) || (c.pid.is_none() && c.status == "created"))
+                && ((c.pid == Some(me) && c.status == "running")
+                    || (c.pid.is_none() && c.status == "created"))
         })
 }
 
@@ -453,4 +454,44 @@ fn finish(root: &Root, vmid: u32, name: &str, me: i32, code: i32) -> i32 {
 fn read_key(path: &PathBuf) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     vllm::api_key_from_config(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::DockerContainer;
+
+    #[test]
+    fn the_server_stays_only_while_its_record_and_container_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("emu.json"), "{}").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/pve/lxc")).unwrap();
+        std::fs::write(container::conf_path(&root, 901), "arch: amd64\n").unwrap();
+        let mut st = container::CtState {
+            running: true,
+            ..Default::default()
+        };
+        st.docker.containers.push(DockerContainer {
+            name: "v".into(),
+            pid: Some(42),
+            status: "running".into(),
+            ..Default::default()
+        });
+        container::save_state(&root, 901, &st).unwrap();
+        assert!(still_mine(&root, 901, "v", 42));
+        assert!(!still_mine(&root, 901, "v", 43), "another pid");
+        assert!(!still_mine(&root, 901, "w", 42), "another name");
+        st.docker.containers[0].status = "exited".into();
+        container::save_state(&root, 901, &st).unwrap();
+        assert!(!still_mine(&root, 901, "v", 42), "exited");
+        st.docker.containers[0].status = "running".into();
+        st.running = false;
+        container::save_state(&root, 901, &st).unwrap();
+        assert!(!still_mine(&root, 901, "v", 42), "container stopped");
+        st.running = true;
+        container::save_state(&root, 901, &st).unwrap();
+        std::fs::remove_file(container::conf_path(&root, 901)).unwrap();
+        assert!(!still_mine(&root, 901, "v", 42), "container destroyed");
+    }
 }
