@@ -901,3 +901,112 @@ fn a_restarted_container_starts_its_enabled_units_again() {
     assert_eq!(http(addr, "/v1/models", Some("k")).unwrap().0, 200);
     emu.ok("pct", &["destroy", "901", "--force"]);
 }
+
+/// `phoenix` with every path under `dir`, on the emulated host; stdin piped in.
+fn phoenix(dir: &std::path::Path, args: &[&str], stdin: &[u8]) -> Output {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("PHOENIX_SETTINGS", dir.join("phoenix.toml"))
+        .env("PHOENIX_CONFIG", dir.join("lxc.json"))
+        .env("PHOENIX_HOST", "emulated")
+        .env("PHOENIX_STATE_DIR", dir.join("state"))
+        .env("PHOENIX_MARKER_DIR", dir.join("markers"))
+        .env("PHOENIX_LOG_DIR", dir.join("log"))
+        .env("PHOENIX_SECRETS_DIR", dir.join("secrets"))
+        .env("PHOENIX_SECRET_KEY", dir.join("key/secret.key"))
+        .env("PHOENIX_EMU_ROOT", dir.join("emu"))
+        .env("PHOENIX_STDLIB", manifest.join("stdlib"))
+        .current_dir(manifest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The drdevstral recipe provisions container 901 end to end on the emulated host: Docker,
+/// the NVIDIA toolkit, the unit, and an emulated vLLM server answering on the container's
+/// loopback address; a second run changes nothing; `destroy` leaves no server behind.
+/// (Runs once the vllm branch's recipe and stdlib modules are merged.)
+#[test]
+fn drdevstral_provisions_end_to_end() {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !manifest.join("recipes/drdevstral.rhai").is_file() {
+        eprintln!("skipped: recipes/drdevstral.rhai is not in this tree yet");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("phoenix.toml"), "").unwrap();
+    // The loader takes the GPU list as a string ("0,1").
+    let config = crate::support::CONFIG_901.replace("[0, 1]", "\"0,1\"");
+    std::fs::write(d.join("lxc.json"), config).unwrap();
+    let ok = |args: &[&str], stdin: &[u8]| {
+        let o = phoenix(d, args, stdin);
+        assert!(
+            o.status.success(),
+            "phoenix {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stderr(&o)
+    };
+    ok(&["secret", "init"], b"");
+    ok(&["secret", "set", "vllm_api_key"], b"sk-e2e-key\n");
+    // The emulated root, with the parent dataset the recipe's dataset goes under.
+    let settings = Settings::resolve_with(&FlagOverrides::default(), &|k| match k {
+        "PHOENIX_EMU_ROOT" => Some(d.join("emu").display().to_string()),
+        "PHOENIX_STATE_DIR" => Some(d.join("state").display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    emulated::prepare(&settings).unwrap();
+    let zfs = Command::new(d.join("emu/bin/zfs"))
+        .args(["create", "tank/models"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(zfs.status.success(), "{}", stderr(&zfs));
+    std::fs::write(
+        d.join("emu/faults.json"),
+        r#"{"vllm":{"load_delay":"200ms"}}"#,
+    )
+    .unwrap();
+
+    let log = ok(&["recipe", "run", "recipes/drdevstral.rhai"], b"");
+    assert!(log.contains("vLLM server ready"), "{log}");
+    assert!(!log.contains("sk-e2e-key"), "{log}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.join("emu/var/lib/lxc/901/emu-state.json")).unwrap(),
+    )
+    .unwrap();
+    let ip = state["address"].as_str().unwrap();
+    let addr: SocketAddr = format!("{ip}:8000").parse().unwrap();
+    assert!(addr.ip().is_loopback());
+    let (code, body) = http(addr, "/v1/models", Some("sk-e2e-key")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(MODEL), "{body}");
+    let pid = state["docker"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "running")
+        .and_then(|c| c["pid"].as_i64())
+        .unwrap() as i32;
+
+    let again = ok(&["recipe", "run", "recipes/drdevstral.rhai"], b"");
+    assert!(
+        !again.contains("apply step"),
+        "a second run changed something: {again}"
+    );
+    assert!(pid_exists(pid));
+
+    ok(&["destroy", "--lxc", "901"], b"");
+    assert!(until_gone(pid, Duration::from_secs(1)).is_some());
+    assert!(!d.join("emu/etc/pve/lxc/901.conf").exists());
+}
