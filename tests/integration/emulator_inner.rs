@@ -1010,3 +1010,32 @@ fn drdevstral_provisions_end_to_end() {
     assert!(until_gone(pid, Duration::from_secs(1)).is_some());
     assert!(!d.join("emu/etc/pve/lxc/901.conf").exists());
 }
+
+#[test]
+fn starting_the_unit_starts_docker_it_requires() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "stop", "docker"]);
+    let o = emu.exec(&["docker", "ps"]);
+    assert_eq!(o.status.code(), Some(1));
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    assert_eq!(
+        emu.exec_ok(&["systemctl", "is-active", "docker", "phoenix-vllm-901"]),
+        "active\nactive\n"
+    );
+    // Restarting Docker stops its containers: the unit's main process is gone.
+    emu.exec_ok(&["systemctl", "restart", "docker"]);
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,SubState",
+            "phoenix-vllm-901"
+        ]),
+        "ActiveState=activating\nSubState=auto-restart\n"
+    );
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+}

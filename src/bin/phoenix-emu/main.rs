@@ -13,6 +13,12 @@
 //! 3. runs the tool against the state under the root, answering in the real tool's format;
 //! 4. appends one JSON line to `argv.log` (under an exclusive `flock`).
 //!
+//! Inside an emulated container (`pct exec <vmid> -- prog …`) the programs of
+//! [`inner`]'s table answer: the base system's, `apt-get`, `systemctl`, and, once installed,
+//! `docker`, `nvidia-ctk`, `nvidia-smi`. `docker run vllm/vllm-openai…` starts this same
+//! executable as `phoenix-emu __vllm-serve ROOT VMID NAME` ([`vllm_proc`]), a detached
+//! process serving the emulated vLLM API ([`vllm`]) on the container's loopback address.
+//!
 //! This binary is deliberately not part of the phoenix library: it shares no code with it,
 //! so the production `pve` backend is tested against an independent implementation.
 //!

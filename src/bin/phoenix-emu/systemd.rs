@@ -20,6 +20,9 @@
 //! - `docker.service` needs the container feature `nesting=1` to start (Docker cannot run
 //!   in a container without it); restarting it stops the running Docker containers
 //!   (no live-restore) and loads the `nvidia` runtime when `nvidia-ctk` configured it;
+//! - `Requires=`/`Wants=` units that have a unit file start first (a failed `Requires=`
+//!   fails the start: `A dependency job … failed`); targets are not emulated;
+//! - `pct start` boots the container: enabled units start ([`boot`]);
 //! - `journalctl -u UNIT` shows the main container's log.
 
 use std::collections::BTreeMap;
@@ -163,6 +166,10 @@ pub struct Service {
     pub stop: Vec<(bool, Vec<String>)>,
     /// `Restart=on-failure|always|on-abnormal`.
     pub restart_on_failure: bool,
+    /// `[Unit]` `Requires=`: started first; their failure fails the start.
+    pub requires: Vec<String>,
+    /// `[Unit]` `Wants=`: started first; their failure is ignored.
+    pub wants: Vec<String>,
 }
 
 /// Parse a unit's `[Service]` section.
@@ -186,13 +193,22 @@ pub fn parse_unit(text: &str) -> Result<Service, String> {
             section = line.to_owned();
             continue;
         }
-        if section != "[Service]" {
-            continue;
-        }
         let Some((k, v)) = line.split_once('=') else {
             return Err(format!("line {line:?} is not Key=Value"));
         };
         let (k, v) = (k.trim(), v.trim());
+        if section == "[Unit]" {
+            let names = v.split_whitespace().map(str::to_owned);
+            match k {
+                "Requires" => s.requires.extend(names),
+                "Wants" => s.wants.extend(names),
+                _ => {}
+            }
+            continue;
+        }
+        if section != "[Service]" {
+            continue;
+        }
         let list = match k {
             "ExecStartPre" => &mut s.pre,
             "ExecStart" => &mut s.start,
@@ -582,6 +598,23 @@ fn start(ct: &Ct<'_>, name: &str, out: &mut Out) -> i32 {
         ));
         return 1;
     };
+    // Dependencies with a unit file (targets such as network-online.target have none here).
+    for (dep, required) in service
+        .requires
+        .iter()
+        .map(|d| (d, true))
+        .chain(service.wants.iter().map(|d| (d, false)))
+    {
+        if dep == name || unit_file(ct, dep).is_none() {
+            continue;
+        }
+        if start(ct, dep, &mut Out::default()) != 0 && required {
+            out.err(format!(
+                "A dependency job for {name} failed. See 'journalctl -xe' for details.\n"
+            ));
+            return 1;
+        }
+    }
     let mut failed = false;
     for (ignore, argv) in &service.pre {
         let (code, _) = exec_line(ct, argv, &mut Out::default());
@@ -811,5 +844,8 @@ mod tests {
         assert_eq!(s.start[0].1, ["/usr/bin/docker", "run", "--rm", "img"]);
         assert_eq!(s.stop[0].1, ["/usr/bin/docker", "stop", "x"]);
         assert!(s.restart_on_failure);
+        let s = parse_unit("[Unit]\nRequires=docker.service\nWants=network-online.target a.service\n[Service]\nExecStart=/bin/x\n").unwrap();
+        assert_eq!(s.requires, ["docker.service"]);
+        assert_eq!(s.wants, ["network-online.target", "a.service"]);
     }
 }
