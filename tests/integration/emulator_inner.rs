@@ -1039,3 +1039,54 @@ fn starting_the_unit_starts_docker_it_requires() {
     );
     emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
 }
+
+#[test]
+fn an_exited_container_without_rm_stays_with_its_exit_code() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.docker_ready();
+    let argv = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "v",
+        "--gpus",
+        "1",
+        "-p",
+        "8000:8000",
+        "-e",
+        "A=b",
+        IMAGE,
+        MODEL,
+        "--tensor-parallel-size",
+        "2",
+    ];
+    let id = emu.exec_ok(&argv);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}} {{json .Config.Env}}",
+            "v"
+        ]),
+        "exited 1 [\"A=b\"]\n"
+    );
+    assert_eq!(emu.exec_ok(&["docker", "ps", "--format", "{{.Names}}"]), "");
+    assert_eq!(
+        emu.exec_ok(&["docker", "ps", "-a", "--format", "{{.Names}} {{.State}}"]),
+        "v exited\n"
+    );
+    let o = emu.exec(&argv);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("The container name \"/v\" is already in use"),
+        "{}",
+        stderr(&o)
+    );
+    let logs = emu.exec_ok(&["docker", "logs", "--tail", "1", "v"]);
+    assert!(logs.contains("Tensor parallel size (2)"), "{logs}");
+    emu.exec_ok(&["docker", "rm", "v"]);
+    assert_eq!(emu.exec_ok(&["docker", "ps", "-a", "-q"]), "");
+}

@@ -21,7 +21,9 @@
 //! - `docker stop` ends the server and records exit code 0 (vLLM shuts down cleanly on
 //!   SIGTERM); `rm -f` kills it (137); `rm -f` of a missing container warns and exits 0
 //!   (Docker ≥ 20.10);
-//! - a `--rm` container whose process is gone counts as removed.
+//! - a `--rm` container whose process is gone counts as removed;
+//! - `-e` and `--env-file` are accepted as Docker accepts them, and `docker inspect` shows
+//!   them (`Config.Env`), so a test can see a secret that reached a container's environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -1539,11 +1541,25 @@ fn docker_run(
     record.serve = Some(spec);
     // Record first (status created), then start, then record the pid: the server only
     // serves while the record names it.
-    let res = container::update_state(ct.root, ct.vmid, |st| {
-        st.docker.containers.push(record);
+    // The name is checked again under the lock: two concurrent runs cannot both take it.
+    let res = container::update_state(ct.root, ct.vmid, |st| match find(st, &name) {
+        Some(c) => Err(c.id.clone()),
+        None => {
+            st.docker.containers.push(record);
+            Ok(())
+        }
     });
-    if let Err(e) = res {
-        return daemon_error(out, &e.to_string());
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(other)) => {
+            return daemon_error(
+                out,
+                &format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                ),
+            );
+        }
+        Err(e) => return daemon_error(out, &e.to_string()),
     }
     let pid = match crate::vllm_proc::spawn(ct.root, ct.vmid, &name, &log) {
         Ok(pid) => pid,
