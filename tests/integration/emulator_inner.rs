@@ -868,9 +868,15 @@ fn docker_rm_force_kills_the_server() {
 #[test]
 fn the_config_file_ends_with_a_newline() {
     let emu = Emu::new("nesting=1", false, false);
+    let path = emu.root.join("etc/pve/lxc/901.conf");
+    // A snapshot section whose last line lacks its newline (as a hand edit leaves it).
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[before-vllm]\narch: amd64\ncores: 1");
+    std::fs::write(&path, text).unwrap();
     emu.ok("pct", &["set", "901", "--cores", "2"]);
-    let text = std::fs::read_to_string(emu.root.join("etc/pve/lxc/901.conf")).unwrap();
-    assert!(text.ends_with('\n'), "{text:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with("[before-vllm]\narch: amd64\ncores: 1\n"), "{text:?}");
+    assert!(text.contains("\ncores: 2\n"), "{text:?}");
 }
 
 #[test]
