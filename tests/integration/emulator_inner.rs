@@ -66,6 +66,8 @@ impl Emu {
         })
         .unwrap();
         emulated::prepare(&settings).unwrap();
+        // This test process owns the root's servers: killed, it leaves none behind.
+        set_owner(&root, i32::try_from(std::process::id()).unwrap());
         let emu = Self { _dir: dir, root };
         let unpriv = if unprivileged { "1" } else { "0" };
         emu.ok(
@@ -218,6 +220,17 @@ impl Emu {
         ]);
         out.trim().parse().unwrap()
     }
+}
+
+/// Name `pid` as the owner of the root's emulated vLLM servers in `emu.json`.
+fn set_owner(root: &std::path::Path, pid: i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let path = root.join("emu.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["owner"] = serde_json::json!({"pid": pid, "start": start});
+    std::fs::write(&path, v.to_string()).unwrap();
 }
 
 fn stderr(o: &Output) -> String {
@@ -854,6 +867,18 @@ fn removing_the_root_ends_its_server() {
 }
 
 #[test]
+fn the_server_ends_with_the_roots_owner_process() {
+    let emu = Emu::new("nesting=1", true, false);
+    let mut owner = Command::new("sleep").arg("30").spawn().unwrap();
+    set_owner(&emu.root, i32::try_from(owner.id()).unwrap());
+    let pid = detached_server(&emu);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let took = until_gone(pid, Duration::from_secs(3)).expect("the server outlived its owner");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
 fn docker_rm_force_kills_the_server() {
     let emu = Emu::new("nesting=1", true, false);
     let pid = detached_server(&emu);
@@ -875,7 +900,10 @@ fn the_config_file_ends_with_a_newline() {
     std::fs::write(&path, text).unwrap();
     emu.ok("pct", &["set", "901", "--cores", "2"]);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.ends_with("[before-vllm]\narch: amd64\ncores: 1\n"), "{text:?}");
+    assert!(
+        text.ends_with("[before-vllm]\narch: amd64\ncores: 1\n"),
+        "{text:?}"
+    );
     assert!(text.contains("\ncores: 2\n"), "{text:?}");
 }
 
@@ -972,6 +1000,7 @@ fn drdevstral_provisions_end_to_end() {
     })
     .unwrap();
     emulated::prepare(&settings).unwrap();
+    set_owner(&d.join("emu"), i32::try_from(std::process::id()).unwrap());
     let zfs = Command::new(d.join("emu/bin/zfs"))
         .args(["create", "tank/models"])
         .env_clear()

@@ -9,8 +9,9 @@
 //! [`crate::vllm::serve`] on the container's loopback address at the published host port.
 //!
 //! It serves only while its record names its pid, its emulated container exists and runs,
-//! and the root exists (checked every 200 ms), so `pct stop`/`pct destroy`, removing the
-//! root, `docker stop`/`rm -f` and a killed test all end it.
+//! the root exists and the root's `owner` process (if `emu.json` names one) runs, checked
+//! every 200 ms, so `pct stop`/`pct destroy`, removing the root, `docker stop`/`rm -f` and
+//! a killed test (whose pid is the owner) all end it.
 //!
 //! Decisions: the default load delay is 1 s (`{"vllm":{"load_delay":"200ms"}}` in
 //! `faults.json` changes it, read when the server starts); `max_model_len` is
@@ -286,6 +287,9 @@ fn behaviour(root: &Root) -> Result<Behaviour, String> {
 /// Whether the record of `name` still names process `me` in a running container.
 fn still_mine(root: &Root, vmid: u32, name: &str, me: i32) -> bool {
     if !root.path().join("emu.json").exists() || !container::conf_path(root, vmid).exists() {
+        return false;
+    }
+    if root.settings.owner.is_some_and(|o| !o.alive()) {
         return false;
     }
     let Ok(st) = container::load_state(root, vmid) else {
