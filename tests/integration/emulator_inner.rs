@@ -885,6 +885,22 @@ fn docker_rm_force_kills_the_server() {
     let o = emu.exec(&["docker", "rm", "phoenix-vllm-901"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("container is running"));
+    let o = emu.exec(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "-p",
+        "8000:8000",
+        "busybox:1.36",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("Bind for 0.0.0.0:8000 failed: port is already allocated"),
+        "{}",
+        stderr(&o)
+    );
     emu.exec_ok(&["docker", "rm", "-f", "phoenix-vllm-901"]);
     assert!(until_gone(pid, Duration::from_secs(1)).is_some());
     assert_eq!(emu.exec_ok(&["docker", "ps", "-a", "-q"]), "");

@@ -1461,6 +1461,20 @@ fn docker_run(
             ),
         );
     }
+    // A host port already published by a running container.
+    for (h, _) in &ports {
+        let taken = st.docker.containers.iter().any(|c| {
+            visible(c) && effective(c).0 == "running" && c.ports.iter().any(|(x, _)| x == h)
+        });
+        if taken {
+            return daemon_error(
+                out,
+                &format!(
+                    "driver failed programming external connectivity on endpoint {name}: Bind for 0.0.0.0:{h} failed: port is already allocated."
+                ),
+            );
+        }
+    }
     if has_image(st, &image).is_none() {
         out.err(format!("Unable to find image '{image}' locally\n"));
         let mut sub = Out::default();
