@@ -646,24 +646,14 @@ fn docker(ct: &Ct<'_>, args: &[String], service: bool, out: &mut Out) -> (i32, O
             ("link", Some('l'), false),
         ],
     };
-    // `docker ps -f` is --filter, `--format` has no shorthand there.
+    // `-f` is `--format` except for `ps` (`--filter`) and `images` (none).
     let spec: Vec<Flag> = spec
         .iter()
         .map(|f| {
-            if cmd == "ps" && f.0 == "format" {
+            if f.0 == "format" && matches!(cmd, "ps" | "images") {
                 (f.0, None, f.2)
             } else {
                 *f
-            }
-        })
-        .collect();
-    let spec: Vec<Flag> = spec
-        .into_iter()
-        .map(|f| {
-            if f.0 == "format" && cmd != "ps" {
-                (f.0, None, f.2)
-            } else {
-                f
             }
         })
         .collect();
