@@ -46,19 +46,31 @@ pub fn container_map(vmid: Vmid, entry: Option<&LxcConfig>) -> Map {
 }
 
 /// Turn a spec map (the shape of a config entry, plus `vmid`) into a validated entry, with
-/// every check the config file gets.
+/// every check the config file gets. A map that is `config.target()` (or `config.lxc(id)`)
+/// unchanged is the typed entry itself; a changed or new one goes through the config
+/// loader, so a recipe can never create what the config file could not describe.
 pub fn entry_from_map(rt: &Runtime, spec: &Map) -> Result<LxcConfig, ApiError> {
     const CALL: &str = "lxc.create";
     let vmid = vmid_of(CALL, &Dynamic::from_map(spec.clone()))?;
-    let mut value: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(spec.clone()))
-        .map_err(|e| ApiError::spec(CALL, format!("spec is not plain data: {e}")))?;
-    if let Some(o) = value.as_object_mut() {
-        // `config.target()` adds `vmid` and the derived `gpus`, and shows unset fields as
-        // `()`: none of those belong in a config entry.
-        o.remove("vmid");
-        o.remove("gpus");
-        o.retain(|_, v| !v.is_null());
+    let json = |m: &Map| -> Result<serde_json::Value, ApiError> {
+        rhai::serde::from_dynamic(&Dynamic::from_map(m.clone()))
+            .map_err(|e| ApiError::spec(CALL, format!("spec is not plain data: {e}")))
+    };
+    let mut value = json(spec)?;
+    if let Some(entry) = rt.config.get(vmid) {
+        if json(&super::config::entry_map(entry))? == value {
+            return Ok(entry.clone());
+        }
     }
+    if let Some(o) = value.as_object_mut() {
+        // `config.target()` adds `vmid`, names the selector `gpus` and shows unset fields as
+        // `()`: turn it back into the config file's shape.
+        o.remove("vmid");
+        if let Some(g) = o.remove("gpus") {
+            o.entry("gpu_assignment").or_insert(g);
+        }
+    }
+    strip_nulls(&mut value);
     let doc = serde_json::json!({ "lxc_configs": { vmid.to_string(): value } });
     let path = std::path::PathBuf::from(format!(
         "<lxc.create spec for {vmid} in {}>",
@@ -71,6 +83,18 @@ pub fn entry_from_map(rt: &Runtime, spec: &Map) -> Result<LxcConfig, ApiError> {
         .get(&vmid)
         .cloned()
         .ok_or_else(|| ApiError::spec(CALL, format!("spec for {vmid} produced no entry")))
+}
+
+/// Remove `null` members from objects, recursively (`()` in a recipe map means "unset").
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.retain(|_, x| !x.is_null());
+            o.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
 }
 
 /// Differences between an existing container's config and the entry it should match.

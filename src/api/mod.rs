@@ -126,6 +126,8 @@ pub fn handle_types() -> Vec<(&'static str, std::any::TypeId)> {
         ("zfs", TypeId::of::<zfs::ZfsApi>()),
         ("undo", TypeId::of::<undo::UndoApi>()),
         ("secret", TypeId::of::<secret::SecretApi>()),
+        ("http", TypeId::of::<http::HttpApi>()),
+        ("vllm", TypeId::of::<vllm::VllmApi>()),
     ]
 }
 

@@ -14,7 +14,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The modules of `stdlib/`, embedded at build time: `(name, source)`.
-pub const EMBEDDED: &[(&str, &str)] = &[("steps", include_str!("../../stdlib/steps.rhai"))];
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("docker", include_str!("../../stdlib/docker.rhai")),
+    ("nvidia", include_str!("../../stdlib/nvidia.rhai")),
+    ("steps", include_str!("../../stdlib/steps.rhai")),
+    ("systemd", include_str!("../../stdlib/systemd.rhai")),
+];
 
 /// Why an import name does not resolve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,7 +204,7 @@ mod tests {
         let err = Stdlib::Embedded.source("nosuch").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "import \"nosuch\": no such stdlib module (available: steps)"
+            "import \"nosuch\": no such stdlib module (available: docker, nvidia, steps, systemd)"
         );
     }
 

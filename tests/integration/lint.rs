@@ -129,7 +129,7 @@ fn github_and_json_formats() {
     assert_eq!(
         out,
         "::error file=tests/lint/undefined_variable.rhai,line=4,col=5::undefined variable `containr` \
-         (API objects: config, log, lxc, gpu, zfs, undo, secret)\n"
+         (API objects: config, log, lxc, gpu, zfs, undo, secret, http, vllm)\n"
     );
     let (code, out, _) = phoenix(&[
         "recipe",

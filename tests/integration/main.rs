@@ -2,6 +2,7 @@
 
 mod config;
 mod emulator;
+mod emulator_inner;
 mod golden;
 mod lint;
 mod paths;

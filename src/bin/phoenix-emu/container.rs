@@ -32,6 +32,18 @@ pub struct CtState {
     /// Users whose password `chpasswd` set (never the password).
     #[serde(default)]
     pub passwords_set: Vec<String>,
+    /// Packages (`apt-get`).
+    #[serde(default)]
+    pub apt: crate::apt::AptState,
+    /// Docker's images and containers.
+    #[serde(default)]
+    pub docker: crate::docker::DockerState,
+    /// systemd's units.
+    #[serde(default)]
+    pub systemd: crate::systemd::SystemdState,
+    /// What `nvidia-ctk` configured.
+    #[serde(default)]
+    pub nvidia_ctk: crate::nvctk::CtkState,
 }
 
 /// `etc/pve/lxc/<vmid>.conf`.
@@ -74,6 +86,19 @@ pub fn save_state(root: &Root, vmid: u32, st: &CtState) -> Result<(), RootError>
     write_json(&ct_dir(root, vmid).join("emu-state.json"), st)
 }
 
+/// Change the state under PVE's config lock of the container (as `chpasswd` does).
+pub fn update_state<T>(
+    root: &Root,
+    vmid: u32,
+    f: impl FnOnce(&mut CtState) -> T,
+) -> Result<T, RootError> {
+    let _lock = root.ct_lock(vmid)?;
+    let mut st = load_state(root, vmid)?;
+    let r = f(&mut st);
+    save_state(root, vmid, &st)?;
+    Ok(r)
+}
+
 /// The smallest free address `prefix.N` (N in 2..=254) among this root's containers.
 /// Call under the root lock.
 pub fn allocate_address(root: &Root) -> Result<Option<String>, RootError> {
@@ -99,6 +124,8 @@ pub fn seed_rootfs(root: &Root, vmid: u32, hostname: &str, ostype: &str) -> Resu
     let fs = rootfs(root, vmid);
     for d in [
         "etc",
+        "etc/systemd/system",
+        "lib/systemd/system",
         "root",
         "tmp",
         "usr/bin",
@@ -133,6 +160,8 @@ pub fn seed_rootfs(root: &Root, vmid: u32, hostname: &str, ostype: &str) -> Resu
         let p = fs.join(rel);
         std::fs::write(&p, text).map_err(|e| RootError::io("write", &p, e))?;
     }
+    // The template ships the NVIDIA driver userspace matching the host (see `nvctk`).
+    crate::nvctk::seed_userspace(&fs)?;
     Ok(())
 }
 

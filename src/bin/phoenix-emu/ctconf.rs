@@ -72,6 +72,10 @@ impl CtConf {
             }
             s.push_str(self.tail.trim_start_matches('\n'));
         }
+        // PVE ends the file with a newline, also after a snapshot section read without one.
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
         s
     }
 
@@ -109,6 +113,14 @@ mod tests {
         assert_eq!(c.get("hostname"), Some("a"));
         assert_eq!(c.lxc.len(), 2);
         assert_eq!(c.render(), text);
+    }
+
+    #[test]
+    fn the_file_ends_with_a_newline() {
+        let c = CtConf::parse("arch: amd64\n\n[snap1]\narch: amd64");
+        assert_eq!(c.render(), "arch: amd64\n\n[snap1]\narch: amd64\n");
+        let c = CtConf::parse("arch: amd64");
+        assert_eq!(c.render(), "arch: amd64\n");
     }
 
     #[test]

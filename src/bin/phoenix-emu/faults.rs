@@ -134,6 +134,9 @@ pub fn take(root: &Root, key: &[String], also: &[String]) -> Result<Option<Actio
     })?;
     let items = if list.is_array() {
         list.as_array_mut()
+    } else if list.is_object() && list.get("faults").is_none() {
+        // Only settings (e.g. `{"vllm":{…}}`): no faults.
+        return Ok(None);
     } else {
         list.get_mut("faults").and_then(Value::as_array_mut)
     };

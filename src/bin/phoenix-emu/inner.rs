@@ -5,9 +5,12 @@
 //! rows. A program not in the table fails as lxc-attach does when `execvp` finds nothing,
 //! with exit 127: no shell exists in an emulated container.
 //!
-//! Emulated now: `ip -j -4 addr show dev eth0` (iproute2's JSON and text, with the
-//! container's loopback address), `cat`, `test`, `mkdir`, `rm`, `chpasswd` (records which
-//! users got a password, never the password).
+//! Emulated: `ip -j -4 addr show dev eth0` (iproute2's JSON and text, with the
+//! container's loopback address), `cat`, `test`, `mkdir`, `rmdir`, `rm`, `chpasswd` (records
+//! which users got a password, never the password), `apt-get` ([`crate::apt`]),
+//! `systemctl`/`journalctl` ([`crate::systemd`]), and, once their package put the program
+//! into the rootfs, `docker` ([`crate::docker`]), `nvidia-ctk` and `nvidia-smi`
+//! ([`crate::nvctk`]): a program whose file is missing is not found (127).
 
 use std::path::Path;
 
@@ -30,22 +33,30 @@ pub struct Ct<'a> {
 
 impl Ct<'_> {
     /// Where `path` inside the container lives.
-    fn path(&self, path: &str) -> std::path::PathBuf {
+    pub fn path(&self, path: &str) -> std::path::PathBuf {
         container::resolve(self.root, self.vmid, self.conf, path)
     }
 }
 
 type Program = fn(&Ct<'_>, &[String], &[u8], &mut Out) -> i32;
 
-/// The program table.
-fn lookup(name: &str) -> Option<Program> {
+/// The program table: each program, and the file a package must have installed for it
+/// to exist (`None`: part of the base system).
+fn lookup(name: &str) -> Option<(Program, Option<&'static str>)> {
     Some(match name {
-        "ip" => ip,
-        "cat" => cat,
-        "test" => test,
-        "mkdir" => mkdir,
-        "rm" => rm,
-        "chpasswd" => chpasswd,
+        "ip" => (ip, None),
+        "cat" => (cat, None),
+        "test" => (test, None),
+        "mkdir" => (mkdir, None),
+        "rmdir" => (rmdir, None),
+        "rm" => (rm, None),
+        "chpasswd" => (chpasswd, None),
+        "apt-get" => (crate::apt::run, None),
+        "systemctl" => (crate::systemd::systemctl, None),
+        "journalctl" => (crate::systemd::journalctl, None),
+        "docker" => (crate::docker::run, Some("/usr/bin/docker")),
+        "nvidia-ctk" => (crate::nvctk::ctk, Some("/usr/bin/nvidia-ctk")),
+        "nvidia-smi" => (crate::nvctk::smi, Some("/usr/bin/nvidia-smi")),
         _ => return None,
     })
 }
@@ -64,13 +75,14 @@ pub fn run(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let Some(f) = lookup(&name) else {
+    let ct = Ct { root, vmid, conf };
+    let found = lookup(&name).filter(|(_, needs)| needs.is_none_or(|p| ct.path(p).is_file()));
+    let Some((f, _)) = found else {
         out.err(format!(
             "lxc-attach: {vmid}: ../src/lxc/attach.c: lxc_attach_run_command: 1841 No such file or directory - Failed to exec \"{prog}\"\n"
         ));
         return 127;
     };
-    let ct = Ct { root, vmid, conf };
     f(&ct, &argv[1..], stdin, out)
 }
 
@@ -279,6 +291,18 @@ fn cat(ct: &Ct<'_>, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
             out.out(stdin);
             continue;
         }
+        match crate::nvctk::proc_file(ct, f) {
+            Some(Ok(text)) => {
+                out.out(text);
+                continue;
+            }
+            Some(Err(())) => {
+                out.err(format!("cat: {f}: No such file or directory\n"));
+                code = 1;
+                continue;
+            }
+            None => {}
+        }
         let p = ct.path(f);
         if p.is_dir() {
             out.err(format!("cat: {f}: Is a directory\n"));
@@ -382,6 +406,29 @@ fn mkdir(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
                 ));
                 code = 1;
             }
+        }
+    }
+    code
+}
+
+/// `rmdir DIR…` (only empty directories).
+fn rmdir(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
+    if args.is_empty() {
+        out.err("rmdir: missing operand\n");
+        return 1;
+    }
+    let mut code = 0;
+    for a in args {
+        if a.starts_with('-') {
+            out.err(format!(
+                "rmdir: invalid option -- '{}'\n",
+                a.trim_start_matches('-')
+            ));
+            return 1;
+        }
+        if let Err(e) = std::fs::remove_dir(ct.path(a)) {
+            out.err(format!("rmdir: failed to remove '{a}': {}\n", io_text(&e)));
+            code = 1;
         }
     }
     code

@@ -13,16 +13,25 @@
 //! 3. runs the tool against the state under the root, answering in the real tool's format;
 //! 4. appends one JSON line to `argv.log` (under an exclusive `flock`).
 //!
+//! Inside an emulated container (`pct exec <vmid> -- prog …`) the programs of
+//! [`inner`]'s table answer: the base system's, `apt-get`, `systemctl`, and, once installed,
+//! `docker`, `nvidia-ctk`, `nvidia-smi`. `docker run vllm/vllm-openai…` starts this same
+//! executable as `phoenix-emu __vllm-serve ROOT VMID NAME` ([`vllm_proc`]), a detached
+//! process serving the emulated vLLM API ([`vllm`]) on the container's loopback address.
+//!
 //! This binary is deliberately not part of the phoenix library: it shares no code with it,
 //! so the production `pve` backend is tested against an independent implementation.
 //!
 //! Decisions where DESIGN.md is silent are written in each module's docs.
 
+mod apt;
 mod argvlog;
 mod container;
 mod ctconf;
+mod docker;
 mod faults;
 mod inner;
+mod nvctk;
 mod nvidia;
 mod opts;
 mod out;
@@ -31,6 +40,9 @@ mod propstr;
 mod pvesm;
 mod pveversion;
 mod root;
+mod systemd;
+mod vllm;
+mod vllm_proc;
 mod zfs;
 
 use std::ffi::OsString;
@@ -60,6 +72,11 @@ fn run(argv: Vec<OsString>) -> i32 {
         eprintln!("phoenix-emu: empty argv");
         return 2;
     };
+    // The detached emulated vLLM server that `docker run` starts (not a received command:
+    // not logged).
+    if argv.get(1).map(String::as_str) == Some(vllm_proc::SERVE_ARG) {
+        return vllm_proc::main(&argv[2..]);
+    }
     let (tool, args) = match split_tool(&argv0, &argv[1..]) {
         Some(v) => v,
         None => {

@@ -99,7 +99,12 @@ pub fn gpus(set: GpuSet) -> Vec<Gpu> {
 
 /// `nvidia-smi …`.
 pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
-    let all = gpus(root.settings.gpus);
+    run_with(&gpus(root.settings.gpus), args, out)
+}
+
+/// `nvidia-smi …` seeing exactly the GPUs `all` (inside a container: those passed through).
+pub fn run_with(all: &[Gpu], args: &[String], out: &mut Out) -> i32 {
+    let all = all.to_vec();
     if all.is_empty() {
         out.out("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n\n");
         return 9;

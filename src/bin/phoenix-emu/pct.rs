@@ -711,7 +711,7 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
             &CtState {
                 running: false,
                 address,
-                passwords_set: Vec::new(),
+                ..CtState::default()
             },
         )?;
     }
@@ -776,6 +776,9 @@ fn start(root: &Root, rest: &[String]) -> Res {
         }
     }
     set_running(root, vmid, true)?;
+    drop(_lock);
+    // The container boots: systemd starts its enabled units.
+    crate::systemd::boot(root, vmid);
     Ok(0)
 }
 
@@ -795,6 +798,8 @@ fn stop(root: &Root, rest: &[String]) -> Res {
         check_lock(&conf)?;
     }
     set_running(root, vmid, false)?;
+    // Its processes end with it.
+    crate::docker::kill_all(root, vmid);
     Ok(0)
 }
 
@@ -867,6 +872,7 @@ fn destroy(root: &Root, rest: &[String], out: &mut Out) -> Res {
         }
         out.err(format!("forced to stop CT {vmid} before destroying!\n"));
     }
+    crate::docker::kill_all(root, vmid);
     free_volumes(root, &conf)?;
     let path = container::conf_path(root, vmid);
     std::fs::remove_file(&path).map_err(|e| RootError::io("remove", &path, e))?;

@@ -1,7 +1,8 @@
 //! The emulated host's root directory: its settings file, locks and atomic writes.
 //!
 //! Layout (created by phoenix's `host::emulated::prepare`, completed lazily here):
-//! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`);
+//! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, and an
+//!   optional `owner` `{"pid":N,"start":T}` whose end also ends the emulated vLLM servers);
 //! - `bin/`: the tool symlinks; `dev/`: device nodes; `etc/pve/lxc/<vmid>.conf`;
 //! - `var/lib/lxc/<vmid>/rootfs` and `…/emu-state.json`: each container's files and state;
 //! - `zfs.json`: the emulated ZFS datasets; `hostfs/`: the host paths datasets mount on;
@@ -89,6 +90,42 @@ pub struct Settings {
     /// The node name (`nodes/<node>/lxc/…` in PVE's messages).
     #[serde(default = "default_node")]
     pub node: String,
+    /// A process whose end also ends the root's emulated vLLM servers (tests write their
+    /// own, so a SIGKILLed test, whose temp dir stays, leaves no server behind).
+    #[serde(default)]
+    pub owner: Option<Owner>,
+}
+
+/// A process identified by pid and start time (so a reused pid does not count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Its pid.
+    pub pid: i32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat` field 22), if known.
+    #[serde(default)]
+    pub start: Option<u64>,
+}
+
+impl Owner {
+    /// Whether the process still runs (a zombie does not).
+    pub fn alive(&self) -> bool {
+        match start_time(self.pid) {
+            None => false,
+            Some(t) => self.start.is_none_or(|s| s == t),
+        }
+    }
+}
+
+/// A live process's start time (`None`: gone or a zombie).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); starttime is field 22.
+    if matches!(fields.first(), Some(&"Z" | &"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 fn default_version() -> String {
@@ -262,6 +299,23 @@ mod tests {
         assert_eq!(parts[0], 127);
         assert!((64..=127).contains(&parts[1]), "{p}");
         assert_ne!(p, derive_prefix(Path::new("/tmp/emu-b")));
+    }
+
+    #[test]
+    fn owner_is_alive_only_with_its_start_time() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let start = start_time(me).unwrap();
+        let owner = |start| Owner { pid: me, start };
+        assert!(owner(Some(start)).alive());
+        assert!(owner(None).alive());
+        assert!(!owner(Some(start + 1)).alive(), "a reused pid");
+        assert!(
+            !Owner {
+                pid: i32::MAX,
+                start: None
+            }
+            .alive()
+        );
     }
 
     #[test]

@@ -122,102 +122,6 @@ pub fn api_key_from_config(yaml: &str) -> Option<String> {
     })
 }
 
-/// The words of a unit file's `ExecStart=` line, unquoted the way systemd does for the
-/// quoting phoenix writes (double-quoted words with `\\` and `\"` escapes, `%%` and `$$`
-/// doubled), so the emulator can run the `docker run` a pushed unit describes. `None` when
-/// the unit has no `ExecStart=` or a word is not closed.
-pub fn exec_start_argv(unit: &str) -> Option<Vec<String>> {
-    let line = unit.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
-    let line = line.trim_start_matches(['-', '@', '+', '!']);
-    let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(&first) = chars.peek() else {
-            return Some(words);
-        };
-        let mut w = String::new();
-        if first == '"' {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '"' => break,
-                    '\\' => w.push(chars.next()?),
-                    c => w.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                w.push(c);
-                chars.next();
-            }
-        }
-        words.push(w.replace("%%", "%").replace("$$", "$"));
-    }
-}
-
-/// What the emulator needs from a `docker run … IMAGE MODEL --flags` argv (after `run`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunSpec {
-    /// `--name`.
-    pub name: Option<String>,
-    /// The image.
-    pub image: String,
-    /// The positional model (the image's entrypoint is `vllm serve`).
-    pub model: String,
-    /// `--served-model-name`, else the model.
-    pub served_model: String,
-    /// `--port` (vLLM's default 8000).
-    pub port: u16,
-    /// `--config` (the YAML file with the API key), a path inside the container.
-    pub config: Option<String>,
-}
-
-/// Parse the arguments of `docker run` (from `run` on) as phoenix writes them. Docker's
-/// own options take a value unless they are flags (`--rm`, `--ipc=host`, `-d`, …).
-pub fn parse_docker_run(args: &[String]) -> Option<RunSpec> {
-    let mut i = usize::from(args.first().is_some_and(|a| a == "run"));
-    let mut name = None;
-    while i < args.len() && args[i].starts_with('-') {
-        let a = args[i].as_str();
-        if a.contains('=')
-            || matches!(
-                a,
-                "--rm" | "-d" | "--detach" | "-t" | "-i" | "--init" | "--privileged"
-            )
-        {
-            i += 1;
-            continue;
-        }
-        if a == "--name" {
-            name = args.get(i + 1).cloned();
-        }
-        i += 2;
-    }
-    let image = args.get(i)?.clone();
-    let model = args.get(i + 1)?.clone();
-    let rest = &args[(i + 2).min(args.len())..];
-    let flag = |f: &str| {
-        rest.iter()
-            .position(|a| a == f)
-            .and_then(|p| rest.get(p + 1))
-            .cloned()
-    };
-    Some(RunSpec {
-        name,
-        image,
-        served_model: flag("--served-model-name").unwrap_or_else(|| model.clone()),
-        model,
-        port: flag("--port").and_then(|p| p.parse().ok()).unwrap_or(8000),
-        config: flag("--config"),
-    })
-}
-
 /// Sleep up to `d`, asking `alive()` every 200 ms; false when it said no.
 fn wait_alive(d: Duration, alive: &dyn Fn() -> bool) -> bool {
     let end = Instant::now() + d;
@@ -657,7 +561,8 @@ mod tests {
         assert!(TcpStream::connect(addr).is_err());
     }
 
-    /// The golden unit phoenix writes parses back into exactly the argv phoenix built.
+    /// The golden unit phoenix writes parses back (with the emulator's systemd quoting
+    /// rules) into exactly the argv phoenix built.
     #[test]
     fn unit_exec_start_round_trips() {
         let unit = std::fs::read_to_string(concat!(
@@ -665,27 +570,21 @@ mod tests {
             "/tests/golden/vllm-901.service"
         ))
         .unwrap();
-        let argv = exec_start_argv(&unit).unwrap();
+        let service = crate::systemd::parse_unit(&unit).unwrap();
+        let (_, argv) = &service.start[0];
         assert_eq!(argv[0], "/usr/bin/docker");
         assert_eq!(argv[5..7], ["--gpus", "\"device=0,1\""]);
-        let spec = parse_docker_run(&argv[1..]).unwrap();
+        let image = argv
+            .iter()
+            .position(|a| a == "vllm/vllm-openai:v0.11.0")
+            .unwrap();
+        assert_eq!(argv[image + 1], "mistralai/Devstral-Small-2507");
+        let hostile = "/usr/bin/docker \"a\\\\b\" \"x\\\" y\" \"100%%\" \"$$HOME\"";
         assert_eq!(
-            spec,
-            RunSpec {
-                name: Some("phoenix-vllm-901".into()),
-                image: "vllm/vllm-openai:v0.11.0".into(),
-                model: "mistralai/Devstral-Small-2507".into(),
-                served_model: "mistralai/Devstral-Small-2507".into(),
-                port: 8000,
-                config: Some("/etc/phoenix-vllm/phoenix-vllm-901.yaml".into()),
-            }
-        );
-        let hostile = "ExecStart=/usr/bin/docker \"a\\\\b\" \"x\\\" y\" \"100%%\" \"$$HOME\"\n";
-        assert_eq!(
-            exec_start_argv(hostile).unwrap(),
+            crate::systemd::split_exec(hostile).unwrap().1,
             ["/usr/bin/docker", "a\\b", "x\" y", "100%", "$HOME"]
         );
-        assert_eq!(exec_start_argv("ExecStart=/x \"open\n"), None);
+        assert!(crate::systemd::split_exec("/x \"open").is_err());
     }
 
     #[test]

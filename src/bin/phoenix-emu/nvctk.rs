@@ -1,0 +1,292 @@
+//! NVIDIA inside an emulated container: `nvidia-ctk` (from `nvidia-container-toolkit`),
+//! `nvidia-smi` and `/proc/driver/nvidia/version`.
+//!
+//! Decisions where DESIGN.md is silent:
+//! - the emulated template ships the NVIDIA driver userspace (`/usr/bin/nvidia-smi`), as a
+//!   template prepared for GPU hosts does; the file holds its version
+//!   (`phoenix-emu nvidia-smi 580.159.04`), so a test can write another version into it to
+//!   get NVML's `Driver/library version mismatch` (exit 18), or remove it;
+//! - the container sees the host GPUs whose `/dev/nvidiaN` its config passes (`devN:` or
+//!   `lxc.mount.entry`), renumbered from 0; with none, `nvidia-smi` fails as NVML does in a
+//!   container without the device nodes (`Failed to initialize NVML: Unknown Error`, 255)
+//!   and `/proc/driver/nvidia/version` is absent;
+//! - `nvidia-ctk runtime configure --runtime=docker` writes `/etc/docker/daemon.json`; Docker
+//!   lists the `nvidia` runtime once `docker.service` (re)started after that;
+//! - `nvidia-ctk config --set K=V --in-place` edits `/etc/nvidia-container-runtime/config.toml`
+//!   (`a.b=v` sets `b = v` in section `[a]`) and records the setting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::container;
+use crate::inner::Ct;
+use crate::nvidia::{self, Gpu};
+use crate::out::Out;
+use crate::root::{GpuSet, RootError};
+
+/// What `nvidia-ctk` configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CtkState {
+    /// `runtime configure --runtime=docker` ran.
+    #[serde(default)]
+    pub runtime_configured: bool,
+    /// `config --set` values by key.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl CtkState {
+    /// `nvidia-container-cli.no-cgroups=true` was set.
+    pub fn no_cgroups(&self) -> bool {
+        self.settings
+            .get("nvidia-container-cli.no-cgroups")
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// The host driver version (from the fixture).
+fn host_driver() -> String {
+    nvidia::gpus(GpuSet::H100x1)
+        .first()
+        .map(|g| g.driver.clone())
+        .unwrap_or_default()
+}
+
+/// Write the userspace stub into a fresh rootfs.
+pub fn seed_userspace(rootfs: &Path) -> Result<(), RootError> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = rootfs.join("usr/bin/nvidia-smi");
+    std::fs::write(&p, format!("phoenix-emu nvidia-smi {}\n", host_driver()))
+        .map_err(|e| RootError::io("write", &p, e))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| RootError::io("set the mode of", &p, e))
+}
+
+/// The host GPUs the container sees, renumbered from 0.
+fn ct_gpus(ct: &Ct<'_>) -> Vec<Gpu> {
+    let minors = crate::docker::attached_gpus(ct);
+    nvidia::gpus(ct.root.settings.gpus)
+        .into_iter()
+        .filter(|g| minors.contains(&g.minor))
+        .enumerate()
+        .map(|(i, g)| Gpu {
+            index: u32::try_from(i).unwrap_or(0),
+            ..g
+        })
+        .collect()
+}
+
+/// `nvidia-smi` inside the container.
+pub fn smi(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
+    let stub = std::fs::read_to_string(container::resolve(
+        ct.root,
+        ct.vmid,
+        ct.conf,
+        "/usr/bin/nvidia-smi",
+    ))
+    .unwrap_or_default();
+    let version = stub.split_whitespace().last().unwrap_or("").to_owned();
+    let gpus = ct_gpus(ct);
+    if gpus.is_empty() {
+        out.out("Failed to initialize NVML: Unknown Error\n");
+        return 255;
+    }
+    if version != host_driver() {
+        out.out(format!(
+            "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: {version}\n"
+        ));
+        return 18;
+    }
+    nvidia::run_with(&gpus, args, out)
+}
+
+/// Files under `/proc` the container sees: `/proc/driver/nvidia/version` when GPUs are
+/// passed through. `None`: not an emulated `/proc` path.
+pub fn proc_file(ct: &Ct<'_>, path: &str) -> Option<Result<String, ()>> {
+    let parts = container::normalize(path);
+    if parts.first().map(String::as_str) != Some("proc") {
+        return None;
+    }
+    if parts.join("/") == "proc/driver/nvidia/version" && !ct_gpus(ct).is_empty() {
+        return Some(Ok(format!(
+            "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {}  Release Build  (nixbld@)  \nGCC version:  gcc version 15.3.0 (GCC) \n",
+            host_driver()
+        )));
+    }
+    Some(Err(()))
+}
+
+/// `nvidia-ctk runtime configure …` and `nvidia-ctk config --set … --in-place`.
+pub fn ctk(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let undefined = |out: &mut Out, f: &str| {
+        out.err(format!(
+            "Incorrect Usage: flag provided but not defined: -{}\n",
+            f.trim_start_matches('-')
+        ));
+        1
+    };
+    match words.as_slice() {
+        ["runtime", "configure", rest @ ..] => {
+            let mut runtime = None;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match *a {
+                    "--runtime" => runtime = it.next().copied(),
+                    s if s.starts_with("--runtime=") => runtime = Some(&s["--runtime=".len()..]),
+                    "--set-as-default" => {}
+                    s => return undefined(out, s),
+                }
+            }
+            if runtime != Some("docker") {
+                out.err(format!(
+                    "ERRO[0000] unrecognized runtime '{}'\n",
+                    runtime.unwrap_or("")
+                ));
+                return 1;
+            }
+            let daemon = "{\n    \"runtimes\": {\n        \"nvidia\": {\n            \"args\": [],\n            \"path\": \"nvidia-container-runtime\"\n        }\n    }\n}\n";
+            if let Err(e) = crate::apt::write_file(ct, "/etc/docker/daemon.json", 0o644, daemon) {
+                out.err(format!(
+                    "ERRO[0000] unable to write /etc/docker/daemon.json: {e}\n"
+                ));
+                return 1;
+            }
+            if let Err(e) = container::update_state(ct.root, ct.vmid, |st| {
+                st.nvidia_ctk.runtime_configured = true;
+            }) {
+                out.err(format!("ERRO[0000] {e}\n"));
+                return 1;
+            }
+            out.err("INFO[0000] Wrote updated config to /etc/docker/daemon.json\nINFO[0000] It is recommended that docker daemon be restarted.\n");
+            0
+        }
+        ["config", rest @ ..] => {
+            let mut sets = Vec::new();
+            let mut in_place = false;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match *a {
+                    "--set" => match it.next() {
+                        Some(v) => sets.push((*v).to_owned()),
+                        None => return undefined(out, "set"),
+                    },
+                    s if s.starts_with("--set=") => sets.push(s["--set=".len()..].to_owned()),
+                    "--in-place" | "-i" => in_place = true,
+                    s => return undefined(out, s),
+                }
+            }
+            let path = "/etc/nvidia-container-runtime/config.toml";
+            let file = container::resolve(ct.root, ct.vmid, ct.conf, path);
+            let mut text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut parsed = Vec::new();
+            for s in &sets {
+                let Some((k, v)) = s.split_once('=') else {
+                    out.err(format!(
+                        "ERRO[0000] invalid --set option {s}: expected key=value\n"
+                    ));
+                    return 1;
+                };
+                text = set_toml(&text, k, v);
+                parsed.push((k.to_owned(), v.to_owned()));
+            }
+            if !in_place {
+                out.out(text);
+                return 0;
+            }
+            if let Err(e) = crate::apt::write_file(ct, path, 0o644, &text) {
+                out.err(format!("ERRO[0000] unable to write {path}: {e}\n"));
+                return 1;
+            }
+            if let Err(e) = container::update_state(ct.root, ct.vmid, |st| {
+                st.nvidia_ctk.settings.extend(parsed);
+            }) {
+                out.err(format!("ERRO[0000] {e}\n"));
+                return 1;
+            }
+            0
+        }
+        _ => {
+            out.err(format!(
+                "phoenix-emu: `nvidia-ctk {}` is not emulated\n",
+                words.join(" ")
+            ));
+            1
+        }
+    }
+}
+
+/// Set `key` (`section.name` or `name`) to `value` in a TOML text, replacing the line
+/// (commented or not) in that section or adding one.
+fn set_toml(text: &str, key: &str, value: &str) -> String {
+    let (section, name) = match key.rsplit_once('.') {
+        Some((s, n)) => (Some(format!("[{s}]")), n),
+        None => (None, key),
+    };
+    let literal = if matches!(value, "true" | "false") || value.parse::<f64>().is_ok() {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let line = format!("{name} = {literal}");
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut done = false;
+    let mut section_end = None;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            if current == section && section.is_some() && section_end.is_none() {
+                section_end = Some(out.len());
+            }
+            current = Some(t.to_owned());
+        }
+        let key_of = t
+            .trim_start_matches('#')
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !done && current == section && !t.starts_with('[') && key_of == name {
+            out.push(line.clone());
+            done = true;
+            continue;
+        }
+        out.push(l.to_owned());
+    }
+    if !done {
+        match (section_end, &section) {
+            (Some(i), _) => out.insert(i, line),
+            (None, Some(s)) if current.as_ref() == Some(s) => out.push(line),
+            (None, Some(s)) => {
+                out.push(String::new());
+                out.push(s.clone());
+                out.push(line);
+            }
+            (None, None) => out.insert(0, line),
+        }
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_set_replaces_the_commented_default() {
+        let t = set_toml(
+            crate::apt::CTK_CONFIG,
+            "nvidia-container-cli.no-cgroups",
+            "true",
+        );
+        assert!(t.contains("[nvidia-container-cli]\nenvironment = []\nldconfig = \"@/sbin/ldconfig.real\"\nload-kmods = true\nno-cgroups = true\n"), "{t}");
+        assert!(!t.contains("#no-cgroups"));
+        let t = set_toml("a = 1\n", "x.y", "v");
+        assert_eq!(t, "a = 1\n\n[x]\ny = \"v\"\n");
+    }
+}

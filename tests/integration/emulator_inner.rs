@@ -1,0 +1,1143 @@
+//! Programs inside an emulated container (`pct exec <vmid> -- …`): apt-get, docker,
+//! systemctl, nvidia-ctk, nvidia-smi, and the emulated vLLM server that `docker run
+//! vllm/vllm-openai…` starts on the container's loopback address. Loopback only.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use phoenix::host::emulated;
+use phoenix::settings::{FlagOverrides, Settings};
+use tempfile::TempDir;
+
+/// phoenix's unit for container 901 (the vllm branch's golden `vllm-901.service`).
+const UNIT_901: &str = r#"# Written by phoenix: the vLLM server of container 901.
+# phoenix rewrites this file on every run; change the config entry instead.
+[Unit]
+Description=phoenix vLLM server of container 901
+After=docker.service network-online.target
+Wants=network-online.target
+Requires=docker.service
+
+[Service]
+Type=simple
+ExecStartPre=-/usr/bin/docker "rm" "-f" "phoenix-vllm-901"
+ExecStart=/usr/bin/docker "run" "--rm" "--name" "phoenix-vllm-901" "--gpus" "\"device=0,1\"" "--shm-size" "16g" "-p" "8000:8000" "-v" "/root/.cache/huggingface:/root/.cache/huggingface" "-v" "/models:/models" "-v" "/etc/phoenix-vllm:/etc/phoenix-vllm:ro" "vllm/vllm-openai:v0.11.0" "mistralai/Devstral-Small-2507" "--tensor-parallel-size" "2" "--max-model-len" "128000" "--kv-cache-dtype" "fp8" "--served-model-name" "mistralai/Devstral-Small-2507" "--host" "0.0.0.0" "--port" "8000" "--config" "/etc/phoenix-vllm/phoenix-vllm-901.yaml"
+ExecStop=/usr/bin/docker "stop" "phoenix-vllm-901"
+Restart=on-failure
+RestartSec=10
+TimeoutStopSec=120
+
+[Install]
+WantedBy=multi-user.target
+"#;
+
+const MODEL: &str = "mistralai/Devstral-Small-2507";
+const IMAGE: &str = "vllm/vllm-openai:v0.11.0";
+const GPU_LINES: &str = "lxc.cgroup2.devices.allow: c 195:* rwm\nlxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\nlxc.mount.entry: /dev/nvidia1 dev/nvidia1 none bind,optional,create=file\nlxc.mount.entry: /dev/nvidiactl dev/nvidiactl none bind,optional,create=file\n";
+const APT_OPTS: &[&str] = &[
+    "-y",
+    "-q",
+    "--no-install-recommends",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+];
+
+/// One emulated host with container 901 (running), in a temp dir.
+struct Emu {
+    _dir: TempDir,
+    root: PathBuf,
+}
+
+impl Emu {
+    /// A host whose container 901 has `features` and, with `gpus`, the two GPUs.
+    fn new(features: &str, gpus: bool, unprivileged: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("emulated");
+        let state = dir.path().join("state");
+        let settings = Settings::resolve_with(&FlagOverrides::default(), &|k| match k {
+            "PHOENIX_EMU_ROOT" => Some(root.display().to_string()),
+            "PHOENIX_STATE_DIR" => Some(state.display().to_string()),
+            _ => None,
+        })
+        .unwrap();
+        emulated::prepare(&settings).unwrap();
+        // This test process owns the root's servers: killed, it leaves none behind.
+        set_owner(&root, i32::try_from(std::process::id()).unwrap());
+        let emu = Self { _dir: dir, root };
+        let unpriv = if unprivileged { "1" } else { "0" };
+        emu.ok(
+            "pct",
+            &[
+                "create",
+                "901",
+                "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+                "--hostname",
+                "drdevstral",
+                "--memory",
+                "4096",
+                "--rootfs",
+                "local-lvm:8",
+                "--net0",
+                "name=eth0,bridge=vmbr0,ip=dhcp",
+                "--features",
+                features,
+                "--unprivileged",
+                unpriv,
+            ],
+        );
+        if gpus {
+            let path = emu.root.join("etc/pve/lxc/901.conf");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str(GPU_LINES);
+            std::fs::write(&path, text).unwrap();
+        }
+        emu.ok("pct", &["start", "901"]);
+        emu
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        Command::new(self.root.join("bin").join(tool))
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, tool: &str, args: &[&str]) -> String {
+        let o = self.run(tool, args);
+        assert!(
+            o.status.success(),
+            "{tool} {args:?} failed ({:?}): {}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `pct exec 901 -- argv…`.
+    fn exec(&self, argv: &[&str]) -> Output {
+        let mut a = vec!["exec", "901", "--"];
+        a.extend_from_slice(argv);
+        self.run("pct", &a)
+    }
+
+    /// `pct exec` that must succeed; its stdout.
+    fn exec_ok(&self, argv: &[&str]) -> String {
+        let o = self.exec(argv);
+        assert!(
+            o.status.success(),
+            "{argv:?} failed ({:?}): {}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Push `content` to `dest` in container 901.
+    fn push(&self, dest: &str, content: &str, perms: &str) {
+        let src = self.root.join("push.tmp");
+        std::fs::write(&src, content).unwrap();
+        self.ok(
+            "pct",
+            &["push", "901", src.to_str().unwrap(), dest, "--perms", perms],
+        );
+    }
+
+    fn faults(&self, v: serde_json::Value) {
+        std::fs::write(self.root.join("faults.json"), v.to_string()).unwrap();
+    }
+
+    /// The container's loopback address, as `ip -j -4 addr show dev eth0` reports it.
+    fn address(&self) -> String {
+        let out = self.exec_ok(&["ip", "-j", "-4", "addr", "show", "dev", "eth0"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["addr_info"][0]["local"].as_str().unwrap().to_owned()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(self.root.join("var/lib/lxc/901/emu-state.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// docker.io and the toolkit installed, the nvidia runtime configured, Docker restarted.
+    fn docker_ready(&self) {
+        self.exec_ok(&["apt-get", "-q", "update"]);
+        let mut argv = vec!["apt-get", "install"];
+        argv.extend_from_slice(APT_OPTS);
+        argv.extend_from_slice(&["docker.io", "nvidia-container-toolkit"]);
+        self.exec_ok(&argv);
+        self.exec_ok(&["nvidia-ctk", "runtime", "configure", "--runtime=docker"]);
+        self.exec_ok(&["systemctl", "restart", "docker.service"]);
+    }
+
+    /// The API key file and phoenix's unit pushed, daemon reloaded.
+    fn unit_ready(&self, key: &str) {
+        self.ok(
+            "pct",
+            &[
+                "exec",
+                "901",
+                "--",
+                "mkdir",
+                "-p",
+                "-m",
+                "0700",
+                "/etc/phoenix-vllm",
+            ],
+        );
+        self.push(
+            "/etc/phoenix-vllm/phoenix-vllm-901.yaml",
+            &format!("api-key: \"{key}\"\n"),
+            "0600",
+        );
+        self.push(
+            "/etc/systemd/system/phoenix-vllm-901.service",
+            UNIT_901,
+            "0644",
+        );
+        self.exec_ok(&["systemctl", "daemon-reload"]);
+    }
+
+    /// The server's pid from `docker inspect`.
+    fn server_pid(&self) -> i32 {
+        let out = self.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Pid}}",
+            "phoenix-vllm-901",
+        ]);
+        out.trim().parse().unwrap()
+    }
+}
+
+/// Name `pid` as the owner of the root's emulated vLLM servers in `emu.json`.
+fn set_owner(root: &std::path::Path, pid: i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let path = root.join("emu.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["owner"] = serde_json::json!({"pid": pid, "start": start});
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One HTTP request; `(status, body)`, or the connect error.
+fn http(addr: SocketAddr, path: &str, key: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Wait until `addr` accepts connections; how long that took.
+fn until_up(addr: SocketAddr, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Whether process `pid` exists (a zombie counts as gone).
+fn pid_exists(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Wait until `pid` is gone; how long that took.
+fn until_gone(pid: i32, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if !pid_exists(pid) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn apt_get_installs_known_packages_and_refuses_the_rest() {
+    let emu = Emu::new("nesting=1", false, false);
+    // Fresh template: empty package lists.
+    let o = emu.exec(&["apt-get", "install", "-y", "docker.io"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert!(
+        stderr(&o).contains("E: Unable to locate package docker.io"),
+        "{}",
+        stderr(&o)
+    );
+    emu.exec_ok(&["apt-get", "-q", "update"]);
+    let o = emu.exec(&["apt-get", "install", "-y", "docker.io", "no-such-pkg"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert!(stderr(&o).contains("E: Unable to locate package no-such-pkg"));
+    let o = emu.exec(&["apt-get", "install", "--force-yes-please", "docker.io"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert!(stderr(&o).contains("is not understood"), "{}", stderr(&o));
+    // Without -y apt asks, and stdin is no terminal.
+    let o = emu.exec(&["apt-get", "install", "docker.io"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("Abort."));
+    assert_eq!(
+        emu.exec(&["test", "-x", "/usr/bin/docker"]).status.code(),
+        Some(1)
+    );
+    // docker is not there yet.
+    assert_eq!(emu.exec(&["docker", "version"]).status.code(), Some(127));
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.extend_from_slice(&["docker.io", "curl", "ca-certificates"]);
+    let out = emu.exec_ok(&argv);
+    assert!(out.contains("Setting up docker.io"), "{out}");
+    assert_eq!(
+        emu.state()["apt"]["installed"],
+        serde_json::json!(["docker.io", "curl", "ca-certificates"])
+    );
+    emu.exec_ok(&["test", "-x", "/usr/bin/docker"]);
+    // The package's maintainer script enabled and started Docker.
+    assert_eq!(
+        emu.exec_ok(&["systemctl", "is-active", "docker.service"]),
+        "active\n"
+    );
+    assert_eq!(
+        emu.exec_ok(&["systemctl", "is-enabled", "docker"]),
+        "enabled\n"
+    );
+    assert_eq!(
+        emu.exec_ok(&["docker", "version", "--format", "{{.Server.Version}}"]),
+        "26.1.3\n"
+    );
+    let out = emu.exec_ok(&argv);
+    assert!(
+        out.contains("docker.io is already the newest version"),
+        "{out}"
+    );
+}
+
+#[test]
+fn docker_needs_nesting_to_run_its_daemon() {
+    let emu = Emu::new("keyctl=1", false, false);
+    emu.exec_ok(&["apt-get", "update"]);
+    emu.exec_ok(&["apt-get", "install", "-y", "docker.io"]);
+    let o = emu.exec(&["docker", "version", "--format", "{{.Server.Version}}"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Is the docker daemon running?"),
+        "{}",
+        stderr(&o)
+    );
+    let o = emu.exec(&["systemctl", "enable", "--now", "docker.service"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Job for docker.service failed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = emu.exec(&["systemctl", "is-active", "docker.service"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(3), "failed\n")
+    );
+    let o = emu.exec(&["docker", "pull", IMAGE]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn docker_pull_inspect_and_an_injected_pull_failure() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.docker_ready();
+    let o = emu.exec(&["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("No such image: vllm/vllm-openai:v0.11.0"));
+    emu.faults(
+        serde_json::json!([{"match": ["docker", "pull"], "action": "exit:125", "times": 1}]),
+    );
+    let o = emu.exec(&["docker", "pull", IMAGE]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(emu.state()["docker"]["images"], serde_json::json!([]));
+    let out = emu.exec_ok(&["docker", "pull", IMAGE]);
+    assert!(
+        out.contains("Status: Downloaded newer image for vllm/vllm-openai:v0.11.0"),
+        "{out}"
+    );
+    let id = emu.exec_ok(&["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    assert!(id.starts_with("sha256:") && id.len() == 7 + 64 + 1, "{id}");
+    let out = emu.exec_ok(&["docker", "pull", IMAGE]);
+    assert!(out.contains("Image is up to date"), "{out}");
+    let o = emu.exec(&["docker", "pull", "Not/Valid"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid reference format"));
+    // The nvidia runtime is listed once configured and Docker restarted.
+    let rt = emu.exec_ok(&["docker", "info", "--format", "{{json .Runtimes}}"]);
+    assert!(rt.contains("\"nvidia\""), "{rt}");
+}
+
+#[test]
+fn docker_run_refuses_what_docker_refuses() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.exec_ok(&["apt-get", "update"]);
+    emu.exec_ok(&["apt-get", "install", "-y", "docker.io"]);
+    let run = |extra: &[&str]| {
+        let mut argv = vec!["docker", "run", "--rm", "-d", "--name", "t"];
+        argv.extend_from_slice(extra);
+        argv.push("busybox:1.36");
+        emu.exec(&argv)
+    };
+    let o = run(&["--bogus"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("unknown flag: --bogus"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--env-file", "/nope.env"]);
+    assert_eq!(o.status.code(), Some(125));
+    // Without the toolkit Docker has no GPU driver.
+    let o = run(&["--gpus", "all"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("could not select device driver"),
+        "{}",
+        stderr(&o)
+    );
+    emu.exec_ok(&["apt-get", "install", "-y", "nvidia-container-toolkit"]);
+    // Unquoted, Docker's CSV parser splits the list (DESIGN.md §10).
+    let o = run(&["--gpus", "device=0,1"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("unexpected key '1' in '1'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--gpus", "\"device=0,2\""]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("device error: 2: unknown device"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--gpus", "\"device=0,1\"", "--ipc=host", "-p", "8000:8000"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A non-vLLM image runs nothing and, with --rm, is gone.
+    let o = emu.exec(&["docker", "inspect", "t"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("No such object: t"));
+    // rm -f of a missing container warns and succeeds (Docker ≥ 20.10); rm does not.
+    let o = emu.exec(&["docker", "rm", "-f", "t"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("No such container: t"));
+    assert_eq!(emu.exec(&["docker", "rm", "t"]).status.code(), Some(1));
+}
+
+#[test]
+fn unprivileged_gpu_containers_need_no_cgroups() {
+    let emu = Emu::new("nesting=1,keyctl=1", true, true);
+    emu.docker_ready();
+    let run = || {
+        emu.exec(&[
+            "docker",
+            "run",
+            "--rm",
+            "-d",
+            "--name",
+            "g",
+            "--gpus",
+            "all",
+            "busybox:1.36",
+        ])
+    };
+    let o = run();
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("bpf_prog_query(BPF_CGROUP_DEVICE) failed"),
+        "{}",
+        stderr(&o)
+    );
+    let cfg = emu.exec_ok(&["cat", "/etc/nvidia-container-runtime/config.toml"]);
+    assert!(cfg.contains("#no-cgroups = false"), "{cfg}");
+    emu.exec_ok(&[
+        "nvidia-ctk",
+        "config",
+        "--set",
+        "nvidia-container-cli.no-cgroups=true",
+        "--in-place",
+    ]);
+    let cfg = emu.exec_ok(&["cat", "/etc/nvidia-container-runtime/config.toml"]);
+    assert!(
+        cfg.contains("[nvidia-container-cli]") && cfg.contains("\nno-cgroups = true\n"),
+        "{cfg}"
+    );
+    assert_eq!(
+        emu.state()["nvidia_ctk"]["settings"]["nvidia-container-cli.no-cgroups"],
+        "true"
+    );
+    assert_eq!(run().status.code(), Some(0), "{}", stderr(&run()));
+    let o = emu.exec(&["nvidia-ctk", "runtime", "configure", "--runtime=podman"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = emu.exec(&["nvidia-ctk", "config", "--bogus"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("flag provided but not defined: -bogus"));
+}
+
+#[test]
+fn nvidia_smi_inside_sees_only_passed_through_gpus() {
+    let bare = Emu::new("nesting=1", false, false);
+    let o = bare.exec(&[
+        "nvidia-smi",
+        "--query-gpu=driver_version",
+        "--format=csv,noheader",
+    ]);
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(stdout(&o), "Failed to initialize NVML: Unknown Error\n");
+    assert_eq!(
+        bare.exec(&["cat", "/proc/driver/nvidia/version"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // nvidia-ctk exists only with its package.
+    assert_eq!(
+        bare.exec(&["nvidia-ctk", "--version"]).status.code(),
+        Some(127)
+    );
+
+    let emu = Emu::new("nesting=1", true, false);
+    assert_eq!(
+        emu.exec_ok(&[
+            "nvidia-smi",
+            "--query-gpu=driver_version",
+            "--format=csv,noheader"
+        ]),
+        "580.159.04\n580.159.04\n"
+    );
+    let v = emu.exec_ok(&["cat", "/proc/driver/nvidia/version"]);
+    assert!(
+        v.starts_with("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04"),
+        "{v}"
+    );
+    // A userspace of another version: NVML's mismatch.
+    emu.push(
+        "/usr/bin/nvidia-smi",
+        "phoenix-emu nvidia-smi 570.86.15\n",
+        "0755",
+    );
+    let o = emu.exec(&["nvidia-smi"]);
+    assert_eq!(o.status.code(), Some(18));
+    assert!(stdout(&o).contains("Driver/library version mismatch"));
+}
+
+#[test]
+fn vllm_unit_serves_on_the_loopback_address_and_stops() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"faults": [], "vllm": {"load_delay": "300ms"}}));
+    emu.docker_ready();
+    emu.exec_ok(&["docker", "pull", IMAGE]);
+    emu.unit_ready("sk-emu-key");
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    assert!(addr.ip().is_loopback());
+    let o = emu.exec(&[
+        "systemctl",
+        "is-active",
+        "--quiet",
+        "phoenix-vllm-901.service",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let t = Instant::now();
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    assert_eq!(
+        emu.exec_ok(&["systemctl", "is-active", "phoenix-vllm-901.service"]),
+        "active\n"
+    );
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "show",
+            "--property=ActiveState,SubState,UnitFileState",
+            "phoenix-vllm-901.service"
+        ]),
+        "ActiveState=active\nSubState=running\nUnitFileState=enabled\n"
+    );
+    // Loading: the port refuses.
+    let e = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    until_up(addr, Duration::from_secs(5)).expect("the server never listened");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(http(addr, "/health", None).unwrap(), (200, String::new()));
+    assert_eq!(http(addr, "/v1/models", None).unwrap().0, 401);
+    let (code, body) = http(addr, "/v1/models", Some("sk-emu-key")).unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["id"], MODEL);
+    assert_eq!(v["data"][0]["max_model_len"], 128_000);
+    // Docker's view.
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "ps",
+            "--filter",
+            "name=phoenix-vllm-901",
+            "--format",
+            "{{.Names}} {{.Image}}"
+        ]),
+        "phoenix-vllm-901 vllm/vllm-openai:v0.11.0\n"
+    );
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            "phoenix-vllm-901"
+        ]),
+        "running\n"
+    );
+    let all = emu.exec_ok(&["docker", "logs", "phoenix-vllm-901"]);
+    assert!(all.contains("vLLM API server version"), "{all}");
+    assert!(
+        !all.contains("sk-emu-key"),
+        "the key reached the log: {all}"
+    );
+    let last2 = emu.exec_ok(&["docker", "logs", "--tail", "2", "phoenix-vllm-901"]);
+    let want: Vec<&str> = all.lines().collect();
+    assert_eq!(
+        last2,
+        format!("{}\n{}\n", want[want.len() - 2], want[want.len() - 1])
+    );
+    let state = emu.state();
+    let rec = &state["docker"]["containers"][0];
+    assert_eq!(rec["name"], "phoenix-vllm-901");
+    assert_eq!(rec["image"], IMAGE);
+    assert_eq!(rec["gpus"], "\"device=0,1\"");
+    assert!(!state.to_string().contains("sk-emu-key"));
+    let pid = emu.server_pid();
+    assert!(pid_exists(pid));
+    // A second start is a no-op; stop runs ExecStop (docker stop), and --rm removes it.
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901.service"]);
+    assert_eq!(emu.server_pid(), pid);
+    emu.exec_ok(&["systemctl", "disable", "--now", "phoenix-vllm-901.service"]);
+    assert!(until_gone(pid, Duration::from_secs(2)).is_some());
+    assert!(TcpStream::connect(addr).is_err());
+    assert_eq!(
+        emu.exec(&["docker", "inspect", "phoenix-vllm-901"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let o = emu.exec(&["systemctl", "is-enabled", "phoenix-vllm-901"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(1), "disabled\n")
+    );
+    let o = emu.exec(&["systemctl", "is-active", "phoenix-vllm-901"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(3), "inactive\n")
+    );
+}
+
+#[test]
+fn a_changed_unit_needs_daemon_reload() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!([{"vllm": {"load_delay": "100ms"}}]));
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+    // The new file serves on 8001, but systemd still has the old lines.
+    let changed = UNIT_901
+        .replace("\"8000:8000\"", "\"8001:8001\"")
+        .replace("\"--port\" \"8000\"", "\"--port\" \"8001\"");
+    emu.push(
+        "/etc/systemd/system/phoenix-vllm-901.service",
+        &changed,
+        "0644",
+    );
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    let ip = emu.address();
+    let old: SocketAddr = format!("{ip}:8000").parse().unwrap();
+    assert!(until_up(old, Duration::from_secs(3)).is_some());
+    emu.exec_ok(&["systemctl", "daemon-reload"]);
+    emu.exec_ok(&["systemctl", "restart", "phoenix-vllm-901"]);
+    let new: SocketAddr = format!("{ip}:8001").parse().unwrap();
+    assert!(until_up(new, Duration::from_secs(3)).is_some());
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+}
+
+/// Start the unit in `mode`; the server's address.
+fn start_in_mode(emu: &Emu, mode: &str) -> SocketAddr {
+    emu.faults(serde_json::json!({"faults": [], "vllm": {"load_delay": "150ms", "mode": mode}}));
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    format!("{}:8000", emu.address()).parse().unwrap()
+}
+
+#[test]
+fn vllm_mode_crash_ends_the_container_and_the_unit_restarts() {
+    let emu = Emu::new("nesting=1", true, false);
+    start_in_mode(&emu, "crash");
+    let t = Instant::now();
+    loop {
+        let o = emu.exec(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            "phoenix-vllm-901",
+        ]);
+        if o.status.code() == Some(1) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "still {}", stdout(&o));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,SubState",
+            "phoenix-vllm-901"
+        ]),
+        "ActiveState=activating\nSubState=auto-restart\n"
+    );
+    let log = emu.exec_ok(&[
+        "journalctl",
+        "-u",
+        "phoenix-vllm-901",
+        "-n",
+        "5",
+        "--no-pager",
+        "-o",
+        "cat",
+    ]);
+    assert!(log.contains("EngineCore failed to start"), "{log}");
+}
+
+#[test]
+fn vllm_mode_503_wrong_model_and_never_listen() {
+    let emu = Emu::new("nesting=1", true, false);
+    let addr = start_in_mode(&emu, "503");
+    until_up(addr, Duration::from_secs(5)).unwrap();
+    assert_eq!(http(addr, "/health", None).unwrap().0, 503);
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms", "mode": "wrong-model"}}));
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    until_up(addr, Duration::from_secs(5)).unwrap();
+    let (_, body) = http(addr, "/v1/models", Some("k")).unwrap();
+    assert!(body.contains("\"id\":\"facebook/opt-125m\""), "{body}");
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms", "mode": "never-listen"}}));
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    assert!(until_up(addr, Duration::from_millis(600)).is_none());
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            "phoenix-vllm-901"
+        ]),
+        "running\n"
+    );
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+}
+
+#[test]
+fn vllm_arguments_are_checked_like_vllm_serve() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.docker_ready();
+    let run = |extra: &[&str]| {
+        let mut argv = vec![
+            "docker",
+            "run",
+            "--rm",
+            "--name",
+            "v",
+            "--gpus",
+            "\"device=0\"",
+            "-p",
+            "8000:8000",
+            IMAGE,
+            MODEL,
+        ];
+        argv.extend_from_slice(extra);
+        emu.exec(&argv)
+    };
+    let o = run(&["--quantization-config-type", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unrecognized arguments: --quantization-config-type"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--tensor-parallel-size", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Tensor parallel size (2)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--config", "/etc/phoenix-vllm/x.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("No such file or directory: '/etc/phoenix-vllm/x.yaml'"));
+}
+
+/// A detached server on container 901; its pid once it listens.
+fn detached_server(emu: &Emu) -> i32 {
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.exec_ok(&[
+        "docker",
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "phoenix-vllm-901",
+        "--gpus",
+        "all",
+        "-p",
+        "8000:8000",
+        IMAGE,
+        MODEL,
+    ]);
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    until_up(addr, Duration::from_secs(5)).unwrap();
+    emu.server_pid()
+}
+
+#[test]
+fn destroying_the_container_ends_its_server() {
+    let emu = Emu::new("nesting=1", true, false);
+    let pid = detached_server(&emu);
+    emu.ok("pct", &["destroy", "901", "--force"]);
+    let took = until_gone(pid, Duration::from_secs(3)).expect("the server outlived its container");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
+fn removing_the_root_ends_its_server() {
+    let emu = Emu::new("nesting=1", true, false);
+    let pid = detached_server(&emu);
+    std::fs::remove_dir_all(&emu.root).unwrap();
+    let took = until_gone(pid, Duration::from_secs(3)).expect("the server outlived its root");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
+fn the_server_ends_with_the_roots_owner_process() {
+    let emu = Emu::new("nesting=1", true, false);
+    let mut owner = Command::new("sleep").arg("30").spawn().unwrap();
+    set_owner(&emu.root, i32::try_from(owner.id()).unwrap());
+    let pid = detached_server(&emu);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let took = until_gone(pid, Duration::from_secs(3)).expect("the server outlived its owner");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
+fn docker_rm_force_kills_the_server() {
+    let emu = Emu::new("nesting=1", true, false);
+    let pid = detached_server(&emu);
+    let o = emu.exec(&["docker", "rm", "phoenix-vllm-901"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("container is running"));
+    let o = emu.exec(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "-p",
+        "8000:8000",
+        "busybox:1.36",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("Bind for 0.0.0.0:8000 failed: port is already allocated"),
+        "{}",
+        stderr(&o)
+    );
+    emu.exec_ok(&["docker", "rm", "-f", "phoenix-vllm-901"]);
+    assert!(until_gone(pid, Duration::from_secs(1)).is_some());
+    assert_eq!(emu.exec_ok(&["docker", "ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn the_config_file_ends_with_a_newline() {
+    let emu = Emu::new("nesting=1", false, false);
+    let path = emu.root.join("etc/pve/lxc/901.conf");
+    // A snapshot section whose last line lacks its newline (as a hand edit leaves it).
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[before-vllm]\narch: amd64\ncores: 1");
+    std::fs::write(&path, text).unwrap();
+    emu.ok("pct", &["set", "901", "--cores", "2"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.ends_with("[before-vllm]\narch: amd64\ncores: 1\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("\ncores: 2\n"), "{text:?}");
+}
+
+#[test]
+fn a_restarted_container_starts_its_enabled_units_again() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    until_up(addr, Duration::from_secs(5)).unwrap();
+    let pid = emu.server_pid();
+    emu.ok("pct", &["stop", "901"]);
+    assert!(until_gone(pid, Duration::from_millis(500)).is_some());
+    assert!(TcpStream::connect(addr).is_err());
+    emu.ok("pct", &["start", "901"]);
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "is-active",
+            "docker.service",
+            "phoenix-vllm-901.service"
+        ]),
+        "active\nactive\n"
+    );
+    until_up(addr, Duration::from_secs(5)).expect("the enabled unit did not come back");
+    assert_ne!(emu.server_pid(), pid);
+    assert_eq!(http(addr, "/v1/models", Some("k")).unwrap().0, 200);
+    emu.ok("pct", &["destroy", "901", "--force"]);
+}
+
+/// `phoenix` with every path under `dir`, on the emulated host; stdin piped in.
+fn phoenix(dir: &std::path::Path, args: &[&str], stdin: &[u8]) -> Output {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("PHOENIX_SETTINGS", dir.join("phoenix.toml"))
+        .env("PHOENIX_CONFIG", dir.join("lxc.json"))
+        .env("PHOENIX_HOST", "emulated")
+        .env("PHOENIX_STATE_DIR", dir.join("state"))
+        .env("PHOENIX_MARKER_DIR", dir.join("markers"))
+        .env("PHOENIX_LOG_DIR", dir.join("log"))
+        .env("PHOENIX_SECRETS_DIR", dir.join("secrets"))
+        .env("PHOENIX_SECRET_KEY", dir.join("key/secret.key"))
+        .env("PHOENIX_EMU_ROOT", dir.join("emu"))
+        .env("PHOENIX_STDLIB", manifest.join("stdlib"))
+        .current_dir(manifest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The drdevstral recipe provisions container 901 end to end on the emulated host: Docker,
+/// the NVIDIA toolkit, the unit, and an emulated vLLM server answering on the container's
+/// loopback address; a second run changes nothing; `destroy` leaves no server behind.
+/// (Runs once the vllm branch's recipe and stdlib modules are merged.)
+#[test]
+fn drdevstral_provisions_end_to_end() {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !manifest.join("recipes/drdevstral.rhai").is_file() {
+        eprintln!("skipped: recipes/drdevstral.rhai is not in this tree yet");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("phoenix.toml"), "").unwrap();
+    // The loader takes the GPU list as a string ("0,1").
+    let config = crate::support::CONFIG_901.replace("[0, 1]", "\"0,1\"");
+    std::fs::write(d.join("lxc.json"), config).unwrap();
+    let ok = |args: &[&str], stdin: &[u8]| {
+        let o = phoenix(d, args, stdin);
+        assert!(
+            o.status.success(),
+            "phoenix {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stderr(&o)
+    };
+    ok(&["secret", "init"], b"");
+    ok(&["secret", "set", "vllm_api_key"], b"sk-e2e-key\n");
+    // The emulated root, with the parent dataset the recipe's dataset goes under.
+    let settings = Settings::resolve_with(&FlagOverrides::default(), &|k| match k {
+        "PHOENIX_EMU_ROOT" => Some(d.join("emu").display().to_string()),
+        "PHOENIX_STATE_DIR" => Some(d.join("state").display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    emulated::prepare(&settings).unwrap();
+    set_owner(&d.join("emu"), i32::try_from(std::process::id()).unwrap());
+    let zfs = Command::new(d.join("emu/bin/zfs"))
+        .args(["create", "tank/models"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(zfs.status.success(), "{}", stderr(&zfs));
+    std::fs::write(
+        d.join("emu/faults.json"),
+        r#"{"vllm":{"load_delay":"200ms"}}"#,
+    )
+    .unwrap();
+
+    let log = ok(&["recipe", "run", "recipes/drdevstral.rhai"], b"");
+    assert!(log.contains("vLLM server ready"), "{log}");
+    assert!(!log.contains("sk-e2e-key"), "{log}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.join("emu/var/lib/lxc/901/emu-state.json")).unwrap(),
+    )
+    .unwrap();
+    let ip = state["address"].as_str().unwrap();
+    let addr: SocketAddr = format!("{ip}:8000").parse().unwrap();
+    assert!(addr.ip().is_loopback());
+    let (code, body) = http(addr, "/v1/models", Some("sk-e2e-key")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(MODEL), "{body}");
+    let pid = state["docker"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "running")
+        .and_then(|c| c["pid"].as_i64())
+        .unwrap() as i32;
+
+    let again = ok(&["recipe", "run", "recipes/drdevstral.rhai"], b"");
+    assert!(
+        !again.contains("apply step"),
+        "a second run changed something: {again}"
+    );
+    assert!(pid_exists(pid));
+
+    ok(&["destroy", "--lxc", "901"], b"");
+    assert!(until_gone(pid, Duration::from_secs(1)).is_some());
+    assert!(!d.join("emu/etc/pve/lxc/901.conf").exists());
+}
+
+#[test]
+fn starting_the_unit_starts_docker_it_requires() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "stop", "docker"]);
+    let o = emu.exec(&["docker", "ps"]);
+    assert_eq!(o.status.code(), Some(1));
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    assert_eq!(
+        emu.exec_ok(&["systemctl", "is-active", "docker", "phoenix-vllm-901"]),
+        "active\nactive\n"
+    );
+    // Restarting Docker stops its containers: the unit's main process is gone.
+    emu.exec_ok(&["systemctl", "restart", "docker"]);
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,SubState",
+            "phoenix-vllm-901"
+        ]),
+        "ActiveState=activating\nSubState=auto-restart\n"
+    );
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+}
+
+#[test]
+fn an_exited_container_without_rm_stays_with_its_exit_code() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.docker_ready();
+    let argv = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "v",
+        "--gpus",
+        "1",
+        "-p",
+        "8000:8000",
+        "-e",
+        "A=b",
+        IMAGE,
+        MODEL,
+        "--tensor-parallel-size",
+        "2",
+    ];
+    let id = emu.exec_ok(&argv);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}} {{json .Config.Env}}",
+            "v"
+        ]),
+        "exited 1 [\"A=b\"]\n"
+    );
+    assert_eq!(emu.exec_ok(&["docker", "ps", "--format", "{{.Names}}"]), "");
+    assert_eq!(
+        emu.exec_ok(&["docker", "ps", "-a", "--format", "{{.Names}} {{.State}}"]),
+        "v exited\n"
+    );
+    let o = emu.exec(&argv);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("The container name \"/v\" is already in use"),
+        "{}",
+        stderr(&o)
+    );
+    let logs = emu.exec_ok(&["docker", "logs", "--tail", "1", "v"]);
+    assert!(logs.contains("Tensor parallel size (2)"), "{logs}");
+    emu.exec_ok(&["docker", "rm", "v"]);
+    assert_eq!(emu.exec_ok(&["docker", "ps", "-a", "-q"]), "");
+}
