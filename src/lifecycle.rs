@@ -65,12 +65,14 @@ impl UndoReport {
 pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostError> + 'a;
 
 /// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
-/// item. With `dry_run`, nothing is executed or recorded; the report lists what would be
-/// undone.
+/// item. A step found gone afterwards loses its marker in `marker_dir` (when that run wrote
+/// it), so a rollback leaves no marker claiming it is done. With `dry_run`, nothing is
+/// executed or recorded; the report lists what would be undone.
 pub fn undo_outstanding(
     journal: &Journal,
     items: &[Outstanding],
     host_of: &HostOf<'_>,
+    marker_dir: &Path,
     dry_run: bool,
 ) -> UndoReport {
     let mut report = UndoReport::default();
@@ -87,6 +89,11 @@ pub fn undo_outstanding(
                 if let Err(e) = journal.undone(item.seq) {
                     report.failed.push((label, e.to_string()));
                     continue;
+                }
+                if matches!(outcome, Outcome::Undone | Outcome::AlreadyGone) {
+                    if let Err(e) = remove_marker(marker_dir, &item.step, &item.run) {
+                        tracing::warn!(step = %item.step, error = %e, "cannot remove marker");
+                    }
                 }
                 match outcome {
                     Outcome::Undone => report.undone.push(label),
@@ -208,6 +215,23 @@ pub fn has_marker(marker_dir: &Path, step: &str) -> bool {
     marker_path(marker_dir, step).exists()
 }
 
+/// Remove the marker of `step` if run `run` wrote it.
+pub fn remove_marker(marker_dir: &Path, step: &str, run: &str) -> std::io::Result<()> {
+    let path = marker_path(marker_dir, step);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let writer = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("run").and_then(|r| r.as_str()).map(str::to_owned));
+    if writer.as_deref() == Some(run) {
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
 /// Remove the markers of the selected containers (all markers when `vmids` is empty).
 /// Returns how many were removed.
 pub fn remove_markers(marker_dir: &Path, vmids: &[Vmid]) -> std::io::Result<usize> {
@@ -301,6 +325,7 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         &rt.journal,
         &items,
         &|_| Ok(Arc::clone(&host)),
+        &rt.settings.marker_dir.value,
         false,
     ))
 }
@@ -343,6 +368,13 @@ mod tests {
         assert_eq!(remove_markers(dir.path(), &[v(901)]).unwrap(), 2);
         assert!(has_marker(dir.path(), "lxc.create:902"));
         assert_eq!(remove_markers(dir.path(), &[]).unwrap(), 1);
+        // One marker goes only for the run that wrote it.
+        write_marker(dir.path(), "lxc.start:903", "r").unwrap();
+        remove_marker(dir.path(), "lxc.start:903", "other").unwrap();
+        assert!(has_marker(dir.path(), "lxc.start:903"));
+        remove_marker(dir.path(), "lxc.start:903", "r").unwrap();
+        assert!(!has_marker(dir.path(), "lxc.start:903"));
+        remove_marker(dir.path(), "lxc.start:903", "r").unwrap();
     }
 
     #[test]

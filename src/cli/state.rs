@@ -94,7 +94,13 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
             &format!("destroy-{}", crate::runtime::Runtime::new_run_id()),
         )?
     };
-    let report = lifecycle::undo_outstanding(&journal, &items, &host_of, args.dry_run);
+    let report = lifecycle::undo_outstanding(
+        &journal,
+        &items,
+        &host_of,
+        &ctx.settings.marker_dir.value,
+        args.dry_run,
+    );
     for line in report.lines() {
         text.push_str(if args.dry_run { "would: " } else { "" });
         text.push_str(&line);
