@@ -873,3 +873,89 @@ fn a_rerun_after_sigkill_resumes_and_destroy_then_removes_everything() {
         host.assert_clean(&before, &what);
     }
 }
+
+/// The mutating commands of `destroy` after an undisturbed run, and the calls before each.
+fn destroy_calls() -> &'static [Call] {
+    static CALLS: OnceLock<Vec<Call>> = OnceLock::new();
+    CALLS.get_or_init(|| {
+        let host = Host::new();
+        assert_eq!(host.run_flow(&[]).code, 0);
+        let skip = host.calls().len();
+        let out = host.phoenix(&["destroy"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        host.calls()[skip..].to_vec()
+    })
+}
+
+/// Fault entries for the `destroy` call at `pos` (see [`fault_at`]).
+fn destroy_fault_at(pos: usize, action: &str) -> Value {
+    let calls = destroy_calls();
+    let prefix = calls[pos].prefix();
+    let earlier = calls[..pos]
+        .iter()
+        .filter(|c| c.key().starts_with(&prefix))
+        .count();
+    json!([
+        {"match": prefix, "action": "delay:0s", "times": earlier},
+        {"match": prefix, "action": action, "times": 1},
+    ])
+}
+
+#[test]
+fn a_destroy_that_fails_or_is_killed_is_finished_by_the_next_one() {
+    let positions: Vec<usize> = destroy_calls()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| is_mutating(c))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!positions.is_empty());
+    for pos in positions {
+        for action in ["fail", "hang", "succeed-then-hang"] {
+            let host = Host::new();
+            let before = host.snapshot();
+            let what = format!("destroy with {action} at `{}`", destroy_calls()[pos].text());
+            assert_eq!(host.run_flow(&[]).code, 0, "{what}");
+            host.set_faults(&destroy_fault_at(pos, action));
+            if action == "fail" {
+                let out = host.phoenix(&["destroy"]);
+                assert_eq!(out.code, 3, "{what}: {out:?}");
+                assert!(out.stdout.contains("FAILED"), "{what}: {}", out.stdout);
+            } else {
+                let mut child = host.command(&["destroy"]).process_group(0).spawn().unwrap();
+                let hung = wait_hung(&host, &mut child, &what);
+                assert_eq!(hung.shape(), destroy_calls()[pos].shape(), "{what}");
+                crash(&host, &mut child);
+            }
+            host.clear_faults();
+            let out = host.phoenix(&["destroy"]);
+            assert_eq!(out.code, 0, "{what}: second destroy: {out:?}");
+            host.assert_clean(&before, &what);
+        }
+    }
+}
+
+#[test]
+fn destroy_refuses_a_container_a_run_holds_naming_its_pid() {
+    let host = Host::new();
+    let first_mutating = mutating_steps()[0];
+    let prefix = flow_calls()[first_mutating].prefix();
+    host.set_faults(&json!([{"match": prefix, "action": "delay:3s", "times": 1}]));
+    let mut run = host.spawn_flow(&[]);
+    let lock = host.path(&format!("state/locks/{}.lock", FLOW.vmid));
+    let start = Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != run.id().to_string() {
+        assert!(start.elapsed() < PATIENCE, "the run never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = host.phoenix(&["destroy", "--lxc", FLOW.vmid]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("locked by phoenix process {}", run.id())),
+        "{}",
+        out.stderr
+    );
+    let (code, _, err) = wait_exit(&mut run, "run");
+    assert_eq!(code, 0, "{err}");
+}
