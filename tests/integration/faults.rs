@@ -85,22 +85,18 @@ impl Call {
     fn shape(&self) -> Vec<String> {
         self.key()
             .into_iter()
-            .map(|a| {
-                if a.contains("phoenix-run-")
-                    || a.contains("phoenix:run=")
-                    || a.starts_with("/tmp/")
-                {
-                    "*".to_owned()
-                } else {
-                    a
-                }
-            })
+            .map(|a| if per_run(&a) { "*".to_owned() } else { a })
             .collect()
     }
 
     fn text(&self) -> String {
         format!("{} {}", self.tool, self.argv.join(" "))
     }
+}
+
+/// Whether an argument differs from run to run: a run id, or a host temp file.
+fn per_run(arg: &str) -> bool {
+    arg.contains("phoenix-run-") || arg.contains("phoenix:run=") || arg.contains("/phoenix-push-")
 }
 
 /// Whether a logged call changes the host. Conservative: anything not known to be a query
@@ -168,6 +164,7 @@ impl Host {
         let host = Self {
             tmp: tempfile::tempdir().unwrap(),
         };
+        std::fs::create_dir(host.path("tmp")).unwrap();
         // Any command that opens the host prepares the emulated root.
         let out = host.phoenix(&["gpu", "list"]);
         assert_eq!(out.code, 0, "{out:?}");
@@ -198,6 +195,7 @@ impl Host {
             .env("PHOENIX_SECRET_KEY", self.path("secret.key"))
             .env("PHOENIX_EMU_ROOT", self.root())
             .env("PHOENIX_LIFECYCLE_TIMEOUT", "20s")
+            .env("TMPDIR", self.path("tmp"))
             .stdin(Stdio::null());
         c
     }
@@ -268,7 +266,10 @@ impl Host {
 
     fn calls(&self) -> Vec<Call> {
         let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
-        text.lines()
+        // A line being appended right now may be read half-written: only whole lines count.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let v: Value = serde_json::from_str(l).unwrap();
@@ -607,6 +608,20 @@ fn sigint_with_rollback_exits_130_leaving_nothing() {
 }
 
 #[test]
+fn a_failed_step_with_rollback_exits_1_leaving_nothing() {
+    for pos in mutating_steps() {
+        let host = Host::new();
+        let before = host.snapshot();
+        let what = format!("rollback after fail at `{}`", flow_calls()[pos].text());
+        host.set_faults(&fault_at(pos, "fail"));
+        let out = host.run_flow(&["--rollback-on-failure"]);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        host.clear_faults();
+        host.assert_clean(&before, &what);
+    }
+}
+
+#[test]
 fn sigterm_without_rollback_exits_143_and_destroy_removes_the_rest() {
     let steps = mutating_steps();
     let pos = steps[steps.len() / 2];
@@ -797,7 +812,7 @@ fn dry_run_queries_prints_the_plan_and_changes_nothing() {
             .map(str::to_owned)
             .collect();
         let blank = |a: &String| {
-            if a.contains("phoenix-run-") || a.contains("phoenix:run=") || a.starts_with("/tmp/") {
+            if per_run(a) {
                 "*".to_owned()
             } else {
                 a.clone()
@@ -958,4 +973,27 @@ fn destroy_refuses_a_container_a_run_holds_naming_its_pid() {
     );
     let (code, _, err) = wait_exit(&mut run, "run");
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+#[ignore = "known gap: host/pve.rs ct_push keeps its temp file in TMPDIR, which a SIGKILL leaves behind"]
+fn a_sigkill_during_a_push_leaves_no_host_temp_file() {
+    for pos in mutating_steps() {
+        if flow_calls()[pos].argv.first().map(String::as_str) != Some("push") {
+            continue;
+        }
+        let host = Host::new();
+        let what = format!("SIGKILL during `{}`", flow_calls()[pos].text());
+        host.set_faults(&fault_at(pos, "succeed-then-hang"));
+        let mut child = host.spawn_flow(&[]);
+        wait_hung(&host, &mut child, &what);
+        crash(&host, &mut child);
+        host.clear_faults();
+        assert_eq!(host.phoenix(&["destroy"]).code, 0, "{what}");
+        let left: Vec<String> = std::fs::read_dir(host.path("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "{what}: host temp files left");
+    }
 }
