@@ -926,16 +926,30 @@ fn a_destroy_that_fails_or_is_killed_is_finished_by_the_next_one() {
         .collect();
     assert!(!positions.is_empty());
     for pos in positions {
-        for action in ["fail", "hang", "succeed-then-hang"] {
+        for action in ["fail", "hang", "succeed-then-hang", "sigterm"] {
             let host = Host::new();
             let before = host.snapshot();
             let what = format!("destroy with {action} at `{}`", destroy_calls()[pos].text());
             assert_eq!(host.run_flow(&[]).code, 0, "{what}");
-            host.set_faults(&destroy_fault_at(pos, action));
+            let fault = if action == "sigterm" { "hang" } else { action };
+            host.set_faults(&destroy_fault_at(pos, fault));
             if action == "fail" {
                 let out = host.phoenix(&["destroy"]);
                 assert_eq!(out.code, 3, "{what}: {out:?}");
                 assert!(out.stdout.contains("FAILED"), "{what}: {}", out.stdout);
+            } else if action == "sigterm" {
+                let mut child = host
+                    .command(&["destroy"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0)
+                    .spawn()
+                    .unwrap();
+                wait_hung(&host, &mut child, &what);
+                kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+                let (code, _, err) = wait_exit(&mut child, &what);
+                assert_eq!(code, 143, "{what}: {err}");
+                assert_eq!(host.emulator_processes(), Vec::<i32>::new(), "{what}");
             } else {
                 let mut child = host.command(&["destroy"]).process_group(0).spawn().unwrap();
                 let hung = wait_hung(&host, &mut child, &what);
