@@ -232,9 +232,14 @@ pub fn remove_marker(marker_dir: &Path, step: &str, run: &str) -> std::io::Resul
     Ok(())
 }
 
-/// Remove the markers of the selected containers (all markers when `vmids` is empty).
-/// Returns how many were removed.
-pub fn remove_markers(marker_dir: &Path, vmids: &[Vmid]) -> std::io::Result<usize> {
+/// Remove the markers of the selected containers (all markers when `vmids` is empty),
+/// except those of the steps in `keep` (still outstanding, e.g. datasets kept by
+/// `destroy --keep-data`). Returns how many were removed.
+pub fn remove_markers(
+    marker_dir: &Path,
+    vmids: &[Vmid],
+    keep: &BTreeSet<String>,
+) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(marker_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -256,7 +261,7 @@ pub fn remove_markers(marker_dir: &Path, vmids: &[Vmid]) -> std::io::Result<usiz
             || vmids
                 .iter()
                 .any(|v| step.split(':').any(|part| part == v.to_string()));
-        if selected {
+        if selected && !keep.contains(&step) {
             std::fs::remove_file(&path)?;
             n += 1;
         }
@@ -365,9 +370,12 @@ mod tests {
         write_marker(dir.path(), "lxc.create:902", "r").unwrap();
         assert!(has_marker(dir.path(), "lxc.push:901:/etc/x y"));
         assert!(!has_marker(dir.path(), "lxc.push:901:/etc/x"));
-        assert_eq!(remove_markers(dir.path(), &[v(901)]).unwrap(), 2);
+        let none = BTreeSet::new();
+        assert_eq!(remove_markers(dir.path(), &[v(901)], &none).unwrap(), 2);
         assert!(has_marker(dir.path(), "lxc.create:902"));
-        assert_eq!(remove_markers(dir.path(), &[]).unwrap(), 1);
+        let keep = BTreeSet::from(["lxc.create:902".to_owned()]);
+        assert_eq!(remove_markers(dir.path(), &[], &keep).unwrap(), 0);
+        assert_eq!(remove_markers(dir.path(), &[], &none).unwrap(), 1);
         // One marker goes only for the run that wrote it.
         write_marker(dir.path(), "lxc.start:903", "r").unwrap();
         remove_marker(dir.path(), "lxc.start:903", "other").unwrap();

@@ -107,7 +107,12 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
         text.push('\n');
     }
     if !args.dry_run && report.complete() {
-        let n = lifecycle::remove_markers(&ctx.settings.marker_dir.value, &args.lxc)
+        // Steps still outstanding (datasets kept with --keep-data) keep their markers.
+        let keep = journal::outstanding(&journal::read(&Journal::path_in(state))?)
+            .into_iter()
+            .map(|o| o.step)
+            .collect();
+        let n = lifecycle::remove_markers(&ctx.settings.marker_dir.value, &args.lxc, &keep)
             .map_err(crate::Error::Output)?;
         if n > 0 {
             text.push_str(&format!("removed {n} marker(s)\n"));

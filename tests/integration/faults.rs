@@ -1011,3 +1011,37 @@ fn a_sigkill_during_a_push_leaves_no_host_temp_file() {
         assert_eq!(left, Vec::<String>::new(), "{what}: host temp files left");
     }
 }
+
+#[test]
+fn destroy_keep_data_keeps_the_datasets_and_their_record_until_a_full_destroy() {
+    let host = Host::new();
+    let before = host.snapshot();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    let datasets = host.datasets();
+    let ours: Vec<&String> = datasets
+        .iter()
+        .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!ours.is_empty(), "the flow makes no dataset");
+    let out = host.phoenix(&["destroy", "--keep-data"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.containers(), Vec::<String>::new());
+    let after = host.datasets();
+    for name in &ours {
+        assert!(after.contains_key(*name), "--keep-data removed {name}");
+        let marker = format!("zfs.dataset%3A{}.done", name.replace('/', "%2F"));
+        assert!(
+            host.markers().contains(&marker),
+            "{marker}: {:?}",
+            host.markers()
+        );
+    }
+    let status = host.phoenix(&["status"]);
+    for name in &ours {
+        assert!(status.stdout.contains(name.as_str()), "{}", status.stdout);
+    }
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after destroy --keep-data");
+}
