@@ -1045,3 +1045,67 @@ fn destroy_keep_data_keeps_the_datasets_and_their_record_until_a_full_destroy() 
     assert_eq!(out.code, 0, "{out:?}");
     host.assert_clean(&before, "destroy after destroy --keep-data");
 }
+
+#[test]
+fn an_incomplete_rollback_exits_3_and_destroy_finishes_it() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let steps = mutating_steps();
+    let last = *steps.last().unwrap();
+    let mut faults = fault_at(last, "fail");
+    // The rollback's own removal of the container fails too.
+    faults
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"match": ["pct", "destroy"], "action": "fail", "times": 1}));
+    host.set_faults(&faults);
+    let out = host.run_flow(&["--rollback-on-failure"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("could not be rolled back"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(host.containers(), [ct_conf()]);
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after an incomplete rollback");
+}
+
+#[test]
+fn destroy_dry_run_lists_everything_and_changes_nothing() {
+    let host = Host::new();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    let snap = host.snapshot();
+    let journal = std::fs::read(host.path("state/journal.jsonl")).unwrap();
+    let markers = host.markers();
+    let status: Value = serde_json::from_str(&host.phoenix(&["status", "--json"]).stdout).unwrap();
+    let recorded = status["containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|steps| steps.as_array().unwrap().len())
+        .sum::<usize>()
+        + status["other"].as_array().unwrap().len();
+    assert!(recorded > 0, "{status}");
+    let skip = host.calls().len();
+    let out = host.phoenix(&["destroy", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("would: undone"))
+            .count(),
+        recorded,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(host.calls().len(), skip, "destroy --dry-run ran commands");
+    assert_eq!(host.snapshot(), snap);
+    assert_eq!(
+        std::fs::read(host.path("state/journal.jsonl")).unwrap(),
+        journal
+    );
+    assert_eq!(host.markers(), markers);
+}
