@@ -172,6 +172,36 @@ pub fn select_for_destroy(records: &[Record], vmids: &[Vmid], keep_data: bool) -
         .collect()
 }
 
+/// The first of `others` whose config mounts dataset `name` (an `mpN` whose source is the
+/// dataset's mountpoint or a path below it). `destroy --lxc` keeps such a dataset: another
+/// container still uses it (the model cache that several servers share).
+pub fn mounted_by(
+    host: &dyn Host,
+    name: &crate::types::DatasetName,
+    others: &[Vmid],
+) -> Result<Option<Vmid>, crate::host::HostError> {
+    let Some(mountpoint) = host.zfs_mountpoint(name)? else {
+        return Ok(None);
+    };
+    let below = format!("{}/", mountpoint.trim_end_matches('/'));
+    for vmid in others {
+        let Some(conf) = host.ct_config(*vmid)? else {
+            continue;
+        };
+        let mounts = conf.entries.iter().any(|(key, value)| {
+            let is_mp = key
+                .strip_prefix("mp")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let source = value.split(',').next().unwrap_or("");
+            is_mp && (source == mountpoint || source.starts_with(&below))
+        });
+        if mounts {
+            return Ok(Some(*vmid));
+        }
+    }
+    Ok(None)
+}
+
 /// Settings for the backend that run `run` used (its `run` record), so undo drives the
 /// same host.
 pub fn settings_for_run(settings: &Settings, records: &[Record], run: &str) -> Settings {

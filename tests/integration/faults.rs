@@ -149,6 +149,7 @@ fn inner_is_query(argv: &[&str]) -> bool {
 /// A scratch phoenix installation with its own emulated host.
 struct Host {
     tmp: tempfile::TempDir,
+    config: PathBuf,
 }
 
 /// What a finished phoenix process said.
@@ -161,8 +162,13 @@ struct Out {
 
 impl Host {
     fn new() -> Self {
+        Self::with_config(repo(FLOW.config))
+    }
+
+    fn with_config(config: PathBuf) -> Self {
         let host = Self {
             tmp: tempfile::tempdir().unwrap(),
+            config,
         };
         std::fs::create_dir(host.path("tmp")).unwrap();
         // Any command that opens the host prepares the emulated root.
@@ -187,7 +193,7 @@ impl Host {
             .env("PATH", "/usr/bin:/bin")
             .env("PHOENIX_SETTINGS", "/dev/null")
             .env("PHOENIX_HOST", "emulated")
-            .env("PHOENIX_CONFIG", repo(FLOW.config))
+            .env("PHOENIX_CONFIG", &self.config)
             .env("PHOENIX_STATE_DIR", self.path("state"))
             .env("PHOENIX_MARKER_DIR", self.path("state/markers"))
             .env("PHOENIX_LOG_DIR", self.path("log"))
@@ -1108,4 +1114,50 @@ fn destroy_dry_run_lists_everything_and_changes_nothing() {
         journal
     );
     assert_eq!(host.markers(), markers);
+}
+
+#[test]
+fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
+    // The flow's config with a second entry: the same recipe serves both containers.
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo(FLOW.config)).unwrap()).unwrap();
+    let entries = config["lxc_configs"].as_object_mut().unwrap();
+    let (_, first) = entries.iter().next().unwrap();
+    let mut second = first.clone();
+    second["name"] = json!("second");
+    second["network_config"]["ip"] = json!("10.0.0.199/24");
+    entries.insert("952".into(), second);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let host = Host::with_config(path);
+    let before = host.snapshot();
+    assert_eq!(host.run_flow(&["--lxc", FLOW.vmid]).code, 0);
+    let out = host.run_flow(&["--lxc", "952"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let shared: Vec<String> = host
+        .datasets()
+        .into_iter()
+        .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!shared.is_empty());
+    let out = host.phoenix(&["destroy", "--lxc", FLOW.vmid]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.containers(), ["952.conf"]);
+    for name in &shared {
+        assert!(
+            host.datasets().contains_key(name),
+            "{name}, mounted by 952, was destroyed:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("mounted by container 952"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy of both");
 }
