@@ -1161,3 +1161,48 @@ fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
     assert_eq!(out.code, 0, "{out:?}");
     host.assert_clean(&before, "destroy of both");
 }
+
+#[test]
+fn a_second_signal_during_the_rollback_exits_at_once_and_destroy_finishes() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let steps = mutating_steps();
+    let last = *steps.last().unwrap();
+    let what = format!(
+        "second SIGTERM during the rollback of `{}`",
+        flow_calls()[last].text()
+    );
+    host.set_faults(&fault_at(last, "hang"));
+    let mut child = host.spawn_flow(&["--rollback-on-failure"]);
+    wait_hung(&host, &mut child, &what);
+    let hung_before = host.calls().iter().filter(|c| c.exit.is_none()).count();
+    // Every command of the rollback hangs now.
+    host.set_faults(
+        &json!([{"match": ["pct"], "action": "hang"}, {"match": ["zfs"], "action": "hang"}]),
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    while host.calls().iter().filter(|c| c.exit.is_none()).count() == hung_before {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: the rollback never ran a command"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what}: exited before rolling back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The rollback ignores the first signal; a second one ends phoenix at once.
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut child, &what);
+    assert_eq!(code, 143, "{what}: {err}");
+    // The hung rollback command outlives phoenix in its own process group.
+    for pid in host.emulator_processes() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, &what);
+}
