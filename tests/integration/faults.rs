@@ -129,7 +129,7 @@ fn inner_is_query(argv: &[&str]) -> bool {
     let sub = argv.get(1).copied().unwrap_or("");
     match argv.first().copied().unwrap_or("") {
         "test" | "[" | "cat" | "ls" | "stat" | "id" | "getent" | "uname" | "readlink" | "head"
-        | "grep" | "which" | "true" | "dpkg-query" | "apt-cache" | "curl" => true,
+        | "grep" | "which" | "true" | "dpkg-query" | "apt-cache" => true,
         "ip" => argv.contains(&"show"),
         "systemctl" => matches!(
             sub,
@@ -137,7 +137,7 @@ fn inner_is_query(argv: &[&str]) -> bool {
         ),
         "docker" => matches!(
             sub,
-            "inspect" | "ps" | "images" | "image" | "version" | "info" | "logs"
+            "inspect" | "ps" | "images" | "version" | "info" | "logs"
         ),
         "nvidia-smi" => argv[1..].iter().all(|x| {
             x.starts_with("--query") || x.starts_with("--format") || *x == "-q" || *x == "-L"
@@ -1205,4 +1205,45 @@ fn a_second_signal_during_the_rollback_exits_at_once_and_destroy_finishes() {
     let out = host.phoenix(&["destroy"]);
     assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
     host.assert_clean(&before, &what);
+}
+
+#[test]
+fn the_classifier_tells_queries_from_changes() {
+    let call = |tool: &str, argv: &[&str]| Call {
+        tool: tool.to_owned(),
+        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+        exit: Some(0),
+    };
+    let exec = |inner: &[&str]| {
+        let mut argv = vec!["exec", "901", "--keep-env", "0", "--"];
+        argv.extend_from_slice(inner);
+        call("pct", &argv)
+    };
+    for query in [
+        call("pct", &["status", "901"]),
+        call("pct", &["config", "901"]),
+        call("zfs", &["get", "-H", "all", "tank/m"]),
+        call("nvidia-smi", &["--query-gpu=index", "--format=csv"]),
+        call("pveversion", &[]),
+        exec(&["test", "-e", "/etc/x"]),
+        exec(&["/usr/bin/docker", "inspect", "vllm"]),
+        exec(&["systemctl", "is-active", "vllm"]),
+        exec(&["ip", "-j", "-4", "addr", "show", "dev", "eth0"]),
+    ] {
+        assert!(!is_mutating(&query), "{}", query.text());
+    }
+    for change in [
+        call("pct", &["create", "901", "t"]),
+        call("pct", &["set", "901", "--mp0", "x"]),
+        call("pct", &["push", "901", "a", "b"]),
+        call("zfs", &["create", "tank/m"]),
+        call("nvidia-smi", &["-pm", "1"]),
+        exec(&["docker", "run", "x"]),
+        exec(&["docker", "image", "rm", "x"]),
+        exec(&["systemctl", "enable", "--now", "vllm"]),
+        exec(&["apt-get", "install", "-y", "x"]),
+        exec(&["ip", "link", "set", "eth0", "up"]),
+    ] {
+        assert!(is_mutating(&change), "{}", change.text());
+    }
 }
