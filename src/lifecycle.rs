@@ -8,6 +8,9 @@
 //!   filtered by container).
 //! - Each step is undone on the host backend of the run that recorded it (the journal's
 //!   `run` record), so a `destroy` after an emulated run drives the emulated host.
+//! - A dataset that a container the journal records still mounts when its turn comes is
+//!   left alone and stays outstanding (a model cache two servers share: `destroy --lxc`,
+//!   or the rollback of a run whose dataset another run adopted meanwhile).
 //! - Markers: a finished step leaves `$PHOENIX_MARKER_DIR/<step>.done` (JSON: step, run,
 //!   time). `destroy` removes the markers of what it removed.
 
@@ -65,19 +68,44 @@ impl UndoReport {
 pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostError> + 'a;
 
 /// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
-/// item. A step found gone afterwards loses its marker in `marker_dir` (when that run wrote
-/// it), so a rollback leaves no marker claiming it is done. With `dry_run`, nothing is
-/// executed or recorded; the report lists what would be undone.
+/// item. A dataset that one of the containers `watch` still mounts when its turn comes is
+/// left alone and stays outstanding (another server's model cache: `destroy --lxc`, or a
+/// rollback while another run adopted the dataset). A step found gone afterwards loses its
+/// marker in `marker_dir` (when that run wrote it), so a rollback leaves no marker claiming
+/// it is done. With `dry_run`, nothing is executed or recorded; the report lists what would
+/// be undone.
 pub fn undo_outstanding(
     journal: &Journal,
     items: &[Outstanding],
     host_of: &HostOf<'_>,
+    watch: &[Vmid],
     marker_dir: &Path,
     dry_run: bool,
 ) -> UndoReport {
     let mut report = UndoReport::default();
+    // A dry run removes no mount: it ignores those of the containers it would undo.
+    let watch: Vec<Vmid> = if dry_run {
+        let undone: BTreeSet<Vmid> = items.iter().filter_map(|o| o.undo.vmid()).collect();
+        watch
+            .iter()
+            .copied()
+            .filter(|v| !undone.contains(v))
+            .collect()
+    } else {
+        watch.to_vec()
+    };
     for item in items.iter().rev() {
         let label = describe(item);
+        if let UndoStep::DestroyDataset { name } = &item.undo {
+            // Checked when its turn comes: the containers undone before it no longer mount it.
+            let mounted = host_of(&item.run).and_then(|h| mounted_by(h.as_ref(), name, &watch));
+            if let Ok(Some(vmid)) = mounted {
+                report
+                    .left_alone
+                    .push(format!("{label} (mounted by container {vmid})"));
+                continue;
+            }
+        }
         if dry_run {
             report.undone.push(label);
             continue;
@@ -172,9 +200,17 @@ pub fn select_for_destroy(records: &[Record], vmids: &[Vmid], keep_data: bool) -
         .collect()
 }
 
+/// Every container the journal's outstanding steps concern, in order.
+pub fn recorded_containers(records: &[Record]) -> Vec<Vmid> {
+    let set: BTreeSet<Vmid> = journal::outstanding(records)
+        .iter()
+        .filter_map(|o| o.undo.vmid())
+        .collect();
+    set.into_iter().collect()
+}
+
 /// The first of `others` whose config mounts dataset `name` (an `mpN` whose source is the
-/// dataset's mountpoint or a path below it). `destroy --lxc` keeps such a dataset: another
-/// container still uses it (the model cache that several servers share).
+/// dataset's mountpoint or a path below it).
 pub fn mounted_by(
     host: &dyn Host,
     name: &crate::types::DatasetName,
@@ -360,6 +396,7 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         &rt.journal,
         &items,
         &|_| Ok(Arc::clone(&host)),
+        &recorded_containers(&records),
         &rt.settings.marker_dir.value,
         false,
     ))

@@ -3,9 +3,8 @@
 //! `destroy` undoes every outstanding step newest first on the backend of the run that
 //! recorded it, touching only phoenix-owned resources; it is idempotent (a second run finds
 //! nothing and exits 0), continues past a failing step, and exits 3 when anything is left.
-//! Decision: `destroy --lxc` leaves alone a dataset that a container outside the selection
-//! still mounts (e.g. a model cache two servers share); its step stays in the journal and a
-//! later destroy removes it.
+//! A dataset that another container the journal records still mounts (e.g. a model cache
+//! two servers share, with `destroy --lxc`) is left alone; its step stays in the journal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +14,7 @@ use clap::Args;
 use super::Context;
 use crate::exec::{CancelFlag, Redactor, Runner, SystemRunner};
 use crate::host::Host;
-use crate::journal::{self, CtLock, Journal, UndoStep};
+use crate::journal::{self, CtLock, Journal};
 use crate::lifecycle;
 
 /// Arguments of `phoenix destroy`.
@@ -48,7 +47,7 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
     crate::signal::install().map_err(crate::Error::Output)?;
     let state = &ctx.settings.state_dir.value;
     let records = journal::read(&Journal::path_in(state))?;
-    let mut items = lifecycle::select_for_destroy(&records, &args.lxc, args.keep_data);
+    let items = lifecycle::select_for_destroy(&records, &args.lxc, args.keep_data);
 
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new(
         Redactor::default(),
@@ -79,37 +78,8 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
             .collect::<Result<Vec<_>, _>>()?
     };
 
-    // `destroy --lxc`: a dataset that a container outside the selection still mounts is
-    // left alone (its step stays in the journal for a later destroy).
-    let mut left_mounted = Vec::new();
-    if !args.lxc.is_empty() {
-        let mut others: Vec<_> = journal::outstanding(&records)
-            .iter()
-            .filter_map(|o| o.undo.vmid())
-            .filter(|v| !args.lxc.contains(v))
-            .collect();
-        others.sort_unstable();
-        others.dedup();
-        items.retain(|o| {
-            let UndoStep::DestroyDataset { name } = &o.undo else {
-                return true;
-            };
-            match host_of(&o.run).and_then(|h| lifecycle::mounted_by(h.as_ref(), name, &others)) {
-                Ok(Some(v)) => {
-                    left_mounted.push(format!(
-                        "left alone    {} (mounted by container {v})",
-                        lifecycle::describe(o)
-                    ));
-                    false
-                }
-                // Not mounted elsewhere; or the host cannot tell, and the undo reports it.
-                Ok(None) | Err(_) => true,
-            }
-        });
-    }
-
     let mut text = String::new();
-    if items.is_empty() && left_mounted.is_empty() {
+    if items.is_empty() {
         text.push_str("nothing to destroy: the journal records nothing phoenix-made");
         if !args.lxc.is_empty() {
             let ids: Vec<String> = args.lxc.iter().map(ToString::to_string).collect();
@@ -126,15 +96,11 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
             &format!("destroy-{}", crate::runtime::Runtime::new_run_id()),
         )?
     };
-    for line in &left_mounted {
-        text.push_str(if args.dry_run { "would: " } else { "" });
-        text.push_str(line);
-        text.push('\n');
-    }
     let report = lifecycle::undo_outstanding(
         &journal,
         &items,
         &host_of,
+        &lifecycle::recorded_containers(&records),
         &ctx.settings.marker_dir.value,
         args.dry_run,
     );

@@ -1107,7 +1107,16 @@ fn destroy_dry_run_lists_everything_and_changes_nothing() {
         "{}",
         out.stdout
     );
-    assert_eq!(host.calls().len(), skip, "destroy --dry-run ran commands");
+    let mutated: Vec<String> = host.calls()[skip..]
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(
+        mutated,
+        Vec::<String>::new(),
+        "destroy --dry-run changed the host"
+    );
     assert_eq!(host.snapshot(), snap);
     assert_eq!(
         std::fs::read(host.path("state/journal.jsonl")).unwrap(),
@@ -1116,9 +1125,9 @@ fn destroy_dry_run_lists_everything_and_changes_nothing() {
     assert_eq!(host.markers(), markers);
 }
 
-#[test]
-fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
-    // The flow's config with a second entry: the same recipe serves both containers.
+/// A host whose config is the flow's with a second entry, 952, that the same recipe serves
+/// (so both containers share the flow's datasets).
+fn two_container_host(dir: &Path) -> Host {
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(repo(FLOW.config)).unwrap()).unwrap();
     let entries = config["lxc_configs"].as_object_mut().unwrap();
@@ -1127,10 +1136,15 @@ fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
     second["name"] = json!("second");
     second["network_config"]["ip"] = json!("10.0.0.199/24");
     entries.insert("952".into(), second);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("two.json");
+    let path = dir.join("two.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let host = Host::with_config(path);
+    Host::with_config(path)
+}
+
+#[test]
+fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = two_container_host(dir.path());
     let before = host.snapshot();
     assert_eq!(host.run_flow(&["--lxc", FLOW.vmid]).code, 0);
     let out = host.run_flow(&["--lxc", "952"]);
@@ -1246,4 +1260,39 @@ fn the_classifier_tells_queries_from_changes() {
     ] {
         assert!(is_mutating(&change), "{}", change.text());
     }
+}
+
+#[test]
+fn a_rollback_keeps_a_dataset_another_run_adopted_and_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = two_container_host(dir.path());
+    let before = host.snapshot();
+    // The run for the first container stops at its last step, after making the dataset.
+    let steps = mutating_steps();
+    let last = *steps.last().unwrap();
+    host.set_faults(&fault_at(last, "hang"));
+    let mut first = host.spawn_flow(&["--lxc", FLOW.vmid, "--rollback-on-failure"]);
+    wait_hung(&host, &mut first, "first run");
+    // Meanwhile the second container's run adopts the dataset and mounts it.
+    let out = host.run_flow(&["--lxc", "952"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut first, "first run");
+    assert_eq!(code, 143, "{err}");
+    assert!(err.contains("mounted by container 952"), "{err}");
+    assert_eq!(host.containers(), ["952.conf"]);
+    let ours: Vec<String> = host
+        .datasets()
+        .into_iter()
+        .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "the rollback destroyed the dataset 952 mounts"
+    );
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after the rollback");
 }
