@@ -1135,6 +1135,9 @@ fn two_container_host(dir: &Path) -> Host {
     let mut second = first.clone();
     second["name"] = json!("second");
     second["network_config"]["ip"] = json!("10.0.0.199/24");
+    if second["network_config"].get("mac").is_some() {
+        second["network_config"]["mac"] = json!("BC:24:11:00:09:52");
+    }
     entries.insert("952".into(), second);
     let path = dir.join("two.json");
     std::fs::write(&path, config.to_string()).unwrap();
