@@ -26,8 +26,9 @@ struct Flow {
     vmid: &'static str,
 }
 
-/// Switch to the full drdevstral flow by pointing these paths at `recipes/drdevstral.rhai`
-/// and its config.
+/// The one line to change for the full drdevstral flow: `recipe:
+/// "recipes/drdevstral.rhai"` (the config's only entry is the target of any recipe; it
+/// names a vLLM model and both GPUs).
 const FLOW: Flow = Flow {
     recipe: "tests/fixtures/recipes/flow.rhai",
     config: "tests/fixtures/recipes/flow.json",
