@@ -453,9 +453,16 @@ pub fn outstanding(records: &[Record]) -> Vec<Outstanding> {
                 done: false,
             }),
             Entry::Done { of } => {
-                if let Some(o) = out.iter_mut().find(|o| o.seq == *of) {
-                    o.done = true;
-                }
+                let Some(pos) = out.iter().position(|o| o.seq == *of) else {
+                    continue;
+                };
+                out[pos].done = true;
+                // A step that a later run completed supersedes its earlier unconfirmed
+                // attempts with the same undo: that run found the resource absent before
+                // acting (else it would have adopted it and written no intent), so the
+                // attempts left nothing the completed step's undo does not cover.
+                let (step, undo) = (out[pos].step.clone(), out[pos].undo.clone());
+                out.retain(|o| o.seq >= *of || o.done || o.step != step || o.undo != undo);
             }
             Entry::Undone { of } => out.retain(|o| o.seq != *of),
             Entry::Run { .. } | Entry::End { .. } => {}
@@ -573,6 +580,27 @@ mod tests {
             run_host(&recs, "r1"),
             Some((HostKind::Emulated, Some("/emu".into())))
         );
+    }
+
+    #[test]
+    fn a_step_completed_later_supersedes_its_unconfirmed_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let create = || UndoStep::DestroyContainer { vmid: vmid(901) };
+        let failed = Journal::open(dir.path(), "r1").unwrap();
+        failed.intent("lxc.create:901", create()).unwrap();
+        let other = failed
+            .intent("lxc.start:901", UndoStep::StopContainer { vmid: vmid(901) })
+            .unwrap();
+        let rerun = Journal::open(dir.path(), "r2").unwrap();
+        let ok = rerun.intent("lxc.create:901", create()).unwrap();
+        let recs = read(&Journal::path_in(dir.path())).unwrap();
+        // Not yet confirmed: both attempts are outstanding.
+        assert_eq!(outstanding(&recs).len(), 3);
+        rerun.done(ok).unwrap();
+        let recs = read(&Journal::path_in(dir.path())).unwrap();
+        let o = outstanding(&recs);
+        let seqs: Vec<(u64, bool)> = o.iter().map(|o| (o.seq, o.done)).collect();
+        assert_eq!(seqs, [(other, false), (ok, true)]);
     }
 
     #[test]

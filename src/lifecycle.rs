@@ -8,6 +8,9 @@
 //!   filtered by container).
 //! - Each step is undone on the host backend of the run that recorded it (the journal's
 //!   `run` record), so a `destroy` after an emulated run drives the emulated host.
+//! - A dataset that a container the journal records still mounts when its turn comes is
+//!   left alone and stays outstanding (a model cache two servers share: `destroy --lxc`,
+//!   or the rollback of a run whose dataset another run adopted meanwhile).
 //! - Markers: a finished step leaves `$PHOENIX_MARKER_DIR/<step>.done` (JSON: step, run,
 //!   time). `destroy` removes the markers of what it removed.
 
@@ -65,17 +68,44 @@ impl UndoReport {
 pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostError> + 'a;
 
 /// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
-/// item. With `dry_run`, nothing is executed or recorded; the report lists what would be
-/// undone.
+/// item. A dataset that one of the containers `watch` still mounts when its turn comes is
+/// left alone and stays outstanding (another server's model cache: `destroy --lxc`, or a
+/// rollback while another run adopted the dataset). A step found gone afterwards loses its
+/// marker in `marker_dir` (when that run wrote it), so a rollback leaves no marker claiming
+/// it is done. With `dry_run`, nothing is executed or recorded; the report lists what would
+/// be undone.
 pub fn undo_outstanding(
     journal: &Journal,
     items: &[Outstanding],
     host_of: &HostOf<'_>,
+    watch: &[Vmid],
+    marker_dir: &Path,
     dry_run: bool,
 ) -> UndoReport {
     let mut report = UndoReport::default();
+    // A dry run removes no mount: it ignores those of the containers it would undo.
+    let watch: Vec<Vmid> = if dry_run {
+        let undone: BTreeSet<Vmid> = items.iter().filter_map(|o| o.undo.vmid()).collect();
+        watch
+            .iter()
+            .copied()
+            .filter(|v| !undone.contains(v))
+            .collect()
+    } else {
+        watch.to_vec()
+    };
     for item in items.iter().rev() {
         let label = describe(item);
+        if let UndoStep::DestroyDataset { name } = &item.undo {
+            // Checked when its turn comes: the containers undone before it no longer mount it.
+            let mounted = host_of(&item.run).and_then(|h| mounted_by(h.as_ref(), name, &watch));
+            if let Ok(Some(vmid)) = mounted {
+                report
+                    .left_alone
+                    .push(format!("{label} (mounted by container {vmid})"));
+                continue;
+            }
+        }
         if dry_run {
             report.undone.push(label);
             continue;
@@ -87,6 +117,11 @@ pub fn undo_outstanding(
                 if let Err(e) = journal.undone(item.seq) {
                     report.failed.push((label, e.to_string()));
                     continue;
+                }
+                if matches!(outcome, Outcome::Undone | Outcome::AlreadyGone) {
+                    if let Err(e) = remove_marker(marker_dir, &item.step, &item.run) {
+                        tracing::warn!(step = %item.step, error = %e, "cannot remove marker");
+                    }
                 }
                 match outcome {
                     Outcome::Undone => report.undone.push(label),
@@ -165,6 +200,44 @@ pub fn select_for_destroy(records: &[Record], vmids: &[Vmid], keep_data: bool) -
         .collect()
 }
 
+/// Every container the journal's outstanding steps concern, in order.
+pub fn recorded_containers(records: &[Record]) -> Vec<Vmid> {
+    let set: BTreeSet<Vmid> = journal::outstanding(records)
+        .iter()
+        .filter_map(|o| o.undo.vmid())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// The first of `others` whose config mounts dataset `name` (an `mpN` whose source is the
+/// dataset's mountpoint or a path below it).
+pub fn mounted_by(
+    host: &dyn Host,
+    name: &crate::types::DatasetName,
+    others: &[Vmid],
+) -> Result<Option<Vmid>, crate::host::HostError> {
+    let Some(mountpoint) = host.zfs_mountpoint(name)? else {
+        return Ok(None);
+    };
+    let below = format!("{}/", mountpoint.trim_end_matches('/'));
+    for vmid in others {
+        let Some(conf) = host.ct_config(*vmid)? else {
+            continue;
+        };
+        let mounts = conf.entries.iter().any(|(key, value)| {
+            let is_mp = key
+                .strip_prefix("mp")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let source = value.split(',').next().unwrap_or("");
+            is_mp && (source == mountpoint || source.starts_with(&below))
+        });
+        if mounts {
+            return Ok(Some(*vmid));
+        }
+    }
+    Ok(None)
+}
+
 /// Settings for the backend that run `run` used (its `run` record), so undo drives the
 /// same host.
 pub fn settings_for_run(settings: &Settings, records: &[Record], run: &str) -> Settings {
@@ -208,9 +281,31 @@ pub fn has_marker(marker_dir: &Path, step: &str) -> bool {
     marker_path(marker_dir, step).exists()
 }
 
-/// Remove the markers of the selected containers (all markers when `vmids` is empty).
-/// Returns how many were removed.
-pub fn remove_markers(marker_dir: &Path, vmids: &[Vmid]) -> std::io::Result<usize> {
+/// Remove the marker of `step` if run `run` wrote it.
+pub fn remove_marker(marker_dir: &Path, step: &str, run: &str) -> std::io::Result<()> {
+    let path = marker_path(marker_dir, step);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let writer = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("run").and_then(|r| r.as_str()).map(str::to_owned));
+    if writer.as_deref() == Some(run) {
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+/// Remove the markers of the selected containers (all markers when `vmids` is empty),
+/// except those of the steps in `keep` (still outstanding, e.g. datasets kept by
+/// `destroy --keep-data`). Returns how many were removed.
+pub fn remove_markers(
+    marker_dir: &Path,
+    vmids: &[Vmid],
+    keep: &BTreeSet<String>,
+) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(marker_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -232,7 +327,7 @@ pub fn remove_markers(marker_dir: &Path, vmids: &[Vmid]) -> std::io::Result<usiz
             || vmids
                 .iter()
                 .any(|v| step.split(':').any(|part| part == v.to_string()));
-        if selected {
+        if selected && !keep.contains(&step) {
             std::fs::remove_file(&path)?;
             n += 1;
         }
@@ -301,6 +396,8 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         &rt.journal,
         &items,
         &|_| Ok(Arc::clone(&host)),
+        &recorded_containers(&records),
+        &rt.settings.marker_dir.value,
         false,
     ))
 }
@@ -340,9 +437,19 @@ mod tests {
         write_marker(dir.path(), "lxc.create:902", "r").unwrap();
         assert!(has_marker(dir.path(), "lxc.push:901:/etc/x y"));
         assert!(!has_marker(dir.path(), "lxc.push:901:/etc/x"));
-        assert_eq!(remove_markers(dir.path(), &[v(901)]).unwrap(), 2);
+        let none = BTreeSet::new();
+        assert_eq!(remove_markers(dir.path(), &[v(901)], &none).unwrap(), 2);
         assert!(has_marker(dir.path(), "lxc.create:902"));
-        assert_eq!(remove_markers(dir.path(), &[]).unwrap(), 1);
+        let keep = BTreeSet::from(["lxc.create:902".to_owned()]);
+        assert_eq!(remove_markers(dir.path(), &[], &keep).unwrap(), 0);
+        assert_eq!(remove_markers(dir.path(), &[], &none).unwrap(), 1);
+        // One marker goes only for the run that wrote it.
+        write_marker(dir.path(), "lxc.start:903", "r").unwrap();
+        remove_marker(dir.path(), "lxc.start:903", "other").unwrap();
+        assert!(has_marker(dir.path(), "lxc.start:903"));
+        remove_marker(dir.path(), "lxc.start:903", "r").unwrap();
+        assert!(!has_marker(dir.path(), "lxc.start:903"));
+        remove_marker(dir.path(), "lxc.start:903", "r").unwrap();
     }
 
     #[test]

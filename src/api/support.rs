@@ -25,7 +25,16 @@ pub fn step<T>(
     check_cancel(rt)?;
     let seq = rt.journal.intent(name, undo)?;
     tracing::info!(step = name, "{}", if rt.dry_run { "plan" } else { "apply" });
-    let value = act()?;
+    let value = act().map_err(|e| {
+        // A signal kills the running command, which then fails in whatever way its
+        // primitive reports (a host error, a failed exec): the cause is the signal, so the
+        // run ends as interrupted (exit 130/143), not as a failed step (exit 1).
+        if rt.cancel.is_cancelled() {
+            ApiError::Interrupted
+        } else {
+            e
+        }
+    })?;
     rt.journal.done(seq)?;
     if !rt.dry_run {
         if let Err(e) =

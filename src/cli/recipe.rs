@@ -210,13 +210,24 @@ pub fn finish_run(
     let Err(err) = outcome else {
         return Ok(());
     };
+    // A signal ends the run as interrupted (130/143) whatever error the killed command
+    // surfaced as; the recipe's own error is still shown.
+    let failed = |err: RecipeError| -> crate::Error {
+        match crate::signal::received() {
+            Some(sig) if !matches!(err, RecipeError::Interrupted { .. }) => {
+                tracing::warn!("{err}");
+                crate::Error::Interrupted(sig)
+            }
+            _ => err.into(),
+        }
+    };
     if !args.rollback_on_failure || rt.dry_run {
         if !rt.dry_run {
             tracing::warn!(
                 "the run failed; what it made is recorded in the journal: `phoenix status` shows it, `phoenix destroy` removes it"
             );
         }
-        return Err(err.into());
+        return Err(failed(err));
     }
     tracing::warn!(run = %rt.run_id, "rolling back this run's steps");
     let report = crate::lifecycle::rollback_run(rt)?;
@@ -224,7 +235,7 @@ pub fn finish_run(
         tracing::warn!("rollback: {line}");
     }
     if report.complete() {
-        Err(err.into())
+        Err(failed(err))
     } else {
         Err(crate::Error::RollbackIncomplete {
             failed: report.failed.len(),

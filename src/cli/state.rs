@@ -3,6 +3,8 @@
 //! `destroy` undoes every outstanding step newest first on the backend of the run that
 //! recorded it, touching only phoenix-owned resources; it is idempotent (a second run finds
 //! nothing and exits 0), continues past a failing step, and exits 3 when anything is left.
+//! A dataset that another container the journal records still mounts (e.g. a model cache
+//! two servers share, with `destroy --lxc`) is left alone; its step stays in the journal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,21 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
     let records = journal::read(&Journal::path_in(state))?;
     let items = lifecycle::select_for_destroy(&records, &args.lxc, args.keep_data);
 
+    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new(
+        Redactor::default(),
+        CancelFlag::default(),
+    ));
+    let hosts: Mutex<HashMap<String, Arc<dyn Host>>> = Mutex::new(HashMap::new());
+    let host_of = |run: &str| -> Result<Arc<dyn Host>, crate::host::HostError> {
+        let mut cache = hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = cache.get(run) {
+            return Ok(Arc::clone(h));
+        }
+        let settings = lifecycle::settings_for_run(&ctx.settings, &records, run);
+        let host = crate::host::open(&settings, Arc::clone(&runner))?;
+        cache.insert(run.to_owned(), Arc::clone(&host));
+        Ok(host)
+    };
     // Hold the lock of every container involved, so no run works on them meanwhile.
     let mut vmids: Vec<_> = items.iter().filter_map(|o| o.undo.vmid()).collect();
     vmids.extend(args.lxc.iter().copied());
@@ -71,21 +88,6 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
         text.push('\n');
     }
 
-    let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new(
-        Redactor::default(),
-        CancelFlag::default(),
-    ));
-    let hosts: Mutex<HashMap<String, Arc<dyn Host>>> = Mutex::new(HashMap::new());
-    let host_of = |run: &str| -> Result<Arc<dyn Host>, crate::host::HostError> {
-        let mut cache = hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = cache.get(run) {
-            return Ok(Arc::clone(h));
-        }
-        let settings = lifecycle::settings_for_run(&ctx.settings, &records, run);
-        let host = crate::host::open(&settings, Arc::clone(&runner))?;
-        cache.insert(run.to_owned(), Arc::clone(&host));
-        Ok(host)
-    };
     let journal = if args.dry_run {
         Journal::in_memory("destroy")
     } else {
@@ -94,14 +96,26 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
             &format!("destroy-{}", crate::runtime::Runtime::new_run_id()),
         )?
     };
-    let report = lifecycle::undo_outstanding(&journal, &items, &host_of, args.dry_run);
+    let report = lifecycle::undo_outstanding(
+        &journal,
+        &items,
+        &host_of,
+        &lifecycle::recorded_containers(&records),
+        &ctx.settings.marker_dir.value,
+        args.dry_run,
+    );
     for line in report.lines() {
         text.push_str(if args.dry_run { "would: " } else { "" });
         text.push_str(&line);
         text.push('\n');
     }
     if !args.dry_run && report.complete() {
-        let n = lifecycle::remove_markers(&ctx.settings.marker_dir.value, &args.lxc)
+        // Steps still outstanding (datasets kept with --keep-data) keep their markers.
+        let keep = journal::outstanding(&journal::read(&Journal::path_in(state))?)
+            .into_iter()
+            .map(|o| o.step)
+            .collect();
+        let n = lifecycle::remove_markers(&ctx.settings.marker_dir.value, &args.lxc, &keep)
             .map_err(crate::Error::Output)?;
         if n > 0 {
             text.push_str(&format!("removed {n} marker(s)\n"));

@@ -3,6 +3,7 @@
 mod config;
 mod emulator;
 mod emulator_inner;
+mod faults;
 mod golden;
 mod lint;
 mod paths;

@@ -1,0 +1,1302 @@
+//! Crash, signal and fault behaviour of `phoenix recipe run` / `destroy` (issue 6 "must
+//! show"), driving the real `phoenix` binary against the emulated host (DESIGN.md §7).
+//!
+//! The harness is recipe-agnostic: [`FLOW`] names the recipe and config under test. A first
+//! run on a scratch root lists every mutating command the flow issues (read from
+//! `argv.log` by [`is_mutating`]); each crash test then injects a fault at each of those
+//! commands in turn on a fresh root, so a flow that grows more steps is covered without
+//! touching the tests.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// The flow under test: a recipe, its config and the container it serves.
+struct Flow {
+    recipe: &'static str,
+    config: &'static str,
+    vmid: &'static str,
+}
+
+/// The one line to change for the full drdevstral flow: `recipe:
+/// "recipes/drdevstral.rhai"` (the config's only entry is the target of any recipe; it
+/// names a vLLM model and both GPUs).
+const FLOW: Flow = Flow {
+    recipe: "tests/fixtures/recipes/flow.rhai",
+    config: "tests/fixtures/recipes/flow.json",
+    vmid: "901",
+};
+
+/// How long a hung command may take to show up in `argv.log`, or a process to exit.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// One line of the emulator's `argv.log`.
+#[derive(Debug, Clone)]
+struct Call {
+    tool: String,
+    argv: Vec<String>,
+    exit: Option<i64>,
+}
+
+impl Call {
+    /// The key `faults.json` matches: tool + argv, or the inner argv of `pct exec`.
+    fn key(&self) -> Vec<String> {
+        if self.tool == "pct" && self.argv.first().map(String::as_str) == Some("exec") {
+            if let Some(pos) = self.argv.iter().position(|a| a == "--") {
+                let mut inner = self.argv[pos + 1..].to_vec();
+                if let Some(first) = inner.first_mut() {
+                    *first = first.rsplit('/').next().unwrap_or(first).to_owned();
+                }
+                if !inner.is_empty() {
+                    return inner;
+                }
+            }
+        }
+        std::iter::once(self.tool.clone())
+            .chain(self.argv.iter().cloned())
+            .collect()
+    }
+
+    /// The key's stable prefix: the program and its subcommand (and the container for
+    /// `pct`), without run ids or temp file names.
+    fn prefix(&self) -> Vec<String> {
+        let key = self.key();
+        let n = if self.tool == "pct" && key[0] == "pct" {
+            3
+        } else {
+            2
+        };
+        key.into_iter().take(n).collect()
+    }
+
+    /// The call with its per-run parts (run ids, host temp file names) blanked, to tell
+    /// two calls of the same kind apart across runs.
+    fn shape(&self) -> Vec<String> {
+        self.key()
+            .into_iter()
+            .map(|a| if per_run(&a) { "*".to_owned() } else { a })
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        format!("{} {}", self.tool, self.argv.join(" "))
+    }
+}
+
+/// Whether an argument differs from run to run: a run id, or a host temp file.
+fn per_run(arg: &str) -> bool {
+    arg.contains("phoenix-run-") || arg.contains("phoenix:run=") || arg.contains("/phoenix-push-")
+}
+
+/// Whether a logged call changes the host. Conservative: anything not known to be a query
+/// counts as mutating.
+fn is_mutating(call: &Call) -> bool {
+    let a: Vec<&str> = call.argv.iter().map(String::as_str).collect();
+    let sub = a.first().copied().unwrap_or("");
+    match call.tool.as_str() {
+        "pct" if sub == "exec" => {
+            let inner = call.key();
+            let inner: Vec<&str> = inner.iter().map(String::as_str).collect();
+            !inner_is_query(&inner)
+        }
+        "pct" => !matches!(
+            sub,
+            "status" | "config" | "list" | "pending" | "df" | "cpusets" | "listsnapshot" | "help"
+        ),
+        "zfs" => !matches!(sub, "get" | "list" | "version" | "help"),
+        "pvesm" => !matches!(sub, "status" | "list" | "path" | "help"),
+        "pveversion" => false,
+        "nvidia-smi" => !a.iter().all(|x| {
+            x.starts_with("--query") || x.starts_with("--format") || *x == "-q" || *x == "-L"
+        }),
+        _ => true,
+    }
+}
+
+/// Programs run inside a container that only read.
+fn inner_is_query(argv: &[&str]) -> bool {
+    let sub = argv.get(1).copied().unwrap_or("");
+    match argv.first().copied().unwrap_or("") {
+        "test" | "[" | "cat" | "ls" | "stat" | "id" | "getent" | "uname" | "readlink" | "head"
+        | "grep" | "which" | "true" | "dpkg-query" | "apt-cache" => true,
+        "ip" => argv.contains(&"show"),
+        "systemctl" => matches!(
+            sub,
+            "is-active" | "is-enabled" | "is-failed" | "status" | "show" | "cat" | "list-units"
+        ),
+        "docker" => matches!(
+            sub,
+            "inspect" | "ps" | "images" | "version" | "info" | "logs"
+        ),
+        "nvidia-smi" => argv[1..].iter().all(|x| {
+            x.starts_with("--query") || x.starts_with("--format") || *x == "-q" || *x == "-L"
+        }),
+        _ => false,
+    }
+}
+
+/// A scratch phoenix installation with its own emulated host.
+struct Host {
+    tmp: tempfile::TempDir,
+    config: PathBuf,
+}
+
+/// What a finished phoenix process said.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Host {
+    fn new() -> Self {
+        Self::with_config(repo(FLOW.config))
+    }
+
+    fn with_config(config: PathBuf) -> Self {
+        let host = Self {
+            tmp: tempfile::tempdir().unwrap(),
+            config,
+        };
+        std::fs::create_dir(host.path("tmp")).unwrap();
+        // Any command that opens the host prepares the emulated root.
+        let out = host.phoenix(&["gpu", "list"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        host
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path("emu")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_phoenix"));
+        c.args(args)
+            .current_dir(self.tmp.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PHOENIX_SETTINGS", "/dev/null")
+            .env("PHOENIX_HOST", "emulated")
+            .env("PHOENIX_CONFIG", &self.config)
+            .env("PHOENIX_STATE_DIR", self.path("state"))
+            .env("PHOENIX_MARKER_DIR", self.path("state/markers"))
+            .env("PHOENIX_LOG_DIR", self.path("log"))
+            .env("PHOENIX_SECRETS_DIR", self.path("secrets"))
+            .env("PHOENIX_SECRET_KEY", self.path("secret.key"))
+            .env("PHOENIX_EMU_ROOT", self.root())
+            .env("PHOENIX_LIFECYCLE_TIMEOUT", "20s")
+            .env("TMPDIR", self.path("tmp"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn phoenix(&self, args: &[&str]) -> Out {
+        let out = self.command(args).output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `phoenix recipe run` of the flow, with extra flags.
+    fn run_flow(&self, flags: &[&str]) -> Out {
+        let recipe = repo(FLOW.recipe);
+        let mut args = vec!["recipe", "run", recipe.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        self.phoenix(&args)
+    }
+
+    /// Start the flow in the background, in its own process group.
+    fn spawn_flow(&self, flags: &[&str]) -> Child {
+        let recipe = repo(FLOW.recipe);
+        let mut args = vec!["recipe", "run", recipe.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Call the emulator directly, as an operator's own `pct`/`zfs` would.
+    fn emu(&self, tool: &str, args: &[&str]) {
+        let out = Command::new(self.root().join("bin").join(tool))
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Live emulator processes of this host (their argv\[0\] lies under its root).
+    fn emulator_processes(&self) -> Vec<i32> {
+        let bin = self.root().join("bin");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+            if Path::new(std::str::from_utf8(argv0).unwrap_or("")).starts_with(&bin) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
+        // A line being appended right now may be read half-written: only whole lines count.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                Call {
+                    tool: v["tool"].as_str().unwrap().to_owned(),
+                    argv: v["argv"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a.as_str().unwrap().to_owned())
+                        .collect(),
+                    exit: v["exit"].as_i64(),
+                }
+            })
+            .collect()
+    }
+
+    fn set_faults(&self, faults: &Value) {
+        std::fs::write(self.root().join("faults.json"), faults.to_string()).unwrap();
+    }
+
+    fn clear_faults(&self) {
+        let _ = std::fs::remove_file(self.root().join("faults.json"));
+    }
+
+    /// The emulated host's state: every file under its root (path → mode and bytes) but the
+    /// call log, the fault file, lock files (empty files that exist only to be locked) and
+    /// the emulator's ZFS file, which is compared through `zfs get` instead (dataset names
+    /// and user properties; sizes and counters change with every create). Directories
+    /// count through the files in them: the emulator leaves empty mountpoint directories
+    /// behind.
+    fn snapshot(&self) -> BTreeMap<String, (u32, Vec<u8>)> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut out = BTreeMap::new();
+        let root = self.root();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let path = entry.path();
+                let rel = path.strip_prefix(&root).unwrap().display().to_string();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if matches!(rel.as_str(), "argv.log" | "faults.json" | "zfs.json")
+                    || name.ends_with(".lock")
+                {
+                    continue;
+                }
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let mode = meta.permissions().mode();
+                if meta.is_dir() {
+                    stack.push(path);
+                } else if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&path).unwrap();
+                    out.insert(rel, (0, target.display().to_string().into_bytes()));
+                } else if meta.is_file() {
+                    out.insert(rel, (mode, std::fs::read(&path).unwrap()));
+                } else {
+                    // A device node: its numbers are its content.
+                    out.insert(rel, (mode, meta.rdev().to_string().into_bytes()));
+                }
+            }
+        }
+        for (name, props) in self.datasets() {
+            out.insert(format!("zfs:{name}"), (0, props.join("\n").into_bytes()));
+        }
+        out
+    }
+
+    /// The emulated host's datasets with their user properties (`name=value`), as
+    /// `zfs get` reports them.
+    fn datasets(&self) -> BTreeMap<String, Vec<String>> {
+        let out = Command::new(self.root().join("bin/zfs"))
+            .args(["get", "-H", "-p", "-o", "name,property,value", "all"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "zfs get: {out:?}");
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut f = line.split('\t');
+            let (Some(name), Some(prop), Some(value)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let props = map.entry(name.to_owned()).or_default();
+            if prop.contains(':') {
+                props.push(format!("{prop}={value}"));
+            }
+        }
+        map
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.root().join("etc/pve/lxc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn markers(&self) -> Vec<String> {
+        match std::fs::read_dir(self.path("state/markers")) {
+            Ok(d) => d
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Nothing phoenix made is left: the host is as `before` (a snapshot taken before the
+    /// run), no marker, and the journal records nothing.
+    fn assert_clean(&self, before: &BTreeMap<String, (u32, Vec<u8>)>, what: &str) {
+        let after = self.snapshot();
+        let changed: Vec<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{what}: the emulated host differs from before the run in {changed:?}\ncontainers: {:?}\ndatasets: {:?}",
+            self.containers(),
+            self.datasets().keys().collect::<Vec<_>>()
+        );
+        for (name, props) in self.datasets() {
+            assert!(
+                !props.iter().any(|p| p.starts_with("phoenix:")),
+                "{what}: dataset {name} still carries phoenix:owner"
+            );
+        }
+        assert_eq!(self.markers(), Vec::<String>::new(), "{what}: markers left");
+        let status = self.phoenix(&["status"]);
+        assert_eq!(status.code, 0, "{what}: {status:?}");
+        assert!(
+            status.stdout.contains("nothing phoenix-made"),
+            "{what}: status still lists steps:\n{}",
+            status.stdout
+        );
+    }
+}
+
+/// Wait until `argv.log` shows a hung call (`exit: null`); panic if phoenix exits first.
+fn wait_hung(host: &Host, child: &mut Child, what: &str) -> Call {
+    let start = Instant::now();
+    loop {
+        if let Some(c) = host.calls().into_iter().find(|c| c.exit.is_none()) {
+            return c;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let (out, err) = drain(child);
+            panic!("{what}: phoenix exited ({status}) before the fault hung\n{out}\n{err}");
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: no hung call in argv.log"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn drain(child: &mut Child) -> (String, String) {
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    (out, err)
+}
+
+/// Wait for `child` to exit; its exit code (128 + N when killed by signal N) and output.
+fn wait_exit(child: &mut Child, what: &str) -> (i32, String, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let (out, err) = drain(child);
+            let code = status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            return (code, out, err);
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            panic!("{what}: phoenix did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGKILL phoenix and its process group, then the hung emulator call it was waiting for
+/// (phoenix runs each command in a group of its own, which outlives a SIGKILLed phoenix),
+/// as a host crash would.
+fn crash(host: &Host, child: &mut Child) {
+    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+    for pid in host.emulator_processes() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Every call of one undisturbed run of the flow (queries included), in order.
+fn flow_calls() -> &'static [Call] {
+    static CALLS: OnceLock<Vec<Call>> = OnceLock::new();
+    CALLS.get_or_init(|| {
+        let host = Host::new();
+        let skip = host.calls().len();
+        let out = host.run_flow(&[]);
+        assert_eq!(out.code, 0, "the flow must succeed undisturbed: {out:?}");
+        host.calls()[skip..].to_vec()
+    })
+}
+
+/// Positions in [`flow_calls`] of the flow's mutating commands.
+fn mutating_steps() -> Vec<usize> {
+    let steps: Vec<usize> = flow_calls()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| is_mutating(c))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        steps.len() >= 4,
+        "the flow issues too few mutating commands: {:?}",
+        flow_calls()
+    );
+    steps
+}
+
+/// Fault entries that let the earlier calls matching the prefix of the flow's call at
+/// `pos` through (`delay:0s`, counted down by `times`) and apply `action` to it.
+fn fault_at(pos: usize, action: &str) -> Value {
+    let calls = flow_calls();
+    let prefix = calls[pos].prefix();
+    let earlier = calls[..pos]
+        .iter()
+        .filter(|c| c.key().starts_with(&prefix))
+        .count();
+    json!([
+        {"match": prefix, "action": "delay:0s", "times": earlier},
+        {"match": prefix, "action": action, "times": 1},
+    ])
+}
+
+fn ct_conf() -> String {
+    format!("{}.conf", FLOW.vmid)
+}
+
+/// SIGKILL phoenix while the flow's call at `pos` hangs under `action`; `destroy` then
+/// removes everything, and the flow runs again from scratch.
+fn crash_destroy_rerun(pos: usize, action: &str) {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = format!("SIGKILL during {action} at `{}`", flow_calls()[pos].text());
+    host.set_faults(&fault_at(pos, action));
+    let mut child = host.spawn_flow(&[]);
+    let hung = wait_hung(&host, &mut child, &what);
+    assert_eq!(hung.shape(), flow_calls()[pos].shape(), "{what}: hung call");
+    crash(&host, &mut child);
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, &what);
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
+    assert_eq!(host.containers(), [ct_conf()], "{what}: re-run");
+}
+
+/// Send `sig` to a `--rollback-on-failure` run while the flow's call at `pos` hangs under
+/// `action`: phoenix kills the call, undoes its steps and exits 128 + sig, leaving nothing.
+fn signal_rolls_back(pos: usize, action: &str, sig: Signal) {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = format!("{sig} during {action} at `{}`", flow_calls()[pos].text());
+    host.set_faults(&fault_at(pos, action));
+    let mut child = host.spawn_flow(&["--rollback-on-failure"]);
+    let hung = wait_hung(&host, &mut child, &what);
+    assert_eq!(hung.shape(), flow_calls()[pos].shape(), "{what}: hung call");
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    let (code, _, err) = wait_exit(&mut child, &what);
+    assert_eq!(code, 128 + sig as i32, "{what}: exit code\n{err}");
+    assert_eq!(
+        host.emulator_processes(),
+        Vec::<i32>::new(),
+        "{what}: hung call left"
+    );
+    host.clear_faults();
+    host.assert_clean(&before, &what);
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
+}
+
+#[test]
+fn t102_destroy_after_a_full_run_leaves_nothing() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.containers(), [ct_conf()]);
+    assert!(!host.markers().is_empty());
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after a full run");
+}
+
+#[test]
+fn t110_sigkill_while_each_mutating_command_hangs() {
+    for pos in mutating_steps() {
+        crash_destroy_rerun(pos, "hang");
+    }
+}
+
+#[test]
+fn t110_sigkill_after_each_mutating_command_succeeded_before_done() {
+    for pos in mutating_steps() {
+        crash_destroy_rerun(pos, "succeed-then-hang");
+    }
+}
+
+#[test]
+fn sigterm_with_rollback_exits_143_leaving_nothing() {
+    for pos in mutating_steps() {
+        signal_rolls_back(pos, "hang", Signal::SIGTERM);
+        signal_rolls_back(pos, "succeed-then-hang", Signal::SIGTERM);
+    }
+}
+
+#[test]
+fn sigint_with_rollback_exits_130_leaving_nothing() {
+    for pos in mutating_steps() {
+        signal_rolls_back(pos, "succeed-then-hang", Signal::SIGINT);
+    }
+}
+
+#[test]
+fn a_failed_step_with_rollback_exits_1_leaving_nothing() {
+    for pos in mutating_steps() {
+        let host = Host::new();
+        let before = host.snapshot();
+        let what = format!("rollback after fail at `{}`", flow_calls()[pos].text());
+        host.set_faults(&fault_at(pos, "fail"));
+        let out = host.run_flow(&["--rollback-on-failure"]);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        host.clear_faults();
+        host.assert_clean(&before, &what);
+    }
+}
+
+#[test]
+fn sigterm_without_rollback_exits_143_and_destroy_removes_the_rest() {
+    let steps = mutating_steps();
+    let pos = steps[steps.len() / 2];
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = format!("SIGTERM during hang at `{}`", flow_calls()[pos].text());
+    host.set_faults(&fault_at(pos, "hang"));
+    let mut child = host.spawn_flow(&[]);
+    wait_hung(&host, &mut child, &what);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut child, &what);
+    assert_eq!(code, 143, "{what}\n{err}");
+    assert!(err.contains("interrupted"), "{what}: {err}");
+    // phoenix killed the hung command (in a process group of its own) before exiting.
+    assert_eq!(host.emulator_processes(), Vec::<i32>::new(), "{what}");
+    host.clear_faults();
+    assert_ne!(
+        host.snapshot(),
+        before,
+        "{what}: the steps before the signal stay"
+    );
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, &what);
+}
+
+#[test]
+fn destroy_never_removes_what_phoenix_did_not_tag() {
+    let host = Host::new();
+    let template = "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
+    host.emu(
+        "pct",
+        &[
+            "create",
+            "950",
+            template,
+            "--hostname",
+            "foreign",
+            "--rootfs",
+            "lxc-disks:8",
+        ],
+    );
+    host.emu("zfs", &["create", "tank/foreign"]);
+    let before = host.snapshot();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.containers(), ["950.conf"]);
+    assert!(host.datasets().contains_key("tank/foreign"));
+    host.assert_clean(&before, "destroy beside foreign resources");
+}
+
+#[test]
+fn a_target_that_exists_untagged_is_refused_and_nothing_changes() {
+    let host = Host::new();
+    let template = "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
+    host.emu(
+        "pct",
+        &[
+            "create",
+            FLOW.vmid,
+            template,
+            "--hostname",
+            "foreign",
+            "--rootfs",
+            "lxc-disks:8",
+        ],
+    );
+    let before = host.snapshot();
+    let skip = host.calls().len();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "container {} exists but is not tagged `phoenix`",
+            FLOW.vmid
+        )),
+        "{}",
+        out.stderr
+    );
+    let mutated: Vec<String> = host.calls()[skip..]
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(mutated, Vec::<String>::new());
+    assert_eq!(host.snapshot(), before);
+    // destroy finds nothing of phoenix's, and leaves the foreign container alone.
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.snapshot(), before);
+}
+
+#[test]
+fn destroy_twice_the_second_is_a_no_op() {
+    let host = Host::new();
+    let before = host.snapshot();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    assert_eq!(host.phoenix(&["destroy"]).code, 0);
+    let skip = host.calls().len();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("nothing to destroy"), "{}", out.stdout);
+    assert_eq!(host.calls().len(), skip, "the second destroy ran commands");
+    host.assert_clean(&before, "second destroy");
+}
+
+#[test]
+fn a_rerun_after_success_issues_no_mutating_command() {
+    let host = Host::new();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    let snap = host.snapshot();
+    let skip = host.calls().len();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mutated: Vec<String> = host.calls()[skip..]
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(mutated, Vec::<String>::new());
+    assert_eq!(host.snapshot(), snap);
+}
+
+#[test]
+fn a_rerun_after_a_failed_step_resumes_and_succeeds() {
+    for pos in mutating_steps() {
+        let host = Host::new();
+        let what = format!("fail at `{}`", flow_calls()[pos].text());
+        host.set_faults(&fault_at(pos, "fail"));
+        let out = host.run_flow(&[]);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        let skip = host.calls().len();
+        let out = host.run_flow(&[]);
+        assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
+        // The re-run redid the failed command and what followed, nothing before it.
+        let redone: Vec<Vec<String>> = host.calls()[skip..]
+            .iter()
+            .filter(|c| is_mutating(c))
+            .map(Call::prefix)
+            .collect();
+        let expected: Vec<Vec<String>> = flow_calls()[pos..]
+            .iter()
+            .filter(|c| is_mutating(c))
+            .map(Call::prefix)
+            .collect();
+        assert_eq!(redone, expected, "{what}");
+        assert_eq!(host.containers(), [ct_conf()], "{what}");
+        let status = host.phoenix(&["status"]);
+        assert!(
+            !status.stdout.contains("not confirmed"),
+            "{what}: {}",
+            status.stdout
+        );
+    }
+}
+
+#[test]
+fn dry_run_queries_prints_the_plan_and_changes_nothing() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let skip = host.calls().len();
+    let out = host.run_flow(&["--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let calls = host.calls()[skip..].to_vec();
+    assert!(!calls.is_empty(), "no read-only query ran");
+    let mutated: Vec<String> = calls
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(mutated, Vec::<String>::new(), "dry run mutated the host");
+    // The plan is exactly the mutating commands of a real run, in order (run ids and host
+    // temp file names aside).
+    let plan: Vec<&str> = out.stdout.lines().skip(1).collect();
+    let steps = mutating_steps();
+    assert_eq!(plan.len(), steps.len(), "plan:\n{}", out.stdout);
+    for (line, pos) in plan.iter().zip(steps) {
+        let c = &flow_calls()[pos];
+        let program = host.root().join("bin").join(&c.tool);
+        let want: Vec<String> = std::iter::once(program.display().to_string())
+            .chain(c.argv.iter().cloned())
+            .collect();
+        let got: Vec<String> = line
+            .replace('\'', "")
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        let blank = |a: &String| {
+            if per_run(a) {
+                "*".to_owned()
+            } else {
+                a.clone()
+            }
+        };
+        assert_eq!(
+            got.iter().map(blank).collect::<Vec<_>>(),
+            want.iter().map(blank).collect::<Vec<_>>(),
+            "plan line {line:?}"
+        );
+    }
+    assert_eq!(host.snapshot(), before, "dry run changed the emulated host");
+    assert!(
+        !host.path("state/journal.jsonl").exists() || {
+            let s = host.phoenix(&["status"]);
+            s.stdout.contains("nothing phoenix-made")
+        }
+    );
+    assert_eq!(host.markers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_second_process_on_the_same_container_names_the_holder() {
+    let host = Host::new();
+    // Keep the first run busy inside its first mutating command.
+    let first_mutating = mutating_steps()[0];
+    let prefix = flow_calls()[first_mutating].prefix();
+    host.set_faults(&json!([{"match": prefix, "action": "delay:3s", "times": 1}]));
+    let mut first = host.spawn_flow(&[]);
+    let lock = host.path(&format!("state/locks/{}.lock", FLOW.vmid));
+    let start = Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = host.run_flow(&[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "container {} is locked by phoenix process {}",
+            FLOW.vmid,
+            first.id()
+        )),
+        "{}",
+        out.stderr
+    );
+    let (code, _, err) = wait_exit(&mut first, "first run");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_rerun_after_sigkill_resumes_and_destroy_then_removes_everything() {
+    for pos in mutating_steps() {
+        let host = Host::new();
+        let before = host.snapshot();
+        let what = format!(
+            "re-run after SIGKILL during succeed-then-hang at `{}`",
+            flow_calls()[pos].text()
+        );
+        host.set_faults(&fault_at(pos, "succeed-then-hang"));
+        let mut child = host.spawn_flow(&[]);
+        wait_hung(&host, &mut child, &what);
+        crash(&host, &mut child);
+        host.clear_faults();
+        let out = host.run_flow(&[]);
+        assert_eq!(out.code, 0, "{what}: {out:?}");
+        assert_eq!(host.containers(), [ct_conf()], "{what}");
+        let out = host.phoenix(&["destroy"]);
+        assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+        host.assert_clean(&before, &what);
+    }
+}
+
+/// The mutating commands of `destroy` after an undisturbed run, and the calls before each.
+fn destroy_calls() -> &'static [Call] {
+    static CALLS: OnceLock<Vec<Call>> = OnceLock::new();
+    CALLS.get_or_init(|| {
+        let host = Host::new();
+        assert_eq!(host.run_flow(&[]).code, 0);
+        let skip = host.calls().len();
+        let out = host.phoenix(&["destroy"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        host.calls()[skip..].to_vec()
+    })
+}
+
+/// Fault entries for the `destroy` call at `pos` (see [`fault_at`]).
+fn destroy_fault_at(pos: usize, action: &str) -> Value {
+    let calls = destroy_calls();
+    let prefix = calls[pos].prefix();
+    let earlier = calls[..pos]
+        .iter()
+        .filter(|c| c.key().starts_with(&prefix))
+        .count();
+    json!([
+        {"match": prefix, "action": "delay:0s", "times": earlier},
+        {"match": prefix, "action": action, "times": 1},
+    ])
+}
+
+#[test]
+fn a_destroy_that_fails_or_is_killed_is_finished_by_the_next_one() {
+    let positions: Vec<usize> = destroy_calls()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| is_mutating(c))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!positions.is_empty());
+    for pos in positions {
+        for action in ["fail", "hang", "succeed-then-hang", "sigterm"] {
+            let host = Host::new();
+            let before = host.snapshot();
+            let what = format!("destroy with {action} at `{}`", destroy_calls()[pos].text());
+            assert_eq!(host.run_flow(&[]).code, 0, "{what}");
+            let fault = if action == "sigterm" { "hang" } else { action };
+            host.set_faults(&destroy_fault_at(pos, fault));
+            if action == "fail" {
+                let out = host.phoenix(&["destroy"]);
+                assert_eq!(out.code, 3, "{what}: {out:?}");
+                assert!(out.stdout.contains("FAILED"), "{what}: {}", out.stdout);
+            } else if action == "sigterm" {
+                let mut child = host
+                    .command(&["destroy"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0)
+                    .spawn()
+                    .unwrap();
+                wait_hung(&host, &mut child, &what);
+                kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+                let (code, _, err) = wait_exit(&mut child, &what);
+                assert_eq!(code, 143, "{what}: {err}");
+                assert_eq!(host.emulator_processes(), Vec::<i32>::new(), "{what}");
+            } else {
+                let mut child = host.command(&["destroy"]).process_group(0).spawn().unwrap();
+                let hung = wait_hung(&host, &mut child, &what);
+                assert_eq!(hung.shape(), destroy_calls()[pos].shape(), "{what}");
+                crash(&host, &mut child);
+            }
+            host.clear_faults();
+            let out = host.phoenix(&["destroy"]);
+            assert_eq!(out.code, 0, "{what}: second destroy: {out:?}");
+            host.assert_clean(&before, &what);
+        }
+    }
+}
+
+#[test]
+fn destroy_refuses_a_container_a_run_holds_naming_its_pid() {
+    let host = Host::new();
+    let first_mutating = mutating_steps()[0];
+    let prefix = flow_calls()[first_mutating].prefix();
+    host.set_faults(&json!([{"match": prefix, "action": "delay:3s", "times": 1}]));
+    let mut run = host.spawn_flow(&[]);
+    let lock = host.path(&format!("state/locks/{}.lock", FLOW.vmid));
+    let start = Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != run.id().to_string() {
+        assert!(start.elapsed() < PATIENCE, "the run never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = host.phoenix(&["destroy", "--lxc", FLOW.vmid]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("locked by phoenix process {}", run.id())),
+        "{}",
+        out.stderr
+    );
+    let (code, _, err) = wait_exit(&mut run, "run");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+#[ignore = "known gap: host/pve.rs ct_push keeps its temp file in TMPDIR, which a SIGKILL leaves behind"]
+fn a_sigkill_during_a_push_leaves_no_host_temp_file() {
+    for pos in mutating_steps() {
+        if flow_calls()[pos].argv.first().map(String::as_str) != Some("push") {
+            continue;
+        }
+        let host = Host::new();
+        let what = format!("SIGKILL during `{}`", flow_calls()[pos].text());
+        host.set_faults(&fault_at(pos, "succeed-then-hang"));
+        let mut child = host.spawn_flow(&[]);
+        wait_hung(&host, &mut child, &what);
+        crash(&host, &mut child);
+        host.clear_faults();
+        assert_eq!(host.phoenix(&["destroy"]).code, 0, "{what}");
+        let left: Vec<String> = std::fs::read_dir(host.path("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "{what}: host temp files left");
+    }
+}
+
+#[test]
+fn destroy_keep_data_keeps_the_datasets_and_their_record_until_a_full_destroy() {
+    let host = Host::new();
+    let before = host.snapshot();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    let datasets = host.datasets();
+    let ours: Vec<&String> = datasets
+        .iter()
+        .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!ours.is_empty(), "the flow makes no dataset");
+    let out = host.phoenix(&["destroy", "--keep-data"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.containers(), Vec::<String>::new());
+    let after = host.datasets();
+    for name in &ours {
+        assert!(after.contains_key(*name), "--keep-data removed {name}");
+        let marker = format!("zfs.dataset%3A{}.done", name.replace('/', "%2F"));
+        assert!(
+            host.markers().contains(&marker),
+            "{marker}: {:?}",
+            host.markers()
+        );
+    }
+    let status = host.phoenix(&["status"]);
+    for name in &ours {
+        assert!(status.stdout.contains(name.as_str()), "{}", status.stdout);
+    }
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after destroy --keep-data");
+}
+
+#[test]
+fn an_incomplete_rollback_exits_3_and_destroy_finishes_it() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let steps = mutating_steps();
+    let last = *steps.last().unwrap();
+    let mut faults = fault_at(last, "fail");
+    // The rollback's own removal of the container fails too.
+    faults
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"match": ["pct", "destroy"], "action": "fail", "times": 1}));
+    host.set_faults(&faults);
+    let out = host.run_flow(&["--rollback-on-failure"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("could not be rolled back"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(host.containers(), [ct_conf()]);
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after an incomplete rollback");
+}
+
+#[test]
+fn destroy_dry_run_lists_everything_and_changes_nothing() {
+    let host = Host::new();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    let snap = host.snapshot();
+    let journal = std::fs::read(host.path("state/journal.jsonl")).unwrap();
+    let markers = host.markers();
+    let status: Value = serde_json::from_str(&host.phoenix(&["status", "--json"]).stdout).unwrap();
+    let recorded = status["containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|steps| steps.as_array().unwrap().len())
+        .sum::<usize>()
+        + status["other"].as_array().unwrap().len();
+    assert!(recorded > 0, "{status}");
+    let skip = host.calls().len();
+    let out = host.phoenix(&["destroy", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("would: undone"))
+            .count(),
+        recorded,
+        "{}",
+        out.stdout
+    );
+    let mutated: Vec<String> = host.calls()[skip..]
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(
+        mutated,
+        Vec::<String>::new(),
+        "destroy --dry-run changed the host"
+    );
+    assert_eq!(host.snapshot(), snap);
+    assert_eq!(
+        std::fs::read(host.path("state/journal.jsonl")).unwrap(),
+        journal
+    );
+    assert_eq!(host.markers(), markers);
+}
+
+/// A host whose config is the flow's with a second entry, 952, that the same recipe serves
+/// (so both containers share the flow's datasets).
+fn two_container_host(dir: &Path) -> Host {
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo(FLOW.config)).unwrap()).unwrap();
+    let entries = config["lxc_configs"].as_object_mut().unwrap();
+    let (_, first) = entries.iter().next().unwrap();
+    let mut second = first.clone();
+    second["name"] = json!("second");
+    second["network_config"]["ip"] = json!("10.0.0.199/24");
+    if second["network_config"].get("mac").is_some() {
+        second["network_config"]["mac"] = json!("BC:24:11:00:09:52");
+    }
+    entries.insert("952".into(), second);
+    let path = dir.join("two.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    Host::with_config(path)
+}
+
+#[test]
+fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = two_container_host(dir.path());
+    let before = host.snapshot();
+    assert_eq!(host.run_flow(&["--lxc", FLOW.vmid]).code, 0);
+    let out = host.run_flow(&["--lxc", "952"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let shared: Vec<String> = host
+        .datasets()
+        .into_iter()
+        .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!shared.is_empty());
+    let out = host.phoenix(&["destroy", "--lxc", FLOW.vmid]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(host.containers(), ["952.conf"]);
+    for name in &shared {
+        assert!(
+            host.datasets().contains_key(name),
+            "{name}, mounted by 952, was destroyed:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("mounted by container 952"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy of both");
+}
+
+#[test]
+fn a_second_signal_during_the_rollback_exits_at_once_and_destroy_finishes() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let steps = mutating_steps();
+    let last = *steps.last().unwrap();
+    let what = format!(
+        "second SIGTERM during the rollback of `{}`",
+        flow_calls()[last].text()
+    );
+    host.set_faults(&fault_at(last, "hang"));
+    let mut child = host.spawn_flow(&["--rollback-on-failure"]);
+    wait_hung(&host, &mut child, &what);
+    let hung_before = host.calls().iter().filter(|c| c.exit.is_none()).count();
+    // Every command of the rollback hangs now.
+    host.set_faults(
+        &json!([{"match": ["pct"], "action": "hang"}, {"match": ["zfs"], "action": "hang"}]),
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    while host.calls().iter().filter(|c| c.exit.is_none()).count() == hung_before {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: the rollback never ran a command"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what}: exited before rolling back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The rollback ignores the first signal; a second one ends phoenix at once.
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut child, &what);
+    assert_eq!(code, 143, "{what}: {err}");
+    // The hung rollback command outlives phoenix in its own process group.
+    for pid in host.emulator_processes() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, &what);
+}
+
+#[test]
+fn the_classifier_tells_queries_from_changes() {
+    let call = |tool: &str, argv: &[&str]| Call {
+        tool: tool.to_owned(),
+        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+        exit: Some(0),
+    };
+    let exec = |inner: &[&str]| {
+        let mut argv = vec!["exec", "901", "--keep-env", "0", "--"];
+        argv.extend_from_slice(inner);
+        call("pct", &argv)
+    };
+    for query in [
+        call("pct", &["status", "901"]),
+        call("pct", &["config", "901"]),
+        call("zfs", &["get", "-H", "all", "tank/m"]),
+        call("nvidia-smi", &["--query-gpu=index", "--format=csv"]),
+        call("pveversion", &[]),
+        exec(&["test", "-e", "/etc/x"]),
+        exec(&["/usr/bin/docker", "inspect", "vllm"]),
+        exec(&["systemctl", "is-active", "vllm"]),
+        exec(&["ip", "-j", "-4", "addr", "show", "dev", "eth0"]),
+    ] {
+        assert!(!is_mutating(&query), "{}", query.text());
+    }
+    for change in [
+        call("pct", &["create", "901", "t"]),
+        call("pct", &["set", "901", "--mp0", "x"]),
+        call("pct", &["push", "901", "a", "b"]),
+        call("zfs", &["create", "tank/m"]),
+        call("nvidia-smi", &["-pm", "1"]),
+        exec(&["docker", "run", "x"]),
+        exec(&["docker", "image", "rm", "x"]),
+        exec(&["systemctl", "enable", "--now", "vllm"]),
+        exec(&["apt-get", "install", "-y", "x"]),
+        exec(&["ip", "link", "set", "eth0", "up"]),
+    ] {
+        assert!(is_mutating(&change), "{}", change.text());
+    }
+}
+
+#[test]
+fn a_rollback_keeps_a_dataset_another_run_adopted_and_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = two_container_host(dir.path());
+    let before = host.snapshot();
+    // The run for the first container stops at its last step, after making the dataset.
+    let steps = mutating_steps();
+    let last = *steps.last().unwrap();
+    host.set_faults(&fault_at(last, "hang"));
+    let mut first = host.spawn_flow(&["--lxc", FLOW.vmid, "--rollback-on-failure"]);
+    wait_hung(&host, &mut first, "first run");
+    // Meanwhile the second container's run adopts the dataset and mounts it.
+    let out = host.run_flow(&["--lxc", "952"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut first, "first run");
+    assert_eq!(code, 143, "{err}");
+    assert!(err.contains("mounted by container 952"), "{err}");
+    assert_eq!(host.containers(), ["952.conf"]);
+    let ours: Vec<String> = host
+        .datasets()
+        .into_iter()
+        .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "the rollback destroyed the dataset 952 mounts"
+    );
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after the rollback");
+}
