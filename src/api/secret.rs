@@ -50,6 +50,10 @@ pub fn has(store: &SecretStore, name: &str) -> Result<bool, ApiError> {
         call: "secret.has",
         source,
     })?;
+    if store.is_fresh() {
+        // No store on this host yet (a dry run before the first `secret.ensure`).
+        return Ok(false);
+    }
     store.check_key()?;
     Ok(store.secret_path(&name).exists())
 }

@@ -54,19 +54,46 @@ pub fn props_of(call: &'static str, map: &Map) -> Result<Vec<(PropKey, PropValue
 }
 
 /// `zfs.dataset(name, props)`: returns the dataset's mountpoint (empty when unmounted).
+/// Missing parents below the pool are created first, each as its own owned step (never
+/// `zfs create -p`, whose parents would carry no owner and no undo).
 pub fn dataset(
     rt: &Runtime,
     name: &DatasetName,
     props: &[(PropKey, PropValue)],
 ) -> Result<String, ApiError> {
+    let parts: Vec<&str> = name.as_str().split('/').collect();
+    for depth in 2..parts.len() {
+        let parent =
+            DatasetName::new(parts[..depth].join("/")).map_err(|source| ApiError::Type {
+                call: "zfs.dataset",
+                source,
+            })?;
+        ensure_one(rt, &parent, &[], true)?;
+    }
+    ensure_one(rt, name, props, false)
+}
+
+/// Adopt `name` when phoenix owns it, refuse it when not (unless it is only the parent of
+/// the dataset asked for), create it when absent.
+fn ensure_one(
+    rt: &Runtime,
+    name: &DatasetName,
+    props: &[(PropKey, PropValue)],
+    parent_of_ours: bool,
+) -> Result<String, ApiError> {
     if let Some(existing) = rt.host.zfs_get(name)? {
         if existing.get(ZFS_OWNER_PROP).map(String::as_str) != Some(crate::host::OWNER_TAG) {
+            if parent_of_ours {
+                // An existing parent someone else made (e.g. the pool's `tank/models`):
+                // phoenix creates beneath it and never touches it.
+                return Ok(existing.get("mountpoint").cloned().unwrap_or_default());
+            }
             return Err(HostError::DatasetNotOwned(name.clone()).into());
         }
         for (k, v) in props {
             if existing
                 .get(k.as_str())
-                .is_some_and(|have| have != v.as_str())
+                .is_some_and(|have| !have.eq_ignore_ascii_case(v.as_str()))
             {
                 tracing::warn!(dataset = %name, property = %k, have = %existing[k.as_str()], want = %v, "dataset property drift (left unchanged)");
             }

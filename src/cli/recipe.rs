@@ -106,10 +106,23 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     let (config, recipe) = prepare(ctx, args)?;
     let redactor = Redactor::default();
     let secrets = SecretStore::new(settings, redactor.clone());
-    if recipe.uses_secrets() {
-        secrets.check_key()?;
-    }
     recipe.check()?;
+    if recipe.uses_secrets() {
+        if secrets.is_fresh() && recipe.creates_secrets() {
+            // A recipe that generates its secrets (`secret.ensure`) on a host without a
+            // store: create the key now, before the host is touched, as `phoenix secret
+            // init` would. (A dry run creates nothing; `secret.has` answers false.)
+            if !args.dry_run {
+                secrets.init(false)?;
+                tracing::info!(
+                    key = %settings.secret_key.value.display(),
+                    "created this host's secret key (as `phoenix secret init` would); back it up"
+                );
+            }
+        } else {
+            secrets.check_key()?;
+        }
+    }
 
     if let Err(e) = crate::signal::install() {
         tracing::warn!(

@@ -632,15 +632,7 @@ impl Host for PveHost {
     fn zfs_get(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>> {
         let cmd = self
             .zfs()
-            .args([
-                "get",
-                "-H",
-                "-p",
-                "-o",
-                "property,value",
-                "all",
-                name.as_str(),
-            ])
+            .args(["get", "-H", "-o", "property,value", "all", name.as_str()])
             .timeout(QUERY_TIMEOUT);
         match self.runner.run(&cmd) {
             Ok(out) => Ok(Some(

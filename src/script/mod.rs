@@ -309,6 +309,13 @@ impl Recipe {
             .any(|f| f.calls.iter().any(|c| c.handle() == Some("secret")))
     }
 
+    /// Whether the recipe may create a secret (`secret.ensure`).
+    pub fn creates_secrets(&self) -> bool {
+        std::iter::once(&self.facts)
+            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .any(|f| f.calls.iter().any(|c| c.is_method_on("secret", "ensure")))
+    }
+
     /// The engine a run of this recipe uses, bound to `rt`.
     pub fn engine(&self, rt: &Arc<Runtime>) -> Engine {
         engine::new_engine(EngineOptions {

@@ -447,6 +447,14 @@ impl SecretStore {
         self.dir.join(format!("{name}.age"))
     }
 
+    /// Whether this host has no store yet: no key, no recipient, no pending rotation.
+    pub fn is_fresh(&self) -> bool {
+        !(self.key.exists()
+            || self.key.is_symlink()
+            || self.recipient_path().exists()
+            || self.pending_key_path().exists())
+    }
+
     /// Check the key is present, safe and the store's (before the first host change).
     pub fn check_key(&self) -> Result<(), SecretError> {
         self.load().map(|_| ())
