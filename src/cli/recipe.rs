@@ -124,6 +124,10 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         }
     }
 
+    let swept = crate::host::sweep_push_files(&settings.state_dir.value.join("tmp"));
+    if swept > 0 {
+        tracing::warn!(files = swept, "removed push files left by a killed phoenix");
+    }
     if let Err(e) = crate::signal::install() {
         tracing::warn!(
             "cannot install SIGINT/SIGTERM handlers ({e}): a signal stops phoenix at once"

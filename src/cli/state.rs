@@ -45,6 +45,9 @@ pub struct StatusArgs {
 /// Run `phoenix destroy`.
 pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
     crate::signal::install().map_err(crate::Error::Output)?;
+    if !args.dry_run {
+        crate::host::sweep_push_files(&ctx.settings.state_dir.value.join("tmp"));
+    }
     let state = &ctx.settings.state_dir.value;
     let records = journal::read(&Journal::path_in(state))?;
     let items = lifecycle::select_for_destroy(&records, &args.lxc, args.keep_data);

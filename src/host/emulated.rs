@@ -65,6 +65,7 @@ pub fn prepare(settings: &Settings) -> Result<PvePaths> {
         dev_dir: root.join("dev"),
         lock_dir: root.join("run/lock/lxc"),
         backup_dir: settings.state_dir.value.join("backups"),
+        tmp_dir: settings.state_dir.value.join("tmp"),
     })
 }
 

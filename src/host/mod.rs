@@ -315,6 +315,59 @@ pub trait Host: Send + Sync {
     fn backup_dir(&self) -> PathBuf;
 }
 
+/// `dir`, created 0700 when missing (phoenix's private files live there).
+pub fn private_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| HostError::Io {
+                action: "create",
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    Ok(dir.to_owned())
+}
+
+/// Remove the push files (`phoenix-push-<pid>-…`) of phoenix processes that no longer run,
+/// overwriting them with zeros first: a SIGKILL between writing one and `pct push`
+/// returning must not leave a secret on disk. Returns how many were removed.
+pub fn sweep_push_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("phoenix-push-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                use std::io::Write;
+                let _ = f.write_all(&vec![0u8; meta.len() as usize]);
+                let _ = f.sync_all();
+            }
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Take an exclusive `flock` on `path` (created 0600), held until the guard drops: the
 /// per-container config locks of both backends.
 pub fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {

@@ -61,6 +61,9 @@ pub struct PvePaths {
     pub lock_dir: PathBuf,
     /// Where phoenix keeps config backups (`$PHOENIX_STATE_DIR/backups`).
     pub backup_dir: PathBuf,
+    /// Private directory (0700) for the 0600 files `pct push` sends
+    /// (`$PHOENIX_STATE_DIR/tmp`), swept by [`super::sweep_push_files`].
+    pub tmp_dir: PathBuf,
 }
 
 impl PvePaths {
@@ -76,6 +79,7 @@ impl PvePaths {
             dev_dir: s.dev_dir.value.clone(),
             lock_dir: PathBuf::from("/run/lock/lxc"),
             backup_dir: s.state_dir.value.join("backups"),
+            tmp_dir: s.state_dir.value.join("tmp"),
         }
     }
 }
@@ -512,14 +516,16 @@ impl Host for PveHost {
     }
 
     fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()> {
-        // A private 0600 temp file, removed as soon as `pct push` returns (drop).
+        // A 0600 file in phoenix's own 0700 directory, removed as soon as `pct push`
+        // returns (drop); one left by a killed phoenix is swept by the next run or destroy.
+        let dir = super::private_dir(&self.paths.tmp_dir)?;
         let mut tmp = tempfile::Builder::new()
-            .prefix("phoenix-push-")
+            .prefix(&format!("phoenix-push-{}-", std::process::id()))
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .tempfile()
+            .tempfile_in(&dir)
             .map_err(|source| HostError::Io {
                 action: "create temp file for push",
-                path: std::env::temp_dir(),
+                path: dir.clone(),
                 source,
             })?;
         tmp.write_all(content)

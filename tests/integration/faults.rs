@@ -997,7 +997,6 @@ fn destroy_refuses_a_container_a_run_holds_naming_its_pid() {
 }
 
 #[test]
-#[ignore = "known gap: host/pve.rs ct_push keeps its temp file in TMPDIR, which a SIGKILL leaves behind"]
 fn a_sigkill_during_a_push_leaves_no_host_temp_file() {
     for pos in mutating_steps() {
         if flow_calls()[pos].argv.first().map(String::as_str) != Some("push") {
@@ -1011,11 +1010,20 @@ fn a_sigkill_during_a_push_leaves_no_host_temp_file() {
         crash(&host, &mut child);
         host.clear_faults();
         assert_eq!(host.phoenix(&["destroy"]).code, 0, "{what}");
-        let left: Vec<String> = std::fs::read_dir(host.path("tmp"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(left, Vec::<String>::new(), "{what}: host temp files left");
+        // Push files live in the state dir's private tmp/, swept by the destroy.
+        for dir in [host.path("tmp"), host.path("state/tmp")] {
+            let left: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                left,
+                Vec::<String>::new(),
+                "{what}: temp files left in {}",
+                dir.display()
+            );
+        }
     }
 }
 

@@ -103,6 +103,7 @@ fn host(root: &Path, version: &'static str, gpus: usize) -> (Arc<PveHost>, Arc<R
         dev_dir: dev,
         lock_dir: root.join("lock"),
         backup_dir: root.join("backups"),
+        tmp_dir: root.join("tmp"),
     };
     (Arc::new(PveHost::new(paths, runner.clone())), runner)
 }
