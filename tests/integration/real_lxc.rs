@@ -666,3 +666,106 @@ fn gpu_passthrough_on_a_real_nvidia_host() {
     h.ct_destroy(ct.vmid).unwrap();
     eprintln!("gpu passthrough took {:?}", started.elapsed());
 }
+
+/// Issue 8: `phoenix destroy` after a SIGKILL mid-run leaves nothing on the real host. The
+/// whole CLI runs with `--host lxc`: a recipe creates and starts a container and runs a long
+/// command in it; phoenix is killed during that command; `phoenix destroy` must then remove
+/// the container, its directory, its cgroups and every process.
+#[test]
+fn destroy_after_sigkill_mid_run_leaves_nothing_on_the_real_host() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let template = busybox_rootfs(d);
+    let id = vmid(7);
+    let config = serde_json::json!({ "lxc_configs": { id.to_string(): {
+        "name": "phoenix-kill-test", "memory_mb": 256, "cores": 1,
+        "template": template.to_str().unwrap(), "storage_pool": "local", "storage_size_gb": 1,
+        "network_config": { "name": "eth0", "bridge": "vmbr0", "ip": "dhcp" },
+        "unprivileged": false
+    }}});
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(d.join("phoenix.toml"), "").unwrap();
+    std::fs::write(
+        d.join("long.rhai"),
+        "let ct = lxc.create(config.target());\nlxc.start(ct);\nlxc.exec(ct, [\"/bin/busybox\", \"sleep\", \"120\"], #{ timeout: \"150s\" });\n",
+    )
+    .unwrap();
+    let lxc_path = d.join("lxc");
+    let phoenix = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_phoenix"));
+        cmd.args(args)
+            .args(["--host", "lxc", "--config"])
+            .arg(d.join("config.json"))
+            .env_clear()
+            .env("PHOENIX_SETTINGS", d.join("phoenix.toml"))
+            .env("PHOENIX_STATE_DIR", d.join("state"))
+            .env("PHOENIX_LOG_DIR", d.join("log"))
+            .env("PHOENIX_LXC_PATH", &lxc_path);
+        cmd
+    };
+    let mut run = phoenix(&["recipe", "run"])
+        .arg(d.join("long.rhai"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the long command runs inside the container.
+    let name = id.to_string();
+    let started = Instant::now();
+    loop {
+        let sleeping = processes_mentioning("sleep").into_iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&format!("lxc.payload.{name}")))
+        });
+        if sleeping {
+            break;
+        }
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "phoenix ended before the long command"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the long command never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(
+        lxc_path.join(&name).exists(),
+        "the container should exist after the kill"
+    );
+
+    let out = phoenix(&["destroy"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing left: no container directory, no cgroups, no process (the orphaned attach
+    // and the command inside ended with the container).
+    assert!(!lxc_path.join(&name).exists(), "container directory left");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (!cgroup_dirs(&name).is_empty()
+        || !processes_mentioning(lxc_path.to_str().unwrap()).is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cgroup_dirs(&name), Vec::<PathBuf>::new(), "cgroups left");
+    assert_eq!(
+        processes_mentioning(lxc_path.to_str().unwrap()),
+        Vec::<u32>::new(),
+        "processes left"
+    );
+    // A second destroy finds nothing to do.
+    let out = phoenix(&["destroy"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to destroy"));
+}
