@@ -7,6 +7,7 @@ mod faults;
 mod golden;
 mod lint;
 mod paths;
+mod primitives;
 mod real_lxc;
 mod recipe;
 mod secret;
