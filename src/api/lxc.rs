@@ -385,6 +385,12 @@ pub fn exec(
         "stderr".into(),
         rt.redactor.redact(&out.stderr_text()).into(),
     );
+    // In a dry run a recorded command did not run: its result is a placeholder, and a
+    // recipe's checks must not trust it.
+    m.insert(
+        "planned".into(),
+        Dynamic::from_bool(rt.dry_run && !read_only),
+    );
     Ok(m)
 }
 
@@ -650,7 +656,8 @@ pub fn register(engine: &mut Engine) {
         .with_params_info(["lxc: Lxc", "ct: Map|int", "argv: Array", "Map"])
         .with_comments([
             "/// Run `argv` inside the container (no shell: a shell as argv[0] is refused).",
-            "/// Fails on a non-zero exit. Returns `#{code, stdout, stderr}`. Pair it with",
+            "/// Fails on a non-zero exit. Returns `#{code, stdout, stderr, planned}` (`planned`:",
+            "/// a dry run recorded the command instead of running it). Pair it with",
             "/// `undo.push` when the command changes something that must be undone.",
         ])
         .register_into_engine(engine, move |api: LxcApi, ct: Dynamic, argv: Array| {

@@ -24,7 +24,12 @@ pub fn step<T>(
 ) -> Result<T, ApiError> {
     check_cancel(rt)?;
     let seq = rt.journal.intent(name, undo)?;
-    tracing::info!(step = name, "{}", if rt.dry_run { "plan" } else { "apply" });
+    let started = std::time::Instant::now();
+    if rt.dry_run {
+        tracing::info!("plan  {name}");
+    } else {
+        tracing::info!("start {name}");
+    }
     let value = act().map_err(|e| {
         // A signal kills the running command, which then fails in whatever way its
         // primitive reports (a host error, a failed exec): the cause is the signal, so the
@@ -37,6 +42,7 @@ pub fn step<T>(
     })?;
     rt.journal.done(seq)?;
     if !rt.dry_run {
+        tracing::info!("done  {name} ({} ms)", started.elapsed().as_millis());
         if let Err(e) =
             crate::lifecycle::write_marker(&rt.settings.marker_dir.value, name, &rt.run_id)
         {
