@@ -41,7 +41,6 @@
 //! - **Locks.** Config edits take an exclusive `flock` on `$lxc_path/<vmid>/phoenix.lock`.
 //! - ZFS is not available through this backend ([`HostError::Unsupported`]).
 
-use super::pve::{parse_gpu_csv, parse_minors};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -91,8 +90,6 @@ const APPEND_KEYS: &[&str] = &[
     "lxc.cgroup2.devices.deny",
     "lxc.mount.entry",
 ];
-/// The `nvidia-smi` query of DESIGN.md §2.
-const GPU_QUERY: &str = "--query-gpu=index,pci.bus_id,uuid,name,memory.total,driver_version";
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -956,24 +953,7 @@ impl Host for LxcHost {
         if !self.paths.nvidia_smi.exists() {
             return Ok(Vec::new());
         }
-        let cmd = HostCommand::new(&self.paths.nvidia_smi)
-            .args([GPU_QUERY, "--format=csv,noheader,nounits"])
-            .timeout(QUERY_TIMEOUT);
-        let out = self.run(&cmd)?;
-        let mut gpus = parse_gpu_csv(&out.stdout_text()).map_err(|message| HostError::Parse {
-            command: cmd.to_string(),
-            message,
-        })?;
-        let q = self.run(
-            &HostCommand::new(&self.paths.nvidia_smi)
-                .arg("-q")
-                .timeout(QUERY_TIMEOUT),
-        )?;
-        let minors = parse_minors(&q.stdout_text());
-        for g in &mut gpus {
-            g.minor = minors.get(&g.pci_bus_id.to_ascii_lowercase()).copied();
-        }
-        Ok(gpus)
+        super::pve::query_gpus(&self.paths.nvidia_smi, |cmd| self.run(cmd))
     }
 
     fn pve_version(&self) -> Result<Option<(u32, u32, u32)>> {
@@ -1465,7 +1445,10 @@ mod tests {
         assert_eq!(gpus[0].minor, Some(3));
         assert_eq!(
             runner.calls()[0].argv()[1..],
-            [GPU_QUERY, "--format=csv,noheader,nounits"]
+            [
+                super::super::pve::GPU_QUERY,
+                "--format=csv,noheader,nounits"
+            ]
         );
     }
 }

@@ -351,6 +351,30 @@ pub fn insert_config_lines(text: &str, lines: &[(String, String)]) -> (String, b
     (out, true)
 }
 
+/// The GPUs `nvidia_smi` reports (the CSV query, then `-q` for each one's minor number),
+/// each command run through `run`. Shared by every backend.
+pub fn query_gpus(
+    nvidia_smi: &Path,
+    run: impl Fn(&HostCommand) -> Result<CommandOutput>,
+) -> Result<Vec<Gpu>> {
+    let cmd = HostCommand::new(nvidia_smi)
+        .args([GPU_QUERY, "--format=csv,noheader,nounits"])
+        .timeout(QUERY_TIMEOUT);
+    let out = run(&cmd)?;
+    let mut gpus = parse_gpu_csv(&out.stdout_text()).map_err(|message| HostError::Parse {
+        command: cmd.to_string(),
+        message,
+    })?;
+    let q = run(&HostCommand::new(nvidia_smi)
+        .arg("-q")
+        .timeout(QUERY_TIMEOUT))?;
+    let minors = parse_minors(&q.stdout_text());
+    for g in &mut gpus {
+        g.minor = minors.get(&g.pci_bus_id.to_ascii_lowercase()).copied();
+    }
+    Ok(gpus)
+}
+
 /// Parse `nvidia-smi --query-gpu=… --format=csv,noheader,nounits` output.
 pub fn parse_gpu_csv(text: &str) -> std::result::Result<Vec<Gpu>, String> {
     let mut out = Vec::new();
@@ -682,24 +706,7 @@ impl Host for PveHost {
     }
 
     fn gpus(&self) -> Result<Vec<Gpu>> {
-        let cmd = HostCommand::new(&self.paths.nvidia_smi)
-            .args([GPU_QUERY, "--format=csv,noheader,nounits"])
-            .timeout(QUERY_TIMEOUT);
-        let out = self.run(&cmd)?;
-        let mut gpus = parse_gpu_csv(&out.stdout_text()).map_err(|message| HostError::Parse {
-            command: cmd.to_string(),
-            message,
-        })?;
-        let q = self.run(
-            &HostCommand::new(&self.paths.nvidia_smi)
-                .arg("-q")
-                .timeout(QUERY_TIMEOUT),
-        )?;
-        let minors = parse_minors(&q.stdout_text());
-        for g in &mut gpus {
-            g.minor = minors.get(&g.pci_bus_id.to_ascii_lowercase()).copied();
-        }
-        Ok(gpus)
+        query_gpus(&self.paths.nvidia_smi, |cmd| self.run(cmd))
     }
 
     fn pve_version(&self) -> Result<Option<(u32, u32, u32)>> {
