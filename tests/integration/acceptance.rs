@@ -834,7 +834,14 @@ fn req001_secrets_never_reach_argv_env_or_files() {
 
     // argv.log: no argv and no environment holds any of them, in any encoding.
     let log = std::fs::read(site.root().join("argv.log")).unwrap();
-    assert!(site.calls().len() > 50, "the flow ran its commands");
+    let calls = site.calls();
+    assert!(calls.len() > 50, "the flow ran its commands");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["argv"].is_array() && c["env"].is_object()),
+        "every argv.log line records argv and env"
+    );
     let servers = site.servers();
     assert_eq!(servers.len(), 1);
     for (name, secret) in [
