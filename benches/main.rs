@@ -6,6 +6,11 @@
 //!   (parse, position scan, schema, semantic checks). Goal ≤ 50 ms per load.
 //! - lint: 100 copies of the largest recipe or stdlib module through the linter (compile,
 //!   AST walk, metadata checks). Goal ≤ 500 ms for all 100.
+//! - readiness: `phoenix::api::vllm::wait_ladder` against a loopback server in this process
+//!   that behaves as the emulated vLLM server does (the port refuses connections for the
+//!   2 s load delay, then `/health` answers 200 and `/v1/models` lists the model), 5 runs.
+//!   Measured: from the instant the server's port was bound (recorded by the server
+//!   thread, the moment it starts answering) to `wait_ladder` returning. Goal ≤ 250 ms.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -111,6 +116,133 @@ fn main() {
     });
     println!();
     lint_bench();
+    println!();
+    readiness_bench();
+}
+
+/// The served model of the readiness bench.
+const MODEL: &str = "mistralai/Devstral-Small-2507";
+/// The emulated server's load delay in the readiness bench.
+const LOAD_DELAY: Duration = Duration::from_secs(2);
+/// Runs of the readiness bench.
+const READY_RUNS: usize = 5;
+
+/// A liveness that always reports a running container (the server is in this process).
+struct Running;
+
+impl phoenix::api::vllm::Liveness for Running {
+    fn exited(&self) -> Option<String> {
+        None
+    }
+    fn logs(&self) -> String {
+        String::new()
+    }
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Read one request's head from `s`; its first line.
+fn request_line(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while let Ok(n) = s.read(&mut b) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&b[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A loopback server that binds `addr` after `delay` (vLLM refuses connections while it
+/// loads) and then answers as a ready vLLM does; the instant it started answering.
+fn late_vllm(addr: std::net::SocketAddr, delay: Duration) -> std::sync::mpsc::Receiver<Instant> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let listener = std::net::TcpListener::bind(addr).expect("bind the bench server");
+        let _ = tx.send(Instant::now());
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            std::thread::spawn(move || {
+                let line = request_line(&mut s);
+                let (code, body) = if line.starts_with("GET /health") {
+                    ("200 OK", String::new())
+                } else if line.starts_with("GET /v1/models") {
+                    (
+                        "200 OK",
+                        format!(
+                            r#"{{"object":"list","data":[{{"id":"{MODEL}","object":"model","owned_by":"vllm","max_model_len":128000}}]}}"#
+                        ),
+                    )
+                } else {
+                    ("404 Not Found", r#"{"detail":"Not Found"}"#.to_owned())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(&mut s, reply.as_bytes());
+            });
+        }
+    });
+    rx
+}
+
+/// How long after a server became ready `wait_ladder` returned, over [`READY_RUNS`] runs.
+fn readiness_bench() {
+    use phoenix::api::vllm::{Server, WaitOptions, wait_ladder};
+    println!(
+        "readiness: wait_ladder vs a loopback server with a {} s load delay, {READY_RUNS} runs",
+        LOAD_DELAY.as_secs()
+    );
+    println!("{:<22} {:>10} {:>10} {:>10}", "", "min", "median", "max");
+    let mut noticed = Vec::new();
+    let mut total = Vec::new();
+    for _ in 0..READY_RUNS {
+        // A free loopback port, closed again until the server binds it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
+        let server = Server {
+            vmid: phoenix::types::Vmid::new(901).expect("vmid"),
+            url: phoenix::api::http::HttpUrl::parse(&format!("http://{addr}/")).expect("url"),
+            model: MODEL.to_owned(),
+            container: "phoenix-vllm-901".to_owned(),
+            unit: "phoenix-vllm-901.service".to_owned(),
+            api_key: None,
+        };
+        let ready_at = late_vllm(addr, LOAD_DELAY);
+        let start = Instant::now();
+        let opts = WaitOptions {
+            timeout: Duration::from_secs(30),
+            ..WaitOptions::default()
+        };
+        if let Err(e) = wait_ladder(&server, &opts, &Running) {
+            eprintln!("readiness: wait_ladder failed: {e}");
+            std::process::exit(1);
+        }
+        let done = Instant::now();
+        let bound = ready_at.recv().expect("the server started");
+        noticed.push(done.saturating_duration_since(bound));
+        total.push(done - start);
+    }
+    for (label, mut times) in [("ready → returned", noticed), ("total wait", total)] {
+        times.sort();
+        println!(
+            "{label:<22} {:>10} {:>10} {:>10}",
+            ms(times[0]),
+            ms(times[READY_RUNS / 2]),
+            ms(times[READY_RUNS - 1])
+        );
+    }
 }
 
 /// Lint 100 copies of the largest file in `recipes/` and `stdlib/`.

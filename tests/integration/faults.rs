@@ -302,71 +302,14 @@ impl Host {
         let _ = std::fs::remove_file(self.root().join("faults.json"));
     }
 
-    /// The emulated host's state: every file under its root (path → mode and bytes) but the
-    /// call log, the fault file, lock files (empty files that exist only to be locked) and
-    /// the emulator's ZFS file, which is compared through `zfs get` instead (dataset names
-    /// and user properties; sizes and counters change with every create). Directories
-    /// count through the files in them: the emulator leaves empty mountpoint directories
-    /// behind.
+    /// The emulated host's state (see [`crate::support::emu_snapshot`]).
     fn snapshot(&self) -> BTreeMap<String, (u32, Vec<u8>)> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let mut out = BTreeMap::new();
-        let root = self.root();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let entry = entry.unwrap();
-                let path = entry.path();
-                let rel = path.strip_prefix(&root).unwrap().display().to_string();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if matches!(rel.as_str(), "argv.log" | "faults.json" | "zfs.json")
-                    || name.ends_with(".lock")
-                {
-                    continue;
-                }
-                let meta = std::fs::symlink_metadata(&path).unwrap();
-                let mode = meta.permissions().mode();
-                if meta.is_dir() {
-                    stack.push(path);
-                } else if meta.file_type().is_symlink() {
-                    let target = std::fs::read_link(&path).unwrap();
-                    out.insert(rel, (0, target.display().to_string().into_bytes()));
-                } else if meta.is_file() {
-                    out.insert(rel, (mode, std::fs::read(&path).unwrap()));
-                } else {
-                    // A device node: its numbers are its content.
-                    out.insert(rel, (mode, meta.rdev().to_string().into_bytes()));
-                }
-            }
-        }
-        for (name, props) in self.datasets() {
-            out.insert(format!("zfs:{name}"), (0, props.join("\n").into_bytes()));
-        }
-        out
+        crate::support::emu_snapshot(&self.root())
     }
 
-    /// The emulated host's datasets with their user properties (`name=value`), as
-    /// `zfs get` reports them.
+    /// The emulated host's datasets with their user properties.
     fn datasets(&self) -> BTreeMap<String, Vec<String>> {
-        let out = Command::new(self.root().join("bin/zfs"))
-            .args(["get", "-H", "-p", "-o", "name,property,value", "all"])
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "zfs get: {out:?}");
-        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let mut f = line.split('\t');
-            let (Some(name), Some(prop), Some(value)) = (f.next(), f.next(), f.next()) else {
-                continue;
-            };
-            let props = map.entry(name.to_owned()).or_default();
-            if prop.contains(':') {
-                props.push(format!("{prop}={value}"));
-            }
-        }
-        map
+        crate::support::emu_datasets(&self.root())
     }
 
     fn containers(&self) -> Vec<String> {

@@ -1,5 +1,6 @@
 //! The one integration-test binary (STYLE.md §5): one module per area.
 
+mod acceptance;
 mod config;
 mod emulator;
 mod emulator_inner;

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,4 +113,72 @@ pub fn golden(name: &str, actual: &str) {
         actual, want,
         "golden {name} differs (UPDATE_GOLDEN=1 to accept)"
     );
+}
+
+/// The emulated host under `root` (shared by the fault and acceptance tests): every file
+/// under it (path → mode and bytes) but the
+/// call log, the fault file, lock files (empty files that exist only to be locked) and
+/// the emulator's ZFS file, which is compared through `zfs get` instead (dataset names
+/// and user properties; sizes and counters change with every create). Directories
+/// count through the files in them: the emulator leaves empty mountpoint directories
+/// behind.
+pub fn emu_snapshot(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut out = BTreeMap::new();
+    let root = root.to_path_buf();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path.strip_prefix(&root).unwrap().display().to_string();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if matches!(rel.as_str(), "argv.log" | "faults.json" | "zfs.json")
+                || name.ends_with(".lock")
+            {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(rel, (0, target.display().to_string().into_bytes()));
+            } else if meta.is_file() {
+                out.insert(rel, (mode, std::fs::read(&path).unwrap()));
+            } else {
+                // A device node: its numbers are its content.
+                out.insert(rel, (mode, meta.rdev().to_string().into_bytes()));
+            }
+        }
+    }
+    for (name, props) in emu_datasets(&root) {
+        out.insert(format!("zfs:{name}"), (0, props.join("\n").into_bytes()));
+    }
+    out
+}
+
+/// The emulated host's datasets with their user properties (`name=value`), as
+/// `zfs get` reports them.
+pub fn emu_datasets(root: &Path) -> BTreeMap<String, Vec<String>> {
+    let out = std::process::Command::new(root.join("bin/zfs"))
+        .args(["get", "-H", "-p", "-o", "name,property,value", "all"])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "zfs get: {out:?}");
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let mut f = line.split('\t');
+        let (Some(name), Some(prop), Some(value)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let props = map.entry(name.to_owned()).or_default();
+        if prop.contains(':') {
+            props.push(format!("{prop}={value}"));
+        }
+    }
+    map
 }

@@ -1,0 +1,888 @@
+//! Acceptance tests of the seed cases (issue 7 "must show"): each drives the real `phoenix`
+//! binary through the drdevstral flow (`recipes/drdevstral.rhai` with the example config)
+//! on an emulated host of its own (DESIGN.md §7), one test per seed case, named after it.
+//!
+//! Every site lives in a temp dir (state, log, marker, secret dirs, the key and the emulated
+//! root), names this test process as the owner of its emulated vLLM servers (so a killed
+//! test leaves none behind) and uses a short load delay. The host's state is compared with
+//! [`crate::support::emu_snapshot`].
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use crate::support::emu_snapshot;
+
+const VMID: &str = "901";
+const CONTAINER: &str = "phoenix-vllm-901";
+/// How long a process may take to show up, hang or exit.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The emulated server's load delay in these tests.
+const LOAD_DELAY: &str = "300ms";
+
+type Snapshot = BTreeMap<String, (u32, Vec<u8>)>;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The example config (`recipes/phoenix_lxc_configs.json`) as JSON.
+fn example_config() -> Value {
+    serde_json::from_slice(&std::fs::read(repo("recipes/phoenix_lxc_configs.json")).unwrap())
+        .unwrap()
+}
+
+/// The example config with container 901's `field` set to `value`.
+fn config_with(field: &str, value: Value) -> Value {
+    let mut c = example_config();
+    c["lxc_configs"][VMID][field] = value;
+    c
+}
+
+/// What a finished phoenix process said.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A scratch phoenix installation with its own emulated host.
+struct Site {
+    tmp: tempfile::TempDir,
+    recipe: PathBuf,
+    markers: PathBuf,
+}
+
+impl Site {
+    /// A site whose config file (`lxc.json`) is `config`, pretty-printed.
+    fn new(config: &Value) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("tmp")).unwrap();
+        std::fs::write(tmp.path().join("phoenix.toml"), "").unwrap();
+        std::fs::write(
+            tmp.path().join("lxc.json"),
+            serde_json::to_string_pretty(config).unwrap(),
+        )
+        .unwrap();
+        let markers = tmp.path().join("markers");
+        Self {
+            tmp,
+            recipe: repo("recipes/drdevstral.rhai"),
+            markers,
+        }
+    }
+
+    /// Use a copy of the recipe whose `vllm.wait_ready` times out after `timeout`.
+    fn with_timeout(mut self, timeout: &str) -> Self {
+        let text = std::fs::read_to_string(&self.recipe).unwrap();
+        let want = r#"timeout: "15m""#;
+        assert!(text.contains(want), "the recipe's wait_ready has no {want}");
+        let copy = self.path("drdevstral.rhai");
+        std::fs::write(&copy, text.replace(want, &format!("timeout: {timeout:?}"))).unwrap();
+        self.recipe = copy;
+        self
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path("emu")
+    }
+
+    /// A file inside container 901's emulated rootfs.
+    fn rootfs(&self, rel: &str) -> PathBuf {
+        self.root()
+            .join("var/lib/lxc")
+            .join(VMID)
+            .join("rootfs")
+            .join(rel)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_phoenix"));
+        c.args(args)
+            .current_dir(self.tmp.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PHOENIX_SETTINGS", self.path("phoenix.toml"))
+            .env("PHOENIX_HOST", "emulated")
+            .env("PHOENIX_CONFIG", self.path("lxc.json"))
+            .env("PHOENIX_STATE_DIR", self.path("state"))
+            .env("PHOENIX_MARKER_DIR", &self.markers)
+            .env("PHOENIX_LOG_DIR", self.path("log"))
+            .env("PHOENIX_SECRETS_DIR", self.path("secrets"))
+            .env("PHOENIX_SECRET_KEY", self.path("key/secret.key"))
+            .env("PHOENIX_EMU_ROOT", self.root())
+            .env("PHOENIX_STDLIB", repo("stdlib"))
+            .env("TMPDIR", self.path("tmp"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn phoenix_in(&self, args: &[&str], stdin: &[u8]) -> Out {
+        let mut child = self.command(args).spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn phoenix(&self, args: &[&str]) -> Out {
+        self.phoenix_in(args, b"")
+    }
+
+    fn ok(&self, args: &[&str], stdin: &[u8]) -> Out {
+        let out = self.phoenix_in(args, stdin);
+        assert_eq!(out.code, 0, "phoenix {args:?}: {out:?}");
+        out
+    }
+
+    fn run_args(&self, flags: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "recipe".to_owned(),
+            "run".to_owned(),
+            self.recipe.display().to_string(),
+        ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        args
+    }
+
+    /// `phoenix recipe run` of the flow.
+    fn run(&self, flags: &[&str]) -> Out {
+        let args = self.run_args(flags);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.phoenix(&args)
+    }
+
+    /// `phoenix recipe run` of the flow, which must succeed.
+    fn run_ok(&self) -> Out {
+        let out = self.run(&[]);
+        assert_eq!(out.code, 0, "recipe run: {out:?}");
+        out
+    }
+
+    /// The flow in the background, in a process group of its own.
+    fn spawn(&self, flags: &[&str]) -> Child {
+        let args = self.run_args(flags);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = self.command(&args);
+        c.stdin(Stdio::null()).process_group(0);
+        c.spawn().unwrap()
+    }
+
+    /// Set the emulated host up (any command that opens the host does), name this test
+    /// process the owner of its servers, set a short load delay; the host's state.
+    fn prepare(&self) -> Snapshot {
+        self.ok(&["gpu", "list"], b"");
+        set_owner(&self.root());
+        self.faults(&[], json!({}));
+        emu_snapshot(&self.root())
+    }
+
+    /// Write `faults.json`: `faults` and the `vllm` behaviour `vllm` (load delay added).
+    fn faults(&self, faults: &[Value], mut vllm: Value) {
+        vllm["load_delay"] = json!(LOAD_DELAY);
+        let v = json!({"faults": faults, "vllm": vllm});
+        std::fs::write(self.root().join("faults.json"), v.to_string()).unwrap();
+    }
+
+    /// The emulator's `argv.log`, whole lines only.
+    fn calls(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Live processes of this site's emulated host: its commands (argv\[0\] under its
+    /// `bin/`) and its vLLM servers (`phoenix-emu __vllm-serve ROOT …`).
+    fn emulator_processes(&self) -> Vec<i32> {
+        let root = self.root();
+        let bin = root.join("bin");
+        let root = root.display().to_string();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let argv: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = Path::new(&argv[0]).starts_with(&bin)
+                || (argv.get(1).map(String::as_str) == Some("__vllm-serve")
+                    && argv.get(2) == Some(&root));
+            if ours && pid_alive(pid) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// This site's emulated vLLM servers.
+    fn servers(&self) -> Vec<i32> {
+        let root = self.root().display().to_string();
+        self.emulator_processes()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let argv: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                    argv.get(1) == Some(&&b"__vllm-serve"[..])
+                        && argv.get(2) == Some(&root.as_bytes())
+                })
+            })
+            .collect()
+    }
+
+    /// Wait (a few seconds) until this site's servers are gone; panic naming `what` if not.
+    fn assert_no_server(&self, what: &str) {
+        let start = Instant::now();
+        while !self.servers().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{what}: vLLM server processes left: {:?}",
+                self.servers()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Marker files in the configured marker directory.
+    fn markers(&self) -> Vec<String> {
+        match std::fs::read_dir(&self.markers) {
+            Ok(d) => d
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The emulated container's state file.
+    fn ct_state(&self) -> Value {
+        let path = self
+            .root()
+            .join("var/lib/lxc")
+            .join(VMID)
+            .join("emu-state.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The address the emulated server listens on (the container's loopback address).
+    fn server_addr(&self) -> SocketAddr {
+        let state = self.ct_state();
+        let addr: SocketAddr = format!("{}:8000", state["address"].as_str().unwrap())
+            .parse()
+            .unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        addr
+    }
+
+    fn reveal(&self, name: &str) -> String {
+        self.ok(&["secret", "get", name, "--reveal"], b"")
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
+    /// Nothing phoenix made is left: the host is as `before`, no server runs, no marker,
+    /// and `status` lists nothing.
+    fn assert_clean(&self, before: &Snapshot, what: &str) {
+        self.assert_no_server(what);
+        let after = emu_snapshot(&self.root());
+        let changed: Vec<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{what}: the emulated host differs from before the run in {changed:?}"
+        );
+        assert_eq!(self.markers(), Vec::<String>::new(), "{what}: markers left");
+        let status = self.phoenix(&["status"]);
+        assert_eq!(status.code, 0, "{what}: {status:?}");
+        assert!(
+            status.stdout.contains("nothing phoenix-made"),
+            "{what}: status still lists steps:\n{}",
+            status.stdout
+        );
+    }
+}
+
+/// Name this test process as the owner of the root's emulated vLLM servers (`emu.json`).
+fn set_owner(root: &Path) {
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let path = root.join("emu.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["owner"] = json!({"pid": pid, "start": start});
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+/// Whether `pid` runs (a zombie counts as gone).
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// One HTTP GET on loopback; `(status, body)`.
+fn http_get(addr: SocketAddr, path: &str, key: &str) -> (u16, String) {
+    assert!(addr.ip().is_loopback());
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The words of a systemd `ExecStart=` line (phoenix quotes every argument).
+fn exec_start_words(unit: &str) -> Vec<String> {
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("no ExecStart= line");
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => {}
+            '"' => {
+                let mut w = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => w.push(chars.next().unwrap()),
+                        '"' => break,
+                        c => w.push(c),
+                    }
+                }
+                words.push(w);
+            }
+            c => {
+                let mut w = String::from(c);
+                while let Some(&c) = chars.peek() {
+                    if c == ' ' {
+                        break;
+                    }
+                    w.push(c);
+                    chars.next();
+                }
+                words.push(w);
+            }
+        }
+    }
+    words
+}
+
+#[test]
+fn t101_model_with_a_pipe_deploys() {
+    const MODEL: &str = "mistralai/Devstral|Small";
+    let site = Site::new(&config_with("vllm_model", json!(MODEL)));
+    site.prepare();
+    site.run_ok();
+
+    // The unit file inside the container: the model is one word, twice (positional and
+    // served name).
+    let unit =
+        std::fs::read_to_string(site.rootfs(&format!("etc/systemd/system/{CONTAINER}.service")))
+            .unwrap();
+    let words = exec_start_words(&unit);
+    let image = words
+        .iter()
+        .position(|w| w.starts_with("vllm/vllm-openai:"))
+        .unwrap();
+    assert_eq!(words[image + 1], MODEL, "{words:?}");
+    let served = words
+        .iter()
+        .position(|w| w == "--served-model-name")
+        .unwrap();
+    assert_eq!(words[served + 1], MODEL, "{words:?}");
+    assert_eq!(
+        words.iter().filter(|w| w.contains('|')).count(),
+        2,
+        "{words:?}"
+    );
+
+    // What `docker run` received (the emulator's record of the container).
+    let state = site.ct_state();
+    let ct = state["docker"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "running")
+        .expect("no running container");
+    assert_eq!(ct["args"][0], MODEL, "{ct}");
+    assert_eq!(ct["serve"]["served"], MODEL, "{ct}");
+
+    // The emulated server lists exactly that id.
+    let key = site.reveal("vllm_api_key");
+    let (code, body) = http_get(site.server_addr(), "/v1/models", &key);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [MODEL]);
+    site.ok(&["destroy"], b"");
+    site.assert_no_server("destroy");
+}
+
+#[test]
+fn t102_run_then_destroy_leaves_nothing() {
+    let site = Site::new(&example_config());
+    let before = site.prepare();
+    site.run_ok();
+    assert_eq!(site.servers().len(), 1, "one vLLM server runs");
+    assert!(!site.markers().is_empty());
+    assert!(
+        !site
+            .phoenix(&["status"])
+            .stdout
+            .contains("nothing phoenix-made"),
+        "status lists the run's steps"
+    );
+    site.ok(&["destroy"], b"");
+    site.assert_clean(&before, "destroy after a full run");
+}
+
+/// Every file under `dir` (recursively) whose name ends with `suffix`.
+fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect()
+}
+
+/// Every regular file under `dir`, recursively (symlinks not followed).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn t103_custom_marker_dir() {
+    let mut site = Site::new(&example_config());
+    site.markers = site.path("custom/phoenix-markers");
+    site.prepare();
+    site.run_ok();
+    let markers = site.markers();
+    assert!(
+        markers.iter().any(|m| m.starts_with("lxc.create%3A901")),
+        "{markers:?}"
+    );
+    // Markers nowhere else: every `.done` file under the site lies in the custom dir.
+    let done = files_named(site.tmp.path(), ".done");
+    assert_eq!(done.len(), markers.len(), "{done:?}");
+    assert!(
+        done.iter().all(|p| p.starts_with(&site.markers)),
+        "{done:?}"
+    );
+    let log = site.path("log/phoenix.log");
+    assert!(
+        std::fs::metadata(&log).is_ok_and(|m| m.len() > 0),
+        "{log:?}"
+    );
+    site.ok(&["destroy"], b"");
+    assert_eq!(site.markers(), Vec::<String>::new());
+    assert_eq!(files_named(site.tmp.path(), ".done"), Vec::<PathBuf>::new());
+    site.assert_no_server("destroy");
+}
+
+/// The config line (1-based) and column of the value of `"field": value` for entry 901.
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let at = text.find(needle).unwrap();
+    let value = at + needle.find(':').unwrap() + 2;
+    let line = text[..value].matches('\n').count() + 1;
+    let col = value - text[..value].rfind('\n').map_or(0, |n| n + 1) + 1;
+    (line, col)
+}
+
+/// A run refused with exit 2 before touching anything: no emulated root (so no
+/// `argv.log`), no journal, no markers.
+fn assert_refused(site: &Site, what: &str) -> Out {
+    let out = site.run(&[]);
+    assert_eq!(out.code, 2, "{what}: {out:?}");
+    assert!(
+        !site.root().exists(),
+        "{what}: the emulated host was set up"
+    );
+    assert!(!site.root().join("argv.log").exists(), "{what}");
+    assert!(!site.path("state/journal.jsonl").exists(), "{what}");
+    assert_eq!(site.markers(), Vec::<String>::new(), "{what}");
+    out
+}
+
+#[test]
+fn t104_injection_in_the_model_fails_validation() {
+    let model = "mistralai/Devstral-Small-2507; rm -rf /";
+    let site = Site::new(&config_with("vllm_model", json!(model)));
+    let out = assert_refused(&site, "injection in vllm_model");
+    let text = std::fs::read_to_string(site.path("lxc.json")).unwrap();
+    let (line, col) = position_of(&text, &format!("\"vllm_model\": {}", json!(model)));
+    assert!(
+        out.stderr.contains(&format!(
+            "lxc.json:{line}:{col}: /lxc_configs/901/vllm_model: expected a valid model id"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("contains ';'"), "{}", out.stderr);
+}
+
+#[test]
+fn t108_invalid_memory_is_refused_early() {
+    let site = Site::new(&config_with("memory_mb", json!("invalid")));
+    let out = assert_refused(&site, "memory_mb \"invalid\"");
+    let text = std::fs::read_to_string(site.path("lxc.json")).unwrap();
+    let (line, col) = position_of(&text, r#""memory_mb": "invalid""#);
+    assert!(
+        out.stderr.contains(&format!(
+            "lxc.json:{line}:{col}: /lxc_configs/901/memory_mb: expected integer, found string \"invalid\""
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// One emulated vLLM failure: the faults and behaviour to inject, a recipe timeout, and
+/// what the error must say.
+struct Failure {
+    name: &'static str,
+    faults: Vec<Value>,
+    vllm: Value,
+    timeout: Option<&'static str>,
+    says: &'static [&'static str],
+}
+
+/// The flow fails with exit 1 and an error naming the stage and showing the log tail;
+/// without rollback `destroy` removes what it left, with `--rollback-on-failure` nothing
+/// is left at all.
+fn fails_and_is_detected(f: &Failure) {
+    let mut site = Site::new(&example_config());
+    if let Some(t) = f.timeout {
+        site = site.with_timeout(t);
+    }
+    let before = site.prepare();
+    for flags in [&[][..], &["--rollback-on-failure"][..]] {
+        let what = format!("{} {flags:?}", f.name);
+        site.faults(&f.faults, f.vllm.clone());
+        let out = site.run(flags);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        for s in f.says {
+            assert!(
+                out.stderr.contains(s),
+                "{what}: no {s:?} in\n{}",
+                out.stderr
+            );
+        }
+        site.faults(&[], json!({}));
+        if flags.is_empty() {
+            assert!(!site.markers().is_empty(), "{what}: the steps before stay");
+            site.ok(&["destroy"], b"");
+        }
+        site.assert_clean(&before, &what);
+    }
+}
+
+/// The log tail of a server that started: its first log line.
+const STARTED: &str = "vLLM API server version";
+
+#[test]
+fn t106_failing_vllm_is_detected_image_pull_fails() {
+    fails_and_is_detected(&Failure {
+        name: "docker pull exits 125",
+        faults: vec![json!({"match": ["docker", "pull"], "action": "exit:125"})],
+        vllm: json!({}),
+        timeout: None,
+        says: &[
+            "vllm.start: docker pull vllm/vllm-openai:v0.11.0 failed inside container 901",
+            "(exit 125)",
+        ],
+    });
+}
+
+#[test]
+fn t106_failing_vllm_is_detected_crash_during_load() {
+    fails_and_is_detected(&Failure {
+        name: "crash",
+        faults: vec![],
+        vllm: json!({"mode": "crash"}),
+        timeout: None,
+        says: &[
+            "vllm.wait_ready",
+            "(stage: loading): the container is no longer running",
+            "last log lines of phoenix-vllm-901:",
+            "EngineCore failed to start.",
+        ],
+    });
+}
+
+#[test]
+fn t106_failing_vllm_is_detected_never_listens() {
+    fails_and_is_detected(&Failure {
+        name: "never-listen",
+        faults: vec![],
+        vllm: json!({"mode": "never-listen"}),
+        timeout: Some("3s"),
+        says: &[
+            "(stage: loading): timed out after",
+            "last seen: connection refused",
+            "last log lines of phoenix-vllm-901:",
+            STARTED,
+        ],
+    });
+}
+
+#[test]
+fn t106_failing_vllm_is_detected_health_503() {
+    fails_and_is_detected(&Failure {
+        name: "503",
+        faults: vec![],
+        vllm: json!({"mode": "503"}),
+        timeout: None,
+        says: &[
+            "(stage: health): GET /health answered 503: the engine is dead",
+            "last log lines of phoenix-vllm-901:",
+            STARTED,
+        ],
+    });
+}
+
+#[test]
+fn t106_failing_vllm_is_detected_wrong_model() {
+    fails_and_is_detected(&Failure {
+        name: "wrong-model",
+        faults: vec![],
+        vllm: json!({"mode": "wrong-model"}),
+        timeout: None,
+        says: &[
+            "(stage: models): the server serves [\"facebook/opt-125m\"], not the configured model \"mistralai/Devstral-Small-2507\"",
+            "last log lines of phoenix-vllm-901:",
+            STARTED,
+        ],
+    });
+}
+
+#[test]
+fn t110_kill_during_creation_then_destroy_then_rerun() {
+    let site = Site::new(&example_config());
+    let before = site.prepare();
+    site.faults(
+        &[json!({"match": ["pct", "create"], "action": "hang"})],
+        json!({}),
+    );
+    let mut child = site.spawn(&[]);
+    let start = Instant::now();
+    loop {
+        let hung = site
+            .calls()
+            .into_iter()
+            .any(|c| c["tool"] == "pct" && c["argv"][0] == "create" && c["exit"].is_null());
+        if hung {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("phoenix exited ({status}) before `pct create` hung");
+        }
+        assert!(start.elapsed() < PATIENCE, "`pct create` never hung");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+    // The hung `pct create` runs in a group of its own, as after a host crash: end it.
+    for pid in site.emulator_processes() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    site.faults(&[], json!({}));
+    site.ok(&["destroy"], b"");
+    site.assert_clean(&before, "destroy after SIGKILL during pct create");
+    site.run_ok();
+    assert_eq!(site.servers().len(), 1, "the re-run serves");
+    site.ok(&["destroy"], b"");
+    site.assert_clean(&before, "destroy after the re-run");
+}
+
+/// The ways a secret's bytes could be written down: as is, hex, and base64 at each of
+/// the three byte alignments (the part of the encoding that does not depend on the
+/// neighbouring bytes), standard and URL-safe alphabets.
+fn encodings(secret: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let b = secret.as_bytes();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let mut out = vec![secret.to_owned(), hex.clone(), hex.to_uppercase()];
+    for k in 0..3usize {
+        let mut data = vec![0u8; k];
+        data.extend_from_slice(b);
+        for enc in [STANDARD_NO_PAD.encode(&data), URL_SAFE_NO_PAD.encode(&data)] {
+            let skip = [0, 2, 3][k];
+            out.push(enc[skip..enc.len() - 2].to_owned());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Files under the site that hold `secret` in any encoding, except `allowed`.
+fn files_holding(site: &Site, secret: &str, allowed: &[PathBuf]) -> Vec<(PathBuf, String)> {
+    let encs = encodings(secret);
+    let mut found = Vec::new();
+    for path in walk(site.tmp.path()) {
+        if allowed.contains(&path) || path.starts_with(site.root().join("bin")) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        for e in &encs {
+            if contains(&bytes, e) {
+                found.push((path.clone(), e.clone()));
+            }
+        }
+    }
+    found
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn req001_secrets_never_reach_argv_env_or_files() {
+    const HF: &str = "hf_AcceptanceToken7Qx9Lm2Vz";
+    const PW: &str = "root-Pw:acceptance-4T8w!k";
+    let site = Site::new(&example_config());
+    site.prepare();
+    site.ok(&["secret", "init"], b"");
+    site.ok(&["secret", "set", "hf_token"], format!("{HF}\n").as_bytes());
+    site.ok(
+        &["secret", "set", "lxc_root_password"],
+        format!("{PW}\n").as_bytes(),
+    );
+    let run = site.run_ok();
+    let key = site.reveal("vllm_api_key");
+    assert!(key.len() >= 16, "{key:?}");
+
+    // The flow used them: root's password was set, the token pushed as a 0600 file, the
+    // API key written into the 0600 YAML vLLM reads.
+    assert_eq!(site.ct_state()["passwords_set"], json!(["root"]));
+    let token = site.rootfs("root/.cache/huggingface/token");
+    assert_eq!(std::fs::read_to_string(&token).unwrap().trim(), HF);
+    assert_eq!(mode(&token), 0o600, "{token:?}");
+    let yaml = site.rootfs(&format!("etc/phoenix-vllm/{CONTAINER}.yaml"));
+    assert!(contains(&std::fs::read(&yaml).unwrap(), &key));
+    assert_eq!(mode(&yaml), 0o600, "{yaml:?}");
+
+    // argv.log: no argv and no environment holds any of them, in any encoding.
+    let log = std::fs::read(site.root().join("argv.log")).unwrap();
+    let calls = site.calls();
+    assert!(calls.len() > 50, "the flow ran its commands");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["argv"].is_array() && c["env"].is_object()),
+        "every argv.log line records argv and env"
+    );
+    let servers = site.servers();
+    assert_eq!(servers.len(), 1);
+    for (name, secret) in [
+        ("hf_token", HF),
+        ("lxc_root_password", PW),
+        ("vllm_api_key", &key),
+    ] {
+        for e in encodings(secret) {
+            assert!(!contains(&log, &e), "argv.log holds {name} as {e:?}");
+            assert!(
+                !run.stdout.contains(&e) && !run.stderr.contains(&e),
+                "output holds {name}"
+            );
+            // Nor the running server's argv or environment.
+            for f in ["cmdline", "environ"] {
+                let b = std::fs::read(format!("/proc/{}/{f}", servers[0])).unwrap_or_default();
+                assert!(!contains(&b, &e), "the server's {f} holds {name}");
+            }
+        }
+    }
+    // Files: state, log, markers, secrets, key, the emulated root (the container's files
+    // included): only the token file and the YAML hold a secret.
+    // (The scan does find them where they belong.)
+    assert_eq!(
+        files_holding(&site, HF, &[]),
+        vec![(token.clone(), HF.to_owned())]
+    );
+    assert!(
+        files_holding(&site, &key, &[])
+            .iter()
+            .any(|(p, _)| *p == yaml)
+    );
+    assert_eq!(
+        files_holding(&site, HF, std::slice::from_ref(&token)),
+        vec![]
+    );
+    assert_eq!(files_holding(&site, PW, &[]), vec![]);
+    assert_eq!(
+        files_holding(&site, &key, std::slice::from_ref(&yaml)),
+        vec![]
+    );
+    site.ok(&["destroy"], b"");
+    site.assert_no_server("destroy");
+}
