@@ -119,6 +119,35 @@ pub fn execute(host: &dyn Host, step: &UndoStep, run: &str) -> Result<Outcome, H
             )?;
             Ok(Outcome::Undone)
         }
+        UndoStep::RemoveDir { vmid, path } => {
+            if host.ct_status(*vmid)? != CtStatus::Running {
+                // As for a file: gone with the container, or unreachable until it starts.
+                return Ok(Outcome::AlreadyGone);
+            }
+            let timeout = Some(std::time::Duration::from_secs(30));
+            let probe = host.ct_exec(
+                *vmid,
+                &ExecRequest {
+                    argv: vec!["test".into(), "-d".into(), path.to_string()],
+                    timeout,
+                    ok_codes: vec![0, 1],
+                    read_only: true,
+                    ..ExecRequest::default()
+                },
+            )?;
+            if probe.code != 0 {
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.ct_exec(
+                *vmid,
+                &ExecRequest {
+                    argv: vec!["rmdir".into(), path.to_string()],
+                    timeout,
+                    ..ExecRequest::default()
+                },
+            )?;
+            Ok(Outcome::Undone)
+        }
         UndoStep::Exec { vmid, argv } => {
             if host.ct_status(*vmid)? != CtStatus::Running {
                 return Ok(Outcome::AlreadyGone);
