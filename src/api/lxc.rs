@@ -385,6 +385,11 @@ pub fn exec(
         "stderr".into(),
         rt.redactor.redact(&out.stderr_text()).into(),
     );
+    // A dry run only recorded it: code and output are placeholders, not answers.
+    m.insert(
+        "planned".into(),
+        Dynamic::from_bool(rt.dry_run && !read_only),
+    );
     Ok(m)
 }
 
@@ -650,7 +655,8 @@ pub fn register(engine: &mut Engine) {
         .with_params_info(["lxc: Lxc", "ct: Map|int", "argv: Array", "Map"])
         .with_comments([
             "/// Run `argv` inside the container (no shell: a shell as argv[0] is refused).",
-            "/// Fails on a non-zero exit. Returns `#{code, stdout, stderr}`. Pair it with",
+            "/// Fails on a non-zero exit. Returns `#{code, stdout, stderr, planned}`",
+            "/// (`planned`: a dry run only recorded it; code 0 and empty output stand in). Pair it with",
             "/// `undo.push` when the command changes something that must be undone.",
         ])
         .register_into_engine(engine, move |api: LxcApi, ct: Dynamic, argv: Array| {
