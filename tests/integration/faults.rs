@@ -1450,3 +1450,58 @@ fn a_rollback_keeps_a_dataset_another_run_adopted_and_mounted() {
     assert_eq!(out.code, 0, "{out:?}");
     host.assert_clean(&before, "destroy after the rollback");
 }
+
+/// Start the flow with a vLLM server that loads for a minute, and wait until phoenix waits
+/// for it (its service is enabled and the server process runs).
+fn spawn_flow_waiting_for_vllm(host: &Host, flags: &[&str], what: &str) -> Child {
+    let file = json!({"vllm": {"load_delay": "60s"}});
+    std::fs::write(host.root().join("faults.json"), file.to_string()).unwrap();
+    let mut child = host.spawn_flow(flags);
+    let start = Instant::now();
+    while host.vllm_servers().is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what}: phoenix exited before the vLLM server started: {:?}",
+            drain(&mut child)
+        );
+        assert!(start.elapsed() < PATIENCE, "{what}: no vLLM server started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past `systemctl enable --now`: phoenix polls the loading server now.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{what}: phoenix exited"
+    );
+    child
+}
+
+#[test]
+fn sigkill_while_waiting_for_vllm_then_destroy_leaves_no_server() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = "SIGKILL while vllm.wait_ready waits";
+    let mut child = spawn_flow_waiting_for_vllm(&host, &[], what);
+    crash(&host, &mut child);
+    // The server outlives the killed phoenix: it belongs to the container.
+    assert_eq!(host.vllm_servers().len(), 1, "{what}");
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, what);
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
+}
+
+#[test]
+fn sigterm_with_rollback_while_waiting_for_vllm_leaves_no_server() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = "SIGTERM with --rollback-on-failure while vllm.wait_ready waits";
+    let mut child = spawn_flow_waiting_for_vllm(&host, &["--rollback-on-failure"], what);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut child, what);
+    assert_eq!(code, 143, "{what}: {err}");
+    host.clear_faults();
+    host.assert_clean(&before, what);
+}
