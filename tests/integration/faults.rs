@@ -848,6 +848,15 @@ fn a_rerun_after_success_issues_no_mutating_command() {
         .collect();
     assert_eq!(mutated, Vec::<String>::new());
     assert_eq!(host.snapshot(), snap);
+    // A dry run agrees: it plans nothing.
+    let out = host.run_flow(&["--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(": 0 change(s) would be made"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
 }
 
 #[test]
