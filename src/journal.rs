@@ -65,6 +65,14 @@ pub enum UndoStep {
         /// The file.
         path: AbsPath,
     },
+    /// Remove an empty directory phoenix made inside a container (nothing to do when it
+    /// is absent: the step may have been interrupted before it made it).
+    RemoveDir {
+        /// The container.
+        vmid: Vmid,
+        /// The directory.
+        path: AbsPath,
+    },
     /// Run an argv inside a container (a recipe's own `undo.push`).
     Exec {
         /// The container.
@@ -83,6 +91,7 @@ impl UndoStep {
             | Self::RestoreConfig { vmid, .. }
             | Self::DeleteConfigKeys { vmid, .. }
             | Self::RemoveFile { vmid, .. }
+            | Self::RemoveDir { vmid, .. }
             | Self::Exec { vmid, .. } => Some(*vmid),
             Self::DestroyDataset { .. } => None,
         }

@@ -119,6 +119,35 @@ pub fn execute(host: &dyn Host, step: &UndoStep, run: &str) -> Result<Outcome, H
             )?;
             Ok(Outcome::Undone)
         }
+        UndoStep::RemoveDir { vmid, path } => {
+            if host.ct_status(*vmid)? != CtStatus::Running {
+                // As for a file: gone with the container, or unreachable until it starts.
+                return Ok(Outcome::AlreadyGone);
+            }
+            let timeout = Some(std::time::Duration::from_secs(30));
+            let probe = host.ct_exec(
+                *vmid,
+                &ExecRequest {
+                    argv: vec!["test".into(), "-d".into(), path.to_string()],
+                    timeout,
+                    ok_codes: vec![0, 1],
+                    read_only: true,
+                    ..ExecRequest::default()
+                },
+            )?;
+            if probe.code != 0 {
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.ct_exec(
+                *vmid,
+                &ExecRequest {
+                    argv: vec!["rmdir".into(), path.to_string()],
+                    timeout,
+                    ..ExecRequest::default()
+                },
+            )?;
+            Ok(Outcome::Undone)
+        }
         UndoStep::Exec { vmid, argv } => {
             if host.ct_status(*vmid)? != CtStatus::Running {
                 return Ok(Outcome::AlreadyGone);
@@ -182,4 +211,99 @@ pub fn register(engine: &mut Engine) {
             }
             push(&api.rt, UndoStep::Exec { vmid, argv }).map_err(script_error)
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::exec::{CommandOutput, RecordingRunner};
+    use crate::host::pve::{PveHost, PvePaths};
+    use crate::types::{AbsPath, Vmid};
+
+    /// A PVE backend whose container 901 runs and whose `test -d` answers `dir_code`.
+    fn host(dir_code: i32) -> (PveHost, Arc<RecordingRunner>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("901.conf"), "hostname: x\n").unwrap();
+        let runner = Arc::new(RecordingRunner::new(move |cmd| {
+            let argv = cmd.argv();
+            let out = |code: i32, text: &str| CommandOutput {
+                code,
+                stdout: text.as_bytes().to_vec(),
+                stderr: Vec::new(),
+            };
+            if argv.iter().any(|a| a == "status") {
+                out(0, "status: running\n")
+            } else if argv.iter().any(|a| a == "-d") {
+                out(dir_code, "")
+            } else if argv[0].ends_with("pveversion") {
+                out(
+                    0,
+                    "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-4-pve)\n",
+                )
+            } else {
+                out(0, "")
+            }
+        }));
+        let p = PathBuf::from;
+        let paths = PvePaths {
+            pct: p("/usr/sbin/pct"),
+            pvesm: p("/usr/sbin/pvesm"),
+            pveversion: p("/usr/bin/pveversion"),
+            zfs: p("/usr/sbin/zfs"),
+            nvidia_smi: p("/usr/bin/nvidia-smi"),
+            lxc_dir: dir.path().to_owned(),
+            dev_dir: p("/dev"),
+            lock_dir: p("/nonexistent/lock"),
+            backup_dir: p("/nonexistent/backups"),
+            tmp_dir: p("/nonexistent/tmp"),
+        };
+        (PveHost::new(paths, runner.clone()), runner, dir)
+    }
+
+    fn step() -> UndoStep {
+        UndoStep::RemoveDir {
+            vmid: Vmid::new(901).unwrap(),
+            path: AbsPath::new("/etc/phoenix-vllm").unwrap(),
+        }
+    }
+
+    fn ran_rmdir(runner: &RecordingRunner) -> bool {
+        runner
+            .calls()
+            .iter()
+            .any(|c| c.argv().iter().any(|a| a == "rmdir"))
+    }
+
+    #[test]
+    fn remove_dir_that_was_never_made_is_already_gone() {
+        let (host, runner, _dir) = host(1);
+        assert_eq!(execute(&host, &step(), "r1").unwrap(), Outcome::AlreadyGone);
+        // It asked the running container, and removed nothing.
+        assert!(
+            runner
+                .calls()
+                .iter()
+                .any(|c| c.argv().iter().any(|a| a == "-d")),
+            "{:?}",
+            runner.calls()
+        );
+        assert!(!ran_rmdir(&runner), "{:?}", runner.calls());
+    }
+
+    #[test]
+    fn remove_dir_that_exists_runs_rmdir_in_the_container() {
+        let (host, runner, _dir) = host(0);
+        assert_eq!(execute(&host, &step(), "r1").unwrap(), Outcome::Undone);
+        let rmdir = runner
+            .calls()
+            .into_iter()
+            .find(|c| c.argv().iter().any(|a| a == "rmdir"))
+            .unwrap();
+        let argv = rmdir.argv();
+        assert_eq!(argv[argv.len() - 2..], ["rmdir", "/etc/phoenix-vllm"]);
+        assert!(argv.contains(&"901".to_owned()), "{argv:?}");
+    }
 }

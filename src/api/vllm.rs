@@ -817,9 +817,12 @@ fn ensure_dir(
         step(
             rt,
             &format!("vllm.start:{vmid}:mkdir:{dir}"),
-            UndoStep::Exec {
+            UndoStep::RemoveDir {
                 vmid,
-                argv: vec!["rmdir".into(), dir.into()],
+                path: AbsPath::new(dir).map_err(|source| ApiError::Type {
+                    call: "vllm.start",
+                    source,
+                })?,
             },
             mkdir,
         )

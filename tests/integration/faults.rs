@@ -26,14 +26,16 @@ struct Flow {
     vmid: &'static str,
 }
 
-/// The one line to change for the full drdevstral flow: `recipe:
-/// "recipes/drdevstral.rhai"` (the config's only entry is the target of any recipe; it
-/// names a vLLM model and both GPUs).
+/// The seed's drdevstral flow: its config's target entry is 901 (a vLLM model on both
+/// GPUs); the vLLM server it starts is an emulated one on loopback.
 const FLOW: Flow = Flow {
-    recipe: "tests/fixtures/recipes/flow.rhai",
-    config: "tests/fixtures/recipes/flow.json",
+    recipe: "recipes/drdevstral.rhai",
+    config: "recipes/phoenix_lxc_configs.json",
     vmid: "901",
 };
+
+/// The emulated vLLM server's load delay in every test (the emulator's default is 1 s).
+const LOAD_DELAY: &str = "100ms";
 
 /// How long a hung command may take to show up in `argv.log`, or a process to exit.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -136,10 +138,14 @@ fn inner_is_query(argv: &[&str]) -> bool {
             sub,
             "is-active" | "is-enabled" | "is-failed" | "status" | "show" | "cat" | "list-units"
         ),
-        "docker" => matches!(
-            sub,
-            "inspect" | "ps" | "images" | "version" | "info" | "logs"
-        ),
+        "docker" => match sub {
+            "inspect" | "ps" | "images" | "version" | "info" | "logs" => true,
+            "image" | "container" => matches!(
+                argv.get(2).copied().unwrap_or(""),
+                "inspect" | "ls" | "list"
+            ),
+            _ => false,
+        },
         "nvidia-smi" => argv[1..].iter().all(|x| {
             x.starts_with("--query") || x.starts_with("--format") || *x == "-q" || *x == "-L"
         }),
@@ -175,6 +181,13 @@ impl Host {
         // Any command that opens the host prepares the emulated root.
         let out = host.phoenix(&["gpu", "list"]);
         assert_eq!(out.code, 0, "{out:?}");
+        // The emulated vLLM servers end with this test process, whatever happens to it.
+        let settings = host.root().join("emu.json");
+        let mut emu: Value =
+            serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+        emu["owner"] = json!({"pid": std::process::id()});
+        std::fs::write(&settings, emu.to_string()).unwrap();
+        host.clear_faults();
         host
     }
 
@@ -201,7 +214,7 @@ impl Host {
             .env("PHOENIX_SECRETS_DIR", self.path("secrets"))
             .env("PHOENIX_SECRET_KEY", self.path("secret.key"))
             .env("PHOENIX_EMU_ROOT", self.root())
-            .env("PHOENIX_LIFECYCLE_TIMEOUT", "20s")
+            .env("PHOENIX_LIFECYCLE_TIMEOUT", "5s")
             .env("TMPDIR", self.path("tmp"))
             .stdin(Stdio::null());
         c
@@ -294,12 +307,50 @@ impl Host {
             .collect()
     }
 
+    /// Inject `faults` (a list of entries), keeping the short vLLM load delay.
     fn set_faults(&self, faults: &Value) {
-        std::fs::write(self.root().join("faults.json"), faults.to_string()).unwrap();
+        let file = json!({"faults": faults, "vllm": {"load_delay": LOAD_DELAY}});
+        std::fs::write(self.root().join("faults.json"), file.to_string()).unwrap();
     }
 
+    /// No fault any more; only the short vLLM load delay.
     fn clear_faults(&self) {
-        let _ = std::fs::remove_file(self.root().join("faults.json"));
+        let file = json!({"vllm": {"load_delay": LOAD_DELAY}});
+        std::fs::write(self.root().join("faults.json"), file.to_string()).unwrap();
+    }
+
+    /// Live emulated vLLM servers of this host (`phoenix-emu __vllm-serve ROOT …`).
+    fn vllm_servers(&self) -> Vec<i32> {
+        let root = self.root().display().to_string();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if args.get(1) == Some(&&b"__vllm-serve"[..]) && args.get(2) == Some(&root.as_bytes()) {
+                // A zombie has an empty cmdline, so this one still runs.
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Wait (up to 2 s: a server checks its container every 200 ms) until no emulated vLLM
+    /// server of this host runs.
+    fn assert_no_vllm_server(&self, what: &str) {
+        let start = Instant::now();
+        while !self.vllm_servers().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{what}: emulated vLLM servers still run: {:?}",
+                self.vllm_servers()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The emulated host's state (see [`crate::support::emu_snapshot`]).
@@ -352,6 +403,7 @@ impl Host {
             );
         }
         assert_eq!(self.markers(), Vec::<String>::new(), "{what}: markers left");
+        self.assert_no_vllm_server(what);
         let status = self.phoenix(&["status"]);
         assert_eq!(status.code, 0, "{what}: {status:?}");
         assert!(
@@ -452,6 +504,50 @@ fn mutating_steps() -> Vec<usize> {
     steps
 }
 
+/// How many scenarios of one test run at once, each on its own scratch host.
+const PARALLEL: usize = 6;
+
+/// Run `scenario` for every position in `positions`, [`PARALLEL`] at a time; panics naming
+/// every position whose scenario panicked.
+fn for_each_step(positions: &[usize], scenario: impl Fn(usize) + Sync) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(positions.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&pos) = positions.get(i) else {
+                        break;
+                    };
+                    let run = std::panic::AssertUnwindSafe(|| scenario(pos));
+                    if let Err(e) = std::panic::catch_unwind(run) {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_default();
+                        failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("scenario {pos}: {msg}"));
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failed.len(),
+        positions.len(),
+        failed.join("\n\n")
+    );
+}
+
 /// Fault entries that let the earlier calls matching the prefix of the flow's call at
 /// `pos` through (`delay:0s`, counted down by `times`) and apply `action` to it.
 fn fault_at(pos: usize, action: &str) -> Value {
@@ -523,6 +619,8 @@ fn t102_destroy_after_a_full_run_leaves_nothing() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(host.containers(), [ct_conf()]);
     assert!(!host.markers().is_empty());
+    // The scan behind "no vLLM server left" sees the flow's server.
+    assert_eq!(host.vllm_servers().len(), 1, "the flow's vLLM server");
     let out = host.phoenix(&["destroy"]);
     assert_eq!(out.code, 0, "{out:?}");
     host.assert_clean(&before, "destroy after a full run");
@@ -530,36 +628,34 @@ fn t102_destroy_after_a_full_run_leaves_nothing() {
 
 #[test]
 fn t110_sigkill_while_each_mutating_command_hangs() {
-    for pos in mutating_steps() {
-        crash_destroy_rerun(pos, "hang");
-    }
+    for_each_step(&mutating_steps(), |pos| crash_destroy_rerun(pos, "hang"));
 }
 
 #[test]
 fn t110_sigkill_after_each_mutating_command_succeeded_before_done() {
-    for pos in mutating_steps() {
+    for_each_step(&mutating_steps(), |pos| {
         crash_destroy_rerun(pos, "succeed-then-hang");
-    }
+    });
 }
 
 #[test]
 fn sigterm_with_rollback_exits_143_leaving_nothing() {
-    for pos in mutating_steps() {
+    for_each_step(&mutating_steps(), |pos| {
         signal_rolls_back(pos, "hang", Signal::SIGTERM);
         signal_rolls_back(pos, "succeed-then-hang", Signal::SIGTERM);
-    }
+    });
 }
 
 #[test]
 fn sigint_with_rollback_exits_130_leaving_nothing() {
-    for pos in mutating_steps() {
+    for_each_step(&mutating_steps(), |pos| {
         signal_rolls_back(pos, "succeed-then-hang", Signal::SIGINT);
-    }
+    });
 }
 
 #[test]
 fn a_failed_step_with_rollback_exits_1_leaving_nothing() {
-    for pos in mutating_steps() {
+    for_each_step(&mutating_steps(), |pos| {
         let host = Host::new();
         let before = host.snapshot();
         let what = format!("rollback after fail at `{}`", flow_calls()[pos].text());
@@ -568,7 +664,7 @@ fn a_failed_step_with_rollback_exits_1_leaving_nothing() {
         assert_eq!(out.code, 1, "{what}: {out:?}");
         host.clear_faults();
         host.assert_clean(&before, &what);
-    }
+    });
 }
 
 #[test]
@@ -695,11 +791,20 @@ fn a_rerun_after_success_issues_no_mutating_command() {
         .collect();
     assert_eq!(mutated, Vec::<String>::new());
     assert_eq!(host.snapshot(), snap);
+    // A dry run agrees: it plans nothing.
+    let out = host.run_flow(&["--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(": 0 change(s) would be made"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
 }
 
 #[test]
 fn a_rerun_after_a_failed_step_resumes_and_succeeds() {
-    for pos in mutating_steps() {
+    for_each_step(&mutating_steps(), |pos| {
         let host = Host::new();
         let what = format!("fail at `{}`", flow_calls()[pos].text());
         host.set_faults(&fault_at(pos, "fail"));
@@ -708,18 +813,38 @@ fn a_rerun_after_a_failed_step_resumes_and_succeeds() {
         let skip = host.calls().len();
         let out = host.run_flow(&[]);
         assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
-        // The re-run redid the failed command and what followed, nothing before it.
+        // The re-run redid the failed command's part of the flow and what followed, in the
+        // flow's order: never a host-level step (a journaled one) confirmed before the
+        // failure, always every host-level step from the failed one on. In-container
+        // commands before it may run again where the recipe decides by a check (an
+        // `apt-get update` before the failed install), or not at all where the check
+        // already passes.
         let redone: Vec<Vec<String>> = host.calls()[skip..]
             .iter()
             .filter(|c| is_mutating(c))
-            .map(Call::prefix)
+            .map(Call::shape)
             .collect();
-        let expected: Vec<Vec<String>> = flow_calls()[pos..]
-            .iter()
-            .filter(|c| is_mutating(c))
-            .map(Call::prefix)
-            .collect();
-        assert_eq!(redone, expected, "{what}");
+        let flow: Vec<&Call> = flow_calls().iter().filter(|c| is_mutating(c)).collect();
+        let mut rest = flow.iter().map(|c| c.shape());
+        for cmd in &redone {
+            assert!(
+                rest.any(|c| &c == cmd),
+                "{what}: {cmd:?} is not in the flow's order: {redone:?}"
+            );
+        }
+        let host_level =
+            |c: &Call| !(c.tool == "pct" && c.argv.first().map(String::as_str) == Some("exec"));
+        for (i, c) in flow_calls().iter().enumerate() {
+            if !is_mutating(c) || !host_level(c) {
+                continue;
+            }
+            let again = redone.contains(&c.shape());
+            if i < pos {
+                assert!(!again, "{what}: confirmed step `{}` redone", c.text());
+            } else {
+                assert!(again, "{what}: step `{}` not redone: {redone:?}", c.text());
+            }
+        }
         assert_eq!(host.containers(), [ct_conf()], "{what}");
         let status = host.phoenix(&["status"]);
         assert!(
@@ -727,7 +852,7 @@ fn a_rerun_after_a_failed_step_resumes_and_succeeds() {
             "{what}: {}",
             status.stdout
         );
-    }
+    });
 }
 
 #[test]
@@ -745,35 +870,42 @@ fn dry_run_queries_prints_the_plan_and_changes_nothing() {
         .map(Call::text)
         .collect();
     assert_eq!(mutated, Vec::<String>::new(), "dry run mutated the host");
-    // The plan is exactly the mutating commands of a real run, in order (run ids and host
-    // temp file names aside).
-    let plan: Vec<&str> = out.stdout.lines().skip(1).collect();
-    let steps = mutating_steps();
-    assert_eq!(plan.len(), steps.len(), "plan:\n{}", out.stdout);
-    for (line, pos) in plan.iter().zip(steps) {
-        let c = &flow_calls()[pos];
-        let program = host.root().join("bin").join(&c.tool);
-        let want: Vec<String> = std::iter::once(program.display().to_string())
-            .chain(c.argv.iter().cloned())
-            .collect();
-        let got: Vec<String> = line
-            .replace('\'', "")
-            .split(' ')
-            .map(str::to_owned)
-            .collect();
-        let blank = |a: &String| {
-            if per_run(a) {
-                "*".to_owned()
-            } else {
-                a.clone()
+    // The plan's mutating commands are exactly those of a real run, in order (run ids and
+    // host temp file names aside). It also lists the checks it could not run (in a
+    // container not created yet) and non-command actions (a secret to generate).
+    let bin = host.root().join("bin").display().to_string();
+    let planned: Vec<Vec<String>> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.strip_prefix(&format!("{bin}/")))
+        .map(|line| {
+            let mut words = line.replace('\'', "");
+            words.retain(|ch| ch != '\n');
+            let words: Vec<String> = words.split(' ').map(str::to_owned).collect();
+            Call {
+                tool: words[0].clone(),
+                argv: words[1..].to_vec(),
+                exit: Some(0),
             }
-        };
-        assert_eq!(
-            got.iter().map(blank).collect::<Vec<_>>(),
-            want.iter().map(blank).collect::<Vec<_>>(),
-            "plan line {line:?}"
-        );
-    }
+        })
+        .filter(is_mutating)
+        .map(|c| c.shape())
+        .collect();
+    let real: Vec<Vec<String>> = mutating_steps()
+        .into_iter()
+        .map(|pos| flow_calls()[pos].shape())
+        .collect();
+    assert_eq!(planned, real, "plan:\n{}", out.stdout);
+    // Nothing outside the emulated host either: no secret, no secret key.
+    assert!(
+        !host.path("secret.key").exists(),
+        "dry run made the secret key"
+    );
+    assert!(
+        std::fs::read_dir(host.path("secrets")).map_or(true, |mut d| d.next().is_none()),
+        "dry run stored a secret"
+    );
     assert_eq!(host.snapshot(), before, "dry run changed the emulated host");
     assert!(
         !host.path("state/journal.jsonl").exists() || {
@@ -818,7 +950,7 @@ fn a_second_process_on_the_same_container_names_the_holder() {
 
 #[test]
 fn a_rerun_after_sigkill_resumes_and_destroy_then_removes_everything() {
-    for pos in mutating_steps() {
+    for_each_step(&mutating_steps(), |pos| {
         let host = Host::new();
         let before = host.snapshot();
         let what = format!(
@@ -836,7 +968,7 @@ fn a_rerun_after_sigkill_resumes_and_destroy_then_removes_everything() {
         let out = host.phoenix(&["destroy"]);
         assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
         host.assert_clean(&before, &what);
-    }
+    });
 }
 
 /// The mutating commands of `destroy` after an undisturbed run, and the calls before each.
@@ -875,8 +1007,11 @@ fn a_destroy_that_fails_or_is_killed_is_finished_by_the_next_one() {
         .map(|(i, _)| i)
         .collect();
     assert!(!positions.is_empty());
-    for pos in positions {
-        for action in ["fail", "hang", "succeed-then-hang", "sigterm"] {
+    const ACTIONS: [&str; 4] = ["fail", "hang", "succeed-then-hang", "sigterm"];
+    let scenarios: Vec<usize> = (0..positions.len() * ACTIONS.len()).collect();
+    for_each_step(&scenarios, |i| {
+        let (pos, action) = (positions[i / ACTIONS.len()], ACTIONS[i % ACTIONS.len()]);
+        {
             let host = Host::new();
             let before = host.snapshot();
             let what = format!("destroy with {action} at `{}`", destroy_calls()[pos].text());
@@ -911,7 +1046,7 @@ fn a_destroy_that_fails_or_is_killed_is_finished_by_the_next_one() {
             assert_eq!(out.code, 0, "{what}: second destroy: {out:?}");
             host.assert_clean(&before, &what);
         }
-    }
+    });
 }
 
 #[test]
@@ -1104,13 +1239,16 @@ fn destroy_of_one_container_keeps_a_dataset_another_container_mounts() {
     assert_eq!(host.run_flow(&["--lxc", FLOW.vmid]).code, 0);
     let out = host.run_flow(&["--lxc", "952"]);
     assert_eq!(out.code, 0, "{out:?}");
+    // The phoenix datasets 952 mounts, or whose descendants it mounts.
+    let conf = std::fs::read_to_string(host.root().join("etc/pve/lxc/952.conf")).unwrap();
     let shared: Vec<String> = host
         .datasets()
         .into_iter()
         .filter(|(_, props)| props.iter().any(|p| p == "phoenix:owner=phoenix"))
         .map(|(name, _)| name)
+        .filter(|name| conf.contains(&format!("/{name},")) || conf.contains(&format!("/{name}/")))
         .collect();
-    assert!(!shared.is_empty());
+    assert!(!shared.is_empty(), "952 mounts no phoenix dataset:\n{conf}");
     let out = host.phoenix(&["destroy", "--lxc", FLOW.vmid]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(host.containers(), ["952.conf"]);
@@ -1198,6 +1336,19 @@ fn the_classifier_tells_queries_from_changes() {
         exec(&["/usr/bin/docker", "inspect", "vllm"]),
         exec(&["systemctl", "is-active", "vllm"]),
         exec(&["ip", "-j", "-4", "addr", "show", "dev", "eth0"]),
+        exec(&["cat", "/etc/phoenix-vllm/phoenix-vllm-901.yaml"]),
+        exec(&[
+            "docker", "image", "inspect", "--format", "{{.Id}}", "vllm/x:1",
+        ]),
+        exec(&["docker", "version", "--format", "{{.Server.Version}}"]),
+        exec(&["docker", "info", "--format", "{{json .Runtimes}}"]),
+        exec(&["docker", "logs", "phoenix-vllm-901"]),
+        exec(&["systemctl", "show", "--property=ActiveState", "x.service"]),
+        exec(&[
+            "nvidia-smi",
+            "--query-gpu=driver_version",
+            "--format=csv,noheader",
+        ]),
     ] {
         assert!(!is_mutating(&query), "{}", query.text());
     }
@@ -1212,6 +1363,14 @@ fn the_classifier_tells_queries_from_changes() {
         exec(&["systemctl", "enable", "--now", "vllm"]),
         exec(&["apt-get", "install", "-y", "x"]),
         exec(&["ip", "link", "set", "eth0", "up"]),
+        exec(&["docker", "pull", "vllm/x:1"]),
+        exec(&["docker", "rm", "-f", "phoenix-vllm-901"]),
+        exec(&["systemctl", "disable", "--now", "x.service"]),
+        exec(&["systemctl", "daemon-reload"]),
+        exec(&["nvidia-ctk", "runtime", "configure", "--runtime=docker"]),
+        exec(&["mkdir", "-p", "-m", "0700", "/etc/phoenix-vllm"]),
+        exec(&["chpasswd"]),
+        exec(&["docker", "image", "prune", "-f"]),
     ] {
         assert!(is_mutating(&change), "{}", change.text());
     }
@@ -1250,4 +1409,59 @@ fn a_rollback_keeps_a_dataset_another_run_adopted_and_mounted() {
     let out = host.phoenix(&["destroy"]);
     assert_eq!(out.code, 0, "{out:?}");
     host.assert_clean(&before, "destroy after the rollback");
+}
+
+/// Start the flow with a vLLM server that loads for a minute, and wait until phoenix waits
+/// for it (its service is enabled and the server process runs).
+fn spawn_flow_waiting_for_vllm(host: &Host, flags: &[&str], what: &str) -> Child {
+    let file = json!({"vllm": {"load_delay": "60s"}});
+    std::fs::write(host.root().join("faults.json"), file.to_string()).unwrap();
+    let mut child = host.spawn_flow(flags);
+    let start = Instant::now();
+    while host.vllm_servers().is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what}: phoenix exited before the vLLM server started: {:?}",
+            drain(&mut child)
+        );
+        assert!(start.elapsed() < PATIENCE, "{what}: no vLLM server started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past `systemctl enable --now`: phoenix polls the loading server now.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{what}: phoenix exited"
+    );
+    child
+}
+
+#[test]
+fn sigkill_while_waiting_for_vllm_then_destroy_leaves_no_server() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = "SIGKILL while vllm.wait_ready waits";
+    let mut child = spawn_flow_waiting_for_vllm(&host, &[], what);
+    crash(&host, &mut child);
+    // The server outlives the killed phoenix: it belongs to the container.
+    assert_eq!(host.vllm_servers().len(), 1, "{what}");
+    host.clear_faults();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, what);
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
+}
+
+#[test]
+fn sigterm_with_rollback_while_waiting_for_vllm_leaves_no_server() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = "SIGTERM with --rollback-on-failure while vllm.wait_ready waits";
+    let mut child = spawn_flow_waiting_for_vllm(&host, &["--rollback-on-failure"], what);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut child, what);
+    assert_eq!(code, 143, "{what}: {err}");
+    host.clear_faults();
+    host.assert_clean(&before, what);
 }
