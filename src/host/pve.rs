@@ -8,7 +8,7 @@
 //! - raw `lxc.*` lines (legacy GPU passthrough) are written under PVE's per-container
 //!   config lock (`/run/lock/lxc/pve-config-<vmid>.lock`), before any `[snapshot]` section,
 //!   atomically (temp file + rename), after a backup; a config with a `lock:` entry is refused;
-//! - `pct exec --keep-env 0` is passed only from PVE 8.1 on (older `pct` lacks the option);
+//! - `pct exec --keep-env 0` is passed only from PVE 8.2 on (older `pct` lacks the option);
 //!   phoenix's children get a minimal environment anyway.
 //!
 //! `--host emulated` is this same backend with the emulated host's paths
@@ -27,8 +27,9 @@ use crate::exec::{CommandOutput, ExecError, HostCommand, Runner};
 use crate::settings::{HostKind, Settings};
 use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
 
-/// First PVE release whose `pct exec` knows `--keep-env`.
-pub const KEEP_ENV_SINCE: (u32, u32) = (8, 1);
+/// First PVE release whose `pct exec` knows `--keep-env` (pve-container 5.0.9, shipped
+/// after PVE 8.1's 5.0.8).
+pub const KEEP_ENV_SINCE: (u32, u32) = (8, 2);
 /// First PVE release with `devN` passthrough entries.
 pub const DEV_ENTRIES_SINCE: (u32, u32) = (8, 1);
 

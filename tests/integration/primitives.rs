@@ -147,3 +147,53 @@ fn a_failing_zfs_create_names_the_command_and_exit_code() {
     assert!(err.contains("(exit 1)"), "{err}");
     h.assert_destroy_cleans();
 }
+
+/// `pct exec --keep-env` exists from PVE 8.2 on: older hosts get `pct exec <vmid> --`, and
+/// the emulated `pct` of that version refuses the option, so a wrong flag would fail here.
+#[test]
+fn keep_env_is_passed_only_where_pct_has_it() {
+    for (version, expect) in [("8.1.4", false), ("8.2.2", true), ("7.4.3", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Host { dir };
+        std::fs::write(h.path("phoenix.toml"), "").unwrap();
+        std::fs::write(h.path("flow.rhai"), FLOW).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/phoenix_lxc_configs.json"),
+            h.path("config.json"),
+        )
+        .unwrap();
+        let flow = h.path("flow.rhai");
+        let out = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+            .args([
+                "recipe",
+                "run",
+                flow.to_str().unwrap(),
+                "--lxc",
+                "901",
+                "--host",
+                "emulated",
+                "--config",
+            ])
+            .arg(h.path("config.json"))
+            .env_clear()
+            .env("PHOENIX_SETTINGS", h.path("phoenix.toml"))
+            .env("PHOENIX_STATE_DIR", h.path("state"))
+            .env("PHOENIX_LOG_DIR", h.path("log"))
+            .env("PHOENIX_EMU_ROOT", h.path("emu"))
+            .env("PHOENIX_EMU_PVE_VERSION", version)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(h.path("emu/argv.log")).unwrap();
+        let execs: Vec<&str> = log.lines().filter(|l| l.contains("\"exec\"")).collect();
+        assert!(!execs.is_empty());
+        for line in execs {
+            assert_eq!(line.contains("\"--keep-env\""), expect, "{version}: {line}");
+        }
+    }
+}
