@@ -197,3 +197,37 @@ fn keep_env_is_passed_only_where_pct_has_it() {
         }
     }
 }
+
+/// `phoenix gpu list --json` on the emulated two-H100 host: indices, bus ids, UUIDs and the
+/// minor numbers from `nvidia-smi -q`.
+#[test]
+fn gpu_list_json_reports_the_fixture() {
+    let h = Host::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(["gpu", "list", "--json", "--host", "emulated"])
+        .env_clear()
+        .env("PHOENIX_SETTINGS", h.path("phoenix.toml"))
+        .env("PHOENIX_STATE_DIR", h.path("state"))
+        .env("PHOENIX_LOG_DIR", h.path("log"))
+        .env("PHOENIX_EMU_ROOT", h.path("emu"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gpus: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gpus = gpus.as_array().unwrap();
+    assert_eq!(gpus.len(), 2);
+    assert_eq!(gpus[0]["index"], 0);
+    assert_eq!(gpus[0]["pci_bus_id"], "00000000:00:06.0");
+    assert_eq!(gpus[0]["uuid"], "GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4");
+    assert_eq!(gpus[0]["name"], "NVIDIA H100 80GB HBM3");
+    assert_eq!(gpus[0]["memory_mib"], 81559);
+    assert_eq!(gpus[0]["driver_version"], "580.159.04");
+    assert_eq!(gpus[0]["minor"], 0);
+    assert_eq!(gpus[1]["index"], 1);
+    assert_eq!(gpus[1]["minor"], 1);
+}
