@@ -101,13 +101,7 @@ pub fn find_emu_binary() -> Result<PathBuf> {
         .into_iter()
         .flatten()
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            io(
-                "find phoenix-emu (set PHOENIX_EMU_BIN) next to",
-                &exe,
-                std::io::ErrorKind::NotFound.into(),
-            )
-        })
+        .ok_or_else(|| HostError::EmulatorMissing { exe: exe.clone() })
 }
 
 /// Make `link` a symlink to `target`, atomically replacing a different one.

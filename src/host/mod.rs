@@ -113,6 +113,15 @@ pub enum HostError {
     /// Interrupted by a signal.
     #[error("interrupted")]
     Interrupted,
+    /// `--host emulated` without the emulator binary.
+    #[error(
+        "the emulated host needs the `phoenix-emu` binary next to {}: build both with `cargo build --release` (`cargo run` builds only phoenix), or set PHOENIX_EMU_BIN",
+        exe.display()
+    )]
+    EmulatorMissing {
+        /// The running phoenix.
+        exe: PathBuf,
+    },
 }
 
 /// Result of host operations.
