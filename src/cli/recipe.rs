@@ -108,8 +108,7 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     if settings.host.value == HostKind::Emulated {
         // Before anything is created (the secret key, the emulated root): a missing
         // emulator is a usage problem, not a failed run.
-        crate::host::emulated::find_emu_binary()
-            .map_err(|e| crate::Error::Usage(e.to_string()))?;
+        crate::host::emulated::find_emu_binary().map_err(|e| crate::Error::Usage(e.to_string()))?;
     }
     let secrets = SecretStore::new(settings, redactor.clone());
     recipe.check()?;
