@@ -53,7 +53,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::{CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError, OWNER_TAG, Result};
-use crate::exec::{CommandOutput, ExecError, HostCommand, Runner};
+use crate::exec::{CommandOutput, HostCommand, Runner};
 use crate::settings::{HostKind, Settings};
 use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
 
@@ -189,25 +189,11 @@ impl LxcHost {
     }
 
     fn run(&self, cmd: &HostCommand) -> Result<CommandOutput> {
-        self.runner.run(cmd).map_err(|e| match e {
-            ExecError::Interrupted { .. } => HostError::Interrupted,
-            other => HostError::Exec(other),
-        })
+        super::run_cmd(self.runner.as_ref(), cmd)
     }
 
     fn read_config(&self, vmid: Vmid) -> Result<String> {
-        let path = self.config_path(vmid);
-        match std::fs::read_to_string(&path) {
-            Ok(t) => Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(HostError::NoSuchContainer(vmid))
-            }
-            Err(source) => Err(HostError::Io {
-                action: "read container config",
-                path,
-                source,
-            }),
-        }
+        super::read_ct_file(&self.config_path(vmid), vmid)
     }
 
     fn write_config(&self, vmid: Vmid, text: &str) -> Result<()> {

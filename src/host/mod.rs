@@ -324,6 +324,32 @@ pub trait Host: Send + Sync {
     fn backup_dir(&self) -> PathBuf;
 }
 
+/// Run `cmd` through `runner`, turning a signal's kill into [`HostError::Interrupted`]
+/// (every backend maps runner errors this way).
+pub fn run_cmd(
+    runner: &dyn crate::exec::Runner,
+    cmd: &crate::exec::HostCommand,
+) -> Result<CommandOutput> {
+    runner.run(cmd).map_err(|e| match e {
+        ExecError::Interrupted { .. } => HostError::Interrupted,
+        other => HostError::Exec(other),
+    })
+}
+
+/// Read the config file of container `vmid` at `path`; a missing file is
+/// [`HostError::NoSuchContainer`].
+pub fn read_ct_file(path: &Path, vmid: Vmid) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(HostError::NoSuchContainer(vmid)),
+        Err(source) => Err(HostError::Io {
+            action: "read container config",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// `dir`, created 0700 when missing (phoenix's private files live there).
 pub fn private_dir(dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

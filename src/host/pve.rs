@@ -135,10 +135,7 @@ impl PveHost {
     }
 
     fn run(&self, cmd: &HostCommand) -> Result<CommandOutput> {
-        self.runner.run(cmd).map_err(|e| match e {
-            ExecError::Interrupted { .. } => HostError::Interrupted,
-            other => HostError::Exec(other),
-        })
+        super::run_cmd(self.runner.as_ref(), cmd)
     }
 
     fn conf_path(&self, vmid: Vmid) -> PathBuf {
@@ -207,18 +204,7 @@ impl PveHost {
     }
 
     fn read_conf(&self, vmid: Vmid) -> Result<String> {
-        let path = self.conf_path(vmid);
-        match std::fs::read_to_string(&path) {
-            Ok(t) => Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(HostError::NoSuchContainer(vmid))
-            }
-            Err(source) => Err(HostError::Io {
-                action: "read container config",
-                path,
-                source,
-            }),
-        }
+        super::read_ct_file(&self.conf_path(vmid), vmid)
     }
 
     fn write_conf(&self, vmid: Vmid, text: &str) -> Result<()> {

@@ -11,30 +11,8 @@ use phoenix::runtime::Runtime;
 use phoenix::secret::SecretStore;
 use phoenix::settings::{FlagOverrides, Settings};
 
-/// The example container 901 (seed drdevstral) as a config file text.
-pub const CONFIG_901: &str = r#"{
-  "lxc_configs": {
-    "901": {
-      "name": "drdevstral",
-      "memory_mb": 32768,
-      "cores": 8,
-      "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
-      "storage_pool": "lxc-disks",
-      "storage_size_gb": 64,
-      "network_config": {"name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.111/24", "gw": "10.0.0.1"},
-      "features": {"nesting": true, "keyctl": true},
-      "unprivileged": false,
-      "gpu_assignment": [0, 1],
-      "vllm_model": "mistralai/Devstral-Small-2507",
-      "vllm_tensor_parallel_size": 2,
-      "vllm_max_model_len": 128000,
-      "vllm_kv_cache_dtype": "fp8",
-      "vllm_shm_size": "16g",
-      "vllm_port": 8000,
-      "recipe": "drdevstral.rhai"
-    }
-  }
-}"#;
+/// The example config shipped next to the recipes (CT 901, the seed's drdevstral, and 902).
+pub const CONFIG_901: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
 
 /// Settings for a test: every directory under `root`, no override file.
 pub fn settings(root: &Path, extra: &[(&str, String)]) -> Settings {
