@@ -1,0 +1,415 @@
+//! The `vllm` family: `vllm.start(ct, spec)` runs the `vllm/vllm-openai` image inside a
+//! container as a systemd service, and `vllm.wait_ready(server, opts)` walks the readiness
+//! ladder of DESIGN.md §5.
+//!
+//! Everything inside the container goes through the `lxc` primitives ([`lxc::exec`](crate::api::lxc::exec),
+//! [`lxc::push`](crate::api::lxc::push), [`lxc::address`](crate::api::lxc::address)) or, for read-only queries, the host's `ct_exec` with
+//! read-only intent (so `--dry-run` runs them for real). No shell anywhere: the unit's
+//! `ExecStart=` is written by a typed builder ([`UnitFile`]) that quotes every argument as a
+//! systemd word.
+//!
+//! Decisions where DESIGN.md is silent:
+//! - Names: the Docker container is `phoenix-vllm-<vmid>`, its unit
+//!   `/etc/systemd/system/phoenix-vllm-<vmid>.service`, its API key file
+//!   `/etc/phoenix-vllm/phoenix-vllm-<vmid>.yaml`.
+//! - GPUs: the container sees its passed-through GPUs numbered from 0, so a config entry
+//!   with N GPUs gives `--gpus "device=0,…,N-1"` (one argv element, quotes included), `all`
+//!   gives `--gpus all`, no GPUs gives no `--gpus`.
+//! - `vllm_shm_size` set → `--shm-size`; unset → `--ipc=host` (vLLM's own advice).
+//! - `/etc/phoenix-vllm` is mounted (read-only) only when an API key file exists; the
+//!   Hugging Face cache `/root/.cache/huggingface` is always mounted (model downloads
+//!   survive restarts); `/models` only when the spec names `models_dir`.
+//! - The image must be pinned: a tag other than `latest`, or a digest.
+//! - The pull is skipped when `docker image inspect` already finds the image.
+//! - Idempotence: an unchanged unit, unchanged secret files and an active, enabled service
+//!   issue no mutating command; a changed file restarts the service.
+//! - Readiness polls fast at first (interval = elapsed/16, at least 25 ms, at most 2 s), so a
+//!   server that comes up within 4 s is noticed within 250 ms, and a long load costs one
+//!   refused connection every 2 s. The container's liveness is
+//!   checked about once a second (`docker inspect`, then `systemctl show` when Docker no
+//!   longer knows it: `--rm` removes an exited container, and `Restart=on-failure` shows as
+//!   `auto-restart`). On failure the last 50 log lines come from `docker logs`, or from the
+//!   unit's journal when the container is gone.
+//!
+//! The module is split by concern:
+//! - `spec`: the server spec (config entry + overrides) and the `docker run` argv,
+//! - `unit`: the systemd unit file and its quoting,
+//! - `secrets`: how the API key and the Hugging Face token reach the server,
+//! - `start`: the steps of `vllm.start` inside the container,
+//! - `ready`: the readiness ladder of `vllm.wait_ready`.
+
+mod ready;
+mod secrets;
+mod spec;
+mod start;
+#[cfg(test)]
+mod testkit;
+mod unit;
+
+pub use ready::{
+    Liveness, NotReady, NotReadyError, Ready, SeenText, Stage, WaitOptions, model_ids, wait_ladder,
+    wait_ready,
+};
+pub use spec::{DockerGpus, Overrides, ServerSpec, check_image, resolve};
+pub use start::{Server, UnitState, start};
+pub use unit::{ExecLine, UnitError, UnitFile, systemd_word};
+
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, FuncRegistration, Map};
+
+use super::http::HttpError;
+use super::support::vmid_of;
+use super::{ApiError, script_error};
+use crate::types::Vmid;
+
+crate::api::handle!(
+    /// The `vllm` object recipes call methods on.
+    VllmApi
+);
+
+type RhaiResult<T> = Result<T, Box<rhai::EvalAltResult>>;
+
+/// Docker inside the container (the unit needs an absolute path).
+pub const DOCKER: &str = "/usr/bin/docker";
+/// The Hugging Face cache inside the container (and inside the vLLM container).
+pub const HF_CACHE: &str = "/root/.cache/huggingface";
+/// Where API key files live inside the container.
+pub const CONFIG_DIR: &str = "/etc/phoenix-vllm";
+/// How long `docker pull` may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// How long a query inside the container may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the `vllm` family.
+#[derive(Debug, thiserror::Error)]
+pub enum VllmError {
+    /// The container's config entry has no vLLM server.
+    #[error("container {vmid} has no vLLM server in the config (no `vllm_model`)")]
+    NotConfigured {
+        /// The container.
+        vmid: Vmid,
+    },
+    /// A spec value is not acceptable.
+    #[error("`{field}`: {message}")]
+    Spec {
+        /// The field (`image`).
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The unit file could not be written.
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    /// `docker pull` failed (exit 125 for an unknown image, registry or daemon errors).
+    #[error("docker pull {image} failed inside container {vmid}")]
+    Pull {
+        /// The container.
+        vmid: Vmid,
+        /// The image.
+        image: String,
+        /// The command's failure, with its stderr.
+        #[source]
+        source: ApiError,
+    },
+    /// A primitive underneath failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The HTTP client failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The server did not become ready.
+    #[error(transparent)]
+    NotReady(Box<NotReadyError>),
+    /// A signal asked phoenix to stop.
+    #[error("interrupted by a signal")]
+    Interrupted,
+}
+
+impl VllmError {
+    /// This error as the [`ApiError`] a recipe sees (`call` names the primitive).
+    pub fn into_api(self, call: &'static str) -> ApiError {
+        match self {
+            Self::Api(e) => e,
+            Self::Interrupted | Self::Http(HttpError::Interrupted) => ApiError::Interrupted,
+            e => ApiError::spec(call, chain(&e)),
+        }
+    }
+}
+
+/// `err` and its sources, joined with `: `.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Register the `vllm` methods.
+pub fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<VllmApi>("Vllm");
+
+    let start_fn = |api: VllmApi, ct: Dynamic, spec: Map| -> RhaiResult<Map> {
+        const CALL: &str = "vllm.start";
+        let vmid = vmid_of(CALL, &ct).map_err(script_error)?;
+        let o = Overrides::from_map(&spec).map_err(script_error)?;
+        let rt = api.runtime();
+        let spec = resolve(rt, vmid, &spec, o).map_err(|e| script_error(e.into_api(CALL)))?;
+        let server = start(rt, &spec).map_err(|e| script_error(e.into_api(CALL)))?;
+        Ok(server.to_map(rt))
+    };
+    FuncRegistration::new("start")
+        .with_params_info(["vllm: Vllm", "ct: Map|int", "Map"])
+        .with_comments([
+            "/// Start the container's vLLM server (from its config entry) as a systemd service",
+            "/// running the pinned `vllm/vllm-openai` image. Returns the server",
+            "/// `#{ct, vmid, url, model, container, unit, api_key_set}`. Undo: stop and remove.",
+        ])
+        .register_into_engine(engine, move |api: VllmApi, ct: Dynamic| {
+            start_fn(api, ct, Map::new())
+        });
+    FuncRegistration::new("start")
+        .with_params_info(["vllm: Vllm", "ct: Map|int", "spec: Map", "Map"])
+        .with_comments([
+            "/// Start with a spec: the config entry (`config.target()`), plus optional `hf_token`",
+            "/// and `api_key` (secrets, delivered as 0600 files), `image` (pinned) and",
+            "/// `models_dir` (bound into the vLLM container at the same path).",
+        ])
+        .register_into_engine(engine, start_fn);
+
+    let wait_fn = |api: VllmApi, server: Map, opts: Map| -> RhaiResult<Map> {
+        const CALL: &str = "vllm.wait_ready";
+        let s = Server::from_map(CALL, &server).map_err(script_error)?;
+        let o = WaitOptions::from_map(&opts).map_err(script_error)?;
+        let ready =
+            wait_ready(api.runtime(), &s, &o).map_err(|e| script_error(e.into_api(CALL)))?;
+        let mut m = server;
+        m.insert("ready".into(), Dynamic::from_bool(ready.is_some()));
+        m.insert(
+            "waited_ms".into(),
+            Dynamic::from_int(ready.map_or(0, |r| {
+                i64::try_from(r.waited.as_millis()).unwrap_or(i64::MAX)
+            })),
+        );
+        Ok(m)
+    };
+    FuncRegistration::new("wait_ready")
+        .with_params_info(["vllm: Vllm", "server: Map", "Map"])
+        .with_comments([
+            "/// Wait until the server answers: port open → GET /health 200 → the model listed by",
+            "/// GET /v1/models. Fails fast on a 503 (engine dead), a wrong model or an exited",
+            "/// container; times out after 15 min. Errors carry the stage, the last answer and",
+            "/// the container's last 50 log lines. Skipped in a dry run.",
+        ])
+        .register_into_engine(engine, move |api: VllmApi, server: Map| {
+            wait_fn(api, server, Map::new())
+        });
+    FuncRegistration::new("wait_ready")
+        .with_params_info(["vllm: Vllm", "server: Map", "opts: Map", "Map"])
+        .with_comments([
+            "/// Wait with options: `timeout` (`\"15m\"`), `completion` (bool: also a one-token",
+            "/// completion), `poll` and `max_poll` (pause bounds), `request_timeout`.",
+        ])
+        .register_into_engine(engine, wait_fn);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use crate::api::http::tests::{http, server};
+    use crate::exec::RecordingRunner;
+    use rhai::{Dynamic, Map};
+
+    /// The registered methods, called from a script (top level and a `fn`): `vllm.start`
+    /// returns the server map, `vllm.wait_ready` fails with the stage and the logs,
+    /// `http.probe` answers.
+    #[test]
+    fn registered_methods_work_from_a_script() {
+        let f = fixture(false, true);
+        let engine = script_engine(&f.rt);
+        let mut scope = rhai::Scope::new();
+        let s: Map = engine
+            .eval_with_scope(&mut scope, r#"vllm.start(901, #{ models_dir: "/models" })"#)
+            .unwrap();
+        assert_eq!(
+            s["url"].clone().into_string().unwrap(),
+            "http://127.77.0.5:8000"
+        );
+        assert!(!s["api_key_set"].as_bool().unwrap());
+        scope.push("server", s);
+        // 127.77.0.5 is loopback: nothing listens there, so the ladder stays at `loading`.
+        let err = engine
+            .eval_with_scope::<Dynamic>(
+                &mut scope,
+                r#"vllm.wait_ready(server, #{ timeout: "300ms", max_poll: "50ms" })"#,
+            )
+            .unwrap_err();
+        let rhai::EvalAltResult::ErrorRuntime(d, _) = *err else {
+            panic!("{err}")
+        };
+        let api = d.read_lock::<crate::api::SharedApiError>().unwrap().clone();
+        let text = api.to_string();
+        assert!(text.starts_with("vllm.wait_ready: vLLM server phoenix-vllm-901 at http://127.77.0.5:8000/ is not ready (stage: loading): timed out"), "{text}");
+        assert!(text.contains("last seen: connection refused"), "{text}");
+        assert!(
+            text.contains("INFO Starting vLLM API server\nWARNING slow disk"),
+            "{text}"
+        );
+
+        let (addr, _) = server(|_, _| Some(http(200, "pong")));
+        let body: String = engine
+            .eval_with_scope(
+                &mut scope,
+                &format!(r#"fn p(u) {{ http.probe(u, #{{ attempts: 2 }}) }} p("http://{addr}/ping").body"#),
+            )
+            .unwrap();
+        assert_eq!(body, "pong");
+    }
+
+    /// The stdlib modules run against the fake container: Docker and the toolkit are
+    /// installed with the exact argv, a second run changes nothing, and a driver mismatch
+    /// is a clear error naming both versions.
+    #[test]
+    fn stdlib_modules_install_idempotently_and_check_the_driver() {
+        // `lxc.exec` has no read-only intent yet, so its queries count as mutating: leave
+        // them out to see what changes.
+        let changes = |r: &RecordingRunner| -> Vec<String> {
+            mutations(r)
+                .into_iter()
+                .filter(|c| {
+                    ![
+                        "test ",
+                        "docker version",
+                        "docker info",
+                        "cat ",
+                        "nvidia-smi ",
+                        "systemctl is-active",
+                    ]
+                    .iter()
+                    .any(|q| c.starts_with(q))
+                })
+                .collect()
+        };
+        let f = fixture(false, true);
+        let mut engine = script_engine(&f.rt);
+        let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
+        engine.set_module_resolver(rhai::module_resolvers::FileModuleResolver::new_with_path(
+            stdlib,
+        ));
+
+        engine
+            .run(r#"import "docker" as docker; docker::install(901);"#)
+            .unwrap();
+        assert_eq!(
+            changes(&f.runner),
+            [
+                "apt-get -q update",
+                "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold docker.io",
+                "systemctl enable --now docker.service",
+            ]
+        );
+        let n = changes(&f.runner).len();
+        engine
+            .run(r#"import "docker" as docker; docker::install(901);"#)
+            .unwrap();
+        assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
+
+        f.ct.installed
+            .lock()
+            .unwrap()
+            .insert("/usr/bin/nvidia-smi".into());
+        *f.ct.driver.lock().unwrap() = "550.54.14".into();
+        let e = engine
+            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NVIDIA driver mismatch: the container's userspace is 550.54.14, the host's driver is 580.159.04"),
+            "{e}"
+        );
+        assert_eq!(
+            changes(&f.runner)[n..],
+            [
+                "apt-get -q update",
+                "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nvidia-container-toolkit",
+                "nvidia-ctk runtime configure --runtime=docker",
+                "systemctl restart docker.service",
+                "nvidia-ctk config --set nvidia-container-cli.no-cgroups=true --in-place",
+            ]
+        );
+        *f.ct.driver.lock().unwrap() = "580.159.04".into();
+        let n = changes(&f.runner).len();
+        engine
+            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
+            .unwrap();
+        assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
+
+        engine
+            .run(
+                r#"import "systemd" as systemd;
+                   systemd::daemon_reload(901);
+                   if !systemd::is_active(901, "phoenix-vllm-901.service") {
+                       systemd::enable_now(901, "phoenix-vllm-901.service");
+                   }"#,
+            )
+            .unwrap();
+        assert_eq!(
+            changes(&f.runner)[n..],
+            [
+                "systemctl daemon-reload",
+                "systemctl enable --now phoenix-vllm-901.service"
+            ]
+        );
+    }
+
+    /// The stdlib modules and the recipe parse, and define what recipes call.
+    #[test]
+    fn stdlib_and_recipe_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let engine = rhai::Engine::new();
+        for (file, fns) in [
+            (
+                "stdlib/docker.rhai",
+                &["apt_options", "works", "install"][..],
+            ),
+            (
+                "stdlib/nvidia.rhai",
+                &[
+                    "install_toolkit",
+                    "configure_docker",
+                    "no_cgroups",
+                    "check_driver",
+                    "setup",
+                ][..],
+            ),
+            (
+                "stdlib/systemd.rhai",
+                &["daemon_reload", "is_active", "enable_now"][..],
+            ),
+            ("recipes/drdevstral.rhai", &[][..]),
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let ast = engine
+                .compile(&text)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let defined: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+            for f in fns {
+                assert!(
+                    defined.iter().any(|d| d == f),
+                    "{file} lacks fn {f}: {defined:?}"
+                );
+            }
+            // No shell, no environment tricks, no hard-coded container id.
+            for bad in ["\"sh\"", "\"bash\"", "\"-c\"", "DEBIAN_FRONTEND", "901"] {
+                assert!(!text.contains(bad), "{file} contains {bad}");
+            }
+        }
+    }
+}

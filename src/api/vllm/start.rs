@@ -1,0 +1,559 @@
+//! The steps of `vllm.start` inside the container: pull the image, deliver the secrets,
+//! write the unit, enable or restart the service; each step idempotent and journaled.
+
+use std::time::Duration;
+
+use rhai::{Dynamic, Map};
+use zeroize::Zeroizing;
+
+use super::{CONFIG_DIR, HF_CACHE, PULL_TIMEOUT, QUERY_TIMEOUT, ServerSpec, UnitFile, VllmError};
+use crate::api::http::HttpUrl;
+use crate::api::support::{self, opt_str, step, vmid_of};
+use crate::api::{ApiError, lxc};
+use crate::host::{CtStatus, ExecRequest};
+use crate::journal::UndoStep;
+use crate::runtime::Runtime;
+use crate::secret::Secret;
+use crate::types::{AbsPath, Vmid};
+
+/// A started server, as `vllm.start` returns it and `vllm.wait_ready` takes it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The container.
+    pub vmid: Vmid,
+    /// `http://<address the host reports>:PORT`.
+    pub url: HttpUrl,
+    /// The served model name.
+    pub model: String,
+    /// The Docker container's name.
+    pub container: String,
+    /// The systemd unit's name.
+    pub unit: String,
+    /// The API key, when the API is protected.
+    pub api_key: Option<Secret>,
+}
+
+impl Server {
+    /// The map recipes see: `#{ct, vmid, url, model, container, unit, api_key_set}` (plus the
+    /// opaque `api_key` secret when set, for `wait_ready`).
+    pub fn to_map(&self, rt: &Runtime) -> Map {
+        let mut m = Map::new();
+        m.insert(
+            "ct".into(),
+            Dynamic::from_map(lxc::container_map(self.vmid, rt.config.get(self.vmid))),
+        );
+        m.insert("vmid".into(), Dynamic::from_int(i64::from(self.vmid.get())));
+        m.insert("url".into(), self.url.as_str().trim_end_matches('/').into());
+        m.insert("model".into(), self.model.clone().into());
+        m.insert("container".into(), self.container.clone().into());
+        m.insert("unit".into(), self.unit.clone().into());
+        m.insert(
+            "api_key_set".into(),
+            Dynamic::from_bool(self.api_key.is_some()),
+        );
+        if let Some(k) = &self.api_key {
+            m.insert("api_key".into(), Dynamic::from(k.clone()));
+        }
+        m
+    }
+
+    /// A server map back into a [`Server`].
+    pub fn from_map(call: &'static str, m: &Map) -> Result<Self, ApiError> {
+        let vmid = vmid_of(call, &Dynamic::from_map(m.clone()))?;
+        let need = |k: &str| {
+            opt_str(call, m, k)?.ok_or_else(|| {
+                ApiError::spec(
+                    call,
+                    format!("server map has no `{k}` (pass what vllm.start returned)"),
+                )
+            })
+        };
+        let url = HttpUrl::parse(&need("url")?).map_err(|e| ApiError::spec(call, e.to_string()))?;
+        let api_key = match m.get("api_key") {
+            Some(v) if !v.is_unit() => Some(
+                v.read_lock::<Secret>()
+                    .map(|s| s.clone())
+                    .ok_or_else(|| ApiError::spec(call, "`api_key` must be a secret"))?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            vmid,
+            url,
+            model: need("model")?,
+            container: need("container")?,
+            unit: opt_str(call, m, "unit")?
+                .unwrap_or_else(|| format!("phoenix-vllm-{vmid}.service")),
+            api_key,
+        })
+    }
+}
+
+/// Run a read-only query inside the container (runs for real in `--dry-run`).
+pub(super) fn query(
+    rt: &Runtime,
+    vmid: Vmid,
+    argv: &[&str],
+    ok_codes: Vec<i32>,
+) -> Result<crate::exec::CommandOutput, ApiError> {
+    Ok(rt.host.ct_exec(
+        vmid,
+        &ExecRequest {
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            timeout: Some(QUERY_TIMEOUT),
+            ok_codes,
+            read_only: true,
+            ..ExecRequest::default()
+        },
+    )?)
+}
+
+/// A file's content inside the container, `None` when absent.
+fn current(
+    rt: &Runtime,
+    vmid: Vmid,
+    path: &AbsPath,
+) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
+    let out = query(rt, vmid, &["cat", path.as_str()], vec![0, 1])?;
+    Ok((out.code == 0).then(|| Zeroizing::new(out.stdout)))
+}
+
+/// A unit's state as `systemctl show` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    /// `ActiveState` (`active`, `activating`, `failed`, `inactive`).
+    pub active: String,
+    /// `SubState` (`running`, `auto-restart`, `dead`).
+    pub sub: String,
+    /// `UnitFileState` (`enabled`, `disabled`, empty when not found).
+    pub file: String,
+}
+
+impl UnitState {
+    /// Parse `Key=Value` lines.
+    pub fn parse(text: &str) -> Self {
+        let mut s = Self::default();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim().to_owned();
+                match k.trim() {
+                    "ActiveState" => s.active = v,
+                    "SubState" => s.sub = v,
+                    "UnitFileState" => s.file = v,
+                    _ => {}
+                }
+            }
+        }
+        s
+    }
+
+    /// Running (or starting) and enabled at boot.
+    pub fn up(&self) -> bool {
+        matches!(self.active.as_str(), "active" | "activating" | "reloading")
+            && self.sub != "auto-restart"
+            && self.file == "enabled"
+    }
+}
+
+pub(super) fn unit_state(rt: &Runtime, vmid: Vmid, unit: &str) -> Result<UnitState, ApiError> {
+    let out = query(
+        rt,
+        vmid,
+        &[
+            "systemctl",
+            "show",
+            "--property=ActiveState,SubState,UnitFileState",
+            unit,
+        ],
+        vec![0, 1],
+    )?;
+    Ok(UnitState::parse(&out.stdout_text()))
+}
+
+/// Run a mutating command through `lxc.exec`.
+fn run(rt: &Runtime, vmid: Vmid, argv: &[&str], timeout: Duration) -> Result<(), ApiError> {
+    lxc::exec(
+        rt,
+        vmid,
+        argv.iter().map(|s| (*s).to_owned()).collect(),
+        lxc::ExecOptions {
+            timeout: Some(timeout),
+            ..lxc::ExecOptions::default()
+        },
+    )
+    .map(drop)
+}
+
+/// Write `content` at `path` unless it is already there; whether it changed.
+fn put(
+    rt: &Runtime,
+    vmid: Vmid,
+    present: bool,
+    path: &AbsPath,
+    content: &[u8],
+    mode: u32,
+) -> Result<bool, ApiError> {
+    if present && current(rt, vmid, path)?.is_some_and(|c| c.as_slice() == content) {
+        return Ok(false);
+    }
+    lxc::push(rt, vmid, path, content, mode)?;
+    Ok(true)
+}
+
+/// Create `dir` (mode 0700) unless it exists; `undo` records an `rmdir` (it only succeeds
+/// once the files in it are removed, which undo does first).
+fn ensure_dir(
+    rt: &Runtime,
+    vmid: Vmid,
+    present: bool,
+    dir: &str,
+    undo: bool,
+) -> Result<(), ApiError> {
+    if present && query(rt, vmid, &["test", "-d", dir], vec![0, 1])?.code == 0 {
+        return Ok(());
+    }
+    let mkdir = || run(rt, vmid, &["mkdir", "-p", "-m", "0700", dir], QUERY_TIMEOUT);
+    if undo {
+        step(
+            rt,
+            &format!("vllm.start:{vmid}:mkdir:{dir}"),
+            UndoStep::RemoveDir {
+                vmid,
+                path: AbsPath::new(dir).map_err(|source| ApiError::Type {
+                    call: "vllm.start",
+                    source,
+                })?,
+            },
+            mkdir,
+        )
+    } else {
+        support::check_cancel(rt)?;
+        mkdir()
+    }
+}
+
+/// `vllm.start(ct, spec)`: pull the image, deliver the secrets as 0600 files, write and
+/// enable the systemd unit. Idempotent.
+pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
+    let vmid = spec.vmid;
+    let unit_text = UnitFile::for_server(spec).render()?;
+    let yaml = spec.config_yaml()?;
+    let status = rt.host.ct_status(vmid).map_err(ApiError::from)?;
+    if status != CtStatus::Running && !rt.dry_run {
+        return Err(VllmError::Spec {
+            field: "ct",
+            message: format!("container {vmid} is {status}: call lxc.start(ct) before vllm.start"),
+        });
+    }
+    // In a dry run the container may be one this run would create: nothing to ask it.
+    let present = status == CtStatus::Running;
+
+    // a. The image, as its own step so a failed pull is seen with its stderr.
+    let have_image = present
+        && query(
+            rt,
+            vmid,
+            &[
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                &spec.image,
+            ],
+            vec![0, 1],
+        )?
+        .code
+            == 0;
+    if !have_image {
+        support::check_cancel(rt)?;
+        let argv = spec.pull_argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        run(rt, vmid, &argv, PULL_TIMEOUT).map_err(|source| VllmError::Pull {
+            vmid,
+            image: spec.image.clone(),
+            source,
+        })?;
+    }
+
+    // b. The Hugging Face token: the file `token` in the mounted cache, never env or argv.
+    let mut secrets_changed = false;
+    if let Some(token) = &spec.hf_token {
+        ensure_dir(rt, vmid, present, HF_CACHE, false)?;
+        secrets_changed |= put(
+            rt,
+            vmid,
+            present,
+            &ServerSpec::token_path(),
+            token.expose(),
+            0o600,
+        )?;
+    }
+
+    // c. The API key: a 0600 YAML file read with `--config`.
+    match &yaml {
+        Some(y) => {
+            ensure_dir(rt, vmid, present, CONFIG_DIR, true)?;
+            secrets_changed |= put(rt, vmid, present, &spec.config_path(), y, 0o600)?;
+        }
+        None => tracing::warn!(
+            %vmid,
+            "vLLM server of container {vmid} has no api_key: its OpenAI API is open to anyone who can reach port {}",
+            spec.vllm.port
+        ),
+    }
+
+    // d. The unit.
+    let unit = spec.unit_name();
+    let unit_changed = put(
+        rt,
+        vmid,
+        present,
+        &spec.unit_path(),
+        unit_text.as_bytes(),
+        0o644,
+    )?;
+
+    // e. Enable and start, or restart after a change, or nothing.
+    let state = if present {
+        unit_state(rt, vmid, &unit)?
+    } else {
+        UnitState::default()
+    };
+    if unit_changed {
+        support::check_cancel(rt)?;
+        run(rt, vmid, &["systemctl", "daemon-reload"], QUERY_TIMEOUT)?;
+    }
+    if !state.up() {
+        let container = spec.container();
+        // Both compensations are recorded before the service starts.
+        step(
+            rt,
+            &format!("vllm.start:{vmid}:container"),
+            UndoStep::Exec {
+                vmid,
+                argv: vec!["docker".into(), "rm".into(), "-f".into(), container],
+            },
+            || {
+                step(
+                    rt,
+                    &format!("vllm.start:{vmid}:service"),
+                    UndoStep::Exec {
+                        vmid,
+                        argv: vec![
+                            "systemctl".into(),
+                            "disable".into(),
+                            "--now".into(),
+                            unit.clone(),
+                        ],
+                    },
+                    || {
+                        run(
+                            rt,
+                            vmid,
+                            &["systemctl", "enable", "--now", &unit],
+                            QUERY_TIMEOUT * 4,
+                        )
+                    },
+                )
+            },
+        )?;
+    } else if unit_changed || secrets_changed {
+        support::check_cancel(rt)?;
+        tracing::info!(%vmid, "vLLM unit or its files changed: restarting {unit}");
+        run(
+            rt,
+            vmid,
+            &["systemctl", "restart", &unit],
+            QUERY_TIMEOUT * 4,
+        )?;
+    } else {
+        tracing::info!(%vmid, "vLLM service {unit} is up and unchanged");
+    }
+
+    let addr = lxc::address(rt, vmid)?;
+    let url = HttpUrl::parse(&format!("http://{addr}:{}/", spec.vllm.port))?;
+    Ok(Server {
+        vmid,
+        url,
+        model: spec.served_name(),
+        container: spec.container(),
+        unit,
+        api_key: spec.api_key.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{Overrides, WaitOptions, resolve, wait_ready};
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn start_pulls_pushes_enables_and_is_idempotent() {
+        let f = fixture(false, true);
+        let map = spec_map(true);
+        let spec = resolve(&f.rt, vmid(), &map, Overrides::from_map(&map).unwrap()).unwrap();
+        assert_eq!(spec.image, "vllm/vllm-openai:v0.11.0");
+        let server = start(&f.rt, &spec).unwrap();
+        assert_eq!(
+            mutations(&f.runner),
+            [
+                "docker pull vllm/vllm-openai:v0.11.0",
+                "mkdir -p -m 0700 /root/.cache/huggingface",
+                "push /root/.cache/huggingface/token 0600",
+                "mkdir -p -m 0700 /etc/phoenix-vllm",
+                "push /etc/phoenix-vllm/phoenix-vllm-901.yaml 0600",
+                "push /etc/systemd/system/phoenix-vllm-901.service 0644",
+                "systemctl daemon-reload",
+                "systemctl enable --now phoenix-vllm-901.service",
+            ]
+        );
+        let files = f.ct.files.lock().unwrap().clone();
+        assert_eq!(files["/root/.cache/huggingface/token"].0, b"hf_SECRETTOKEN");
+        assert_eq!(
+            files["/etc/phoenix-vllm/phoenix-vllm-901.yaml"].0,
+            b"api-key: \"sk-SECRETKEY\"\n"
+        );
+        let unit = String::from_utf8(
+            files["/etc/systemd/system/phoenix-vllm-901.service"]
+                .0
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(unit, UnitFile::for_server(&spec).render().unwrap());
+        // No secret in any argv.
+        for c in f.runner.calls() {
+            let a = c.argv().join(" ");
+            assert!(!a.contains("SECRET"), "{a}");
+        }
+        // The URL is the address the host reports, never the configured 10.0.0.111.
+        assert_eq!(server.url.as_str(), "http://127.77.0.5:8000/");
+        let m = server.to_map(&f.rt);
+        assert_eq!(
+            m["url"].clone().into_string().unwrap(),
+            "http://127.77.0.5:8000"
+        );
+        assert_eq!(
+            m["model"].clone().into_string().unwrap(),
+            "mistralai/Devstral-Small-2507"
+        );
+        assert_eq!(
+            m["container"].clone().into_string().unwrap(),
+            "phoenix-vllm-901"
+        );
+        assert!(m["api_key_set"].as_bool().unwrap());
+        // Undo steps were recorded, compensations in the right order.
+        let journal = std::fs::read_to_string(f.rt.journal.path()).unwrap();
+        let intents: Vec<serde_json::Value> = journal
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "intent")
+            .collect();
+        let steps: Vec<&str> = intents
+            .iter()
+            .map(|v| v["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "lxc.push:901:/root/.cache/huggingface/token",
+                "vllm.start:901:mkdir:/etc/phoenix-vllm",
+                "lxc.push:901:/etc/phoenix-vllm/phoenix-vllm-901.yaml",
+                "lxc.push:901:/etc/systemd/system/phoenix-vllm-901.service",
+                "vllm.start:901:container",
+                "vllm.start:901:service",
+            ]
+        );
+        assert_eq!(
+            intents[4]["undo"]["argv"],
+            serde_json::json!(["docker", "rm", "-f", "phoenix-vllm-901"])
+        );
+        assert_eq!(
+            intents[5]["undo"]["argv"],
+            serde_json::json!(["systemctl", "disable", "--now", "phoenix-vllm-901.service"])
+        );
+        assert!(!journal.contains("SECRET"));
+
+        // Second run: nothing mutates.
+        let before = f.runner.calls().len();
+        start(&f.rt, &spec).unwrap();
+        let again: Vec<String> = f.runner.calls()[before..]
+            .iter()
+            .filter(|c| c.is_mutating())
+            .map(|c| c.argv().join(" "))
+            .collect();
+        assert!(again.is_empty(), "{again:?}");
+
+        // A changed key: the file is replaced and the service restarted.
+        let mut changed = spec.clone();
+        changed.api_key = Some(secret("vllm_api_key", "sk-OTHER"));
+        let before = f.runner.calls().len();
+        start(&f.rt, &changed).unwrap();
+        let m: Vec<String> = mutations(&f.runner).split_off(
+            mutations(&f.runner).len()
+                - (f.runner.calls()[before..]
+                    .iter()
+                    .filter(|c| c.is_mutating())
+                    .count()),
+        );
+        assert_eq!(
+            m,
+            [
+                "push /etc/phoenix-vllm/phoenix-vllm-901.yaml 0600",
+                "systemctl restart phoenix-vllm-901.service"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_pull_is_its_own_error_with_stderr() {
+        let f = fixture(false, true);
+        f.ct.pull_fails.store(true, Ordering::SeqCst);
+        let mut map = Map::new();
+        map.insert("image".into(), "vllm/vllm-openai:v9.9.9".into());
+        let spec = resolve(&f.rt, vmid(), &map, Overrides::from_map(&map).unwrap()).unwrap();
+        let e = start(&f.rt, &spec).unwrap_err();
+        assert!(matches!(e, VllmError::Pull { .. }), "{e}");
+        let text = e.into_api("vllm.start").to_string();
+        assert!(
+            text.starts_with(
+                "vllm.start: docker pull vllm/vllm-openai:v9.9.9 failed inside container 901"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("exit 125")
+                && text.contains("manifest for vllm/vllm-openai:v9.9.9 not found"),
+            "{text}"
+        );
+        // Nothing after the pull ran.
+        assert_eq!(
+            mutations(&f.runner),
+            ["docker pull vllm/vllm-openai:v9.9.9"]
+        );
+    }
+
+    #[test]
+    fn dry_run_records_the_plan_without_a_container() {
+        let f = fixture(true, false);
+        let spec = resolve(&f.rt, vmid(), &Map::new(), Overrides::default()).unwrap();
+        let server = start(&f.rt, &spec).unwrap();
+        assert_eq!(
+            mutations(&f.runner),
+            [
+                "docker pull vllm/vllm-openai:v0.11.0",
+                "push /etc/systemd/system/phoenix-vllm-901.service 0644",
+                "systemctl daemon-reload",
+                "systemctl enable --now phoenix-vllm-901.service",
+            ]
+        );
+        assert_eq!(server.url.as_str(), "http://0.0.0.0:8000/");
+        assert!(
+            wait_ready(&f.rt, &server, &WaitOptions::default())
+                .unwrap()
+                .is_none()
+        );
+    }
+}
