@@ -13,11 +13,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+
+use crate::support::{wait_for, wait_until};
 
 /// The flow under test: a recipe, its config and the container it serves.
 struct Flow {
@@ -36,9 +37,6 @@ const FLOW: Flow = Flow {
 
 /// The emulated vLLM server's load delay in every test (the emulator's default is 1 s).
 const LOAD_DELAY: &str = "100ms";
-
-/// How long a hung command may take to show up in `argv.log`, or a process to exit.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -339,18 +337,13 @@ impl Host {
         out
     }
 
-    /// Wait (up to 2 s: a server checks its container every 200 ms) until no emulated vLLM
-    /// server of this host runs.
+    /// Wait until no emulated vLLM server of this host runs (a server checks its container
+    /// every 200 ms and exits when it is gone).
     fn assert_no_vllm_server(&self, what: &str) {
-        let start = Instant::now();
-        while !self.vllm_servers().is_empty() {
-            assert!(
-                start.elapsed() < Duration::from_secs(2),
-                "{what}: emulated vLLM servers still run: {:?}",
-                self.vllm_servers()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            &format!("{what}: the emulated vLLM servers to exit"),
+            || self.vllm_servers().is_empty(),
+        );
     }
 
     /// The emulated host's state (see [`crate::support::emu_snapshot`]).
@@ -416,21 +409,13 @@ impl Host {
 
 /// Wait until `argv.log` shows a hung call (`exit: null`); panic if phoenix exits first.
 fn wait_hung(host: &Host, child: &mut Child, what: &str) -> Call {
-    let start = Instant::now();
-    loop {
-        if let Some(c) = host.calls().into_iter().find(|c| c.exit.is_none()) {
-            return c;
-        }
+    wait_for(&format!("{what}: a hung call in argv.log"), || {
         if let Some(status) = child.try_wait().unwrap() {
             let (out, err) = drain(child);
             panic!("{what}: phoenix exited ({status}) before the fault hung\n{out}\n{err}");
         }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: no hung call in argv.log"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        host.calls().into_iter().find(|c| c.exit.is_none())
+    })
 }
 
 fn drain(child: &mut Child) -> (String, String) {
@@ -448,21 +433,24 @@ fn drain(child: &mut Child) -> (String, String) {
 /// Wait for `child` to exit; its exit code (128 + N when killed by signal N) and output.
 fn wait_exit(child: &mut Child, what: &str) -> (i32, String, String) {
     use std::os::unix::process::ExitStatusExt;
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (out, err) = drain(child);
-            let code = status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-            return (code, out, err);
+    // A phoenix that never exits is killed with its group when the wait gives up.
+    struct KillOnPanic(i32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+            }
         }
-        if start.elapsed() > PATIENCE {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            panic!("{what}: phoenix did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
+    let _guard = KillOnPanic(child.id() as i32);
+    let status = wait_for(&format!("{what}: phoenix to exit"), || {
+        child.try_wait().unwrap()
+    });
+    let (out, err) = drain(child);
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    (code, out, err)
 }
 
 /// SIGKILL phoenix and its process group, then the hung emulator call it was waiting for
@@ -922,17 +910,9 @@ fn a_second_process_on_the_same_container_names_the_holder() {
     // Keep the first run busy inside its first mutating command.
     let first_mutating = mutating_steps()[0];
     let prefix = flow_calls()[first_mutating].prefix();
-    host.set_faults(&json!([{"match": prefix, "action": "delay:3s", "times": 1}]));
+    host.set_faults(&json!([{"match": prefix, "action": "hang", "times": 1}]));
     let mut first = host.spawn_flow(&[]);
-    let lock = host.path(&format!("state/locks/{}.lock", FLOW.vmid));
-    let start = Instant::now();
-    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the first run never took the lock"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_lock_held(&host, &mut first, "the first run");
     let out = host.run_flow(&[]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(
@@ -944,8 +924,33 @@ fn a_second_process_on_the_same_container_names_the_holder() {
         "{}",
         out.stderr
     );
+    // The refused second run left the first alone: it still holds the lock and ends
+    // through its own signal handling.
+    assert_eq!(lock_holder(&host), first.id().to_string());
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).unwrap();
     let (code, _, err) = wait_exit(&mut first, "first run");
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 143, "{err}");
+}
+
+/// The pid written in the container's lock file (empty when there is none).
+fn lock_holder(host: &Host) -> String {
+    let lock = host.path(&format!("state/locks/{}.lock", FLOW.vmid));
+    match std::fs::read_to_string(&lock) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("{}: {e}", lock.display()),
+    }
+}
+
+/// Wait until `child` holds the container's lock and hangs in its first mutating command
+/// (a `hang` fault): it keeps the lock until it is signalled.
+fn wait_lock_held(host: &Host, child: &mut Child, what: &str) {
+    wait_hung(host, child, what);
+    assert_eq!(
+        lock_holder(host),
+        child.id().to_string(),
+        "{what}: hangs without holding the lock"
+    );
 }
 
 #[test]
@@ -1054,14 +1059,9 @@ fn destroy_refuses_a_container_a_run_holds_naming_its_pid() {
     let host = Host::new();
     let first_mutating = mutating_steps()[0];
     let prefix = flow_calls()[first_mutating].prefix();
-    host.set_faults(&json!([{"match": prefix, "action": "delay:3s", "times": 1}]));
+    host.set_faults(&json!([{"match": prefix, "action": "hang", "times": 1}]));
     let mut run = host.spawn_flow(&[]);
-    let lock = host.path(&format!("state/locks/{}.lock", FLOW.vmid));
-    let start = Instant::now();
-    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != run.id().to_string() {
-        assert!(start.elapsed() < PATIENCE, "the run never took the lock");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_lock_held(&host, &mut run, "the run");
     let out = host.phoenix(&["destroy", "--lxc", FLOW.vmid]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(
@@ -1070,8 +1070,10 @@ fn destroy_refuses_a_container_a_run_holds_naming_its_pid() {
         "{}",
         out.stderr
     );
+    assert_eq!(lock_holder(&host), run.id().to_string());
+    kill(Pid::from_raw(run.id() as i32), Signal::SIGTERM).unwrap();
     let (code, _, err) = wait_exit(&mut run, "run");
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 143, "{err}");
 }
 
 #[test]
@@ -1288,18 +1290,13 @@ fn a_second_signal_during_the_rollback_exits_at_once_and_destroy_finishes() {
         &json!([{"match": ["pct"], "action": "hang"}, {"match": ["zfs"], "action": "hang"}]),
     );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let start = Instant::now();
-    while host.calls().iter().filter(|c| c.exit.is_none()).count() == hung_before {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: the rollback never ran a command"
-        );
+    wait_until(&format!("{what}: the rollback to run a command"), || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "{what}: exited before rolling back"
         );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        host.calls().iter().filter(|c| c.exit.is_none()).count() > hung_before
+    });
     // The rollback ignores the first signal; a second one ends phoenix at once.
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let (code, _, err) = wait_exit(&mut child, &what);
@@ -1417,22 +1414,27 @@ fn spawn_flow_waiting_for_vllm(host: &Host, flags: &[&str], what: &str) -> Child
     let file = json!({"vllm": {"load_delay": "60s"}});
     std::fs::write(host.root().join("faults.json"), file.to_string()).unwrap();
     let mut child = host.spawn_flow(flags);
-    let start = Instant::now();
-    while host.vllm_servers().is_empty() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "{what}: phoenix exited before the vLLM server started: {:?}",
-            drain(&mut child)
-        );
-        assert!(start.elapsed() < PATIENCE, "{what}: no vLLM server started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Past `systemctl enable --now`: phoenix polls the loading server now.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "{what}: phoenix exited"
+    // The ladder checks the container's liveness (`docker inspect`) while it polls: once
+    // that call is in argv.log, phoenix is inside `vllm.wait_ready`.
+    let enabled = |c: &Call| c.text().contains("systemctl enable --now");
+    wait_until(
+        &format!("{what}: phoenix to poll the loading server"),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{what}: phoenix exited before the ladder: {:?}",
+                drain(&mut child)
+            );
+            let calls = host.calls();
+            calls.iter().position(enabled).is_some_and(|i| {
+                calls[i..].iter().any(|c| {
+                    c.text()
+                        .contains("docker inspect --format {{.State.Status}}")
+                })
+            })
+        },
     );
+    assert_eq!(host.vllm_servers().len(), 1, "{what}: no vLLM server runs");
     child
 }
 

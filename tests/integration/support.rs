@@ -11,6 +11,8 @@ use phoenix::runtime::Runtime;
 use phoenix::secret::SecretStore;
 use phoenix::settings::{FlagOverrides, Settings};
 
+pub use crate::wait::{wait_for, wait_until};
+
 /// The example config shipped next to the recipes (CT 901, the seed's drdevstral, and 902).
 pub const CONFIG_901: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
 
@@ -72,25 +74,11 @@ pub fn runtime(
     })
 }
 
-/// Compare `actual` with the golden file `name`; `UPDATE_GOLDEN=1` rewrites it.
+/// Compare `actual` with the golden file `tests/golden/<name>`; the test never writes it
+/// (a difference fails and leaves a pending file for `cargo run --example bless`).
+#[track_caller]
 pub fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    assert_eq!(
-        actual, want,
-        "golden {name} differs (UPDATE_GOLDEN=1 to accept)"
-    );
+    crate::golden_file::check(&format!("tests/golden/{name}"), actual);
 }
 
 /// The emulated host under `root` (shared by the fault and acceptance tests): every file
