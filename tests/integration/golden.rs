@@ -1,6 +1,8 @@
-//! Golden tests (issue 4): the exact `pct create` argv for the example config, and the exact
+//! Golden tests (issue 4): the exact `pct create` argv for the example config, the exact
 //! `devN:` and legacy config lines `gpu.attach` produces for the real H100 fixture (note the
-//! majors 238 and 241) and for a two-GPU host derived from it.
+//! majors 238 and 241) and for a two-GPU host derived from it, and the systemd unit
+//! `vllm.start` writes for the example entry. The goldens are compared, never written here
+//! (`cargo run --example bless` accepts a reviewed change).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -224,4 +226,37 @@ fn hostile_hostname_is_refused_before_any_command() {
     let err = phoenix::api::lxc::entry_from_map(&rt, &spec).unwrap_err();
     assert!(err.to_string().contains("/lxc_configs/905/name"), "{err}");
     assert!(runner.calls().is_empty());
+}
+
+/// The unit `vllm.start` pushes for the example entry (CT 901), resolved from the shipped
+/// example config and the default settings the way a recipe's `vllm.start(ct, spec)` does,
+/// with the drdevstral recipe's `/models` and a generated API key.
+#[test]
+fn vllm_unit_file_for_the_example_entry() {
+    use phoenix::api::vllm::{Overrides, UnitFile, resolve};
+    use phoenix::secret::Secret;
+    use phoenix::types::{AbsPath, SecretName};
+    let dir = tempfile::tempdir().unwrap();
+    let (host, runner) = host(dir.path(), "8.4.1", 2);
+    let settings = support::settings(dir.path(), &[]);
+    let rt = support::runtime(settings, host, support::CONFIG_901, false);
+    let key = Secret::new(
+        SecretName::new("vllm_api_key").unwrap(),
+        zeroize::Zeroizing::new(b"sk-golden".to_vec()),
+    );
+    let spec = resolve(
+        &rt,
+        Vmid::new(901).unwrap(),
+        &rhai::Map::new(),
+        Overrides {
+            api_key: Some(key),
+            models_dir: Some(AbsPath::new("/models").unwrap()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let unit = UnitFile::for_server(&spec).render().unwrap();
+    assert!(!unit.contains("sk-golden"), "the API key reached the unit");
+    assert!(runner.calls().is_empty(), "{:?}", runner.calls());
+    support::golden("vllm-901.service", &unit);
 }

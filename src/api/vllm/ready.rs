@@ -796,23 +796,4 @@ mod tests {
         std::fs::remove_file(f._dir.path().join("pve/lxc/901.conf")).unwrap();
         assert_eq!(live.exited().as_deref(), Some("container 901 is absent"));
     }
-
-    /// Readiness latency: how long after the server bound its port `wait_ready` noticed.
-    /// Run with `cargo test --lib vllm::tests::readiness_latency -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "measurement, prints numbers"]
-    fn readiness_latency() {
-        for load in [200u64, 1000, 3000, 4000] {
-            let (addr, bound) = late_server(Duration::from_millis(load), route);
-            let started = Instant::now();
-            wait_ladder(&srv(addr, None), &quick(), &FakeLive::running()).unwrap();
-            let done = Instant::now();
-            let b = bound.lock().unwrap().unwrap();
-            println!(
-                "load {load} ms: ready noticed {} ms after the port opened (total {} ms)",
-                (done - b).as_millis(),
-                (done - started).as_millis()
-            );
-        }
-    }
 }
