@@ -18,8 +18,14 @@ use zeroize::Zeroizing;
 use super::SecretError;
 use super::atomic;
 
-/// Read and check the identity at `path`.
+/// Read and check the identity at `path`, which must belong to the user running phoenix.
 pub(super) fn load(path: &Path) -> Result<Identity, SecretError> {
+    load_as(path, nix::unistd::geteuid().as_raw())
+}
+
+/// Read and check the identity at `path` for the user `uid` (a parameter so the owner rule
+/// is testable without root).
+fn load_as(path: &Path, uid: u32) -> Result<Identity, SecretError> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -52,7 +58,6 @@ pub(super) fn load(path: &Path) -> Result<Identity, SecretError> {
             path: path.to_owned(),
         });
     }
-    let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != uid {
         return Err(SecretError::KeyOwner {
             path: path.to_owned(),
@@ -168,6 +173,31 @@ mod tests {
                 .contains(&format!("chmod 600 {}", path.display())),
             "{err}"
         );
+    }
+
+    /// A key owned by another user is refused, naming both uids and the fix; the running
+    /// user is a parameter, so this needs no root (it used to skip itself without root).
+    #[test]
+    fn key_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        write(&path, &Identity::generate()).unwrap();
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        let uid = owner + 4242;
+        let err = load_as(&path, uid).err().unwrap();
+        assert!(
+            matches!(&err, SecretError::KeyOwner { owner: o, uid: u, .. } if *o == owner && *u == uid),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!(
+                "owned by uid {owner}, not by uid {uid} running phoenix: if it is this host's key, run `chown {uid} {}`",
+                path.display()
+            )),
+            "{err}"
+        );
+        // The owner itself may read it.
+        load_as(&path, owner).unwrap();
     }
 
     #[test]
