@@ -14,19 +14,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::support::emu_snapshot;
+use crate::support::{emu_snapshot, wait_until};
 
 const VMID: &str = "901";
 const CONTAINER: &str = "phoenix-vllm-901";
-/// How long a process may take to show up, hang or exit.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// The emulated server's load delay in these tests.
 const LOAD_DELAY: &str = "300ms";
 
@@ -258,17 +256,12 @@ impl Site {
             .collect()
     }
 
-    /// Wait (a few seconds) until this site's servers are gone; panic naming `what` if not.
+    /// Wait until this site's servers are gone; panic naming `what` if they stay.
     fn assert_no_server(&self, what: &str) {
-        let start = Instant::now();
-        while !self.servers().is_empty() {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{what}: vLLM server processes left: {:?}",
-                self.servers()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            &format!("{what}: the vLLM server processes to exit"),
+            || self.servers().is_empty(),
+        );
     }
 
     /// Marker files in the configured marker directory.
@@ -729,21 +722,14 @@ fn t110_kill_during_creation_then_destroy_then_rerun() {
         json!({}),
     );
     let mut child = site.spawn(&[]);
-    let start = Instant::now();
-    loop {
-        let hung = site
-            .calls()
-            .into_iter()
-            .any(|c| c["tool"] == "pct" && c["argv"][0] == "create" && c["exit"].is_null());
-        if hung {
-            break;
-        }
+    wait_until("`pct create` to hang", || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("phoenix exited ({status}) before `pct create` hung");
         }
-        assert!(start.elapsed() < PATIENCE, "`pct create` never hung");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        site.calls()
+            .into_iter()
+            .any(|c| c["tool"] == "pct" && c["argv"][0] == "create" && c["exit"].is_null())
+    });
     let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let _ = child.wait();
     // The hung `pct create` runs in a group of its own, as after a host crash: end it.

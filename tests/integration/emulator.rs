@@ -6,11 +6,12 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use phoenix::host::emulated;
 use phoenix::settings::{FlagOverrides, Settings};
 use tempfile::TempDir;
+
+use crate::support::wait_until;
 
 /// One emulated host in a temp dir.
 struct Emu {
@@ -65,24 +66,26 @@ impl Emu {
         child.wait_with_output().unwrap()
     }
 
-    /// Run with a deadline: `None` when it had to be killed.
-    fn run_timeout(&self, tool: &str, args: &[&str], limit: Duration) -> Option<Output> {
+    /// Start a call that a `hang` or `succeed-then-hang` fault holds: returns once
+    /// `argv.log` records it (the emulator logs a hung call, with `exit: null`, before it
+    /// hangs) and the process is still running. The caller kills it.
+    fn spawn_hung(&self, tool: &str, args: &[&str]) -> std::process::Child {
         let mut child = self
             .cmd(tool, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if child.try_wait().unwrap().is_some() {
-                return Some(child.wait_with_output().unwrap());
+        wait_until(&format!("`{tool} {args:?}` to hang"), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{tool} {args:?} ended ({status}) instead of hanging");
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        None
+            self.log()
+                .iter()
+                .any(|l| l["tool"] == tool && l["argv"] == serde_json::json!(args))
+        });
+        assert!(child.try_wait().unwrap().is_none(), "{tool} {args:?} ended");
+        child
     }
 
     fn ok(&self, tool: &str, args: &[&str]) -> String {
@@ -809,40 +812,68 @@ fn faults_file_may_carry_vllm_settings() {
 fn fault_hang_is_killed_by_the_callers_timeout() {
     let emu = Emu::new();
     emu.faults(serde_json::json!([{"match": ["pct", "status", "950"], "action": "hang"}]));
-    let start = Instant::now();
-    assert!(
-        emu.run_timeout("pct", &["status", "950"], Duration::from_millis(500))
-            .is_none()
-    );
-    assert!(start.elapsed() < Duration::from_secs(5));
+    let mut hung = emu.spawn_hung("pct", &["status", "950"]);
     let log = emu.log();
     assert_eq!(log[0]["exit"], serde_json::Value::Null);
     assert_eq!(log[0]["fault"], "hang");
-    // Other commands are not affected.
+    // Other commands are not affected, and the hung one still hangs.
+    let other = emu.run("pct", &["status", "951"]);
+    assert_eq!(other.status.code(), Some(255), "{other:?}");
     assert!(
-        emu.run_timeout("pct", &["status", "951"], Duration::from_secs(5))
-            .is_some()
+        String::from_utf8_lossy(&other.stderr)
+            .contains("Configuration file 'nodes/pve/lxc/951.conf' does not exist"),
+        "{other:?}"
+    );
+    assert!(hung.try_wait().unwrap().is_none(), "the hung call ended");
+    // The caller's kill ends it.
+    hung.kill().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&hung.wait().unwrap()),
+        Some(9)
     );
 }
 
 #[test]
 fn fault_delay_then_works() {
     let emu = Emu::new();
-    emu.faults(serde_json::json!([{"match": ["pveversion"], "action": "delay:600ms"}]));
-    let start = Instant::now();
+    // A delay holds its call: the first `pveversion` takes the fault (its `times` is used
+    // up in faults.json) and is still waiting after a second one has come and gone.
+    emu.faults(serde_json::json!([{"match": ["pveversion"], "action": "delay:60m", "times": 1}]));
+    let mut held = emu
+        .cmd("pveversion", &[])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first pveversion to take the delay fault", || {
+        if let Some(status) = held.try_wait().unwrap() {
+            panic!("the delayed pveversion ended ({status})");
+        }
+        let f: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(emu.root.join("faults.json")).unwrap()).unwrap();
+        f[0]["times"] == 0
+    });
     let out = emu.ok("pveversion", &[]);
-    assert!(start.elapsed() >= Duration::from_millis(600));
-    assert!(out.starts_with("pve-manager/8.4.1/"));
+    assert!(out.starts_with("pve-manager/8.4.1/"), "{out}");
+    assert!(held.try_wait().unwrap().is_none(), "the delayed call ended");
+    assert_eq!(emu.log().len(), 1, "only the second call finished");
+    held.kill().unwrap();
+    held.wait().unwrap();
+    // After the delay the call works normally, and the log names the fault.
+    emu.faults(serde_json::json!([{"match": ["pveversion"], "action": "delay:10ms"}]));
+    let out = emu.ok("pveversion", &[]);
+    assert!(out.starts_with("pve-manager/8.4.1/"), "{out}");
+    let log = emu.log();
+    assert_eq!(log.last().unwrap()["fault"], "delay:10ms", "{log:?}");
+    assert_eq!(log.last().unwrap()["exit"], 0, "{log:?}");
 }
 
 #[test]
 fn fault_succeed_then_hang_does_the_work() {
     let emu = Emu::new();
     emu.faults(serde_json::json!([{"match": ["zfs", "create"], "action": "succeed-then-hang", "times": 1}]));
-    assert!(
-        emu.run_timeout("zfs", &["create", "tank/sth"], Duration::from_millis(500))
-            .is_none()
-    );
+    let mut hung = emu.spawn_hung("zfs", &["create", "tank/sth"]);
+    hung.kill().unwrap();
+    hung.wait().unwrap();
     assert_eq!(
         emu.ok("zfs", &["list", "-H", "-o", "name", "tank/sth"]),
         "tank/sth\n"

@@ -126,13 +126,11 @@ fn a_failing_pct_create_names_the_command_and_its_stderr() {
 #[test]
 fn a_hanging_pct_start_is_killed_at_the_timeout() {
     let h = Host::new();
-    let started = std::time::Instant::now();
     let (code, err) =
         h.run_with_fault(serde_json::json!({"match": ["pct", "start"], "action": "hang"}));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("pct start 901"), "{err}");
     assert!(err.contains("timed out after 1s"), "{err}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
     h.assert_destroy_cleans();
 }
 

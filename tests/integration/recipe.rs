@@ -264,12 +264,7 @@ fn stringifying_a_secret_stops_the_recipe_without_showing_it() {
         ),
     ] {
         s.recipe(name, body);
-        let started = std::time::Instant::now();
         let (code, out, err) = s.phoenix(&["recipe", "run", name]);
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(1) * 5,
-            "{name} took too long"
-        );
         assert_eq!(code, 1, "{name}: {err}");
         assert!(
             err.contains("a secret can only be passed to a primitive that accepts one"),
