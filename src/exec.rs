@@ -637,18 +637,39 @@ mod tests {
         assert_eq!(out.code, 1);
     }
 
+    /// Pids of running processes whose argv is exactly `argv` (a zombie has none).
+    fn processes(argv: &[&str]) -> Vec<u32> {
+        let want: Vec<u8> = argv
+            .iter()
+            .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+            .collect();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+            .collect()
+    }
+
     #[test]
     fn timeout_kills_the_child_and_its_group() {
-        let started = Instant::now();
+        // `timeout` runs `sleep` as its own child, in the group the runner made for it:
+        // both must be gone after the runner's timeout (an argument unique to this test
+        // finds them).
+        let sleep = ["/usr/bin/sleep", "30.0417"];
         let err = runner()
             .run(
-                &HostCommand::new("/usr/bin/sleep")
-                    .arg("30")
+                &HostCommand::new("/usr/bin/timeout")
+                    .arg("300")
+                    .args(sleep)
                     .timeout(Duration::from_millis(200)),
             )
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        crate::test_wait::wait_until("the timed-out group to end", || {
+            processes(&sleep).is_empty()
+                && processes(&["/usr/bin/timeout", "300", sleep[0], sleep[1]]).is_empty()
+        });
     }
 
     #[test]
@@ -656,14 +677,19 @@ mod tests {
         let cancel = CancelFlag::default();
         let r = SystemRunner::new(Redactor::default(), cancel.clone());
         let c2 = cancel.clone();
+        let sleep = ["/usr/bin/sleep", "30.0418"];
+        // Cancel once the command runs.
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            crate::test_wait::wait_until("the command to start", || !processes(&sleep).is_empty());
             c2.cancel();
         });
         let err = r
-            .run(&HostCommand::new("/usr/bin/sleep").arg("30"))
+            .run(&HostCommand::new(sleep[0]).arg(sleep[1]))
             .unwrap_err();
         assert!(matches!(err, ExecError::Interrupted { .. }), "{err:?}");
+        crate::test_wait::wait_until("the cancelled command to end", || {
+            processes(&sleep).is_empty()
+        });
     }
 
     #[test]

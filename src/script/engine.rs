@@ -353,7 +353,6 @@ mod tests {
 
     #[test]
     fn sleep_is_not_available() {
-        let start = std::time::Instant::now();
         for src in [
             "sleep(30);",
             "sleep(30.0);",
@@ -368,7 +367,6 @@ mod tests {
                 "sleep"
             );
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

