@@ -34,6 +34,9 @@ pub enum Error {
     /// The config file is invalid (nothing was touched).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// No models parent dataset could be found (nothing was touched).
+    #[error(transparent)]
+    Datasets(#[from] crate::datasets::DatasetsError),
     /// The secret store or key failed.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
@@ -87,7 +90,7 @@ impl Error {
     /// The numeric exit code.
     pub fn code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Settings(_) | Self::Config(_) => code::USAGE,
+            Self::Usage(_) | Self::Settings(_) | Self::Config(_) | Self::Datasets(_) => code::USAGE,
             Self::Secret(e) => e.exit_code(),
             Self::Recipe(e) => e.exit_code(),
             Self::LintFailed(_) => code::RUN_FAILED,

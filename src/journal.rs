@@ -569,9 +569,9 @@ mod tests {
         j.done(a).unwrap();
         let b = j
             .intent(
-                "zfs.dataset:tank/m",
+                "zfs.dataset:rpool/m",
                 UndoStep::DestroyDataset {
-                    name: DatasetName::new("tank/m").unwrap(),
+                    name: DatasetName::new("rpool/m").unwrap(),
                 },
             )
             .unwrap();

@@ -11,6 +11,7 @@
 //! - [`config`]: the container config file, schema and semantic validation.
 //! - [`settings`]: paths and tunables with their sources (flag > env > file > default).
 //! - [`types`]: validated newtypes for everything that reaches a command line.
+//! - [`datasets`]: where phoenix's ZFS datasets live (the models parent).
 //! - [`exec`]: the one door for processes (argv only, no shell).
 //! - [`host`]: the [`host::Host`] trait and its backends (`pve`, which also drives the
 //!   emulated host, and `lxc`).
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod datasets;
 pub mod error;
 pub mod exec;
 pub mod host;

@@ -463,9 +463,9 @@ mod tests {
         )
         .unwrap();
         j.intent(
-            "zfs.dataset:tank/m",
+            "zfs.dataset:rpool/m",
             UndoStep::DestroyDataset {
-                name: DatasetName::new("tank/m").unwrap(),
+                name: DatasetName::new("rpool/m").unwrap(),
             },
         )
         .unwrap();
@@ -485,7 +485,7 @@ mod tests {
         };
         assert_eq!(
             steps(&[v(901)], false),
-            ["lxc.create:901", "zfs.dataset:tank/m"]
+            ["lxc.create:901", "zfs.dataset:rpool/m"]
         );
         assert_eq!(steps(&[v(901)], true), ["lxc.create:901"]);
         assert_eq!(steps(&[v(902)], false), ["lxc.create:902"]);

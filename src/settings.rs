@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::types::ModelsParent;
+
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,6 +26,10 @@ pub enum Source {
     Env,
     /// The override file.
     File,
+    /// The container config file (a value the config may also carry: `models_dataset`).
+    Config,
+    /// Derived from the host (the models parent on a host with one ZFS pool).
+    Host,
     /// The built-in default.
     Default,
 }
@@ -34,6 +40,8 @@ impl fmt::Display for Source {
             Self::Flag => "flag",
             Self::Env => "env",
             Self::File => "file",
+            Self::Config => "config",
+            Self::Host => "host",
             Self::Default => "default",
         })
     }
@@ -121,6 +129,8 @@ pub struct FlagOverrides {
     pub config: Option<PathBuf>,
     /// `--host`.
     pub host: Option<HostKind>,
+    /// `--models-dataset`.
+    pub models_dataset: Option<String>,
 }
 
 /// Every resolved setting.
@@ -159,6 +169,9 @@ pub struct Settings {
     /// How long a container lifecycle command (`pct start|stop|destroy`) may take before it
     /// is killed (`PHOENIX_LIFECYCLE_TIMEOUT`, e.g. `180s`).
     pub lifecycle_timeout: Setting<std::time::Duration>,
+    /// The parent of phoenix's model datasets (`PHOENIX_MODELS_DATASET`). Unset here means:
+    /// the config's `models_dataset`, else derived from the host ([`crate::datasets`]).
+    pub models_dataset: Setting<Option<ModelsParent>>,
 }
 
 /// The pinned vLLM image (never `latest` by default).
@@ -221,7 +234,15 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "PHOENIX_LIFECYCLE_TIMEOUT",
         "limit for pct start/stop/destroy",
     ),
+    (
+        "models_dataset",
+        "PHOENIX_MODELS_DATASET",
+        "parent ZFS dataset of the model datasets",
+    ),
 ];
+
+/// What `phoenix paths` shows for an unset models parent.
+pub const MODELS_DATASET_UNSET: &str = "(unset: the config's, else <pool>/phoenix/models)";
 
 impl Settings {
     /// Resolve from flags, the process environment and the override file.
@@ -380,6 +401,26 @@ impl Settings {
                 PathBuf::from("/var/lib/lxc"),
             )?,
             vllm_image,
+            models_dataset: {
+                let found = match &flags.models_dataset {
+                    Some(v) => Some((v.clone(), Source::Flag)),
+                    None => lookup("models_dataset", "PHOENIX_MODELS_DATASET"),
+                };
+                match found {
+                    Some((v, source)) => Setting {
+                        value: Some(ModelsParent::new(v).map_err(|e| SettingsError::Value {
+                            key: "models_dataset",
+                            source_kind: source,
+                            message: format!("{} {}", e.shown, e.reason),
+                        })?),
+                        source,
+                    },
+                    None => Setting {
+                        value: None,
+                        source: Source::Default,
+                    },
+                }
+            },
             lifecycle_timeout: {
                 let t = text("lifecycle_timeout", "PHOENIX_LIFECYCLE_TIMEOUT", "180s");
                 let value = t
@@ -432,6 +473,13 @@ impl Settings {
             (
                 crate::types::DurationSpec(self.lifecycle_timeout.value).to_string(),
                 self.lifecycle_timeout.source,
+            ),
+            (
+                self.models_dataset
+                    .value
+                    .as_ref()
+                    .map_or_else(|| MODELS_DATASET_UNSET.to_owned(), ToString::to_string),
+                self.models_dataset.source,
             ),
         ];
         KEYS.iter()
@@ -549,6 +597,7 @@ mod tests {
             FlagOverrides {
                 config: Some("/from/flag/c.json".into()),
                 host: None,
+                models_dataset: None,
             },
         )
         .unwrap();
@@ -560,6 +609,64 @@ mod tests {
         assert_eq!(s.log_dir.source, Source::File);
         assert_eq!(s.secret_key.value, PathBuf::from("/etc/phoenix/secret.key"));
         assert_eq!(s.secret_key.source, Source::Default);
+    }
+
+    #[test]
+    fn models_dataset_flag_env_file_and_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("phoenix.toml");
+        std::fs::write(&file, "models_dataset = \"file/pool/m\"\n").unwrap();
+        let f = file.to_str().unwrap();
+        let flag = |v: Option<&str>| FlagOverrides {
+            models_dataset: v.map(str::to_owned),
+            ..FlagOverrides::default()
+        };
+        let env = [("PHOENIX_SETTINGS", f), ("PHOENIX_MODELS_DATASET", "env/m")];
+        let s = resolve(&env, flag(Some("flag/m"))).unwrap();
+        assert_eq!(
+            (
+                s.models_dataset.value.unwrap().as_str(),
+                s.models_dataset.source
+            ),
+            ("flag/m", Source::Flag)
+        );
+        let s = resolve(&env, flag(None)).unwrap();
+        assert_eq!(
+            (
+                s.models_dataset.value.unwrap().as_str(),
+                s.models_dataset.source
+            ),
+            ("env/m", Source::Env)
+        );
+        let s = resolve(&env[..1], flag(None)).unwrap();
+        assert_eq!(
+            (
+                s.models_dataset.value.unwrap().as_str(),
+                s.models_dataset.source
+            ),
+            ("file/pool/m", Source::File)
+        );
+        let s = resolve(&[("PHOENIX_SETTINGS", "")], flag(None)).unwrap();
+        assert_eq!(s.models_dataset.value, None);
+        assert_eq!(s.models_dataset.source, Source::Default);
+        let row = s
+            .rows()
+            .into_iter()
+            .find(|r| r.0 == "models_dataset")
+            .unwrap();
+        assert_eq!(row.1, "PHOENIX_MODELS_DATASET");
+        assert_eq!(row.2, MODELS_DATASET_UNSET);
+        let err = resolve(&[("PHOENIX_MODELS_DATASET", "tank")], flag(None)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "setting models_dataset (env) is invalid: \"tank\" must be a dataset inside a pool (`pool/phoenix/models`), not the pool itself"
+        );
+        let err = resolve(&[], flag(Some("/rpool/m"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("setting models_dataset (flag) is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

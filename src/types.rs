@@ -473,6 +473,66 @@ string_newtype!(
     check_dataset
 );
 
+/// The longest models parent: a child named after a container (a hostname label, at most
+/// 63 characters, plus `/`) still fits ZFS's 255-character dataset names.
+pub const MODELS_PARENT_MAX: usize = 255 - 64;
+
+fn check_models_parent(v: &str) -> Result<(), TypeError> {
+    const K: &str = "models dataset";
+    check_dataset(v).map_err(|e| TypeError { kind: K, ..e })?;
+    if v.len() > MODELS_PARENT_MAX {
+        return Err(TypeError::new(
+            K,
+            v,
+            format!(
+                "is {} bytes long; at most {MODELS_PARENT_MAX} allowed (its children must fit ZFS's 255)",
+                v.len()
+            ),
+        ));
+    }
+    // ZFS pool names begin with a letter (zpool(8) "Pool names").
+    if !v.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(TypeError::new(
+            K,
+            v,
+            "must start with the pool's name, which begins with a letter",
+        ));
+    }
+    // A pool's root holds the host's own datasets (PVE's `rpool/data`, `rpool/ROOT`):
+    // phoenix keeps its datasets in one of their own.
+    if !v.contains('/') {
+        return Err(TypeError::new(
+            K,
+            v,
+            "must be a dataset inside a pool (`pool/phoenix/models`), not the pool itself",
+        ));
+    }
+    Ok(())
+}
+string_newtype!(
+    /// The parent dataset of phoenix's model datasets (`rpool/phoenix/models`): a dataset
+    /// name below a pool's root, with room for children. Where it comes from: the config's
+    /// `models_dataset` or the setting of the same name (DESIGN.md §11: pools are the host's).
+    ModelsParent,
+    check_models_parent
+);
+
+impl ModelsParent {
+    /// The parent as a dataset name.
+    pub fn dataset(&self) -> DatasetName {
+        DatasetName(self.0.clone())
+    }
+
+    /// Whether `name` is this parent or lies below it (`rpool/phoenix/models/x`; never
+    /// `rpool/phoenix/models-x`).
+    pub fn holds(&self, name: &DatasetName) -> bool {
+        let n = name.as_str();
+        n == self.0
+            || n.strip_prefix(self.0.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
 fn check_ct_path(v: &str) -> Result<(), TypeError> {
     const K: &str = "container path";
     base_checks(K, v, 4096)?;
@@ -826,6 +886,34 @@ mod tests {
             assert!(Size::new(v.clone()).is_err(), "size {v:?}");
             assert!(v.parse::<Vmid>().is_err(), "vmid {v:?}");
         }
+    }
+
+    #[test]
+    fn models_parent_is_inside_a_pool_and_holds_its_children() {
+        let p = ModelsParent::new("rpool/phoenix/models").unwrap();
+        assert_eq!(p.dataset().as_str(), "rpool/phoenix/models");
+        for (name, holds) in [
+            ("rpool/phoenix/models", true),
+            ("rpool/phoenix/models/drdevstral", true),
+            ("rpool/phoenix/models-x", false),
+            ("rpool/phoenix", false),
+            ("rpool/data/subvol-901-disk-0", false),
+        ] {
+            assert_eq!(p.holds(&DatasetName::new(name).unwrap()), holds, "{name}");
+        }
+        for (bad, why) in [
+            ("rpool", "not the pool itself"),
+            ("9pool/x", "begins with a letter"),
+            ("rpool//x", "non-empty"),
+            ("rpool/../x", "non-empty"),
+            ("rpool/a b", "allowed"),
+        ] {
+            let e = ModelsParent::new(bad).unwrap_err();
+            assert_eq!(e.kind, "models dataset");
+            assert!(e.reason.contains(why), "{bad}: {}", e.reason);
+        }
+        assert!(ModelsParent::new(format!("r/{}", "x".repeat(189))).is_ok());
+        assert!(ModelsParent::new(format!("r/{}", "x".repeat(190))).is_err());
     }
 
     #[test]

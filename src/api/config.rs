@@ -7,6 +7,7 @@
 //! file's field names (`memory_mb`, `network_config`, `vllm_model`, …) so a recipe author
 //! reads the same names in both places; `gpus` is the normalised GPU selector (`"0,1"`,
 //! `"all"`) and every `vllm_*` key exists, `()` when the entry has no vLLM server.
+//! `config.models_dataset()` is the parent dataset of model datasets ([`crate::datasets`]).
 //! Decision: the maps are copies; changing one changes nothing else.
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Map};
@@ -210,6 +211,20 @@ pub fn register(engine: &mut Engine) {
                 })
             })?;
             entry(rt, id).map(entry_map).map_err(script_error)
+        });
+    FuncRegistration::new("models_dataset")
+        .with_params_info(["config: ConfigApi", "String"])
+        .with_comments([
+            "/// The parent ZFS dataset of model datasets on this host (`rpool/phoenix/models`):\n\
+             /// the setting `models_dataset` (`--models-dataset`, PHOENIX_MODELS_DATASET, the\n\
+             /// settings file), else the config's top-level `models_dataset`, else\n\
+             /// `<pool>/phoenix/models` on a host with exactly one ZFS pool. Create model\n\
+             /// datasets below it: `zfs.dataset(config.models_dataset() + \"/\" + entry.name, …)`.",
+        ])
+        .register_into_engine(engine, |api: ConfigApi| -> Ret<ImmutableString> {
+            crate::datasets::models_parent(api.runtime())
+                .map(|p| ImmutableString::from(p.as_str()))
+                .map_err(script_error)
         });
     FuncRegistration::new("ids")
         .with_params_info(["config: ConfigApi", "Array"])

@@ -761,7 +761,7 @@ pub fn register(engine: &mut Engine) {
             "String",
         ])
         .with_comments([
-            "/// Bind-mount a host path (`/srv/x`) or a ZFS dataset (`tank/models`) at `ct_path`",
+            "/// Bind-mount a host path (`/srv/x`) or a ZFS dataset (`rpool/phoenix/models/x`) at `ct_path`",
             "/// (`mpN`). Returns the `mpN` key. Undo: remove the mount point entry.",
         ])
         .register_into_engine(

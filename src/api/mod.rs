@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The journal could not be written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The models parent dataset is not set and cannot be derived.
+    #[error(transparent)]
+    Datasets(#[from] crate::datasets::DatasetsError),
     /// A secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),

@@ -84,7 +84,7 @@ fn ensure_one(
     if let Some(existing) = rt.host.zfs_get(name)? {
         if existing.get(ZFS_OWNER_PROP).map(String::as_str) != Some(crate::host::OWNER_TAG) {
             if parent_of_ours {
-                // An existing parent someone else made (e.g. the pool's `tank/models`):
+                // An existing parent someone else made (e.g. the pool's `rpool/phoenix/models/x`):
                 // phoenix creates beneath it and never touches it.
                 return Ok(existing.get("mountpoint").cloned().unwrap_or_default());
             }
@@ -140,7 +140,7 @@ pub fn register(engine: &mut Engine) {
     FuncRegistration::new("dataset")
         .with_params_info(["zfs: Zfs", "name: String", "String"])
         .with_comments([
-            "/// Create the dataset `name` (`tank/models`) owned by phoenix, or adopt it when phoenix",
+            "/// Create the dataset `name` (`rpool/phoenix/models/x`) owned by phoenix, or adopt it when phoenix",
             "/// created it earlier. A dataset phoenix did not create is refused. Returns its",
             "/// mountpoint. Undo: `zfs destroy` (only phoenix-owned datasets).",
         ])

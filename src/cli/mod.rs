@@ -41,6 +41,11 @@ pub struct GlobalArgs {
     /// lxc (plain LXC) [env: PHOENIX_HOST] [default: pve]
     #[arg(long, global = true, value_enum)]
     pub host: Option<HostKind>,
+    /// The parent ZFS dataset of the model datasets, inside one of the host's pools
+    /// (`rpool/phoenix/models`); overrides the config's `models_dataset`
+    /// [env: PHOENIX_MODELS_DATASET]
+    #[arg(long, global = true, value_name = "DATASET")]
+    pub models_dataset: Option<String>,
     /// More output (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -112,6 +117,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> crate::Result<()> {
     let settings = Settings::resolve(&FlagOverrides {
         config: cli.global.config.clone(),
         host: cli.global.host,
+        models_dataset: cli.global.models_dataset.clone(),
     })?;
     let ctx = Context {
         global: cli.global,

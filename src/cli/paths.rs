@@ -1,4 +1,5 @@
-//! `phoenix paths`: every resolved path and setting with its source.
+//! `phoenix paths`: every resolved path and setting with its source (`models_dataset` also
+//! from the config file, which the other settings never come from).
 
 use clap::Args;
 
@@ -14,7 +15,15 @@ pub struct PathsArgs {
 
 /// Run `phoenix paths`.
 pub fn run(ctx: &Context, args: PathsArgs) -> crate::Result<()> {
-    let rows = ctx.settings.rows();
+    // The models parent may also come from the config file: shown with source `config`
+    // when the file names it (an unreadable config leaves the row as the settings say).
+    let mut settings = ctx.settings.clone();
+    if settings.models_dataset.value.is_none() {
+        if let Ok(config) = crate::config::load(&settings.config.value) {
+            settings.models_dataset = crate::datasets::configured(&settings, Some(&config));
+        }
+    }
+    let rows = settings.rows();
     if args.json {
         let mut map = serde_json::Map::new();
         for (name, var, value, source) in rows {

@@ -6,8 +6,9 @@
 //! imports checked → the secret key checked when the recipe (or a module it imports) calls
 //! `secret.get` → lint errors that cannot be false alarms refused ([`Recipe::check`]).
 //! Only then: signal handlers, the journal (in memory for `--dry-run`) with
-//! its `run` record, the host backend, the [`Runtime`], the run, [`finish_run`] and the
-//! journal's `end` record.
+//! its `run` record, the host backend, the models parent dataset when the recipe uses one
+//! (a read-only query when it comes from the host; exit 2 when there is none), the
+//! [`Runtime`], the run, [`finish_run`] and the journal's `end` record.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -168,6 +169,24 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         }
     };
 
+    // The models parent may come from the host (its one ZFS pool): resolved now, with a
+    // read-only query, so a missing one stops the run before anything changes (exit 2).
+    let mut settings = settings.clone();
+    if recipe.uses_models_dataset() {
+        match crate::datasets::resolve(&settings, &config, host.as_ref()) {
+            Ok(parent) => {
+                tracing::info!(dataset = %parent.value, source = %parent.source, "models dataset");
+                settings.models_dataset = crate::settings::Setting {
+                    value: Some(parent.value),
+                    source: parent.source,
+                };
+            }
+            Err(e) => {
+                journal.append(Entry::End { ok: false })?;
+                return Err(e.into());
+            }
+        }
+    }
     let rt = Arc::new(Runtime {
         settings: settings.clone(),
         config: Arc::new(config),

@@ -99,6 +99,7 @@ pub fn check_str(path: &Path, text: &str) -> Result<Checked, ConfigError> {
 
     let config = problems.is_empty().then(|| Config {
         path: path.to_owned(),
+        models_dataset: outcome.models_dataset,
         lxc: outcome.lxc,
         warnings: warnings.clone(),
     });
@@ -162,6 +163,47 @@ mod tests {
         let c = load_str(Path::new("c.json"), GOOD).unwrap();
         assert_eq!(c.lxc.len(), 1);
         assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn models_dataset_is_a_dataset_inside_a_pool() {
+        let with = |v: &str| GOOD.replacen("{\n", &format!("{{\n  \"models_dataset\": {v},\n"), 1);
+        let c = load_str(Path::new("c.json"), &with("\"rpool/phoenix/models\"")).unwrap();
+        assert_eq!(
+            c.models_dataset.as_ref().map(|m| m.as_str()),
+            Some("rpool/phoenix/models")
+        );
+        assert_eq!(
+            load_str(Path::new("c.json"), GOOD).unwrap().models_dataset,
+            None
+        );
+        // A pool's root, a path, a number: refused where they stand, naming the field.
+        for (bad, found) in [
+            ("\"tank\"", "string \"tank\""),
+            ("\"/tank/models\"", "string \"/tank/models\""),
+            ("\"rpool/a b\"", "string \"rpool/a b\""),
+        ] {
+            let p = problems(&with(bad));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].pointer, "/models_dataset");
+            assert_eq!((p[0].line, p[0].column), (Some(2), Some(21)));
+            assert!(
+                p[0].expected.contains("`rpool/phoenix/models`"),
+                "{}",
+                p[0].expected
+            );
+            assert_eq!(p[0].found, found);
+        }
+        let p = problems(&with("7"));
+        assert_eq!(
+            (p[0].pointer.as_str(), p[0].expected.as_str()),
+            ("/models_dataset", "string")
+        );
+        // Too long for children named after a container: the semantic pass says why.
+        let long = format!("\"rpool/{}\"", "m".repeat(200));
+        let p = problems(&with(&long));
+        assert_eq!(p[0].pointer, "/models_dataset");
+        assert_eq!(p[0].expected, "at most 191 characters");
     }
 
     #[test]

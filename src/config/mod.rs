@@ -35,7 +35,8 @@ use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 use crate::types::{
-    BridgeName, GpuSelector, Hostname, IfaceName, Mac, ModelId, Size, StorageId, Template, Vmid,
+    BridgeName, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, Size, StorageId,
+    Template, Vmid,
 };
 
 mod load;
@@ -119,6 +120,9 @@ pub(crate) struct Finding {
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
+    /// `models_dataset`: the parent of phoenix's model datasets, when the file names one
+    /// (the setting of the same name wins over it; see [`crate::settings`]).
+    pub models_dataset: Option<ModelsParent>,
     /// Every container, by id.
     pub lxc: BTreeMap<Vmid, LxcConfig>,
     /// Bash-era forms that were normalised, and other non-fatal notes.

@@ -114,6 +114,17 @@ pub(crate) fn check(doc: &Value) -> Vec<Finding> {
                     found,
                 );
             }
+            ValidationErrorKind::Pattern { pattern } => {
+                let expected = if pointer == "/models_dataset" {
+                    "a dataset inside one of the host's pools, such as `rpool/phoenix/models` \
+                     (the pool's name first, then `/`-separated names of ASCII letters, \
+                     digits, `_` `.` `:` `-`)"
+                        .to_owned()
+                } else {
+                    format!("a string matching {pattern}")
+                };
+                push(pointer, At::Value, expected, found);
+            }
             ValidationErrorKind::MinItems { limit } => {
                 push(
                     pointer,

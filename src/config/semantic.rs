@@ -22,13 +22,15 @@ use super::{
     At, Features, Finding, IpConfig, KvCacheDtype, LxcConfig, Network, QUANTIZATIONS, VllmConfig,
 };
 use crate::types::{
-    BridgeName, GpuRef, GpuSelector, Hostname, IfaceName, Mac, ModelId, Size, StorageId, Template,
-    TypeError, Vmid, show,
+    BridgeName, GpuRef, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, Size,
+    StorageId, Template, TypeError, Vmid, show,
 };
 
 /// What the semantic pass produced.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
+    /// The top-level `models_dataset`, when present and valid.
+    pub(crate) models_dataset: Option<ModelsParent>,
     /// The typed entries that had no problem.
     pub(crate) lxc: BTreeMap<Vmid, LxcConfig>,
     /// Problems (not yet placed).
@@ -44,6 +46,11 @@ pub(crate) fn build(doc: &Value, flagged: &HashSet<String>) -> Outcome {
         flagged,
         out: Outcome::default(),
     };
+    if let Some(top) = doc.as_object() {
+        if let Ok(parent) = c.typed(top, "", "models_dataset", false, ModelsParent::new) {
+            c.out.models_dataset = parent;
+        }
+    }
     let Some(entries) = doc.get("lxc_configs").and_then(Value::as_object) else {
         return c.out;
     };

@@ -935,6 +935,12 @@ impl Host for LxcHost {
         ))
     }
 
+    fn zfs_pools(&self) -> Result<Vec<String>> {
+        Err(unsupported(
+            "manage ZFS datasets (bind-mount an existing host directory instead)",
+        ))
+    }
+
     fn gpus(&self) -> Result<Vec<Gpu>> {
         if !self.paths.nvidia_smi.exists() {
             return Ok(Vec::new());
@@ -1091,7 +1097,7 @@ mod tests {
             "/srv/token run/token none bind,create=file,ro 0 0"
         );
         assert!(
-            BindMount::parse("tank:subvol-1,mp=/x")
+            BindMount::parse("local-zfs:subvol-1,mp=/x")
                 .unwrap_err()
                 .contains("storage")
         );
@@ -1399,7 +1405,7 @@ mod tests {
         let err = h.ct_address(Vmid::new(901).unwrap(), "eth0").unwrap_err();
         assert!(err.to_string().contains("lxc.net.0.type = empty"), "{err}");
         let err = h
-            .zfs_get(&DatasetName::new("tank/models").unwrap())
+            .zfs_get(&DatasetName::new("rpool/phoenix/models").unwrap())
             .unwrap_err();
         assert!(
             err.to_string().contains("the lxc host cannot manage ZFS"),

@@ -314,6 +314,8 @@ pub trait Host: Send + Sync {
     fn zfs_destroy(&self, name: &DatasetName) -> Result<()>;
     /// The dataset's mountpoint on the host.
     fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>>;
+    /// The names of the host's ZFS pools (a read-only query).
+    fn zfs_pools(&self) -> Result<Vec<String>>;
     /// The GPUs of this host.
     fn gpus(&self) -> Result<Vec<Gpu>>;
     /// The PVE version `(major, minor, patch)`, `None` for non-PVE hosts.

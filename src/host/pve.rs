@@ -692,6 +692,25 @@ impl Host for PveHost {
             .filter(|m| m.starts_with('/')))
     }
 
+    fn zfs_pools(&self) -> Result<Vec<String>> {
+        // With no dataset operand `zfs list` starts at each pool's root dataset, and a
+        // depth of 0 stops there (OpenZFS cmd/zfs/zfs_iter.c `zfs_for_each`): one line
+        // per pool, without needing `zpool`.
+        let out = self.run(
+            &self
+                .zfs()
+                .args(["list", "-H", "-o", "name", "-d", "0"])
+                .timeout(QUERY_TIMEOUT),
+        )?;
+        Ok(out
+            .stdout_text()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     fn gpus(&self) -> Result<Vec<Gpu>> {
         query_gpus(&self.paths.nvidia_smi, |cmd| self.run(cmd))
     }

@@ -316,6 +316,18 @@ impl Recipe {
             .any(|f| f.calls.iter().any(|c| c.is_method_on("secret", "ensure")))
     }
 
+    /// Whether the recipe or a module it imports needs the models parent dataset: it calls
+    /// `config.models_dataset()` or any `zfs` method ([`crate::datasets`]).
+    pub fn uses_models_dataset(&self) -> bool {
+        std::iter::once(&self.facts)
+            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .any(|f| {
+                f.calls.iter().any(|c| {
+                    c.is_method_on("config", "models_dataset") || c.handle() == Some("zfs")
+                })
+            })
+    }
+
     /// The engine a run of this recipe uses, bound to `rt`.
     pub fn engine(&self, rt: &Arc<Runtime>) -> Engine {
         engine::new_engine(EngineOptions {
@@ -614,6 +626,9 @@ mod tests {
         }
         fn zfs_mountpoint(&self, _: &DatasetName) -> host::Result<Option<String>> {
             no("zfs_mountpoint")
+        }
+        fn zfs_pools(&self) -> host::Result<Vec<String>> {
+            no("zfs_pools")
         }
         fn gpus(&self) -> host::Result<Vec<Gpu>> {
             no("gpus")

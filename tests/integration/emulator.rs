@@ -481,7 +481,7 @@ fn lifecycle_round_trip() {
             "set",
             "910",
             "--mp0",
-            "/tank/models,mp=/models,ro=1",
+            "/rpool/phoenix/models,mp=/models,ro=1",
             "--dev0",
             "/dev/nvidia0,mode=0666",
         ],
@@ -489,7 +489,7 @@ fn lifecycle_round_trip() {
     let conf = emu.conf(910);
     assert!(conf.contains("\ndev0: /dev/nvidia0,mode=0666\n"), "{conf}");
     assert!(
-        conf.contains("\nmp0: /tank/models,mp=/models,ro=1\n"),
+        conf.contains("\nmp0: /rpool/phoenix/models,mp=/models,ro=1\n"),
         "{conf}"
     );
     assert!(
@@ -714,7 +714,7 @@ fn parallel_calls_log_whole_lines() {
         .map(|i| {
             let emu = emu.clone();
             std::thread::spawn(move || {
-                let name = format!("tank/p{i}");
+                let name = format!("rpool/p{i}");
                 emu.ok("zfs", &["create", "-o", "phoenix:owner=phoenix", &name]);
             })
         })
@@ -723,8 +723,9 @@ fn parallel_calls_log_whole_lines() {
         h.join().unwrap();
     }
     assert_eq!(emu.log().len(), 8);
-    let list = emu.ok("zfs", &["list", "-H", "-o", "name", "-r", "tank"]);
-    assert_eq!(list.lines().count(), 9, "{list}");
+    let list = emu.ok("zfs", &["list", "-H", "-o", "name", "-r", "rpool"]);
+    let made = list.lines().filter(|l| l.starts_with("rpool/p")).count();
+    assert_eq!(made, 8, "{list}");
 }
 
 #[test]
@@ -749,7 +750,7 @@ fn fault_fail_and_exit_code() {
         !emu.root.join("etc/pve/lxc/940.conf").exists(),
         "a failed call does nothing"
     );
-    let o = emu.run("zfs", &["list", "-H", "-o", "name", "tank"]);
+    let o = emu.run("zfs", &["list", "-H", "-o", "name", "rpool"]);
     assert_eq!(o.status.code(), Some(3));
     assert_eq!(stdout(&o), "");
     assert_eq!(
@@ -762,10 +763,10 @@ fn fault_fail_and_exit_code() {
                 "-o",
                 "property,value",
                 "mountpoint",
-                "tank"
+                "rpool"
             ]
         ),
-        "mountpoint\t/tank\n"
+        "mountpoint\t/rpool\n"
     );
     let log = emu.log();
     assert_eq!(log[0]["fault"], "fail");
@@ -871,12 +872,12 @@ fn fault_delay_then_works() {
 fn fault_succeed_then_hang_does_the_work() {
     let emu = Emu::new();
     emu.faults(serde_json::json!([{"match": ["zfs", "create"], "action": "succeed-then-hang", "times": 1}]));
-    let mut hung = emu.spawn_hung("zfs", &["create", "tank/sth"]);
+    let mut hung = emu.spawn_hung("zfs", &["create", "rpool/sth"]);
     hung.kill().unwrap();
     hung.wait().unwrap();
     assert_eq!(
-        emu.ok("zfs", &["list", "-H", "-o", "name", "tank/sth"]),
-        "tank/sth\n"
+        emu.ok("zfs", &["list", "-H", "-o", "name", "rpool/sth"]),
+        "rpool/sth\n"
     );
 }
 
@@ -934,7 +935,6 @@ fn pvesm_status_lists_the_storages() {
             ("local", "dir"),
             ("local-lvm", "lvmthin"),
             ("lxc-disks", "zfspool"),
-            ("tank", "zfspool")
         ]
     );
     assert!(
@@ -961,18 +961,18 @@ fn pveversion_reports_the_configured_version() {
 #[test]
 fn zfs_datasets_behave_like_openzfs() {
     let emu = Emu::new();
-    let o = emu.run("zfs", &["list", "-H", "-o", "name", "tank/models"]);
+    let o = emu.run("zfs", &["list", "-H", "-o", "name", "rpool/models"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         stderr(&o),
-        "cannot open 'tank/models': dataset does not exist\n"
+        "cannot open 'rpool/models': dataset does not exist\n"
     );
 
-    let o = emu.run("zfs", &["create", "tank/a/b"]);
+    let o = emu.run("zfs", &["create", "rpool/a/b"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         stderr(&o),
-        "cannot create 'tank/a/b': parent does not exist\n"
+        "cannot create 'rpool/a/b': parent does not exist\n"
     );
 
     emu.ok(
@@ -985,12 +985,12 @@ fn zfs_datasets_behave_like_openzfs() {
             "phoenix:run=r1",
             "-o",
             "compression=lz4",
-            "tank/models",
+            "rpool/models",
         ],
     );
     assert_eq!(
-        emu.ok("zfs", &["list", "-H", "-o", "name", "tank/models"]),
-        "tank/models\n"
+        emu.ok("zfs", &["list", "-H", "-o", "name", "rpool/models"]),
+        "rpool/models\n"
     );
     assert_eq!(
         emu.ok(
@@ -1002,10 +1002,10 @@ fn zfs_datasets_behave_like_openzfs() {
                 "-o",
                 "property,value",
                 "phoenix:owner,phoenix:run,mountpoint,compression,phoenix:other",
-                "tank/models"
+                "rpool/models"
             ]
         ),
-        "phoenix:owner\tphoenix\nphoenix:run\tr1\nmountpoint\t/tank/models\ncompression\tlz4\nphoenix:other\t-\n"
+        "phoenix:owner\tphoenix\nphoenix:run\tr1\nmountpoint\t/rpool/models\ncompression\tlz4\nphoenix:other\t-\n"
     );
     let all = emu.ok(
         "zfs",
@@ -1016,41 +1016,41 @@ fn zfs_datasets_behave_like_openzfs() {
             "-o",
             "property,value",
             "all",
-            "tank/models",
+            "rpool/models",
         ],
     );
     assert!(all.starts_with("type\tfilesystem\ncreation\t"), "{all}");
     assert!(all.contains("\nphoenix:owner\tphoenix\n"));
-    assert!(emu.root.join("hostfs/tank/models").is_dir());
+    assert!(emu.root.join("hostfs/rpool/models").is_dir());
 
-    let o = emu.run("zfs", &["create", "tank/models"]);
+    let o = emu.run("zfs", &["create", "rpool/models"]);
     assert_eq!(
         stderr(&o),
-        "cannot create 'tank/models': dataset already exists\n"
+        "cannot create 'rpool/models': dataset already exists\n"
     );
-    let o = emu.run("zfs", &["create", "-o", "colour=blue", "tank/c"]);
+    let o = emu.run("zfs", &["create", "-o", "colour=blue", "rpool/c"]);
     assert_eq!(
         (o.status.code(), stderr(&o)),
         (
             Some(1),
-            "cannot create 'tank/c': invalid property 'colour'\n".into()
+            "cannot create 'rpool/c': invalid property 'colour'\n".into()
         )
     );
-    let o = emu.run("zfs", &["get", "-H", "bogus", "tank"]);
+    let o = emu.run("zfs", &["get", "-H", "bogus", "rpool"]);
     assert_eq!(o.status.code(), Some(2));
 
-    emu.ok("zfs", &["create", "-p", "tank/models/x/y"]);
-    emu.ok("zfs", &["create", "-p", "tank/models/x/y"]);
-    let o = emu.run("zfs", &["destroy", "tank/models"]);
+    emu.ok("zfs", &["create", "-p", "rpool/models/x/y"]);
+    emu.ok("zfs", &["create", "-p", "rpool/models/x/y"]);
+    let o = emu.run("zfs", &["destroy", "rpool/models"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).starts_with("cannot destroy 'tank/models': filesystem has children\n"),
+        stderr(&o).starts_with("cannot destroy 'rpool/models': filesystem has children\n"),
         "{}",
         stderr(&o)
     );
-    emu.ok("zfs", &["destroy", "-r", "tank/models"]);
+    emu.ok("zfs", &["destroy", "-r", "rpool/models"]);
     assert_eq!(
-        emu.run("zfs", &["list", "tank/models/x"]).status.code(),
+        emu.run("zfs", &["list", "rpool/models/x"]).status.code(),
         Some(1)
     );
     assert_eq!(
@@ -1069,12 +1069,12 @@ fn zfspool_rootfs_is_a_dataset() {
             "970",
             "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
             "--rootfs",
-            "tank:16",
+            "lxc-disks:16",
         ],
     );
     assert!(
         emu.conf(970)
-            .contains("rootfs: tank:subvol-970-disk-0,size=16G\n")
+            .contains("rootfs: lxc-disks:subvol-970-disk-0,size=16G\n")
     );
     assert!(emu.conf(970).contains("ostype: ubuntu\n"));
     assert_eq!(
@@ -1087,14 +1087,14 @@ fn zfspool_rootfs_is_a_dataset() {
                 "-o",
                 "value",
                 "refquota",
-                "tank/subvol-970-disk-0"
+                "rpool/lxc-disks/subvol-970-disk-0"
             ]
         ),
         format!("{}\n", 16u64 << 30)
     );
     emu.ok("pct", &["destroy", "970"]);
     assert_eq!(
-        emu.run("zfs", &["list", "tank/subvol-970-disk-0"])
+        emu.run("zfs", &["list", "rpool/lxc-disks/subvol-970-disk-0"])
             .status
             .code(),
         Some(1)
@@ -1230,5 +1230,43 @@ fn two_roots_get_different_loopback_prefixes() {
     assert!(
         ip.contains(&format!("\"local\":\"{}.3\"", a.prefix())),
         "{ip}"
+    );
+}
+
+#[test]
+fn pools_are_the_hosts_settings_and_list_depth_follows_openzfs() {
+    let emu = Emu::new();
+    assert_eq!(
+        emu.settings()["pools"],
+        serde_json::Value::Null,
+        "default: rpool"
+    );
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "-d", "0"]),
+        "rpool\n"
+    );
+    let emu = Emu::new();
+    let mut s = emu.settings();
+    s["pools"] = serde_json::json!(["rpool", "tank"]);
+    std::fs::write(emu.root.join("emu.json"), s.to_string()).unwrap();
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "-d", "0"]),
+        "rpool\ntank\n"
+    );
+    emu.ok("zfs", &["create", "-p", "tank/a/b"]);
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "-d", "1", "tank"]),
+        "tank\ntank/a\n"
+    );
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "-r", "tank"]),
+        "tank\ntank/a\ntank/a/b\n"
+    );
+    let o = emu.run("zfs", &["list", "-d", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("x is not an integer\n"),
+        "{}",
+        stderr(&o)
     );
 }

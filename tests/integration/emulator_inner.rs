@@ -1009,7 +1009,7 @@ fn drdevstral_provisions_end_to_end() {
     emulated::prepare(&settings).unwrap();
     set_owner(&d.join("emu"), i32::try_from(std::process::id()).unwrap());
     let zfs = Command::new(d.join("emu/bin/zfs"))
-        .args(["create", "tank/models"])
+        .args(["create", "-p", "rpool/phoenix/models"])
         .env_clear()
         .output()
         .unwrap();

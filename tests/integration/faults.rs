@@ -698,14 +698,14 @@ fn destroy_never_removes_what_phoenix_did_not_tag() {
             "lxc-disks:8",
         ],
     );
-    host.emu("zfs", &["create", "tank/foreign"]);
+    host.emu("zfs", &["create", "rpool/foreign"]);
     let before = host.snapshot();
     let out = host.run_flow(&[]);
     assert_eq!(out.code, 0, "{out:?}");
     let out = host.phoenix(&["destroy"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(host.containers(), ["950.conf"]);
-    assert!(host.datasets().contains_key("tank/foreign"));
+    assert!(host.datasets().contains_key("rpool/foreign"));
     host.assert_clean(&before, "destroy beside foreign resources");
 }
 
@@ -1326,7 +1326,7 @@ fn the_classifier_tells_queries_from_changes() {
     for query in [
         call("pct", &["status", "901"]),
         call("pct", &["config", "901"]),
-        call("zfs", &["get", "-H", "all", "tank/m"]),
+        call("zfs", &["get", "-H", "all", "rpool/m"]),
         call("nvidia-smi", &["--query-gpu=index", "--format=csv"]),
         call("pveversion", &[]),
         exec(&["test", "-e", "/etc/x"]),
@@ -1353,7 +1353,7 @@ fn the_classifier_tells_queries_from_changes() {
         call("pct", &["create", "901", "t"]),
         call("pct", &["set", "901", "--mp0", "x"]),
         call("pct", &["push", "901", "a", "b"]),
-        call("zfs", &["create", "tank/m"]),
+        call("zfs", &["create", "rpool/m"]),
         call("nvidia-smi", &["-pm", "1"]),
         exec(&["docker", "run", "x"]),
         exec(&["docker", "image", "rm", "x"]),
@@ -1466,4 +1466,121 @@ fn sigterm_with_rollback_while_waiting_for_vllm_leaves_no_server() {
     assert_eq!(code, 143, "{what}: {err}");
     host.clear_faults();
     host.assert_clean(&before, what);
+}
+
+// ---- The host's pools (issue 11 item 6, DESIGN.md §11 "Pools are the host's") ----
+
+impl Host {
+    /// `phoenix` with extra environment variables.
+    fn phoenix_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.command(args);
+        c.envs(env.iter().copied());
+        let out = c.output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Give the emulated host these ZFS pools (its settings, read when its ZFS state is
+    /// first made: before any `zfs` call).
+    fn set_pools(&self, pools: &[&str]) {
+        assert!(
+            !self.root().join("zfs.json").exists(),
+            "ZFS state already made"
+        );
+        let path = self.root().join("emu.json");
+        let mut emu: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        emu["pools"] = json!(pools);
+        std::fs::write(&path, emu.to_string()).unwrap();
+    }
+
+    fn mutating_calls(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .filter(|c| is_mutating(c))
+            .map(Call::text)
+            .collect()
+    }
+}
+
+#[test]
+fn the_models_dataset_defaults_to_the_hosts_one_pool() {
+    let host = Host::new();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let conf = std::fs::read_to_string(host.root().join("etc/pve/lxc").join(ct_conf())).unwrap();
+    assert!(
+        conf.contains("\nmp0: /rpool/phoenix/models/drdevstral,mp=/models\n"),
+        "{conf}"
+    );
+    assert!(
+        host.mutating_calls().iter().any(|c| c.starts_with("zfs create")
+            && c.ends_with(" rpool/phoenix/models/drdevstral")),
+        "{:?}",
+        host.mutating_calls()
+    );
+}
+
+#[test]
+fn models_dataset_from_the_environment_no_tank_in_any_argv() {
+    let host = Host::new();
+    host.set_pools(&["rpool", "tank"]);
+    let env = [("PHOENIX_MODELS_DATASET", "rpool/phoenix/models")];
+    let out = host.phoenix_env(
+        &["recipe", "run", repo(FLOW.recipe).to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let calls = host.calls();
+    assert!(calls.len() > 20, "a full run: {} calls", calls.len());
+    for c in &calls {
+        assert!(
+            !c.text().contains("tank"),
+            "an argv names tank: {}",
+            c.text()
+        );
+    }
+    assert!(
+        host.datasets()
+            .contains_key("rpool/phoenix/models/drdevstral"),
+        "{:?}",
+        host.datasets().keys().collect::<Vec<_>>()
+    );
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for c in host.calls() {
+        assert!(
+            !c.text().contains("tank"),
+            "destroy names tank: {}",
+            c.text()
+        );
+    }
+}
+
+#[test]
+fn two_pools_and_no_models_dataset_is_a_usage_error_that_changes_nothing() {
+    let host = Host::new();
+    host.set_pools(&["rpool", "tank"]);
+    let before = host.snapshot();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let config = repo(FLOW.config);
+    assert!(
+        out.stderr.contains(&format!(
+            "no models dataset is set and this host has 2 ZFS pools (rpool, tank): set `\"models_dataset\": \"<pool>/phoenix/models\"` at the top level of {}, or the setting models_dataset (`--models-dataset`, PHOENIX_MODELS_DATASET,",
+            config.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(host.mutating_calls(), Vec::<String>::new());
+    assert_eq!(host.containers(), Vec::<String>::new());
+    assert_eq!(host.snapshot(), before);
+    // Named on the command line, the same run goes ahead on the pool chosen.
+    let out = host.run_flow(&["--models-dataset", "tank/llm"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(host.datasets().contains_key("tank/llm/drdevstral"));
 }

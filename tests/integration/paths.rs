@@ -51,3 +51,40 @@ fn a_bad_settings_file_is_a_usage_error_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown key `marker`"), "{err}");
 }
+
+#[test]
+fn models_dataset_comes_from_the_config_unless_a_setting_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.json");
+    std::fs::write(
+        &config,
+        r#"{"models_dataset": "data/phoenix", "lxc_configs": {}}"#,
+    )
+    .unwrap();
+    let paths = |env: &[(&str, &str)]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+            .args(["paths", "--json"])
+            .env_clear()
+            .env("PHOENIX_SETTINGS", "/dev/null")
+            .env("PHOENIX_CONFIG", &config)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["models_dataset"].clone()
+    };
+    assert_eq!(
+        paths(&[]),
+        serde_json::json!({"value": "data/phoenix", "source": "config", "env": "PHOENIX_MODELS_DATASET"})
+    );
+    assert_eq!(
+        paths(&[("PHOENIX_MODELS_DATASET", "rpool/phoenix/models")]),
+        serde_json::json!({"value": "rpool/phoenix/models", "source": "env", "env": "PHOENIX_MODELS_DATASET"})
+    );
+    std::fs::write(&config, r#"{"lxc_configs": {}}"#).unwrap();
+    assert_eq!(paths(&[])["source"], "default");
+    assert_eq!(
+        paths(&[])["value"],
+        "(unset: the config's, else <pool>/phoenix/models)"
+    );
+}

@@ -8,8 +8,8 @@ use std::process::Command;
 const FLOW: &str = r#"let e = config.target();
 let ct = lxc.create(e);
 gpu.attach(ct, e.gpus);
-zfs.dataset("tank/models", #{ compression: "lz4" });
-lxc.mount(ct, "tank/models", "/models");
+zfs.dataset("rpool/phoenix/models", #{ compression: "lz4" });
+lxc.mount(ct, "rpool/phoenix/models", "/models");
 lxc.start(ct);
 lxc.push(ct, "/etc/phoenix-test.txt", "hello\n");
 let r = lxc.exec(ct, ["cat", "/etc/phoenix-test.txt"]);
@@ -94,7 +94,10 @@ fn the_whole_flow_succeeds_and_is_idempotent() {
     let conf = std::fs::read_to_string(h.path("emu/etc/pve/lxc/901.conf")).unwrap();
     assert!(conf.contains("tags: phoenix;phoenix-run-"), "{conf}");
     assert!(conf.contains("dev0: /dev/nvidia0\n"), "{conf}");
-    assert!(conf.contains("mp0: /tank/models,mp=/models\n"), "{conf}");
+    assert!(
+        conf.contains("mp0: /rpool/phoenix/models,mp=/models\n"),
+        "{conf}"
+    );
     let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(

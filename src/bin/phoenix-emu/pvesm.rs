@@ -1,8 +1,7 @@
 //! `pvesm status` and the emulated storages.
 //!
 //! Storages (fixed): `local` (dir: iso, vztmpl, backup), `local-lvm` (lvmthin: rootdir,
-//! images), `lxc-disks` (zfspool on `rpool/lxc-disks`: rootdir, images), `tank` (zfspool
-//! on `tank`: rootdir, images). The table is printed with pve-storage's format string; the
+//! images), `lxc-disks` (zfspool on `rpool/lxc-disks`: rootdir, images). The table is printed with pve-storage's format string; the
 //! column headings gained `(KiB)` units in libpve-storage-perl 9.0.14, so the emulator
 //! prints them from PVE 9.1 on (the first release that surely ships it).
 
@@ -52,14 +51,6 @@ pub const STORAGES: &[Storage] = &[
         pool: Some("rpool/lxc-disks"),
         total_kib: 942_931_968,
         used_kib: 104_857_600,
-    },
-    Storage {
-        id: "tank",
-        ty: "zfspool",
-        content: &["rootdir", "images"],
-        pool: Some("tank"),
-        total_kib: 3_771_727_872,
-        used_kib: 1_048_576_000,
     },
 ];
 

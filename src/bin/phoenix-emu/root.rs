@@ -1,7 +1,7 @@
 //! The emulated host's root directory: its settings file, locks and atomic writes.
 //!
 //! Layout (created by phoenix's `host::emulated::prepare`, completed lazily here):
-//! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, and an
+//! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, `pools`, and an
 //!   optional `owner` `{"pid":N,"start":T}` whose end also ends the emulated vLLM servers);
 //! - `bin/`: the tool symlinks; `dev/`: device nodes; `etc/pve/lxc/<vmid>.conf`;
 //! - `var/lib/lxc/<vmid>/rootfs` and `…/emu-state.json`: each container's files and state;
@@ -94,6 +94,14 @@ pub struct Settings {
     /// own, so a SIGKILLed test, whose temp dir stays, leaves no server behind).
     #[serde(default)]
     pub owner: Option<Owner>,
+    /// The host's ZFS pools, made on first use of its ZFS state. Default: `rpool` alone,
+    /// as a Proxmox VE installed on ZFS has.
+    #[serde(default = "default_pools")]
+    pub pools: Vec<String>,
+}
+
+fn default_pools() -> Vec<String> {
+    vec!["rpool".to_owned()]
 }
 
 /// A process identified by pid and start time (so a reused pid does not count).

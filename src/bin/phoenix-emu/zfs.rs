@@ -2,8 +2,8 @@
 //! and `set` with OpenZFS's output formats, error texts and exit codes (1 for a failed
 //! operation, 2 for a usage error).
 //!
-//! Pools `tank` and `rpool` (with `rpool/lxc-disks`, the `lxc-disks` storage) exist from
-//! the start. A dataset's `mountpoint` is inherited (`/<name>` by default) and its
+//! A fresh host has the pools its settings name (`pools`, default `rpool`) and the datasets
+//! of its `zfspool` storages ([`crate::pvesm`]). A dataset's `mountpoint` is inherited (`/<name>` by default) and its
 //! directory is created under `$ROOT/hostfs`, where container bind mounts find it.
 //! Decisions: only filesystems (no volumes, snapshots); sizes are nominal (`used` 96K);
 //! values of native properties are checked for the properties phoenix may set (sizes,
@@ -157,13 +157,36 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The state, with the initial pools when new.
+/// The datasets a fresh host has: its pools (the settings' `pools`) and, inside them, the
+/// datasets its `zfspool` storages keep their volumes in (with their parents).
+fn initial(root: &Root) -> Vec<String> {
+    let pools = &root.settings.pools;
+    let mut names: Vec<String> = pools.clone();
+    for st in crate::pvesm::STORAGES {
+        let Some(ds) = st.pool else { continue };
+        if !pools
+            .iter()
+            .any(|p| ds.split('/').next() == Some(p.as_str()))
+        {
+            continue;
+        }
+        let parts: Vec<&str> = ds.split('/').collect();
+        for depth in 2..=parts.len() {
+            names.push(parts[..depth].join("/"));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The state, with the initial datasets when new.
 fn load(root: &Root) -> Result<Pools, RootError> {
     let mut p: Pools = read_json(&root.join("zfs.json"))?;
     if p.datasets.is_empty() {
-        for (i, name) in ["rpool", "rpool/lxc-disks", "tank"].iter().enumerate() {
+        for (i, name) in initial(root).iter().enumerate() {
             p.datasets.insert(
-                (*name).to_owned(),
+                name.clone(),
                 Dataset {
                     props: BTreeMap::new(),
                     creation: 1_700_000_000 + i as u64,
@@ -545,10 +568,39 @@ fn list(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
             return Ok(2);
         }
     }
-    let recursive = flags.contains('r');
+    // `-d N` recurses N levels below each operand (`-r`: without limit); with no operand
+    // the walk starts at the pools' root datasets and always recurses (OpenZFS
+    // cmd/zfs/zfs_iter.c `zfs_for_each`, cmd/zfs/zfs_main.c `parse_depth`).
+    let depth: Option<usize> = match vals.iter().rev().find(|(c, _)| *c == 'd') {
+        None => None,
+        Some((_, d)) => match d.parse() {
+            Ok(n) => Some(n),
+            // `parse_depth`'s words (a negative number fails to parse as usize too).
+            Err(_) if d.starts_with('-') && d[1..].parse::<u64>().is_ok() => {
+                out.err(format!("Depth can not be negative.\n{usage}"));
+                return Ok(2);
+            }
+            Err(_) => {
+                out.err(format!("{d} is not an integer\n{usage}"));
+                return Ok(2);
+            }
+        },
+    };
+    let recursive = flags.contains('r') || depth.is_some();
+    let below = |base: &str, n: &str| -> bool {
+        let Some(rest) = n.strip_prefix(base).and_then(|r| r.strip_prefix('/')) else {
+            return false;
+        };
+        depth.is_none_or(|d| rest.split('/').count() <= d)
+    };
     let mut names: Vec<String> = Vec::new();
     if ops.is_empty() {
-        names = p.datasets.keys().cloned().collect();
+        names = p
+            .datasets
+            .keys()
+            .filter(|n| depth.is_none_or(|d| n.split('/').count() <= d + 1))
+            .cloned()
+            .collect();
     } else {
         for o in &ops {
             if !p.datasets.contains_key(o) {
@@ -556,13 +608,7 @@ fn list(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
             }
             names.push(o.clone());
             if recursive {
-                let prefix = format!("{o}/");
-                names.extend(
-                    p.datasets
-                        .keys()
-                        .filter(|n| n.starts_with(&prefix))
-                        .cloned(),
-                );
+                names.extend(p.datasets.keys().filter(|n| below(o, n)).cloned());
             }
         }
     }
