@@ -23,6 +23,7 @@
 //! - [`cli`]: the command line; [`main_entry`] prints errors and picks the exit code.
 
 pub mod api;
+pub(crate) mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod datasets;

@@ -273,8 +273,7 @@ pub fn write_marker(marker_dir: &Path, step: &str, run: &str) -> std::io::Result
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let body = serde_json::json!({"step": step, "run": run, "ts": ts}).to_string();
-    crate::host::pve::write_atomic(&marker_path(marker_dir, step), body.as_bytes(), 0o600)
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    crate::atomic_file::write(&marker_path(marker_dir, step), body.as_bytes(), 0o600)
 }
 
 /// Whether `step` has a marker.

@@ -185,11 +185,7 @@ fn write_emu_settings(root: &Path, settings: &Settings) -> Result<GpuSet> {
             }
         })?;
         text.push(b'\n');
-        let mut tmp = tempfile::NamedTempFile::new_in(root)
-            .map_err(|e| io("create a temp file in", root, e))?;
-        std::io::Write::write_all(&mut tmp, &text).map_err(|e| io("write", tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| io("write", &path, e.error))?;
+        crate::atomic_file::write(&path, &text, 0o600).map_err(|e| io("write", &path, e))?;
     }
     Ok(gpus)
 }

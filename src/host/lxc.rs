@@ -197,7 +197,7 @@ impl LxcHost {
     }
 
     fn write_config(&self, vmid: Vmid, text: &str) -> Result<()> {
-        write_atomic(&self.config_path(vmid), text.as_bytes(), 0o640)
+        super::write_file(&self.config_path(vmid), text.as_bytes(), 0o640)
     }
 
     /// Take phoenix's config lock of `vmid` for the life of the returned guard.
@@ -508,25 +508,6 @@ pub fn append_lines(text: &str, new: &[String]) -> Option<String> {
     Some(out)
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |action, source| HostError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".phoenix-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(|e| io("create temp file for", e))?;
-    tmp.write_all(bytes).map_err(|e| io("write", e))?;
-    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
-    tmp.persist(path).map_err(|e| io("replace", e.error))?;
-    Ok(())
-}
-
 /// Write `content` to `dest` beneath the directory `root` (the container's `/`), never
 /// leaving it: every lookup uses `RESOLVE_IN_ROOT`, so absolute symlinks and `..` stay
 /// inside. Missing parent directories are created (0755); the file is replaced atomically
@@ -790,24 +771,11 @@ impl Host for LxcHost {
     fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput> {
         // `--clear-env`: nothing from phoenix's environment enters the container; LXC sets
         // a default PATH and `container=lxc`.
-        let mut cmd = self
+        let prefix = self
             .lxc(&self.paths.lxc_attach, vmid)
             .arg("--clear-env")
-            .arg("--")
-            .args(&req.argv);
-        if let Some(stdin) = &req.stdin {
-            cmd = cmd.stdin(stdin.clone());
-        }
-        if let Some(t) = req.timeout {
-            cmd = cmd.timeout(t);
-        }
-        if !req.ok_codes.is_empty() {
-            cmd = cmd.ok_codes(req.ok_codes.clone());
-        }
-        if !req.read_only {
-            cmd = cmd.mutating();
-        }
-        self.run(&cmd)
+            .arg("--");
+        self.run(&req.apply_to(prefix))
     }
 
     fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()> {
@@ -878,16 +846,7 @@ impl Host for LxcHost {
         let Some(updated) = append_lines(&text, &new) else {
             return Ok(());
         };
-        if !backup.exists() {
-            if let Some(dir) = backup.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
-                    action: "create backup directory",
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            }
-            write_atomic(backup, text.as_bytes(), 0o600)?;
-        }
+        super::backup_once(backup, &text)?;
         self.write_config(vmid, &updated)
     }
 

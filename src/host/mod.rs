@@ -263,6 +263,28 @@ pub struct ExecRequest {
     pub read_only: bool,
 }
 
+impl ExecRequest {
+    /// `cmd` (a backend's prefix that enters the container, e.g. `pct exec <vmid> --`) with
+    /// this request's argv, stdin, timeout, accepted exit codes and read-only flag: the one
+    /// mapping every backend uses.
+    pub fn apply_to(&self, cmd: crate::exec::HostCommand) -> crate::exec::HostCommand {
+        let mut cmd = cmd.args(&self.argv);
+        if let Some(stdin) = &self.stdin {
+            cmd = cmd.stdin(stdin.clone());
+        }
+        if let Some(t) = self.timeout {
+            cmd = cmd.timeout(t);
+        }
+        if !self.ok_codes.is_empty() {
+            cmd = cmd.ok_codes(self.ok_codes.clone());
+        }
+        if !self.read_only {
+            cmd = cmd.mutating();
+        }
+        cmd
+    }
+}
+
 /// A device node a container needs, read from the live `/dev`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceNode {
@@ -352,6 +374,33 @@ pub fn read_ct_file(path: &Path, vmid: Vmid) -> Result<String> {
     }
 }
 
+/// Replace the host file `path` atomically with `bytes` and mode `mode`
+/// ([`crate::atomic_file`]): container configs and their backups on every backend.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    crate::atomic_file::write(path, bytes, mode).map_err(|source| HostError::Io {
+        action: "replace",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Before the first edit of a container config in a run, save its text to `backup` (0600,
+/// its directory created): a later edit of the same run keeps the first backup, so
+/// `RestoreConfig` puts back the config as it was before the run.
+pub fn backup_once(backup: &Path, text: &str) -> Result<()> {
+    if backup.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = backup.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
+            action: "create backup directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    write_file(backup, text.as_bytes(), 0o600)
+}
+
 /// `dir`, created 0700 when missing (phoenix's private files live there).
 pub fn private_dir(dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -391,14 +440,10 @@ pub fn sweep_push_files(dir: &Path) -> usize {
             continue;
         }
         let path = entry.path();
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
-                use std::io::Write;
-                let _ = f.write_all(&vec![0u8; meta.len() as usize]);
-                let _ = f.sync_all();
-            }
-        }
-        if std::fs::remove_file(&path).is_ok() {
+        // A file that cannot be zeroed is still removed.
+        if crate::atomic_file::scrub_and_remove(&path).is_ok()
+            || std::fs::remove_file(&path).is_ok()
+        {
             n += 1;
         }
     }
@@ -454,5 +499,65 @@ pub fn open(
             lxc::LxcPaths::from_settings(settings),
             runner,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::HostCommand;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn an_exec_request_maps_onto_the_backends_prefix() {
+        let prefix = HostCommand::new("/usr/sbin/pct").args(["exec", "901", "--"]);
+        let req = ExecRequest {
+            argv: vec!["cat".into(), "a b".into()],
+            stdin: Some(Zeroizing::new(b"12345".to_vec())),
+            timeout: Some(Duration::from_secs(7)),
+            ok_codes: vec![0, 3],
+            read_only: false,
+        };
+        let cmd = req.apply_to(prefix.clone());
+        assert_eq!(
+            cmd.argv(),
+            ["/usr/sbin/pct", "exec", "901", "--", "cat", "a b"]
+        );
+        assert_eq!(cmd.stdin_len(), 5);
+        assert_eq!(cmd.timeout_value(), Some(Duration::from_secs(7)));
+        assert!(cmd.accepts(3) && cmd.accepts(0) && !cmd.accepts(1));
+        assert!(cmd.is_mutating());
+        // A read-only request with defaults: no stdin, no timeout, only 0, not mutating.
+        let q = ExecRequest {
+            argv: vec!["true".into()],
+            read_only: true,
+            ..ExecRequest::default()
+        }
+        .apply_to(prefix);
+        assert_eq!(q.stdin_len(), 0);
+        assert_eq!(q.timeout_value(), None);
+        assert!(q.accepts(0) && !q.accepts(3));
+        assert!(!q.is_mutating());
+    }
+
+    #[test]
+    fn the_first_backup_of_a_run_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backups/r1/901.conf");
+        backup_once(&backup, "before\n").unwrap();
+        backup_once(&backup, "after the first edit\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&backup).unwrap(), "before\n");
+        assert_eq!(std::fs::metadata(&backup).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn write_file_names_the_path_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing/901.conf");
+        let err = write_file(&path, b"x", 0o640).unwrap_err();
+        assert!(
+            matches!(&err, HostError::Io { action: "replace", path: p, .. } if *p == path),
+            "{err:?}"
+        );
     }
 }

@@ -208,7 +208,7 @@ impl PveHost {
     }
 
     fn write_conf(&self, vmid: Vmid, text: &str) -> Result<()> {
-        write_atomic(&self.conf_path(vmid), text.as_bytes(), 0o640)
+        super::write_file(&self.conf_path(vmid), text.as_bytes(), 0o640)
     }
 }
 
@@ -269,28 +269,6 @@ fn net0_value(e: &crate::config::LxcConfig) -> std::result::Result<String, Strin
         c = c.kv("tag", &tag.to_string())?;
     }
     Ok(c.build())
-}
-
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |action, source| HostError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".phoenix-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(|e| io("create temp file for", e))?;
-    tmp.write_all(bytes).map_err(|e| io("write", e))?;
-    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
-    tmp.persist(path).map_err(|e| io("replace", e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Insert `lines` (as `key: value`) before the first `[section]`, skipping lines already
@@ -510,20 +488,7 @@ impl Host for PveHost {
     }
 
     fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput> {
-        let mut cmd = self.exec_prefix(vmid)?.args(&req.argv);
-        if let Some(stdin) = &req.stdin {
-            cmd = cmd.stdin(stdin.clone());
-        }
-        if let Some(t) = req.timeout {
-            cmd = cmd.timeout(t);
-        }
-        if !req.ok_codes.is_empty() {
-            cmd = cmd.ok_codes(req.ok_codes.clone());
-        }
-        if !req.read_only {
-            cmd = cmd.mutating();
-        }
-        self.run(&cmd)
+        self.run(&req.apply_to(self.exec_prefix(vmid)?))
     }
 
     fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()> {
@@ -603,16 +568,7 @@ impl Host for PveHost {
         if !changed {
             return Ok(());
         }
-        if !backup.exists() {
-            if let Some(dir) = backup.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
-                    action: "create backup directory",
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            }
-            write_atomic(backup, text.as_bytes(), 0o600)?;
-        }
+        super::backup_once(backup, &text)?;
         self.write_conf(vmid, &new)
     }
 

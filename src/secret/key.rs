@@ -16,7 +16,7 @@ use age::x25519::Identity;
 use zeroize::Zeroizing;
 
 use super::SecretError;
-use super::atomic;
+use crate::atomic_file as atomic;
 
 /// Read and check the identity at `path`, which must belong to the user running phoenix.
 pub(super) fn load(path: &Path) -> Result<Identity, SecretError> {
@@ -123,7 +123,7 @@ pub(super) fn write(path: &Path, identity: &Identity) -> Result<(), SecretError>
     }
     let secret = identity.to_string();
     let created = super::store::rfc3339(std::time::SystemTime::now());
-    atomic::write(path, |f| {
+    atomic::write_with(path, 0o600, |f| {
         writeln!(
             f,
             "# phoenix secret key (age X25519 identity): keep it 0600"

@@ -18,7 +18,8 @@ use zeroize::Zeroizing;
 use crate::types::SecretName;
 
 use super::store::{SecretError, SecretStore, check_value};
-use super::{atomic, strip_one_newline};
+use super::strip_one_newline;
+use crate::atomic_file as atomic;
 
 /// The bash suite's Hugging Face token file.
 pub const DEFAULT_HF_TOKEN_FILE: &str = "/usr/local/etc/phoenix_hf_token.conf";

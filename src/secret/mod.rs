@@ -7,7 +7,8 @@
 //! read its bytes (crate-private [`Secret::expose`]).
 //!
 //! Files: `store` (the store and [`SecretError`]), `key` (loading and checking the key
-//! file), `legacy` (`import-legacy`), `atomic` (crash-safe writes).
+//! file), `legacy` (`import-legacy`); crash-safe writes go through
+//! `crate::atomic_file`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use zeroize::Zeroizing;
 
 use crate::types::SecretName;
 
-mod atomic;
 mod key;
 mod legacy;
 mod store;

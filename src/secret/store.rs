@@ -58,7 +58,8 @@ use crate::settings::Settings;
 use crate::types::SecretName;
 
 use super::Secret;
-use super::{atomic, key};
+use super::key;
+use crate::atomic_file as atomic;
 
 /// The largest value the store accepts.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
@@ -710,7 +711,7 @@ impl SecretStore {
                     source: Box::new(source),
                 })?;
         let path = self.secret_path(name);
-        atomic::write(&path, |file| {
+        atomic::write_with(&path, 0o600, |file| {
             let mut w = encryptor.wrap_output(file)?;
             w.write_all(value)?;
             w.finish()?;
@@ -813,7 +814,7 @@ impl SecretStore {
 
     fn write_recipient(&self, recipient: &Recipient) -> Result<(), SecretError> {
         let path = self.recipient_path();
-        atomic::write(&path, |f| {
+        atomic::write_with(&path, 0o600, |f| {
             writeln!(
                 f,
                 "# the age recipient of this store's key ({}); do not edit",

@@ -261,6 +261,9 @@ pub fn lock_file(path: &Path, timeout: Duration) -> Result<Lock, RootError> {
 }
 
 /// Replace `path` with `data` atomically (temp file in the same directory, then rename).
+///
+/// Not phoenix's `atomic_file`: the emulator stands in for other programs and shares no
+/// code with the library, and its state is a test fixture, so it skips the fsyncs.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), RootError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| RootError::io("create", dir, e))?;

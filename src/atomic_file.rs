@@ -1,22 +1,42 @@
-//! Crash-safe file writes for the key and the store.
+//! Crash-safe file replacement: the one implementation phoenix uses for every file it
+//! replaces (the secret key and store, container configs and their backups, markers).
 //!
-//! A file is written to a temporary file in the same directory (mode 0600 from its creation,
-//! so no other user ever sees a partial key), fsynced, renamed over the target and the
-//! directory fsynced: after a crash the target holds either the old or the new content,
-//! never a mix. Temporary files are named `.phoenix-*.tmp`, which no secret name can be.
+//! A file is written to a temporary file in the same directory (with its final mode from
+//! its creation, so no other user ever sees a partial key), fsynced, renamed over the target
+//! and the directory fsynced: after a crash the target holds either the old or the new
+//! content, never a mix, and the rename itself is durable. Temporary files are named
+//! `.phoenix-*.tmp`, which no secret name or container config can be.
+//!
+//! The directory fsync is not optional, also on PVE's `/etc/pve` (pmxcfs, a FUSE file
+//! system): pmxcfs registers no `fsync`/`fsyncdir` operation (proxmox/pve-cluster,
+//! `src/pmxcfs/pmxcfs.c`, `fuse_ops`), libfuse answers ENOSYS and the kernel's FUSE client
+//! then reports success (`fs/fuse/file.c`, `fuse_fsync_common`), so a failure here is a
+//! real one.
+//!
+//! The emulated host (`src/bin/phoenix-emu/`) keeps its own small replace-by-rename: it
+//! stands in for other programs and deliberately shares no code with this library.
 
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-/// Write `path` atomically with mode 0600; `fill` writes the content into the temp file.
-pub(super) fn write(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+/// Replace `path` atomically with `bytes`, mode `mode`.
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_with(path, mode, |f| f.write_all(bytes))
+}
+
+/// Replace `path` atomically with mode `mode`; `fill` writes the content into the temp file.
+pub(crate) fn write_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".phoenix-")
         .suffix(".tmp")
-        .permissions(Permissions::from_mode(0o600))
+        .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;
     fill(tmp.as_file_mut())?;
     tmp.as_file_mut().flush()?;
@@ -26,20 +46,20 @@ pub(super) fn write(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>)
 }
 
 /// Rename `from` to `to` (same directory) and fsync the directory.
-pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)?;
     sync_dir(parent(to))
 }
 
 /// Remove `path` and fsync its directory.
-pub(super) fn remove(path: &Path) -> io::Result<()> {
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)?;
     sync_dir(parent(path))
 }
 
 /// Overwrite `path` with zeros (its whole length), fsync it, remove it and fsync its
 /// directory: the bash suite's base64 files should not stay readable on disk.
-pub(super) fn scrub_and_remove(path: &Path) -> io::Result<()> {
+pub(crate) fn scrub_and_remove(path: &Path) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).open(path)?;
     let len = file.metadata()?.len();
     let zeros = [0u8; 4096];
@@ -55,7 +75,7 @@ pub(super) fn scrub_and_remove(path: &Path) -> io::Result<()> {
 }
 
 /// Create `dir` (and missing parents) with mode 0700.
-pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
@@ -80,9 +100,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.age");
         std::fs::write(&path, b"old").unwrap();
-        write(&path, |f| f.write_all(b"new")).unwrap();
+        write(&path, b"new", 0o600).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        write(&path, b"newer", 0o640).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"newer");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -95,7 +118,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.age");
         std::fs::write(&path, b"old").unwrap();
-        let err = write(&path, |_| Err(io::Error::other("boom"))).unwrap_err();
+        let err = write_with(&path, 0o600, |_| Err(io::Error::other("boom"))).unwrap_err();
         assert_eq!(err.to_string(), "boom");
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
