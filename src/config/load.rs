@@ -137,19 +137,18 @@ fn sort(problems: &mut [Problem]) {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"{
-  "lxc_configs": {
-    "901": {
-      "name": "drdevstral",
-      "memory_mb": 32768,
-      "cores": 8,
-      "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
-      "storage_pool": "lxc-disks",
-      "storage_size_gb": 64,
-      "network_config": {"ip": "10.0.0.111/24", "gw": "10.0.0.1"}
+    /// The shipped example config: the one config fixture of the whole suite.
+    const GOOD: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
+
+    /// 1-based line and column of the first `needle` in `text`.
+    fn at(text: &str, needle: &str) -> (usize, usize) {
+        let i = text
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in the text"));
+        let line = text[..i].matches('\n').count() + 1;
+        let col = i - text[..i].rfind('\n').map_or(0, |n| n + 1) + 1;
+        (line, col)
     }
-  }
-}"#;
 
     fn problems(text: &str) -> Vec<Problem> {
         match load_str(Path::new("c.json"), text) {
@@ -161,7 +160,7 @@ mod tests {
     #[test]
     fn good_text_loads() {
         let c = load_str(Path::new("c.json"), GOOD).unwrap();
-        assert_eq!(c.lxc.len(), 1);
+        assert_eq!(c.lxc.len(), 2);
         assert!(c.warnings.is_empty());
     }
 
@@ -208,52 +207,68 @@ mod tests {
 
     #[test]
     fn schema_problem_has_position_and_no_semantic_echo() {
-        let p = problems(&GOOD.replace("32768", "\"invalid\""));
+        let text = GOOD.replacen("\"memory_mb\": 32768", "\"memory_mb\": \"invalid\"", 1);
+        let p = problems(&text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].pointer, "/lxc_configs/901/memory_mb");
-        assert_eq!((p[0].line, p[0].column), (Some(5), Some(20)));
+        let (line, col) = at(&text, "\"invalid\"");
+        assert_eq!((p[0].line, p[0].column), (Some(line), Some(col)));
         assert_eq!(p[0].expected, "integer");
         assert_eq!(
             p[0].to_string(),
-            "5:20: /lxc_configs/901/memory_mb: expected integer, found string \"invalid\""
+            format!(
+                "{line}:{col}: /lxc_configs/901/memory_mb: expected integer, found string \"invalid\""
+            )
         );
     }
 
     #[test]
     fn schema_and_semantic_problems_together_sorted() {
         let text = GOOD
-            .replace("\"cores\": 8", "\"cores\": 0")
-            .replace("drdevstral", "-x")
-            .replace("10.0.0.1\"", "10.9.0.1\"");
+            .replacen("\"cores\": 8", "\"cores\": 0", 1)
+            .replacen("\"name\": \"drdevstral\"", "\"name\": \"-x\"", 1)
+            .replacen("\"gw\": \"10.0.0.1\"", "\"gw\": \"10.9.0.1\"", 1);
         let p = problems(&text);
         let got: Vec<(&str, Option<usize>)> =
             p.iter().map(|p| (p.pointer.as_str(), p.line)).collect();
         assert_eq!(
             got,
             [
-                ("/lxc_configs/901/name", Some(4)),
-                ("/lxc_configs/901/cores", Some(6)),
-                ("/lxc_configs/901/network_config/gw", Some(10)),
+                ("/lxc_configs/901/name", Some(at(&text, "\"-x\"").0)),
+                ("/lxc_configs/901/cores", Some(at(&text, "\"cores\": 0").0)),
+                (
+                    "/lxc_configs/901/network_config/gw",
+                    Some(at(&text, "10.9.0.1").0)
+                ),
             ]
         );
     }
 
     #[test]
     fn missing_field_points_at_its_object() {
-        let p = problems(&GOOD.replace("\"cores\": 8,", ""));
+        let text = GOOD.replacen("\"cores\": 8,", "", 1);
+        let p = problems(&text);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].pointer, "/lxc_configs/901/cores");
-        assert_eq!((p[0].line, p[0].column), (Some(3), Some(12)));
+        // The `{` of entry 901.
+        let (line, col) = at(&text, "\"901\": {");
+        assert_eq!((p[0].line, p[0].column), (Some(line), Some(col + 7)));
     }
 
     #[test]
     fn duplicate_entry_is_an_error_with_both_positions() {
-        let text = GOOD.replace("\"cores\": 8,", "\"cores\": 8, \"cores\": 9,");
+        let text = GOOD.replacen("\"cores\": 8,", "\"cores\": 8, \"cores\": 9,", 1);
         let p = problems(&text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].pointer, "/lxc_configs/901/cores");
-        assert_eq!((p[0].line, p[0].column), (Some(6), Some(19)));
-        assert!(p[0].expected.contains("first at 6:7"), "{}", p[0].expected);
+        let (line, first) = at(&text, "\"cores\": 8");
+        let second = at(&text, "\"cores\": 9").1;
+        assert_eq!((p[0].line, p[0].column), (Some(line), Some(second)));
+        assert!(
+            p[0].expected.contains(&format!("first at {line}:{first}")),
+            "{}",
+            p[0].expected
+        );
     }
 
     #[test]

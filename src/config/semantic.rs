@@ -901,19 +901,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Entry 901 of the shipped example config (the suite's one config fixture).
     fn entry() -> Value {
-        json!({
-            "name": "drdevstral",
-            "memory_mb": 32768,
-            "cores": 8,
-            "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
-            "storage_pool": "lxc-disks",
-            "storage_size_gb": 64,
-            "network_config": {"name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.111/24", "gw": "10.0.0.1"},
-            "gpu_assignment": [0, 1],
-            "vllm_model": "mistralai/Devstral-Small-2507",
-            "vllm_tensor_parallel_size": 2
-        })
+        let doc: Value =
+            serde_json::from_str(include_str!("../../recipes/phoenix_lxc_configs.json")).unwrap();
+        doc["lxc_configs"]["901"].clone()
     }
 
     fn run(entries: Value) -> Outcome {
@@ -941,10 +933,13 @@ mod tests {
         assert!(o.findings.is_empty(), "{:?}", o.findings);
         let c = &o.lxc[&Vmid::new(901).unwrap()];
         assert_eq!(c.swap_mb, 512);
-        assert!(c.unprivileged);
+        assert!(!c.unprivileged);
         assert_eq!(c.network.gw, Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(c.vllm.as_ref().unwrap().tensor_parallel_size, 2);
         assert_eq!(c.vllm.as_ref().unwrap().port, 8000);
+        // Without the key a container is unprivileged (phoenix's default).
+        let o = one(entry(), json!({"unprivileged": null}));
+        assert!(o.lxc[&Vmid::new(901).unwrap()].unprivileged);
     }
 
     #[test]
@@ -1201,11 +1196,16 @@ mod tests {
     fn vllm_options_without_a_model_are_refused() {
         let o = one(entry(), json!({"vllm_model": null}));
         assert_eq!(pointers(&o), ["/lxc_configs/901/vllm_model"]);
-        let o = one(
-            entry(),
-            json!({"vllm_model": null, "vllm_tensor_parallel_size": null}),
-        );
-        assert!(o.findings.is_empty());
+        // Without any vllm_* key the entry serves no model.
+        let no_vllm: serde_json::Map<String, Value> = entry()
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("vllm_"))
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        let o = one(entry(), Value::Object(no_vllm));
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
         assert!(o.lxc[&Vmid::new(901).unwrap()].vllm.is_none());
     }
 

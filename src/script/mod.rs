@@ -644,25 +644,9 @@ mod tests {
         }
     }
 
-    const CONFIG: &str = r#"{
-  "lxc_configs": {
-    "901": {
-      "name": "drdevstral", "memory_mb": 32768, "cores": 8,
-      "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-      "storage_pool": "local-zfs", "storage_size_gb": 64,
-      "network_config": { "name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.110/24", "gw": "10.0.0.1" },
-      "unprivileged": true, "gpu_assignment": "0",
-      "vllm_model": "mistralai/Devstral-Small-2505", "vllm_tensor_parallel_size": 1,
-      "vllm_max_model_len": 32768, "recipe": "drdevstral.rhai"
-    },
-    "902": {
-      "name": "plain", "memory_mb": 2048, "cores": 2,
-      "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-      "storage_pool": "local-zfs", "storage_size_gb": 8,
-      "network_config": { "name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.111/24", "gw": "10.0.0.1" }
-    }
-  }
-}"#;
+    /// The shipped example config (901 drdevstral, 902 gateway): the suite's one config
+    /// fixture.
+    const CONFIG: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
 
     fn runtime(recipe_name: &str, selected: &[u32]) -> (Arc<Runtime>, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
@@ -778,7 +762,8 @@ mod tests {
                    let t = config.target();\n\
                    [t.vmid, m::target_vmid(), name_of(902), config.lxc(\"902\").cores,\n\
                     config.ids(), t.vllm_model, t.gpus, t.network_config.ip,\n\
-                    config.lxc(902).vllm_model, m::note(1), t.features.nesting]";
+                    config.lxc(902).vllm_model, m::note(1), t.features.nesting,\n\
+                    config.lxc(902).features.nesting]";
         let (recipe, _lib) = compile_with(src, &[("m", module)]);
         let got = eval_array(&recipe, &rt);
         let shown: Vec<String> = got.iter().map(ToString::to_string).collect();
@@ -787,15 +772,16 @@ mod tests {
             [
                 "901",
                 "901",
-                "plain",
+                "gateway",
                 "2",
                 "[901, 902]",
-                "mistralai/Devstral-Small-2505",
-                "0",
-                "10.0.0.110/24",
+                "mistralai/Devstral-Small-2507",
+                "0,1",
+                "10.0.0.111/24",
                 "",
                 "1",
-                // No `features` in the entry: phoenix adds none of its own.
+                "true",
+                // No `features` in entry 902: phoenix adds none of its own.
                 "false"
             ]
         );
@@ -826,7 +812,7 @@ mod tests {
                 "901/drdevstral: install docker",
                 "true",
                 "false",
-                "0",
+                "0,1",
                 ""
             ]
         );

@@ -7,17 +7,8 @@ use std::process::Command;
 use phoenix::script::docs;
 use phoenix::script::stdlib::Stdlib;
 
-const CONFIG: &str = r#"{
-  "lxc_configs": {
-    "901": {
-      "name": "drdevstral", "memory_mb": 32768, "cores": 8,
-      "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-      "storage_pool": "local-zfs", "storage_size_gb": 64,
-      "network_config": { "name": "eth0", "bridge": "vmbr0", "ip": "10.0.0.110/24", "gw": "10.0.0.1" },
-      "vllm_model": "mistralai/Devstral-Small-2505", "recipe": "drdevstral.rhai"
-    }
-  }
-}"#;
+/// The shipped example config (the suite's one config fixture).
+const CONFIG: &str = crate::support::CONFIG_901;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -144,10 +135,10 @@ fn the_config_is_checked_before_the_recipe() {
 fn an_unknown_lxc_selection_exits_2() {
     let s = Setup::new();
     s.recipe("ok.rhai", "log.info(\"x\");");
-    let (code, _, err) = s.phoenix(&["recipe", "run", "ok.rhai", "--lxc", "902"]);
+    let (code, _, err) = s.phoenix(&["recipe", "run", "ok.rhai", "--lxc", "903"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("--lxc 902:") && err.contains("(ids: 901)"),
+        err.contains("--lxc 903:") && err.contains("(ids: 901, 902)"),
         "{err}"
     );
     assert!(s.untouched());
