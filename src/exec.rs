@@ -666,7 +666,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
-        crate::test_wait::wait_until("the timed-out group to end", || {
+        crate::test_support::wait_until("the timed-out group to end", || {
             processes(&sleep).is_empty()
                 && processes(&["/usr/bin/timeout", "300", sleep[0], sleep[1]]).is_empty()
         });
@@ -680,14 +680,16 @@ mod tests {
         let sleep = ["/usr/bin/sleep", "30.0418"];
         // Cancel once the command runs.
         std::thread::spawn(move || {
-            crate::test_wait::wait_until("the command to start", || !processes(&sleep).is_empty());
+            crate::test_support::wait_until("the command to start", || {
+                !processes(&sleep).is_empty()
+            });
             c2.cancel();
         });
         let err = r
             .run(&HostCommand::new(sleep[0]).arg(sleep[1]))
             .unwrap_err();
         assert!(matches!(err, ExecError::Interrupted { .. }), "{err:?}");
-        crate::test_wait::wait_until("the cancelled command to end", || {
+        crate::test_support::wait_until("the cancelled command to end", || {
             processes(&sleep).is_empty()
         });
     }

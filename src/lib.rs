@@ -40,10 +40,8 @@ pub mod settings;
 pub mod signal;
 pub mod types;
 
-/// The test suite's one wait helper (tests/integration/wait.rs), shared by the unit tests.
 #[cfg(test)]
-#[path = "../tests/integration/wait.rs"]
-pub(crate) mod test_wait;
+pub(crate) mod test_support;
 
 pub use error::{Error, Result};
 

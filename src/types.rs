@@ -867,24 +867,91 @@ mod tests {
         ]
     }
 
+    /// Every text type refuses every hostile value, each for the rule that applies: the
+    /// shared checks (control characters, length, a leading `-`) first, then the type's
+    /// own character set or format. (A vmid is only ever a decimal number.)
     #[test]
     fn every_text_type_refuses_hostile_values() {
+        type Check = fn(&str) -> Result<(), String>;
+        fn err<T, E: fmt::Display>(r: Result<T, E>) -> Result<(), String> {
+            r.map(drop).map_err(|e| e.to_string())
+        }
+        // (kind as the error names it, the check, the rule for shell characters: `None`
+        // when the type's character set refuses them by name).
+        let types: [(&str, Check, Option<&str>); 15] = [
+            ("hostname", |v| err(Hostname::new(v)), None),
+            ("model id", |v| err(ModelId::new(v)), None),
+            ("bridge name", |v| err(BridgeName::new(v)), None),
+            ("interface name", |v| err(IfaceName::new(v)), None),
+            (
+                "MAC address",
+                |v| err(Mac::new(v)),
+                Some("must be six hex pairs separated by `:`"),
+            ),
+            ("storage id", |v| err(StorageId::new(v)), None),
+            ("template", |v| err(Template::new(v)), None),
+            ("dataset name", |v| err(DatasetName::new(v)), None),
+            (
+                "container path",
+                |v| err(AbsPath::new(v)),
+                Some("must be absolute"),
+            ),
+            ("secret name", |v| err(SecretName::new(v)), None),
+            ("property name", |v| err(PropKey::new(v)), None),
+            (
+                "GPU selector",
+                |v| err(v.parse::<GpuSelector>()),
+                Some("must be an index (`0`), a UUID"),
+            ),
+            (
+                "duration",
+                |v| err(v.parse::<DurationSpec>()),
+                Some("expected a number such as `10s`"),
+            ),
+            (
+                "size",
+                |v| err(Size::new(v)),
+                Some("must be a number with an optional unit"),
+            ),
+            (
+                "vmid",
+                |v| err(v.parse::<Vmid>()),
+                Some("must be a decimal number without leading zeros"),
+            ),
+        ];
         for v in hostile() {
-            assert!(Hostname::new(v.clone()).is_err(), "hostname {v:?}");
-            assert!(ModelId::new(v.clone()).is_err(), "model {v:?}");
-            assert!(BridgeName::new(v.clone()).is_err(), "bridge {v:?}");
-            assert!(IfaceName::new(v.clone()).is_err(), "iface {v:?}");
-            assert!(Mac::new(v.clone()).is_err(), "mac {v:?}");
-            assert!(StorageId::new(v.clone()).is_err(), "storage {v:?}");
-            assert!(Template::new(v.clone()).is_err(), "template {v:?}");
-            assert!(DatasetName::new(v.clone()).is_err(), "dataset {v:?}");
-            assert!(AbsPath::new(v.clone()).is_err(), "path {v:?}");
-            assert!(SecretName::new(v.clone()).is_err(), "secret {v:?}");
-            assert!(PropKey::new(v.clone()).is_err(), "key {v:?}");
-            assert!(v.parse::<GpuSelector>().is_err(), "gpu {v:?}");
-            assert!(v.parse::<DurationSpec>().is_err(), "duration {v:?}");
-            assert!(Size::new(v.clone()).is_err(), "size {v:?}");
-            assert!(v.parse::<Vmid>().is_err(), "vmid {v:?}");
+            let first = v.chars().next().unwrap();
+            let shell = v.chars().find(|c| ";$` ".contains(*c));
+            let shared = if let Some(c) = v.chars().find(|&c| c.is_control() || c == '\u{202E}') {
+                Some(format!(
+                    "contains the control or format character U+{:04X}",
+                    c as u32
+                ))
+            } else if v.len() > 1024 {
+                Some(format!("is {} bytes long; at most", v.len()))
+            } else if first == '-' {
+                Some("must not start with `-` (it would be read as an option)".to_owned())
+            } else {
+                None
+            };
+            for (kind, check, own) in types {
+                let e = check(&v).expect_err(&format!("{kind} accepted {v:?}"));
+                assert!(
+                    e.starts_with(&format!("invalid {kind} ")),
+                    "{kind} {v:?}: {e}"
+                );
+                let rule = match (kind, &shared, own, shell) {
+                    ("vmid", ..) => own.unwrap().to_owned(),
+                    (_, Some(rule), ..) => rule.clone(),
+                    (_, None, Some(own), _) => own.to_owned(),
+                    (_, None, None, Some(c)) => format!("contains '{c}'; allowed: "),
+                    _ => unreachable!("{v:?} is not hostile"),
+                };
+                assert!(
+                    e.contains(&rule),
+                    "{kind} {v:?}: {e}\n(want the rule {rule:?})"
+                );
+            }
         }
     }
 
@@ -913,20 +980,26 @@ mod tests {
             assert!(e.reason.contains(why), "{bad}: {}", e.reason);
         }
         assert!(ModelsParent::new(format!("r/{}", "x".repeat(189))).is_ok());
-        assert!(ModelsParent::new(format!("r/{}", "x".repeat(190))).is_err());
+        crate::test_support::refused(
+            ModelsParent::new(format!("r/{}", "x".repeat(190))),
+            "is 192 bytes long; at most 191 allowed",
+        );
     }
 
     #[test]
     fn prop_value_refuses_separators() {
-        for v in [
-            "a,b",
-            "a=b",
-            "a;b",
-            "a\nlxc.hook.pre-start: /x",
-            "a\0",
-            "-x",
+        for (v, rule) in [
+            ("a,b", "contains ','"),
+            ("a=b", "contains '='"),
+            ("a;b", "contains ';'"),
+            (
+                "a\nlxc.hook.pre-start: /x",
+                "control or format character U+000A",
+            ),
+            ("a\0", "control or format character U+0000"),
+            ("-x", "must not start with `-`"),
         ] {
-            assert!(PropValue::new(v).is_err(), "{v:?}");
+            crate::test_support::refused(PropValue::new(v), rule);
         }
         assert!(PropValue::new("vmbr0").is_ok());
     }
@@ -939,33 +1012,60 @@ mod tests {
         );
         assert!(ModelId::new("mistralai/Devstral-Small-2507").is_ok());
         assert!(ModelId::new("/models/devstral").is_ok());
-        assert!(ModelId::new("/models/../etc").is_err());
-        assert!(ModelId::new("noslash").is_err());
-        assert!(ModelId::new("a/b/c").is_err());
+        crate::test_support::refused(
+            ModelId::new("/models/../etc"),
+            "an absolute path must not contain `..`",
+        );
+        crate::test_support::refused(
+            ModelId::new("noslash"),
+            "must be a Hugging Face repo id `org/name` or an absolute path",
+        );
+        crate::test_support::refused(
+            ModelId::new("a/b/c"),
+            "must be a Hugging Face repo id `org/name` or an absolute path",
+        );
         let e = ModelId::new("; rm -rf /").unwrap_err();
         assert_eq!(e.kind, "model id");
     }
 
     #[test]
     fn vmid_range() {
-        assert!(Vmid::new(99).is_err());
+        crate::test_support::refused(Vmid::new(99), "must be between 100 and 999999999");
         assert!(Vmid::new(100).is_ok());
         assert!(Vmid::new(999_999_999).is_ok());
-        assert!(Vmid::new(1_000_000_000).is_err());
+        crate::test_support::refused(
+            Vmid::new(1_000_000_000),
+            "must be between 100 and 999999999",
+        );
         assert_eq!("901".parse::<Vmid>().unwrap().get(), 901);
-        assert!("0901".parse::<Vmid>().is_err());
-        assert!("-901".parse::<Vmid>().is_err());
+        crate::test_support::refused(
+            "0901".parse::<Vmid>(),
+            "must be a decimal number without leading zeros",
+        );
+        crate::test_support::refused(
+            "-901".parse::<Vmid>(),
+            "must be a decimal number without leading zeros",
+        );
     }
 
     #[test]
     fn mac_and_hostname() {
         assert!(Mac::new("52:54:00:12:34:56").is_ok());
-        assert!(Mac::new("01:00:5e:00:00:01").is_err());
-        assert!(Mac::new("52-54-00-12-34-56").is_err());
+        crate::test_support::refused(Mac::new("01:00:5e:00:00:01"), "is a multicast address");
+        crate::test_support::refused(
+            Mac::new("52-54-00-12-34-56"),
+            "must be six hex pairs separated by `:`",
+        );
         assert!(Hostname::new("drdevstral").is_ok());
         assert!(Hostname::new("gpu-a.lab").is_ok());
-        assert!(Hostname::new("gpu-").is_err());
-        assert!(Hostname::new("gpu_a").is_err());
+        crate::test_support::refused(
+            Hostname::new("gpu-"),
+            "a label must not start or end with `-`",
+        );
+        crate::test_support::refused(
+            Hostname::new("gpu_a"),
+            "contains '_'; allowed: ASCII letters, digits, `-` and `.`",
+        );
     }
 
     #[test]
@@ -984,8 +1084,8 @@ mod tests {
             "00000000:00:06.0".parse::<GpuSelector>().unwrap(),
             GpuSelector::List(ref l) if matches!(l[0], GpuRef::Pci(_))
         ));
-        assert!("0,0".parse::<GpuSelector>().is_err());
-        assert!("".parse::<GpuSelector>().is_err());
+        crate::test_support::refused("0,0".parse::<GpuSelector>(), "names GPU 0 twice");
+        crate::test_support::refused("".parse::<GpuSelector>(), "names no GPU");
     }
 
     #[test]
@@ -1002,22 +1102,34 @@ mod tests {
             "1m30s".parse::<DurationSpec>().unwrap().0,
             Duration::from_secs(90)
         );
-        assert!("10".parse::<DurationSpec>().is_err());
-        assert!("10x".parse::<DurationSpec>().is_err());
+        crate::test_support::refused(
+            "10".parse::<DurationSpec>(),
+            "unknown unit \"\"; use ms, s, m or h",
+        );
+        crate::test_support::refused(
+            "10x".parse::<DurationSpec>(),
+            "unknown unit \"x\"; use ms, s, m or h",
+        );
     }
 
     #[test]
     fn templates() {
         assert!(Template::new("local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst").is_ok());
         assert!(Template::new("/var/lib/vz/template/cache/x.tar.zst").is_ok());
-        assert!(Template::new("ubuntu").is_err());
-        assert!(Template::new("local:../x").is_err());
+        crate::test_support::refused(
+            Template::new("ubuntu"),
+            "must be a PVE volume id `storage:vztmpl/file.tar.zst` or an absolute path",
+        );
+        crate::test_support::refused(
+            Template::new("local:../x"),
+            "volume part must be relative without `..`",
+        );
     }
 
     #[test]
     fn sizes() {
         assert_eq!(Size::new("16G").unwrap().as_str(), "16g");
-        assert!(Size::new("16 g").is_err());
-        assert!(Size::new("g").is_err());
+        crate::test_support::refused(Size::new("16 g"), "must be a number with an optional unit");
+        crate::test_support::refused(Size::new("g"), "must be a number with an optional unit");
     }
 }

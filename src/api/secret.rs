@@ -197,10 +197,10 @@ mod tests {
     const VALUE: &str = "hf_s3cr3tvalue";
     const MESSAGE: &str = "a secret can only be passed to a primitive that accepts one";
 
+    /// The engine recipes run in (every family, limits, the misuse hook), not one with
+    /// only this family registered.
     fn engine() -> Engine {
-        let mut engine = Engine::new();
-        register(&mut engine);
-        engine
+        crate::script::engine::new_engine(crate::script::engine::EngineOptions::default())
     }
 
     fn scope() -> Scope<'static> {

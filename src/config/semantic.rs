@@ -856,11 +856,18 @@ fn conservative(kind: &'static str, v: &str, max: usize, extra: &str) -> Result<
             ),
         ));
     }
-    if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+    if let Some(first) = v.chars().next().filter(|c| !c.is_ascii_alphanumeric()) {
+        // Say why for the character actually there: a `-` would be an option, a `/` or
+        // `.` would leave the directory the value is resolved in.
+        let why = match first {
+            '-' => " (a leading `-` would be read as an option)",
+            '/' => " (not an absolute path)",
+            _ => "",
+        };
         return Err(refuse(
             kind,
             v,
-            "must start with a letter or digit (a leading `-` would be read as an option)",
+            format!("must start with a letter or digit, not {first:?}{why}"),
         ));
     }
     Ok(())
@@ -1227,19 +1234,38 @@ mod tests {
         ];
         let long = "x".repeat(10_000);
         for v in hostile.iter().copied().chain([long.as_str()]) {
-            assert!(check_served_name(v).is_err(), "served {v:?}");
-            assert!(check_image(v).is_err(), "image {v:?}");
-            assert!(check_recipe(v).is_err(), "recipe {v:?}");
+            // The rule that applies: the length, then the character set (naming the first
+            // character outside it), then the first character.
+            let bad = v
+                .chars()
+                .find(|&c| !(c.is_ascii_alphanumeric() || "-_./".contains(c)));
+            let rule = match bad {
+                _ if v.is_empty() || v.len() > 255 => "characters long".to_owned(),
+                Some(c) => format!("contains {c:?}; allowed: ASCII letters, digits and"),
+                None => "must start with a letter or digit, not '-' (a leading `-`".to_owned(),
+            };
+            crate::test_support::refused(check_served_name(v), &rule);
+            crate::test_support::refused(check_image(v), &rule);
+            crate::test_support::refused(check_recipe(v), &rule);
         }
         assert!(check_served_name("devstral").is_ok());
         assert!(check_served_name("mistralai/Devstral-Small-2507").is_ok());
         assert!(check_image("vllm/vllm-openai:v0.10.1").is_ok());
         assert!(check_image("reg.lab:5000/vllm/vllm-openai@sha256:0123abcd").is_ok());
-        assert!(check_image("/abs").is_err());
+        crate::test_support::refused(
+            check_image("/abs"),
+            "must start with a letter or digit, not '/' (not an absolute path)",
+        );
         assert!(check_recipe("drdevstral.rhai").is_ok());
         assert!(check_recipe("sub/dir.rhai").is_ok());
-        assert!(check_recipe("../x.rhai").is_err());
-        assert!(check_recipe("/etc/x.rhai").is_err());
-        assert!(check_recipe("x.sh").is_err());
+        crate::test_support::refused(
+            check_recipe("../x.rhai"),
+            "must start with a letter or digit, not '.'",
+        );
+        crate::test_support::refused(
+            check_recipe("/etc/x.rhai"),
+            "must start with a letter or digit, not '/' (not an absolute path)",
+        );
+        crate::test_support::refused(check_recipe("x.sh"), "must end in `.rhai`");
     }
 }

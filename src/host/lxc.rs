@@ -1061,8 +1061,14 @@ mod tests {
                 .contains("storage")
         );
         assert!(BindMount::parse("/srv/x").unwrap_err().contains("mp="));
-        assert!(BindMount::parse("/srv/x,mp=/a b").is_err());
-        assert!(BindMount::parse("/srv/x,mp=/a\nlxc.hook.pre-start = /x").is_err());
+        crate::test_support::refused(
+            BindMount::parse("/srv/x,mp=/a b"),
+            "contains ' '; allowed: no `,` `;` `=` quotes, backslash or spaces",
+        );
+        crate::test_support::refused(
+            BindMount::parse("/srv/x,mp=/a\nlxc.hook.pre-start = /x"),
+            "contains a newline or NUL",
+        );
         // An option PVE-only options would ignore must not smuggle a line into the config.
         let err = BindMount::parse("/srv/x,mp=/a,backup=0\nlxc.hook.pre-start = /x").unwrap_err();
         assert!(err.contains("newline"), "{err}");
@@ -1311,7 +1317,10 @@ mod tests {
             "lxc.mount.entry".to_owned(),
             "a\nlxc.hook.mount = /x".to_owned(),
         )];
-        assert!(h.ct_append_lines(vmid, &bad, &backup).is_err());
+        crate::test_support::refused(
+            h.ct_append_lines(vmid, &bad, &backup),
+            "a newline or NUL could add another key",
+        );
         assert_eq!(std::fs::read_to_string(h.config_path(vmid)).unwrap(), after);
         h.ct_restore_config(vmid, &backup).unwrap();
         assert_eq!(
@@ -1333,7 +1342,20 @@ mod tests {
         std::os::unix::fs::symlink("/../../..", root.join("up")).unwrap();
         let dest = AbsPath::new("/etc/evil/token").unwrap();
         // The link resolves inside the root, where its target does not exist: refused.
-        assert!(push_beneath(&root, &dest, b"secret", 0o600).is_err());
+        match push_beneath(&root, &dest, b"secret", 0o600) {
+            Err(HostError::Io {
+                action,
+                path,
+                source,
+            }) => {
+                assert_eq!(
+                    (action, path.as_path()),
+                    ("open directory in container", Path::new("/etc/evil"))
+                );
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         // Once the target exists inside the root, the file lands there, never outside.
         let inside = root.join(outside.strip_prefix("/").unwrap());

@@ -702,11 +702,13 @@ mod tests {
 
     #[test]
     fn composite_refuses_separators() {
-        assert!(Composite::new().kv("name", "eth0,bridge=x").is_err());
-        assert!(
-            Composite::new()
-                .kv("name", "eth0\nlxc.hook.x: /bin/x")
-                .is_err()
+        crate::test_support::refused(
+            Composite::new().kv("name", "eth0,bridge=x"),
+            "name: contains ','; allowed: no `,` `;` `=` newline or NUL",
+        );
+        crate::test_support::refused(
+            Composite::new().kv("name", "eth0\nlxc.hook.x: /bin/x"),
+            "name: contains the control or format character U+000A",
         );
         assert_eq!(
             Composite::new()
@@ -752,7 +754,10 @@ mod tests {
         assert_eq!(g[0].index, 0);
         assert_eq!(g[0].memory_mib, 81559);
         assert_eq!(g[0].name, "NVIDIA H100 80GB HBM3");
-        assert!(parse_gpu_csv("0, x\n").is_err());
+        crate::test_support::refused(
+            parse_gpu_csv("0, x\n"),
+            "line 1: expected 6 fields, found 2",
+        );
     }
 
     #[test]

@@ -371,8 +371,48 @@ mod tests {
 
     #[test]
     fn print_goes_nowhere_but_the_logger() {
-        // No panic, no stdout: the callbacks only log.
-        engine().run("print(\"hello\"); debug(\"there\");").unwrap();
+        /// The log lines, captured.
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Capture::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let redactor = Redactor::default();
+        redactor.register("hf_token", "hf_SecretValue123");
+        let e = new_engine(EngineOptions {
+            recipe_name: "r.rhai".into(),
+            redactor,
+            ..EngineOptions::default()
+        });
+        tracing::subscriber::with_default(subscriber, || {
+            e.run("print(\"hello hf_SecretValue123\"); debug(\"there\");")
+                .unwrap();
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let print = text.lines().find(|l| l.contains("hello")).expect(&text);
+        assert!(
+            print.contains("INFO") && print.contains("recipe=r.rhai"),
+            "{print}"
+        );
+        assert!(!text.contains("hf_SecretValue123"), "{text}");
+        let debug = text.lines().find(|l| l.contains("there")).expect(&text);
+        assert!(
+            debug.contains("DEBUG") && debug.contains("line=1"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -1175,7 +1175,7 @@ mod tests {
         // The writer is blocked on the store's flock: /proc/locks lists a waiting request
         // (`->`) on the directory's inode.
         let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.dir()).unwrap());
-        crate::test_wait::wait_until("set to wait for the store lock", || {
+        crate::test_support::wait_until("set to wait for the store lock", || {
             std::fs::read_to_string("/proc/locks")
                 .unwrap()
                 .lines()

@@ -843,7 +843,9 @@ fn req001_secrets_never_reach_argv_env_or_files() {
             );
             // Nor the running server's argv or environment.
             for f in ["cmdline", "environ"] {
-                let b = std::fs::read(format!("/proc/{}/{f}", servers[0])).unwrap_or_default();
+                // Read for real: a server that vanished must not pass the check.
+                let b = std::fs::read(format!("/proc/{}/{f}", servers[0])).unwrap();
+                assert!(f != "cmdline" || !b.is_empty(), "the server is gone");
                 assert!(!contains(&b, &e), "the server's {f} holds {name}");
             }
         }

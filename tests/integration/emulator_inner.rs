@@ -695,11 +695,13 @@ fn a_changed_unit_needs_daemon_reload() {
     emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
     let ip = emu.address();
     let old: SocketAddr = format!("{ip}:8000").parse().unwrap();
+    let new: SocketAddr = format!("{ip}:8001").parse().unwrap();
     wait_up(old);
+    assert_refused(new);
     emu.exec_ok(&["systemctl", "daemon-reload"]);
     emu.exec_ok(&["systemctl", "restart", "phoenix-vllm-901"]);
-    let new: SocketAddr = format!("{ip}:8001").parse().unwrap();
     wait_up(new);
+    assert_refused(old);
     emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
 }
 

@@ -289,7 +289,9 @@ fn secret_ensure_generates_once_and_never_shows_the_value() {
     assert_eq!(value.len(), 64, "{value}");
     assert!(value.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(!out.contains(value) && !err.contains(value));
-    let log = std::fs::read_to_string(s.path("log/phoenix.log")).unwrap_or_default();
+    // The run's log file exists and records the generation, without the value.
+    let log = std::fs::read_to_string(s.path("log/phoenix.log")).unwrap();
+    assert!(log.contains("secret generated and stored"), "{log}");
     assert!(!log.contains(value), "the log holds the generated key");
     // A second run reuses the stored value.
     s.recipe("again.rhai", "let a = secret.ensure(\"vllm_api_key\");\n");

@@ -235,9 +235,12 @@ mod tests {
         let f = fixture(false, true);
         let engine = script_engine(&f.rt);
         let mut scope = rhai::Scope::new();
-        let s: Map = engine
-            .eval_with_scope(&mut scope, r#"vllm.start(901, #{ models_dir: "/models" })"#)
-            .unwrap();
+        let s: Map = eval(
+            &engine,
+            &mut scope,
+            r#"vllm.start(901, #{ models_dir: "/models" })"#,
+        )
+        .unwrap();
         assert_eq!(
             s["url"].clone().into_string().unwrap(),
             "http://127.77.0.5:8000"
@@ -245,12 +248,12 @@ mod tests {
         assert!(!s["api_key_set"].as_bool().unwrap());
         scope.push("server", s);
         // 127.77.0.5 is loopback: nothing listens there, so the ladder stays at `loading`.
-        let err = engine
-            .eval_with_scope::<Dynamic>(
-                &mut scope,
-                r#"vllm.wait_ready(server, #{ timeout: "300ms", max_poll: "50ms" })"#,
-            )
-            .unwrap_err();
+        let err = eval::<Dynamic>(
+            &engine,
+            &mut scope,
+            r#"vllm.wait_ready(server, #{ timeout: "300ms", max_poll: "50ms" })"#,
+        )
+        .unwrap_err();
         let rhai::EvalAltResult::ErrorRuntime(d, _) = *err else {
             panic!("{err}")
         };
@@ -264,12 +267,14 @@ mod tests {
         );
 
         let (addr, _) = server(|_, _| Some(http(200, "pong")));
-        let body: String = engine
-            .eval_with_scope(
-                &mut scope,
-                &format!(r#"fn p(u) {{ http.probe(u, #{{ attempts: 2 }}) }} p("http://{addr}/ping").body"#),
-            )
-            .unwrap();
+        let body: String = eval(
+            &engine,
+            &mut scope,
+            &format!(
+                r#"fn p(u) {{ http.probe(u, #{{ attempts: 2 }}) }} p("http://{addr}/ping").body"#
+            ),
+        )
+        .unwrap();
         assert_eq!(body, "pong");
     }
 
@@ -298,15 +303,11 @@ mod tests {
                 .collect()
         };
         let f = fixture(false, true);
-        let mut engine = script_engine(&f.rt);
-        let stdlib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
-        engine.set_module_resolver(rhai::module_resolvers::FileModuleResolver::new_with_path(
-            stdlib,
-        ));
+        // The real engine resolves imports to the embedded stdlib/, as recipes do.
+        let engine = script_engine(&f.rt);
+        let run = |src: &str| eval::<Dynamic>(&engine, &mut rhai::Scope::new(), src).map(drop);
 
-        engine
-            .run(r#"import "docker" as docker; docker::install(901);"#)
-            .unwrap();
+        run(r#"import "docker" as docker; docker::install(901);"#).unwrap();
         assert_eq!(
             changes(&f.runner),
             [
@@ -316,9 +317,7 @@ mod tests {
             ]
         );
         let n = changes(&f.runner).len();
-        engine
-            .run(r#"import "docker" as docker; docker::install(901);"#)
-            .unwrap();
+        run(r#"import "docker" as docker; docker::install(901);"#).unwrap();
         assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
 
         f.ct.installed
@@ -326,8 +325,7 @@ mod tests {
             .unwrap()
             .insert("/usr/bin/nvidia-smi".into());
         *f.ct.driver.lock().unwrap() = "550.54.14".into();
-        let e = engine
-            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
+        let e = run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
             .unwrap_err()
             .to_string();
         assert!(
@@ -346,20 +344,15 @@ mod tests {
         );
         *f.ct.driver.lock().unwrap() = "580.159.04".into();
         let n = changes(&f.runner).len();
-        engine
-            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
-            .unwrap();
+        run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#).unwrap();
         assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
 
-        engine
-            .run(
-                r#"import "systemd" as systemd;
+        run(r#"import "systemd" as systemd;
                    systemd::daemon_reload(901);
                    if !systemd::is_active(901, "phoenix-vllm-901.service") {
                        systemd::enable_now(901, "phoenix-vllm-901.service");
-                   }"#,
-            )
-            .unwrap();
+                   }"#)
+        .unwrap();
         assert_eq!(
             changes(&f.runner)[n..],
             [

@@ -567,7 +567,7 @@ mod tests {
         let addr = port.addr();
         let live = Arc::clone(live);
         std::thread::spawn(move || {
-            crate::test_wait::wait_until("the ladder to check liveness while refused", || {
+            crate::test_support::wait_until("the ladder to check liveness while refused", || {
                 live.checks.load(Ordering::SeqCst) >= 2
             });
             let l = port.listen();
@@ -604,8 +604,11 @@ mod tests {
     #[test]
     fn eof_while_loading_then_ready() {
         // Accepts and closes (a published port before vLLM listens) for 5 connections.
-        let (addr, _) = server(|n, req| if n < 5 { None } else { Some(route(req)) });
-        wait_ladder(&srv(addr, None), &quick(), &FakeLive::running()).unwrap();
+        let (addr, count) = server(|n, req| if n < 5 { None } else { Some(route(req)) });
+        let r = wait_ladder(&srv(addr, None), &quick(), &FakeLive::running()).unwrap();
+        assert_eq!(r.models, ["mistralai/Devstral-Small-2507"]);
+        // Five closed connections, then /health and /v1/models.
+        assert_eq!(count.load(Ordering::SeqCst), 7);
     }
 
     #[test]

@@ -370,17 +370,26 @@ pub(super) fn spec_map(with_secrets: bool) -> Map {
     m
 }
 
-/// An engine with every family registered and the handles resolved by name everywhere
-/// (top level, `fn`s, modules), as DESIGN.md §10 asks of the script engine; `log.info`
-/// (another family, being built) is a no-op here.
+/// The engine recipes run in, with this runtime's handles (every family, resolved by name
+/// in `fn`s and modules too).
 pub(super) fn script_engine(rt: &Arc<Runtime>) -> rhai::Engine {
-    let mut engine = rhai::Engine::new();
-    crate::api::register_all(&mut engine);
-    engine.register_fn("info", |_: crate::api::log::LogApi, _: &str| {});
-    let handles: std::collections::HashMap<&str, Dynamic> =
-        crate::api::handles(rt).into_iter().collect();
-    // `on_var` is marked deprecated only as "volatile"; the script engine uses it too.
-    #[allow(deprecated)]
-    engine.on_var(move |name, _, _| Ok(handles.get(name).cloned()));
-    engine
+    crate::script::engine::new_engine(crate::script::engine::EngineOptions {
+        handles: crate::api::handles(rt),
+        ..Default::default()
+    })
+}
+
+/// Compile `src` the way recipes are compiled (strict variables: the handles and the
+/// variables already in `scope`) and run it in `engine` with `scope`.
+pub(super) fn eval<T: Clone + Send + Sync + 'static>(
+    engine: &rhai::Engine,
+    scope: &mut rhai::Scope<'static>,
+    src: &str,
+) -> Result<T, Box<rhai::EvalAltResult>> {
+    let mut known = crate::script::engine::compile_scope();
+    for (name, _, _) in scope.iter() {
+        known.push_constant(name.to_owned(), ());
+    }
+    let ast = engine.compile_with_scope(&known, src)?;
+    engine.eval_ast_with_scope(scope, &ast)
 }

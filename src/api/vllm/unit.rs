@@ -148,8 +148,14 @@ mod tests {
         let e = systemd_word("model\nExecStartPost=/bin/rm -rf /").unwrap_err();
         assert_eq!(e.what, "ExecStart argument");
         assert!(e.to_string().contains("control character"), "{e}");
-        assert!(systemd_word("a\0b").is_err());
-        assert!(systemd_word("a\rb").is_err());
+        crate::test_support::refused(
+            systemd_word("a\0b"),
+            "contains a control character (newline, NUL, …): refused",
+        );
+        crate::test_support::refused(
+            systemd_word("a\rb"),
+            "contains a control character (newline, NUL, …): refused",
+        );
         // A hostile served name reaches the unit only as one quoted, escaped word.
         let mut s = example_spec();
         s.vllm.served_model_name = Some("x\" \"--trust-remote-code %h $PATH".into());
@@ -159,6 +165,9 @@ mod tests {
             "{unit}"
         );
         s.vllm.served_model_name = Some("x\nExecStartPost=/bin/sh".into());
-        assert!(UnitFile::for_server(&s).render().is_err());
+        crate::test_support::refused(
+            UnitFile::for_server(&s).render(),
+            "unit file ExecStart argument \"x\\nExecStartPost=/bin/sh\" contains a control character",
+        );
     }
 }
