@@ -354,10 +354,28 @@ mod tests {
                 .unwrap_err()
                 .contains("name: property is missing")
         );
-        assert!(parse(NET, "name=eth0,tag=5000").is_err());
-        assert!(parse(NET, "name=eth0,ip=10.0.0.5").is_err());
-        assert!(parse(NET, "name=eth0,hwaddr=01:00:00:00:00:00").is_err());
-        assert!(parse(FEATURES, "nesting=maybe").is_err());
+        let e = parse(NET, "name=eth0,tag=5000").unwrap_err();
+        assert!(
+            e.contains("tag: value must be between 1 and 4094 - got '5000'"),
+            "{e}"
+        );
+        let e = parse(NET, "name=eth0,ip=10.0.0.5").unwrap_err();
+        assert!(
+            e.contains(
+                "ip: invalid format - value does not look like a valid IPv4 network configuration"
+            ),
+            "{e}"
+        );
+        let e = parse(NET, "name=eth0,hwaddr=01:00:00:00:00:00").unwrap_err();
+        assert!(
+            e.contains("hwaddr: value does not look like a valid unicast MAC address"),
+            "{e}"
+        );
+        let e = parse(FEATURES, "nesting=maybe").unwrap_err();
+        assert!(
+            e.contains("nesting: type check ('boolean') failed - got 'maybe'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -969,14 +969,17 @@ mod tests {
     fn property_checks() {
         assert!(check_prop("phoenix:owner", "x y").is_ok());
         assert!(check_prop("compression", "zstd-3").is_ok());
-        assert!(check_prop("compression", "brotli").is_err());
+        let e = check_prop("compression", "brotli").unwrap_err();
+        assert!(e.contains("bad compression value 'brotli'"), "{e}");
         assert_eq!(
             check_prop("foo", "bar"),
             Err("invalid property 'foo'".into())
         );
         assert!(check_prop("recordsize", "1M").is_ok());
-        assert!(check_prop("recordsize", "3K").is_err());
-        assert!(check_prop("atime", "maybe").is_err());
+        let e = check_prop("recordsize", "3K").unwrap_err();
+        assert!(e.contains("bad recordsize value '3K'"), "{e}");
+        let e = check_prop("atime", "maybe").unwrap_err();
+        assert!(e.contains("'atime' must be one of 'on | off'"), "{e}");
         assert_eq!(check_prop("used", "1"), Err("'used' is readonly".into()));
     }
 }
