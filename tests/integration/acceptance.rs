@@ -204,7 +204,12 @@ impl Site {
 
     /// The emulator's `argv.log`, whole lines only.
     fn calls(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
+        // No log yet only before the emulator's first call; any other error fails.
+        let text = match std::fs::read_to_string(self.root().join("argv.log")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("argv.log: {e}"),
+        };
         let whole = text.rfind('\n').map_or("", |end| &text[..end]);
         whole
             .lines()

@@ -115,9 +115,13 @@ impl Emu {
     }
 
     fn log(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.root.join("argv.log"))
-            .unwrap_or_default()
-            .lines()
+        // No log yet only before the emulator's first call; any other error fails.
+        let text = match std::fs::read_to_string(self.root.join("argv.log")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("argv.log: {e}"),
+        };
+        text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }

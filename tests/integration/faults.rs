@@ -283,7 +283,12 @@ impl Host {
     }
 
     fn calls(&self) -> Vec<Call> {
-        let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
+        // No log yet only before the emulator's first call; any other error fails.
+        let text = match std::fs::read_to_string(self.root().join("argv.log")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("argv.log: {e}"),
+        };
         // A line being appended right now may be read half-written: only whole lines count.
         let whole = text.rfind('\n').map_or("", |end| &text[..end]);
         whole
