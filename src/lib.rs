@@ -18,21 +18,26 @@
 //! - [`journal`]: the write-ahead undo journal and per-container locks.
 //! - [`secret`]: opaque secrets and the age-encrypted store.
 //! - [`runtime`]: the state one recipe run shares with its primitives.
+//! - [`boundary`]: what a recipe may touch (DESIGN.md §12): the one choke point every
+//!   primitive asks, below `api` and `script`.
 //! - [`api`]: the primitives, one file per recipe-facing family.
 //! - [`script`]: the sandboxed Rhai engine, lint and the generated API reference.
 //! - [`cli`]: the command line; [`main_entry`] prints errors and picks the exit code.
 
 pub mod api;
 pub(crate) mod atomic_file;
+pub mod boundary;
 pub mod cli;
 pub mod config;
 pub mod datasets;
 pub mod error;
 pub mod exec;
+pub mod exit;
 pub mod host;
 pub mod journal;
 pub mod lifecycle;
 pub mod logging;
+pub mod markers;
 pub mod runtime;
 pub mod script;
 pub mod secret;

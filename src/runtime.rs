@@ -54,7 +54,64 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The entry recipe `recipe_name` serves when none is selected (DESIGN.md §10): the entry
+/// whose `recipe` names it, else the only entry.
+pub fn default_target<'a>(config: &'a Config, recipe_name: &str) -> Option<&'a LxcConfig> {
+    let by_recipe: Vec<&LxcConfig> = config
+        .lxc
+        .values()
+        .filter(|c| {
+            c.recipe
+                .as_deref()
+                .is_some_and(|r| r == recipe_name || r.rsplit('/').next() == Some(recipe_name))
+        })
+        .collect();
+    if by_recipe.len() == 1 {
+        return Some(by_recipe[0]);
+    }
+    if config.lxc.len() == 1 {
+        return config.lxc.values().next();
+    }
+    None
+}
+
 impl Runtime {
+    /// The entries this run may change: those selected with `--lxc`, else the default
+    /// target ([`Runtime::target`]); empty when there is none.
+    pub fn selection(&self) -> Vec<Vmid> {
+        if self.selected.is_empty() {
+            self.target().map(|e| vec![e.vmid]).unwrap_or_default()
+        } else {
+            self.selected.clone()
+        }
+    }
+
+    /// The boundary every primitive asks (DESIGN.md §12).
+    pub fn boundary(&self) -> crate::boundary::Boundary<'_> {
+        let protected =
+            crate::boundary::paths::protected_set(&crate::boundary::own_dirs(&self.settings));
+        let mount_roots = self
+            .settings
+            .mount_roots
+            .value
+            .iter()
+            .filter_map(|r| {
+                crate::boundary::paths::check_roots(std::slice::from_ref(r), &protected).ok()
+            })
+            .flatten()
+            .collect();
+        crate::boundary::Boundary {
+            config: &self.config,
+            selected: self.selection(),
+            models_parent: crate::boundary::known_models_parent(&self.settings, &self.config),
+            mount_roots,
+            protected,
+            host: self.host.as_ref(),
+            journal: &self.journal,
+            dry_run: self.dry_run,
+        }
+    }
+
     /// Add a plan line (dry run) for a change that is not a host command.
     pub fn note(&self, line: String) {
         self.notes
@@ -69,23 +126,7 @@ impl Runtime {
         if let Some(v) = self.selected.first() {
             return self.config.get(*v);
         }
-        let by_recipe: Vec<&LxcConfig> = self
-            .config
-            .lxc
-            .values()
-            .filter(|c| {
-                c.recipe.as_deref().is_some_and(|r| {
-                    r == self.recipe_name || r.rsplit('/').next() == Some(self.recipe_name.as_str())
-                })
-            })
-            .collect();
-        if by_recipe.len() == 1 {
-            return Some(by_recipe[0]);
-        }
-        if self.config.lxc.len() == 1 {
-            return self.config.lxc.values().next();
-        }
-        None
+        default_target(&self.config, &self.recipe_name)
     }
 
     /// A new run id: time and pid, unique enough per host and readable in tags.

@@ -172,6 +172,9 @@ pub struct Settings {
     /// The parent of phoenix's model datasets (`PHOENIX_MODELS_DATASET`). Unset here means:
     /// the config's `models_dataset`, else derived from the host ([`crate::datasets`]).
     pub models_dataset: Setting<Option<ModelsParent>>,
+    /// Host directories bind mounts may come from, besides phoenix-owned datasets
+    /// (`PHOENIX_MOUNT_ROOTS`, `:`-separated absolute paths; default none: DESIGN.md §12).
+    pub mount_roots: Setting<Vec<PathBuf>>,
 }
 
 /// The pinned vLLM image (never `latest` by default).
@@ -238,6 +241,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "models_dataset",
         "PHOENIX_MODELS_DATASET",
         "parent ZFS dataset of the model datasets",
+    ),
+    (
+        "mount_roots",
+        "PHOENIX_MOUNT_ROOTS",
+        "host dirs bind mounts may come from (:-separated)",
     ),
 ];
 
@@ -437,6 +445,30 @@ impl Settings {
                     source: t.source,
                 }
             },
+            mount_roots: match lookup("mount_roots", "PHOENIX_MOUNT_ROOTS") {
+                Some((v, source)) => Setting {
+                    value: v
+                        .split(':')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            if p.starts_with('/') {
+                                absolute("mount_roots", source, p)
+                            } else {
+                                Err(SettingsError::Value {
+                                    key: "mount_roots",
+                                    source_kind: source,
+                                    message: format!("{p:?} is not an absolute path"),
+                                })
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                    source,
+                },
+                None => Setting {
+                    value: Vec::new(),
+                    source: Source::Default,
+                },
+            },
         })
     }
 
@@ -480,6 +512,19 @@ impl Settings {
                     .as_ref()
                     .map_or_else(|| MODELS_DATASET_UNSET.to_owned(), ToString::to_string),
                 self.models_dataset.source,
+            ),
+            (
+                if self.mount_roots.value.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    self.mount_roots
+                        .value
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                },
+                self.mount_roots.source,
             ),
         ];
         KEYS.iter()
@@ -527,7 +572,10 @@ fn absolute(key: &'static str, source: Source, v: &str) -> Result<PathBuf, Setti
 }
 
 fn read_file(path: &Path, explicit: bool) -> Result<BTreeMap<String, String>, SettingsError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::boundary::limits::read_input_text(
+        path,
+        crate::boundary::limits::Input::Settings,
+    ) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(BTreeMap::new());

@@ -229,12 +229,11 @@ pub fn list(rt: &Runtime) -> Result<Vec<Gpu>, ApiError> {
 /// `gpu.attach(ct, selector)`: returns the attached GPUs.
 pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gpu>, ApiError> {
     const CALL: &str = "gpu.attach";
-    let conf = match rt.host.ct_config(vmid)? {
-        Some(c) if c.is_owned() => c,
-        Some(_) => return Err(HostError::NotOwned(vmid).into()),
-        None if rt.dry_run => crate::host::CtConfig::default(),
-        None => return Err(HostError::NoSuchContainer(vmid).into()),
-    };
+    // Selected for this run and phoenix's (empty in a dry run before creation).
+    let conf = rt
+        .boundary()
+        .container(CALL, vmid, crate::boundary::Access::Change)?
+        .unwrap_or_default();
     let gpus = select(&rt.host.gpus()?, selector)?;
     let nodes = nodes_for(rt.host.dev_dir(), &gpus)?;
     let step_name = format!("gpu.attach:{vmid}");

@@ -17,12 +17,14 @@ use zeroize::Zeroizing;
 
 use super::support::{self, known_keys, opt_duration, step, string_array, vmid_of};
 use super::{ApiError, script_error};
+use crate::boundary::values::{SecretUse, secret_bytes};
+use crate::boundary::{Access, Refusal, Rule};
 use crate::config::LxcConfig;
 use crate::host::{CreateSpec, CtConfig, CtStatus, ExecRequest};
 use crate::journal::UndoStep;
 use crate::runtime::Runtime;
 use crate::secret::Secret;
-use crate::types::{AbsPath, DatasetName, Vmid};
+use crate::types::{AbsPath, Vmid};
 
 crate::api::handle!(
     /// The `lxc` object recipes call methods on.
@@ -161,10 +163,27 @@ pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
 pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
     const CALL: &str = "lxc.create";
     let vmid = entry.vmid;
-    if let Some(conf) = rt.host.ct_config(vmid)? {
-        if !conf.is_owned() {
-            return Err(crate::host::HostError::NotOwned(vmid).into());
+    let boundary = rt.boundary();
+    let existing = boundary.container(CALL, vmid, Access::Create)?;
+    if let Some(configured) = rt.config.get(vmid) {
+        // A recipe may shape its container, but not loosen its confinement against the
+        // config file's word.
+        if entry.unprivileged != configured.unprivileged || entry.features != configured.features {
+            return Err(Refusal::new(
+                CALL,
+                Rule::Selection,
+                format!(
+                    "the spec for {vmid} changes `unprivileged` or `features` (config: unprivileged {}, features {:?}; spec: unprivileged {}, features {:?}): change the config file instead",
+                    configured.unprivileged,
+                    configured.features.to_pve().unwrap_or_default(),
+                    entry.unprivileged,
+                    entry.features.to_pve().unwrap_or_default()
+                ),
+            )
+            .into());
         }
+    }
+    if let Some(conf) = existing {
         let d = drift(&conf, entry);
         if !d.is_empty() {
             return Err(ApiError::spec(
@@ -192,22 +211,18 @@ pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
     Ok(container_map(vmid, Some(entry)))
 }
 
-/// Refuse to touch a container phoenix does not own (or that does not exist).
-fn owned(rt: &Runtime, vmid: Vmid) -> Result<CtConfig, ApiError> {
-    match rt.host.ct_config(vmid)? {
-        Some(c) if c.is_owned() => Ok(c),
-        Some(_) => Err(crate::host::HostError::NotOwned(vmid).into()),
-        // In a dry run the container of an earlier (recorded) step does not exist yet.
-        None if rt.dry_run => Ok(CtConfig {
-            entries: vec![("tags".into(), crate::host::OWNER_TAG.into())],
-        }),
-        None => Err(crate::host::HostError::NoSuchContainer(vmid).into()),
-    }
+/// Ask the boundary whether `call` may change container `vmid` (selected for this run and
+/// phoenix's); its config (empty for a container a dry run has not created yet).
+fn owned(rt: &Runtime, call: &'static str, vmid: Vmid) -> Result<CtConfig, ApiError> {
+    Ok(rt
+        .boundary()
+        .container(call, vmid, Access::Change)?
+        .unwrap_or_default())
 }
 
 /// `lxc.start(ct)`: start and wait until the host reports `status: running`.
 pub fn start(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
-    owned(rt, vmid)?;
+    owned(rt, "lxc.start", vmid)?;
     let status = rt.host.ct_status(vmid)?;
     if status == CtStatus::Running {
         return Ok(());
@@ -250,7 +265,7 @@ fn wait_status(rt: &Runtime, vmid: Vmid, want: CtStatus, limit: Duration) -> Res
 
 /// `lxc.stop(ct)`: stop when running.
 pub fn stop(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
-    owned(rt, vmid)?;
+    owned(rt, "lxc.stop", vmid)?;
     if rt.host.ct_status(vmid)? == CtStatus::Running {
         support::check_cancel(rt)?;
         rt.host.ct_stop(vmid)?;
@@ -260,6 +275,13 @@ pub fn stop(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
 
 /// `lxc.status(ct)`: `running`, `stopped` or `absent`.
 pub fn status(rt: &Runtime, vmid: Vmid) -> Result<CtStatus, ApiError> {
+    if rt
+        .boundary()
+        .container("lxc.status", vmid, Access::Read)?
+        .is_none()
+    {
+        return Ok(CtStatus::Absent);
+    }
     Ok(rt.host.ct_status(vmid)?)
 }
 
@@ -289,7 +311,7 @@ impl ExecOptions {
         let stdin = match map.get("stdin") {
             None => None,
             Some(v) if v.is_unit() => None,
-            Some(v) => Some(stdin_bytes(CALL, v)?),
+            Some(v) => Some(stdin_bytes(CALL, v, SecretUse::Line)?),
         };
         let ok_codes = match map.get("ok_codes") {
             None => Vec::new(),
@@ -319,8 +341,14 @@ impl ExecOptions {
 }
 
 /// Stdin from a string or a Secret (a Secret's bytes never become a Rhai string).
-fn stdin_bytes(call: &'static str, v: &Dynamic) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+/// A secret is checked for `usage` (control characters: DESIGN.md §12).
+fn stdin_bytes(
+    call: &'static str,
+    v: &Dynamic,
+    usage: SecretUse,
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     if let Some(secret) = v.read_lock::<Secret>() {
+        secret_bytes(call, &secret.to_string(), secret.expose(), usage)?;
         return Ok(Zeroizing::new(secret.expose().to_vec()));
     }
     v.clone()
@@ -342,29 +370,15 @@ pub fn exec(
     opts: ExecOptions,
 ) -> Result<Map, ApiError> {
     const CALL: &str = "lxc.exec";
-    if argv.is_empty() {
-        return Err(ApiError::spec(CALL, "argv is empty"));
-    }
-    if let Some(shell) = support::runs_shell(&argv) {
-        return Err(ApiError::spec(
-            CALL,
-            format!(
-                "refusing to run the shell {shell:?}: phoenix passes argv only; call the program directly"
-            ),
-        ));
-    }
-    if let Some(bad) = argv.iter().find(|a| a.contains('\0')) {
-        return Err(ApiError::spec(
-            CALL,
-            format!("argument {bad:?} contains NUL"),
-        ));
-    }
-    owned(rt, vmid)?;
+    crate::boundary::argv::check_exec(CALL, &argv)?;
+    owned(rt, CALL, vmid)?;
     support::check_cancel(rt)?;
-    // In a dry run a container created by an earlier (recorded) step is not there: even a
-    // check cannot run, so it is recorded like any other command.
-    let read_only =
-        opts.read_only && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
+    // A recipe's `read_only` never makes a command run in a dry run by itself: only the
+    // built-in read-only probes do. And in a dry run a container created by an earlier
+    // (recorded) step is not there: even a probe cannot run, so it is recorded.
+    let read_only = opts.read_only
+        && crate::boundary::argv::is_probe(&argv)
+        && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
     let out = rt.host.ct_exec(
         vmid,
         &ExecRequest {
@@ -409,17 +423,8 @@ pub fn set_password(rt: &Runtime, vmid: Vmid, user: &str, secret: &Secret) -> Re
             format!("invalid user name {}", crate::types::show(user)),
         ));
     }
-    if secret
-        .expose()
-        .iter()
-        .any(|&b| b == b'\n' || b == b'\r' || b == 0)
-    {
-        return Err(ApiError::spec(
-            CALL,
-            format!("{secret} contains a newline or NUL"),
-        ));
-    }
-    owned(rt, vmid)?;
+    secret_bytes(CALL, &secret.to_string(), secret.expose(), SecretUse::Line)?;
+    owned(rt, CALL, vmid)?;
     let mut line = Zeroizing::new(Vec::with_capacity(user.len() + secret.expose().len() + 2));
     line.extend_from_slice(user.as_bytes());
     line.push(b':');
@@ -485,7 +490,7 @@ pub fn push(
     content: &[u8],
     mode: u32,
 ) -> Result<(), ApiError> {
-    owned(rt, vmid)?;
+    owned(rt, "lxc.push", vmid)?;
     let running = rt.host.ct_status(vmid)? == CtStatus::Running;
     let current = if running {
         file_content(rt, vmid, path)?
@@ -522,34 +527,12 @@ pub fn mount(
     read_only: bool,
 ) -> Result<String, ApiError> {
     const CALL: &str = "lxc.mount";
-    let host_path = if source.starts_with('/') {
-        AbsPath::new(source).map_err(|e| ApiError::Type {
-            call: CALL,
-            source: e,
-        })?
-    } else {
-        let ds = DatasetName::new(source).map_err(|e| ApiError::Type {
-            call: CALL,
-            source: e,
-        })?;
-        match rt.host.zfs_mountpoint(&ds)? {
-            Some(mp) => AbsPath::new(mp).map_err(|e| ApiError::Type {
-                call: CALL,
-                source: e,
-            })?,
-            None if rt.dry_run => AbsPath::new(format!("/{ds}")).map_err(|e| ApiError::Type {
-                call: CALL,
-                source: e,
-            })?,
-            None => {
-                return Err(ApiError::spec(
-                    CALL,
-                    format!("dataset {ds} does not exist or has no mountpoint"),
-                ));
-            }
-        }
-    };
-    let conf = owned(rt, vmid)?;
+    let boundary = rt.boundary();
+    // The container first (a static check when it is not this run's), then the source.
+    let conf = boundary
+        .container(CALL, vmid, Access::Change)?
+        .unwrap_or_default();
+    let host_path = boundary.mount_source(CALL, source)?;
     let want_mp = format!("mp={ct_path}");
     for (k, v) in &conf.entries {
         if k.starts_with("mp") && v.split(',').any(|p| p == want_mp) {
@@ -585,6 +568,14 @@ pub fn mount(
 
 /// `lxc.address(ct)`: the IPv4 the host reports for the container's interface.
 pub fn address(rt: &Runtime, vmid: Vmid) -> Result<Ipv4Addr, ApiError> {
+    if rt
+        .boundary()
+        .container("lxc.address", vmid, Access::Read)?
+        .is_none()
+        && !rt.dry_run
+    {
+        return Err(crate::host::HostError::NoSuchContainer(vmid).into());
+    }
     let iface = rt
         .config
         .get(vmid)
@@ -597,10 +588,7 @@ pub fn address(rt: &Runtime, vmid: Vmid) -> Result<Ipv4Addr, ApiError> {
 }
 
 fn mode_of(call: &'static str, v: i64) -> Result<u32, ApiError> {
-    u32::try_from(v)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| ApiError::spec(call, format!("mode {v:o} is not a file mode")))
+    Ok(crate::boundary::values::file_mode(call, v)?)
 }
 
 /// Register the `lxc` methods.
@@ -702,7 +690,7 @@ pub fn register(engine: &mut Engine) {
         let path = AbsPath::new(path)
             .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
         let is_secret = content.is::<Secret>();
-        let bytes = stdin_bytes(CALL, &content).map_err(script_error)?;
+        let bytes = stdin_bytes(CALL, &content, SecretUse::File).map_err(script_error)?;
         let mode = match mode {
             Some(m) => mode_of(CALL, m).map_err(script_error)?,
             None if is_secret => 0o600,

@@ -60,9 +60,21 @@ pub enum ApiError {
         #[source]
         source: crate::types::TypeError,
     },
+    /// The boundary refused the call (DESIGN.md §12).
+    #[error(transparent)]
+    Refused(#[from] crate::boundary::Refusal),
     /// A signal asked phoenix to stop.
     #[error("interrupted by a signal")]
     Interrupted,
+}
+
+impl From<crate::boundary::BoundaryError> for ApiError {
+    fn from(e: crate::boundary::BoundaryError) -> Self {
+        match e {
+            crate::boundary::BoundaryError::Refused(r) => Self::Refused(r),
+            crate::boundary::BoundaryError::Host(h) => Self::Host(h),
+        }
+    }
 }
 
 impl ApiError {

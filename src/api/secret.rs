@@ -326,7 +326,7 @@ mod tests {
             operation: "+",
             name: SecretName::new("x").unwrap(),
         };
-        assert_eq!(err.exit_code(), crate::error::code::RUN_FAILED);
+        assert_eq!(err.exit_code(), crate::exit::code::RUN_FAILED);
     }
 
     #[test]

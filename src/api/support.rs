@@ -44,7 +44,7 @@ pub fn step<T>(
     if !rt.dry_run {
         tracing::info!("done  {name} ({} ms)", started.elapsed().as_millis());
         if let Err(e) =
-            crate::lifecycle::write_marker(&rt.settings.marker_dir.value, name, &rt.run_id)
+            crate::markers::write_marker(&rt.settings.marker_dir.value, name, &rt.run_id)
         {
             // A marker is a convenience for operators and re-runs; the journal is the record.
             tracing::warn!(step = name, error = %e, "cannot write marker");
@@ -158,34 +158,4 @@ pub fn string_array(call: &'static str, what: &str, arr: &Array) -> Result<Vec<S
 /// A Rhai map from any serialisable value.
 pub fn to_dynamic<T: serde::Serialize>(value: &T) -> Dynamic {
     rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
-}
-
-/// Whether `argv` would run a shell (DESIGN.md §1): a shell as argv\[0\], or behind a
-/// wrapper such as `env`, `sudo` or `busybox`. The same rule as lint's.
-pub fn runs_shell(argv: &[String]) -> Option<String> {
-    let words: Vec<&str> = argv.iter().map(String::as_str).collect();
-    crate::script::lint::shell_in_argv(&words)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn shells_are_found_directly_and_behind_wrappers() {
-        assert!(runs_shell(&v(&["sh", "-e", "id"])).is_some());
-        assert!(runs_shell(&v(&["/bin/bash"])).is_some());
-        assert!(runs_shell(&v(&["busybox", "sh"])).is_some());
-        assert!(runs_shell(&v(&["env", "FOO=1", "bash", "x"])).is_some());
-        assert!(runs_shell(&v(&["sudo", "-u", "root", "zsh"])).is_some());
-        assert!(runs_shell(&v(&["timeout", "10s", "dash"])).is_some());
-        assert!(runs_shell(&v(&["apt-get", "install", "-y", "bash"])).is_none());
-        assert!(runs_shell(&v(&["docker", "run", "x"])).is_none());
-        assert!(runs_shell(&v(&["env", "docker", "sh"])).is_some());
-        assert!(runs_shell(&v(&["nice", "-n", "5", "apt-get"])).is_none());
-    }
 }

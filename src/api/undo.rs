@@ -165,8 +165,10 @@ pub fn execute(host: &dyn Host, step: &UndoStep, run: &str) -> Result<Outcome, H
     }
 }
 
-/// `undo.push(#{ct, argv})`: record a custom undo step for this run.
+/// `undo.push(#{ct, argv})`: record a custom undo step for this run, once the boundary
+/// allows it (a command for a container this run may change, never a shell).
 pub fn push(rt: &Runtime, step: UndoStep) -> Result<(), ApiError> {
+    rt.boundary().undo_push("undo.push", &step)?;
     let name = match &step {
         UndoStep::Exec { vmid, argv } => format!("undo.push:{vmid}:{}", argv.join(" ")),
         other => format!("undo.push:{other:?}"),
@@ -200,15 +202,6 @@ pub fn register(engine: &mut Engine) {
                     script_error(ApiError::spec(CALL, "`argv` must be an array of strings"))
                 })?;
             let argv = string_array(CALL, "argv", &argv).map_err(script_error)?;
-            if argv.is_empty() {
-                return Err(script_error(ApiError::spec(CALL, "`argv` is empty")));
-            }
-            if let Some(shell) = super::support::runs_shell(&argv) {
-                return Err(script_error(ApiError::spec(
-                    CALL,
-                    format!("refusing to record the shell {shell:?}: argv only"),
-                )));
-            }
             push(&api.rt, UndoStep::Exec { vmid, argv }).map_err(script_error)
         });
 }

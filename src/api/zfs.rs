@@ -26,12 +26,6 @@ pub fn props_of(call: &'static str, map: &Map) -> Result<Vec<(PropKey, PropValue
     let mut out = Vec::new();
     for (k, v) in map {
         let key = PropKey::new(k.as_str()).map_err(|source| ApiError::Type { call, source })?;
-        if key.as_str().starts_with("phoenix:") {
-            return Err(ApiError::spec(
-                call,
-                format!("property {key} is reserved for phoenix"),
-            ));
-        }
         let text = if let Ok(b) = v.as_bool() {
             if b { "on".to_owned() } else { "off".to_owned() }
         } else if let Ok(i) = v.as_int() {
@@ -61,8 +55,15 @@ pub fn dataset(
     name: &DatasetName,
     props: &[(PropKey, PropValue)],
 ) -> Result<String, ApiError> {
+    const CALL: &str = "zfs.dataset";
+    let boundary = rt.boundary();
+    let name = boundary.dataset_name(CALL, name.as_str())?;
+    boundary.dataset_props(CALL, props)?;
+    let name = &name;
     let parts: Vec<&str> = name.as_str().split('/').collect();
-    for depth in 2..parts.len() {
+    // Missing parents from the models parent down (never above it: those are the pool's).
+    let first = boundary.models_parent(CALL)?.as_str().split('/').count();
+    for depth in first..parts.len() {
         let parent =
             DatasetName::new(parts[..depth].join("/")).map_err(|source| ApiError::Type {
                 call: "zfs.dataset",
@@ -82,7 +83,7 @@ fn ensure_one(
     parent_of_ours: bool,
 ) -> Result<String, ApiError> {
     if let Some(existing) = rt.host.zfs_get(name)? {
-        if existing.get(ZFS_OWNER_PROP).map(String::as_str) != Some(crate::host::OWNER_TAG) {
+        if !crate::boundary::datasets::owned(&existing) {
             if parent_of_ours {
                 // An existing parent someone else made (e.g. the pool's `rpool/phoenix/models/x`):
                 // phoenix creates beneath it and never touches it.
@@ -132,8 +133,11 @@ pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<ZfsApi>("Zfs");
     let f = |api: ZfsApi, name: &str, props: Map| -> RhaiResult<String> {
         const CALL: &str = "zfs.dataset";
-        let name = DatasetName::new(name)
-            .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
+        let name = api
+            .rt
+            .boundary()
+            .dataset_name(CALL, name)
+            .map_err(script_error)?;
         let props = props_of(CALL, &props).map_err(script_error)?;
         dataset(&api.rt, &name, &props).map_err(script_error)
     };

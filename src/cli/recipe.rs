@@ -99,7 +99,34 @@ fn prepare(ctx: &Context, args: &RunArgs) -> crate::Result<(crate::config::Confi
         )));
     }
     let recipe = Recipe::read(&args.recipe, &Stdlib::from_settings(settings))?;
+    // The boundary's checks that need no host (DESIGN.md §12): the mount roots are usable.
+    let protected = crate::boundary::paths::protected_set(&crate::boundary::own_dirs(settings));
+    crate::boundary::paths::check_roots(&settings.mount_roots.value, &protected).map_err(|m| {
+        crate::Error::Usage(format!("setting mount_roots (PHOENIX_MOUNT_ROOTS): {m}"))
+    })?;
     Ok((config, recipe))
+}
+
+/// The boundary's check of the selected entries' values before anything is created: the
+/// model dataset a recipe makes for an entry fits ZFS's name limit.
+fn preflight(
+    config: &crate::config::Config,
+    settings: &crate::settings::Settings,
+    args: &RunArgs,
+    recipe: &Recipe,
+) -> crate::Result<()> {
+    let selected: Vec<crate::types::Vmid> = if args.lxc.is_empty() {
+        crate::runtime::default_target(config, &recipe.name)
+            .map(|e| vec![e.vmid])
+            .unwrap_or_default()
+    } else {
+        args.lxc.clone()
+    };
+    match crate::boundary::known_models_parent(settings, config) {
+        Some(parent) => crate::boundary::preflight(config, &selected, &parent)
+            .map_err(|r| crate::Error::Usage(r.to_string())),
+        None => Ok(()),
+    }
 }
 
 fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
@@ -186,6 +213,10 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
                 return Err(e.into());
             }
         }
+    }
+    if let Err(e) = preflight(&config, &settings, args, &recipe) {
+        journal.append(Entry::End { ok: false })?;
+        return Err(e);
     }
     let rt = Arc::new(Runtime {
         settings: settings.clone(),

@@ -43,10 +43,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// Read the config file at `path` (as [`load`] does).
 pub fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    crate::boundary::limits::read_input_text(path, crate::boundary::limits::Input::Config).map_err(
+        |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        },
+    )
 }
 
 /// Check config `text` from `path` and keep every problem and warning; fails only when the

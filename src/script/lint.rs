@@ -13,7 +13,11 @@
 //!   an API handle (`lxc.create(x)`) must be registered for that handle's type.
 //! - `shell`: a literal shell as argv\[0\] of `lxc.exec` (`sh`, `bash`, `/bin/sh`, `busybox
 //!   sh`, `env bash` …): phoenix never runs a shell (DESIGN.md §1). The same test is
-//!   [`shell_in_argv`], for the primitive's run-time refusal.
+//!   [`shell_in_argv`], the boundary's rule for the primitive's run-time refusal
+//!   ([`crate::boundary::argv`]).
+//! - `interpreter` (warning): `lxc.exec` hands an interpreter code in a string (`python3
+//!   -c`, `perl -e`, `awk '…system…'`). Legal — the shell rule is against injection, not a
+//!   sandbox — but such a string is a program nobody reviews as one.
 //! - `unavailable`: a standard Rhai function recipes may not use (`sleep`).
 //! - `credential` (warning): a string literal that looks like a token or key.
 //!
@@ -31,20 +35,7 @@ use super::engine::{self, EngineOptions, StdlibResolver};
 use super::facts::{CallKind, CallSite, Facts, Literal};
 use super::stdlib::Stdlib;
 
-/// Programs that are shells (or run one) when they are argv\[0\].
-pub const SHELLS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "mksh", "pdksh", "ash", "fish", "csh", "tcsh", "rbash",
-    "yash",
-];
-
-/// Programs that run another program named in their arguments (`env bash`, `sudo sh`,
-/// `busybox sh`): a shell anywhere after one of them counts, since their option
-/// arguments cannot be told apart from the program without knowing each one's options.
-pub const WRAPPERS: &[&str] = &[
-    "busybox", "toybox", "env", "nice", "nohup", "timeout", "sudo", "doas", "setsid", "stdbuf",
-    "chroot", "ionice", "chrt", "taskset", "xargs", "su", "runuser", "script", "unshare",
-    "nsenter", "flock",
-];
+pub use crate::boundary::argv::{SHELLS, WRAPPERS, shell_in_argv};
 
 /// Functions Rhai handles as keywords rather than through its function registry.
 const KEYWORDS: &[&str] = &[
@@ -209,7 +200,8 @@ impl Linter {
 
     /// Lint one file; a file that cannot be read is an error finding (rule `read`).
     pub fn lint_file(&self, path: &Path) -> Vec<Finding> {
-        match std::fs::read_to_string(path) {
+        match crate::boundary::limits::read_input_text(path, crate::boundary::limits::Input::Recipe)
+        {
             Ok(source) => self.lint_source(&path.display().to_string(), &source),
             Err(e) => vec![Finding {
                 file: path.display().to_string(),
@@ -305,6 +297,16 @@ impl Linter {
                                 "lxc.exec runs `{shell}`: phoenix never runs a shell; pass the program and its arguments as argv"
                             ),
                             true,
+                        );
+                    } else if let Some(interp) = crate::boundary::argv::code_in_string(&words) {
+                        add(
+                            call.pos,
+                            Severity::Warning,
+                            "interpreter",
+                            format!(
+                                "lxc.exec gives `{interp}` a program in a string: allowed, but nobody reviews that string as code; push a script file with lxc.push and run it"
+                            ),
+                            false,
                         );
                     }
                 }
@@ -453,23 +455,6 @@ fn verdict(
             a.join(" or ")
         ),
     ))
-}
-
-/// The shell an argv would run, if it starts with one: `sh`, `/bin/bash`, `busybox sh`,
-/// `env bash`, `/usr/bin/env -i sh` ….
-pub fn shell_in_argv(argv: &[&str]) -> Option<String> {
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
-    let first = base(argv.first()?);
-    if SHELLS.contains(&first.as_str()) {
-        return Some(argv[0].to_owned());
-    }
-    if WRAPPERS.contains(&first.as_str()) {
-        let next = argv[1..]
-            .iter()
-            .find(|a| SHELLS.contains(&base(a).as_str()))?;
-        return Some(format!("{} {next}", argv[0]));
-    }
-    None
 }
 
 /// Render findings in `format` (text ends with a newline when there is any).

@@ -149,9 +149,9 @@ impl RecipeError {
             Self::Read { .. }
             | Self::Compile { .. }
             | Self::Import { .. }
-            | Self::Refused { .. } => crate::error::code::USAGE,
-            Self::Api { .. } | Self::Script { .. } => crate::error::code::RUN_FAILED,
-            Self::Interrupted { signal, .. } => crate::error::signal_code(*signal),
+            | Self::Refused { .. } => crate::exit::code::USAGE,
+            Self::Api { .. } | Self::Script { .. } => crate::exit::code::RUN_FAILED,
+            Self::Interrupted { signal, .. } => crate::exit::signal_code(*signal),
         }
     }
 }
@@ -204,10 +204,12 @@ impl Recipe {
 
     /// Read and compile the recipe at `path`, checking its imports (no lint).
     pub fn read(path: &Path, stdlib: &Stdlib) -> Result<Self, RecipeError> {
-        let source = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let source =
+            crate::boundary::limits::read_input_text(path, crate::boundary::limits::Input::Recipe)
+                .map_err(|source| RecipeError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
         Self::compile(path, &source, stdlib)
     }
 

@@ -122,7 +122,11 @@ impl Stdlib {
                         real.display()
                     )));
                 }
-                std::fs::read_to_string(&real).map_err(|e| read_err(e.to_string()))
+                crate::boundary::limits::read_input_text(
+                    &real,
+                    crate::boundary::limits::Input::Recipe,
+                )
+                .map_err(|e| read_err(e.to_string()))
             }
         }
     }

@@ -26,9 +26,10 @@ pub(super) fn load(path: &Path) -> Result<Identity, SecretError> {
 /// Read and check the identity at `path` for the user `uid` (a parameter so the owner rule
 /// is testable without root).
 fn load_as(path: &Path, uid: u32) -> Result<Identity, SecretError> {
-    let mut file = match OpenOptions::new()
+    let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        // Non-blocking: a FIFO put where the key should be must not hang the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
@@ -71,8 +72,22 @@ fn load_as(path: &Path, uid: u32) -> Result<Identity, SecretError> {
             mode: meta.mode() & 0o7777,
         });
     }
+    let cap = crate::boundary::limits::Input::Key.cap();
+    if meta.len() > cap {
+        return Err(SecretError::KeyIo {
+            path: path.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the secret key file is {} bytes; at most {cap} bytes are accepted",
+                    meta.len()
+                ),
+            ),
+        });
+    }
     let mut text = Zeroizing::new(String::with_capacity(meta.len() as usize + 1));
-    file.read_to_string(&mut text)
+    file.take(cap)
+        .read_to_string(&mut text)
         .map_err(|source| SecretError::KeyIo {
             path: path.to_owned(),
             source,

@@ -346,8 +346,8 @@ impl SecretError {
     /// (2); a recipe misusing a secret value fails the run (1).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Opaque { .. } => crate::error::code::RUN_FAILED,
-            _ => crate::error::code::USAGE,
+            Self::Opaque { .. } => crate::exit::code::RUN_FAILED,
+            _ => crate::exit::code::USAGE,
         }
     }
 }
@@ -1073,7 +1073,7 @@ mod tests {
         ));
         assert!(!other.pending_key_path().exists());
         assert_eq!(snapshot(s.dir()), before);
-        assert_eq!(err.exit_code(), crate::error::code::USAGE);
+        assert_eq!(err.exit_code(), crate::exit::code::USAGE);
     }
 
     #[test]

@@ -736,7 +736,7 @@ fn a_target_that_exists_untagged_is_refused_and_nothing_changes() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains(&format!(
-            "container {} exists but is not tagged `phoenix`",
+            "lxc.create: refused by the boundary (ownership): container {} exists but phoenix did not create it",
             FLOW.vmid
         )),
         "{}",

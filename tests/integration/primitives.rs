@@ -8,8 +8,8 @@ use std::process::Command;
 const FLOW: &str = r#"let e = config.target();
 let ct = lxc.create(e);
 gpu.attach(ct, e.gpus);
-zfs.dataset("rpool/phoenix/models", #{ compression: "lz4" });
-lxc.mount(ct, "rpool/phoenix/models", "/models");
+zfs.dataset("rpool/phoenix/models/flow", #{ compression: "lz4" });
+lxc.mount(ct, "rpool/phoenix/models/flow", "/models");
 lxc.start(ct);
 lxc.push(ct, "/etc/phoenix-test.txt", "hello\n");
 let r = lxc.exec(ct, ["cat", "/etc/phoenix-test.txt"]);
@@ -95,7 +95,7 @@ fn the_whole_flow_succeeds_and_is_idempotent() {
     assert!(conf.contains("tags: phoenix;phoenix-run-"), "{conf}");
     assert!(conf.contains("dev0: /dev/nvidia0\n"), "{conf}");
     assert!(
-        conf.contains("mp0: /rpool/phoenix/models,mp=/models\n"),
+        conf.contains("mp0: /rpool/phoenix/models/flow,mp=/models\n"),
         "{conf}"
     );
     let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);

@@ -62,7 +62,8 @@ pub fn runtime(
         settings,
         config: Arc::new(config),
         selected: Vec::new(),
-        recipe_name: "test.rhai".into(),
+        // The example config's 901 names this recipe: it is the run's selection.
+        recipe_name: "drdevstral.rhai".into(),
         host,
         journal,
         redactor,
