@@ -250,16 +250,28 @@ impl ExecError {
 
 /// Replaces known secret values in text before it reaches a log, a plan or an error.
 ///
-/// The secret store registers every value it decrypts; the runner redacts the rendering of
-/// each command and its stderr. Defence in depth: secrets never go into argv in the first
-/// place.
+/// The secret store registers every value it decrypts (a recipe run registers every value
+/// in the store up front, so text read back from a container is covered too); the runner
+/// redacts the rendering of each command and its output, the logger every line, the CLI
+/// every error. Each value is also found in its base64 (standard and URL-safe, at any byte
+/// offset of a larger encoded text) and hex (lower and upper case) forms, across line
+/// breaks (`base64` wraps at 76 columns). Defence in depth: secrets never go into argv in
+/// the first place.
 #[derive(Clone, Default)]
 pub struct Redactor {
     values: Arc<Mutex<Vec<Known>>>,
 }
 
-/// A registered secret value and its name.
-type Known = (Zeroizing<String>, String);
+/// One form of a registered secret: its text, its name, and whether whitespace may
+/// interrupt it (encoded forms wrap).
+struct Known {
+    text: Zeroizing<String>,
+    name: String,
+    loose: bool,
+}
+
+/// Encoded forms shorter than this are not redacted (they would match ordinary text).
+const MIN_ENCODED: usize = 8;
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -267,8 +279,82 @@ impl fmt::Debug for Redactor {
     }
 }
 
+/// The forms `value` can take in text: itself, the part of its base64 encoding that does
+/// not depend on the bytes around it (for each of the three offsets modulo 3, both
+/// alphabets), and its hex.
+fn forms(value: &str) -> Vec<(Zeroizing<String>, bool)> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut out = vec![(Zeroizing::new(value.to_owned()), false)];
+    let bytes = value.as_bytes();
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for k in 0..3usize {
+            let mut buf = Zeroizing::new(vec![0u8; k]);
+            buf.extend_from_slice(bytes);
+            let encoded = Zeroizing::new(engine.encode(buf.as_slice()));
+            // The first group mixes in the k bytes before the value; the last partial
+            // group depends on the bytes after it.
+            let start = if k == 0 { 0 } else { 4 };
+            let end = (buf.len() / 3) * 4;
+            if end >= start + MIN_ENCODED {
+                out.push((Zeroizing::new(encoded[start..end].to_owned()), true));
+            }
+        }
+    }
+    let mut lower = Zeroizing::new(String::with_capacity(bytes.len() * 2));
+    for b in bytes {
+        lower.push_str(&format!("{b:02x}"));
+    }
+    let upper = Zeroizing::new(lower.to_uppercase());
+    out.push((lower, true));
+    out.push((upper, true));
+    let mut unique: Vec<(Zeroizing<String>, bool)> = Vec::new();
+    for f in out {
+        if !unique.iter().any(|(t, _)| t.as_str() == f.0.as_str()) {
+            unique.push(f);
+        }
+    }
+    unique
+}
+
+/// Byte ranges of `hay` where `needle` occurs, whitespace allowed between its characters
+/// when `loose`.
+fn find_all(hay: &str, needle: &str, loose: bool) -> Vec<(usize, usize)> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let mut out = Vec::new();
+    let Some(&first) = n.first() else {
+        return out;
+    };
+    let mut i = 0;
+    while i < h.len() {
+        if h[i] != first {
+            i += 1;
+            continue;
+        }
+        let (mut p, mut j) = (i, 0);
+        while j < n.len() && p < h.len() {
+            if h[p] == n[j] {
+                p += 1;
+                j += 1;
+            } else if loose && j > 0 && h[p].is_ascii_whitespace() {
+                p += 1;
+            } else {
+                break;
+            }
+        }
+        if j == n.len() {
+            out.push((i, p));
+            i = p;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 impl Redactor {
-    /// Remember `value` (known as `name`) so it is replaced by `«secret:name»`.
+    /// Remember `value` (known as `name`) so it and its encoded forms are replaced by
+    /// `«secret:name»`.
     pub fn register(&self, name: &str, value: &str) {
         if value.len() < 4 {
             // Too short to redact safely without mangling ordinary text; such values are
@@ -276,19 +362,41 @@ impl Redactor {
             return;
         }
         let mut v = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        if !v.iter().any(|(s, _)| s.as_str() == value) {
-            v.push((Zeroizing::new(value.to_owned()), name.to_owned()));
+        if v.iter().any(|k| k.text.as_str() == value) {
+            return;
         }
+        for (text, loose) in forms(value) {
+            if !v.iter().any(|k| k.text.as_str() == text.as_str()) {
+                v.push(Known {
+                    text,
+                    name: name.to_owned(),
+                    loose,
+                });
+            }
+        }
+        // Longest first, so a value that contains another one is replaced whole.
+        v.sort_by_key(|k| std::cmp::Reverse(k.text.len()));
     }
 
-    /// `text` with every registered secret value replaced.
+    /// `text` with every registered secret value (and its encoded forms) replaced.
     pub fn redact(&self, text: &str) -> String {
         let v = self.values.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = text.to_owned();
-        for (value, name) in v.iter() {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), &format!("«secret:{name}»"));
+        for known in v.iter() {
+            let ranges = find_all(&out, &known.text, known.loose);
+            if ranges.is_empty() {
+                continue;
             }
+            let mark = format!("«secret:{}»", known.name);
+            let mut next = String::with_capacity(out.len());
+            let mut at = 0;
+            for (a, b) in ranges {
+                next.push_str(&out[at..a]);
+                next.push_str(&mark);
+                at = b;
+            }
+            next.push_str(&out[at..]);
+            out = next;
         }
         out
     }
@@ -367,6 +475,13 @@ impl SystemRunner {
 
 impl Runner for SystemRunner {
     fn run(&self, cmd: &HostCommand) -> Result<CommandOutput, ExecError> {
+        // A host command is a primitive's work, not the script's (its CPU budget).
+        crate::boundary::limits::outside_script(|| self.run_inner(cmd))
+    }
+}
+
+impl SystemRunner {
+    fn run_inner(&self, cmd: &HostCommand) -> Result<CommandOutput, ExecError> {
         let shown = self.redactor.redact(&cmd.to_string());
         tracing::debug!(command = %shown, "run");
         if self.cancel.is_cancelled() {
@@ -465,11 +580,18 @@ impl Runner for SystemRunner {
     }
 }
 
+/// The most bytes kept from one output stream of a command; the rest is read and dropped,
+/// so a command that prints without end (`cat /dev/zero` inside a container, until its
+/// timeout) cannot exhaust phoenix's memory.
+pub const OUTPUT_CAP: u64 = 16 << 20;
+
 fn reader_thread<R: Read + Send + 'static>(mut r: R) -> std::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
+        let _ = (&mut r).take(OUTPUT_CAP).read_to_end(&mut buf);
+        // Keep draining, so the child never blocks on a full pipe.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
         let _ = tx.send(buf);
     });
     rx
@@ -504,6 +626,7 @@ pub struct RecordingRunner {
     calls: Mutex<Vec<HostCommand>>,
     responder: Box<Responder>,
     inner: Option<Arc<dyn Runner>>,
+    ran: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for RecordingRunner {
@@ -527,6 +650,7 @@ impl RecordingRunner {
             calls: Mutex::new(Vec::new()),
             responder: Box::new(responder),
             inner: None,
+            ran: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -537,6 +661,7 @@ impl RecordingRunner {
             calls: Mutex::new(Vec::new()),
             responder: Box::new(|_| CommandOutput::default()),
             inner: Some(inner),
+            ran: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -544,12 +669,18 @@ impl RecordingRunner {
     pub fn calls(&self) -> Vec<HostCommand> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// How many read-only commands the dry-run runner passed on to run for real.
+    pub fn ran(&self) -> usize {
+        self.ran.load(Ordering::SeqCst)
+    }
 }
 
 impl Runner for RecordingRunner {
     fn run(&self, cmd: &HostCommand) -> Result<CommandOutput, ExecError> {
         if let Some(inner) = &self.inner {
             if !cmd.is_mutating() {
+                self.ran.fetch_add(1, Ordering::SeqCst);
                 return inner.run(cmd);
             }
         }
@@ -713,6 +844,44 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains("hf_abcdefSECRET"), "{text}");
         assert!(text.contains("«secret:hf_token»"), "{text}");
+    }
+
+    #[test]
+    fn redactor_finds_base64_and_hex_forms_at_any_offset_and_across_line_breaks() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let token = "hf_abcdefghijklmnopqrstuvwxyz0123456789";
+        let red = Redactor::default();
+        red.register("hf_token", token);
+        for prefix in ["", "x", "xy", "token file: ", "HF_TOKEN="] {
+            for suffix in ["", "\n", "z"] {
+                let content = format!("{prefix}{token}{suffix}");
+                let std = STANDARD.encode(&content);
+                // `base64` wraps its output at 76 columns.
+                let wrapped: String = std
+                    .as_bytes()
+                    .chunks(76)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let url = URL_SAFE.encode(&content);
+                let hex: String = content.bytes().map(|b| format!("{b:02x}")).collect();
+                for shown in [
+                    content.clone(),
+                    std,
+                    wrapped,
+                    url,
+                    hex.clone(),
+                    hex.to_uppercase(),
+                ] {
+                    let out = red.redact(&format!("read back: {shown} (end)"));
+                    assert!(out.contains("«secret:hf_token»"), "{shown:?} -> {out}");
+                    // At most two bytes of the value show at either edge of an encoding.
+                    assert!(!out.contains(&token[2..10]), "{out}");
+                }
+            }
+        }
+        assert_eq!(red.redact("nothing secret here"), "nothing secret here");
     }
 
     #[test]

@@ -55,14 +55,17 @@ use std::process::ExitCode;
 
 /// Run phoenix with `args` (including the program name); print any error with its cause
 /// chain and return the exit code of DESIGN.md §6.
+/// Every line printed passes through the run's redactor (DESIGN.md §12: no secret in any
+/// error, even one a recipe read back from a container).
 pub fn main_entry(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let Err(err) = cli::run(args) else {
+    let redactor = exec::Redactor::default();
+    let Err(err) = cli::run_with(args, &redactor) else {
         return ExitCode::SUCCESS;
     };
-    eprintln!("phoenix: error: {err}");
+    eprintln!("phoenix: error: {}", redactor.redact(&err.to_string()));
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", redactor.redact(&cause.to_string()));
         source = cause.source();
     }
     err.exit_code()

@@ -175,6 +175,11 @@ pub struct Settings {
     /// Host directories bind mounts may come from, besides phoenix-owned datasets
     /// (`PHOENIX_MOUNT_ROOTS`, `:`-separated absolute paths; default none: DESIGN.md §12).
     pub mount_roots: Setting<Vec<PathBuf>>,
+    /// CPU time a recipe's own code may use between primitive calls
+    /// (`PHOENIX_SCRIPT_CPU`, e.g. `10s`).
+    pub script_cpu: Setting<std::time::Duration>,
+    /// Memory a recipe may hold, closures included (`PHOENIX_SCRIPT_MEMORY`, e.g. `512m`).
+    pub script_memory: Setting<u64>,
 }
 
 /// The pinned vLLM image (never `latest` by default).
@@ -246,6 +251,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "mount_roots",
         "PHOENIX_MOUNT_ROOTS",
         "host dirs bind mounts may come from (:-separated)",
+    ),
+    (
+        "script_cpu",
+        "PHOENIX_SCRIPT_CPU",
+        "CPU time a recipe's own code may use",
+    ),
+    (
+        "script_memory",
+        "PHOENIX_SCRIPT_MEMORY",
+        "memory a recipe may hold",
     ),
 ];
 
@@ -445,6 +460,36 @@ impl Settings {
                     source: t.source,
                 }
             },
+            script_cpu: {
+                let t = text("script_cpu", "PHOENIX_SCRIPT_CPU", "10s");
+                let value = t
+                    .value
+                    .parse::<crate::types::DurationSpec>()
+                    .map_err(|e| SettingsError::Value {
+                        key: "script_cpu",
+                        source_kind: t.source,
+                        message: e.to_string(),
+                    })?
+                    .0;
+                Setting {
+                    value,
+                    source: t.source,
+                }
+            },
+            script_memory: {
+                let t = text("script_memory", "PHOENIX_SCRIPT_MEMORY", "512m");
+                Setting {
+                    value: size_bytes(&t.value).ok_or_else(|| SettingsError::Value {
+                        key: "script_memory",
+                        source_kind: t.source,
+                        message: format!(
+                            "{:?} is not a size such as 512m or 2g (at least 1m)",
+                            t.value
+                        ),
+                    })?,
+                    source: t.source,
+                }
+            },
             mount_roots: match lookup("mount_roots", "PHOENIX_MOUNT_ROOTS") {
                 Some((v, source)) => Setting {
                     value: v
@@ -526,6 +571,14 @@ impl Settings {
                 },
                 self.mount_roots.source,
             ),
+            (
+                crate::types::DurationSpec(self.script_cpu.value).to_string(),
+                self.script_cpu.source,
+            ),
+            (
+                format!("{}m", self.script_memory.value >> 20),
+                self.script_memory.source,
+            ),
         ];
         KEYS.iter()
             .zip(values)
@@ -547,6 +600,21 @@ impl Settings {
         };
         Path::new(dir).join(name)
     }
+}
+
+/// `512m`, `2g`, `1048576` as bytes (binary units); at least 1 MiB.
+fn size_bytes(v: &str) -> Option<u64> {
+    let s = crate::types::Size::new(v).ok()?;
+    let text = s.as_str().trim_end_matches('b');
+    let (digits, shift) = match text.chars().last()? {
+        'k' => (&text[..text.len() - 1], 10),
+        'm' => (&text[..text.len() - 1], 20),
+        'g' => (&text[..text.len() - 1], 30),
+        't' => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift).filter(|b| *b >= 1 << 20)
 }
 
 fn absolute(key: &'static str, source: Source, v: &str) -> Result<PathBuf, SettingsError> {

@@ -5,6 +5,8 @@
 //! - Only `http://` URLs: phoenix talks to servers it started inside its own containers on
 //!   the host's network; TLS would need certificates phoenix does not manage. Anything else
 //!   is refused before a connection is made.
+//! - Where a probe may connect is the boundary's decision ([`crate::boundary::net`]): the
+//!   address the host reports for a phoenix-owned container of the config, nothing else.
 //! - The client ignores proxy variables (`no_proxy`): a proxy would see the API key and
 //!   could not reach a container's private address anyway.
 //! - Defaults: 10 attempts, 500 ms first delay, backoff ×2, delays capped at 10 s, 5 s per
@@ -243,6 +245,16 @@ pub struct JsonBody<'a>(pub &'a str);
 
 /// Send one request; `bearer` is sent as `Authorization: Bearer …` (marked sensitive).
 pub fn send(
+    client: &reqwest::blocking::Client,
+    url: &HttpUrl,
+    bearer: Option<&[u8]>,
+    body: Option<JsonBody<'_>>,
+) -> Result<Response, ConnFailure> {
+    // A request is a primitive's work, not the script's (its CPU budget).
+    crate::boundary::limits::outside_script(|| send_inner(client, url, bearer, body))
+}
+
+fn send_inner(
     client: &reqwest::blocking::Client,
     url: &HttpUrl,
     bearer: Option<&[u8]>,
@@ -499,8 +511,17 @@ pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<HttpApi>("Http");
     let probe_fn = |api: HttpApi, url: &str, opts: Map| -> RhaiResult<Map> {
         const CALL: &str = "http.probe";
-        let spec = ProbeSpec::from_map(url, &opts).map_err(script_error)?;
+        // The URL's form is the boundary's to judge first (user info, host, port).
+        crate::boundary::net::check_form(CALL, url).map_err(|e| script_error(ApiError::from(e)))?;
+        let mut spec = ProbeSpec::from_map(url, &opts).map_err(script_error)?;
         let rt = api.runtime();
+        // The boundary: only a phoenix-owned container's address, decided before any
+        // connection (DESIGN.md §12). The URL used is the one the boundary checked.
+        let (checked, _) = rt
+            .boundary()
+            .network(CALL, url)
+            .map_err(|e| script_error(ApiError::from(e)))?;
+        spec.url = HttpUrl(checked.url);
         let result = if rt.dry_run {
             ProbeResult {
                 status: spec.expect,

@@ -1,4 +1,19 @@
-//! Limits on what phoenix reads from its inputs (DESIGN.md §12 "limits").
+//! Limits (DESIGN.md §12 "limits"): what a script may spend, and what phoenix reads.
+//!
+//! **Script CPU time** ([`ScriptMeter`]): the CPU time the recipe's own code uses, between
+//! primitive calls, is budgeted per run (`PHOENIX_SCRIPT_CPU`, default 10 s). Rhai's
+//! operation limit counts operations, not their cost: a loop over string operations on
+//! long strings ran for a minute inside it. The meter reads the script thread's CPU clock
+//! every [`CPU_CHECK_EVERY`] operations; time spent in host commands and HTTP requests
+//! (the primitives' waits, [`outside_script`]) does not count.
+//!
+//! **Script memory** ([`ScriptMeter`] with a [`MemoryGroup`]): every allocation made on
+//! the script's thread while the recipe runs is attributed to the run (a
+//! `tracking-allocator` group; the process's global allocator), and freed memory is
+//! subtracted, so values, closures and the values they capture all count
+//! (`PHOENIX_SCRIPT_MEMORY`, default 512 MiB). Rhai's own size limits count strings,
+//! arrays and maps but not what a closure captures: closures holding large strings
+//! reached 7.9 GB.
 //!
 //! **Input files** (config, recipe, stdlib modules, secret key, settings file) are read
 //! through [`read_input`]: opened non-blocking (a FIFO with no writer does not hang the
@@ -6,9 +21,260 @@
 //! directory or a socket is refused, not read), and refused when larger than the cap of
 //! their kind ([`Input`]), so a 100 MB recipe fails at once instead of taking gigabytes.
 
+use std::cell::Cell;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tracking_allocator::{
+    AllocationGroupId, AllocationGroupToken, AllocationGuard, AllocationRegistry, AllocationTracker,
+};
+
+/// The process's allocator: the system's, wrapped so that allocations can be attributed
+/// to a running script ([`MemoryGroup`]). Until a script runs, tracking is off and the
+/// wrapper only adds a word per allocation.
+#[global_allocator]
+static ALLOCATOR: tracking_allocator::Allocator<std::alloc::System> =
+    tracking_allocator::Allocator::system();
+
+/// How many scripts can be metered at once (one slot per allocation group; a later group
+/// whose id falls on a taken slot takes it over).
+const SLOTS: usize = 64;
+
+/// Live bytes per allocation group, by `id % SLOTS`.
+struct Slot {
+    id: AtomicUsize,
+    bytes: AtomicI64,
+}
+
+static TABLE: [Slot; SLOTS] = [const {
+    Slot {
+        id: AtomicUsize::new(0),
+        bytes: AtomicI64::new(0),
+    }
+}; SLOTS];
+
+/// Adds and subtracts the bytes of metered groups; never allocates.
+struct Tracker;
+
+impl Tracker {
+    fn add(group: &AllocationGroupId, bytes: i64) {
+        let id = group.as_usize().get();
+        if id == AllocationGroupId::ROOT.as_usize().get() {
+            return;
+        }
+        let slot = &TABLE[id % SLOTS];
+        if slot.id.load(Ordering::Relaxed) == id {
+            slot.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AllocationTracker for Tracker {
+    fn allocated(&self, _addr: usize, _size: usize, wrapped: usize, group: AllocationGroupId) {
+        Self::add(&group, i64::try_from(wrapped).unwrap_or(i64::MAX));
+    }
+
+    fn deallocated(
+        &self,
+        _addr: usize,
+        _size: usize,
+        wrapped: usize,
+        source: AllocationGroupId,
+        _current: AllocationGroupId,
+    ) {
+        Self::add(&source, -i64::try_from(wrapped).unwrap_or(i64::MAX));
+    }
+}
+
+/// The allocations of one script run: enter it on the script's thread for the run.
+pub struct MemoryGroup {
+    token: AllocationGroupToken,
+    id: usize,
+}
+
+impl std::fmt::Debug for MemoryGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryGroup").field("id", &self.id).finish()
+    }
+}
+
+impl MemoryGroup {
+    /// A new group with no bytes yet (`None` when groups are exhausted).
+    pub fn new() -> Option<Self> {
+        static INSTALLED: OnceLock<bool> = OnceLock::new();
+        let installed = *INSTALLED.get_or_init(|| {
+            let ok = AllocationRegistry::set_global_tracker(Tracker).is_ok();
+            if ok {
+                AllocationRegistry::enable_tracking();
+            }
+            ok
+        });
+        if !installed {
+            return None;
+        }
+        let token = AllocationGroupToken::register()?;
+        let id = token.id().as_usize().get();
+        let slot = &TABLE[id % SLOTS];
+        slot.bytes.store(0, Ordering::SeqCst);
+        slot.id.store(id, Ordering::SeqCst);
+        Some(Self { token, id })
+    }
+
+    /// Attribute this thread's allocations to the group until the guard drops.
+    pub fn enter(&mut self) -> AllocationGuard<'_> {
+        self.token.enter()
+    }
+
+    /// A handle that reads the group's live bytes from anywhere.
+    pub fn gauge(&self) -> MemoryGauge {
+        MemoryGauge { id: self.id }
+    }
+}
+
+impl Drop for MemoryGroup {
+    fn drop(&mut self) {
+        let _ = TABLE[self.id % SLOTS].id.compare_exchange(
+            self.id,
+            0,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+}
+
+/// Reads the live bytes of a [`MemoryGroup`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryGauge {
+    id: usize,
+}
+
+impl MemoryGauge {
+    /// Bytes allocated in the group and not freed yet (0 once its slot was taken over).
+    pub fn live(&self) -> u64 {
+        let slot = &TABLE[self.id % SLOTS];
+        if slot.id.load(Ordering::Relaxed) != self.id {
+            return 0;
+        }
+        u64::try_from(slot.bytes.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+}
+
+/// How often (in script operations) the CPU clock is read.
+pub const CPU_CHECK_EVERY: u64 = 64;
+
+thread_local! {
+    /// CPU time this thread spent outside the script (host commands, HTTP), in total.
+    static OUTSIDE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// Nesting of [`outside_script`] sections, and where the outermost began.
+    static OUTSIDE_SINCE: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// The calling thread's CPU time.
+pub fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// Run `f` as primitive work: its CPU time on this thread does not count against a
+/// script's budget (host commands, HTTP requests).
+pub fn outside_script<T>(f: impl FnOnce() -> T) -> T {
+    let outer = OUTSIDE_SINCE.with(|s| {
+        if s.get().is_none() {
+            s.set(Some(thread_cpu()));
+            true
+        } else {
+            false
+        }
+    });
+    let value = f();
+    if outer {
+        let since = OUTSIDE_SINCE.with(|s| s.take()).unwrap_or_default();
+        let spent = thread_cpu().saturating_sub(since);
+        OUTSIDE.with(|o| o.set(o.get() + spent));
+    }
+    value
+}
+
+/// A sandbox limit a script went past.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// The script's own CPU time.
+    #[error(
+        "sandbox limit: the recipe's own code used more than {} of CPU time between primitive calls (setting script_cpu, PHOENIX_SCRIPT_CPU)",
+        crate::types::DurationSpec(*budget)
+    )]
+    Cpu {
+        /// The budget.
+        budget: Duration,
+    },
+    /// The script's memory.
+    #[error(
+        "sandbox limit: the recipe holds more than {} MiB of memory (values, closures and what they capture; setting script_memory, PHOENIX_SCRIPT_MEMORY)",
+        cap >> 20
+    )]
+    Memory {
+        /// The cap in bytes.
+        cap: u64,
+    },
+}
+
+/// The CPU and memory meter of one script run (`Send + Sync`: read from the engine's
+/// progress callback).
+#[derive(Debug)]
+pub struct ScriptMeter {
+    cpu_budget: Duration,
+    memory_cap: u64,
+    gauge: OnceLock<MemoryGauge>,
+    /// Thread CPU time and time outside the script when the first check ran.
+    start: OnceLock<(Duration, Duration)>,
+}
+
+impl ScriptMeter {
+    /// A meter with these limits; it starts at its first [`ScriptMeter::check`].
+    pub fn new(cpu_budget: Duration, memory_cap: u64) -> Self {
+        Self {
+            cpu_budget,
+            memory_cap,
+            gauge: OnceLock::new(),
+            start: OnceLock::new(),
+        }
+    }
+
+    /// Count memory through `gauge` (the run's [`MemoryGroup`]).
+    pub fn watch_memory(&self, gauge: MemoryGauge) {
+        let _ = self.gauge.set(gauge);
+    }
+
+    /// Whether a limit is past, checked from the script's thread: memory at every call,
+    /// CPU every [`CPU_CHECK_EVERY`] operations.
+    pub fn check(&self, ops: u64) -> Result<(), LimitExceeded> {
+        if let Some(g) = self.gauge.get() {
+            if g.live() > self.memory_cap {
+                return Err(LimitExceeded::Memory {
+                    cap: self.memory_cap,
+                });
+            }
+        }
+        let outside = || OUTSIDE.with(Cell::get);
+        let (cpu0, out0) = *self.start.get_or_init(|| (thread_cpu(), outside()));
+        if ops % CPU_CHECK_EVERY == 0 {
+            let used = thread_cpu()
+                .saturating_sub(cpu0)
+                .saturating_sub(outside().saturating_sub(out0));
+            if used > self.cpu_budget {
+                return Err(LimitExceeded::Cpu {
+                    budget: self.cpu_budget,
+                });
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The kinds of input file and their caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -84,6 +84,8 @@ pub struct Context {
     pub global: GlobalArgs,
     /// The resolved settings.
     pub settings: Settings,
+    /// Hides secret values in everything shown (logs, errors, plans).
+    pub redactor: crate::exec::Redactor,
 }
 
 impl Context {
@@ -99,6 +101,15 @@ impl Context {
 
 /// Parse `args` and run the command.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> crate::Result<()> {
+    run_with(args, &crate::exec::Redactor::default())
+}
+
+/// [`run`], with the redactor that hides secret values in logs and in the error the
+/// caller prints.
+pub fn run_with(
+    args: impl IntoIterator<Item = OsString>,
+    redactor: &crate::exec::Redactor,
+) -> crate::Result<()> {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -122,8 +133,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> crate::Result<()> {
     let ctx = Context {
         global: cli.global,
         settings,
+        redactor: redactor.clone(),
     };
-    crate::logging::init(ctx.verbosity(), Some(&ctx.settings.log_dir.value));
+    crate::logging::init(
+        ctx.verbosity(),
+        Some(&ctx.settings.log_dir.value),
+        &ctx.redactor,
+    );
     match cli.command {
         Command::Recipe(c) => recipe::run(&ctx, c),
         Command::Config(c) => config::run(&ctx, c),

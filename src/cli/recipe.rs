@@ -16,7 +16,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 
 use super::Context;
-use crate::exec::{CancelFlag, RecordingRunner, Redactor, Runner, SystemRunner};
+use crate::exec::{CancelFlag, RecordingRunner, Runner, SystemRunner};
 use crate::journal::{Entry, Journal};
 use crate::runtime::Runtime;
 use crate::script::stdlib::Stdlib;
@@ -132,7 +132,7 @@ fn preflight(
 fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     let settings = &ctx.settings;
     let (config, recipe) = prepare(ctx, args)?;
-    let redactor = Redactor::default();
+    let redactor = ctx.redactor.clone();
     if settings.host.value == HostKind::Emulated {
         // Before anything is created (the secret key, the emulated root): a missing
         // emulator is a usage problem, not a failed run.
@@ -155,6 +155,15 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         } else {
             secrets.check_key()?;
         }
+    }
+    // Every stored secret is known to the redactor before the run, so text a recipe reads
+    // back from a container (`cat` of a token file) is redacted wherever phoenix shows it.
+    match secrets.register_all() {
+        Ok(n) => tracing::debug!(secrets = n, "secret values registered for redaction"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot read the secret store to redact its values: a secret a recipe reads back from a container may show in output"
+        ),
     }
 
     let swept = crate::host::sweep_push_files(&settings.state_dir.value.join("tmp"));
@@ -271,12 +280,17 @@ pub fn finish_run(
     outcome: Result<(), RecipeError>,
     args: &RunArgs,
 ) -> crate::Result<()> {
-    if rt.plan.is_some() {
+    if let Some(runner) = &rt.plan {
         let plan = crate::lifecycle::plan_text(rt);
         let n = plan.lines().count();
+        // Honest by construction: in a dry run only commands the host backend marks
+        // read-only ran — its own queries and the boundary's built-in probes
+        // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
         super::out(&format!(
-            "dry run of {}: {n} change(s) would be made, nothing was changed\n{plan}",
-            recipe.name
+            "dry run of {}: {n} change(s) would be made; {} read-only quer{} ran; nothing was changed\n{plan}",
+            recipe.name,
+            runner.ran(),
+            if runner.ran() == 1 { "y" } else { "ies" }
         ))?;
     }
     let Err(err) = outcome else {

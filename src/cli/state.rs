@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use clap::Args;
 
 use super::Context;
-use crate::exec::{CancelFlag, Redactor, Runner, SystemRunner};
+use crate::exec::{CancelFlag, Runner, SystemRunner};
 use crate::host::Host;
 use crate::journal::{self, CtLock, Journal};
 use crate::lifecycle;
@@ -52,8 +52,13 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
     let records = journal::read(&Journal::path_in(state))?;
     let items = lifecycle::select_for_destroy(&records, &args.lxc, args.keep_data);
 
+    // Undo commands run in containers: whatever they print is redacted like a run's.
+    let store = crate::secret::SecretStore::new(&ctx.settings, ctx.redactor.clone());
+    if let Err(e) = store.register_all() {
+        tracing::warn!(error = %e, "cannot read the secret store to redact its values");
+    }
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner::new(
-        Redactor::default(),
+        ctx.redactor.clone(),
         CancelFlag::default(),
     ));
     let hosts: Mutex<HashMap<String, Arc<dyn Host>>> = Mutex::new(HashMap::new());

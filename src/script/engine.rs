@@ -5,7 +5,9 @@
 //!
 //! - **Limits** ([`limits`]): operations, call depth, expression depth, string, array and
 //!   map sizes, modules, variables and functions. A runaway recipe stops with an error well
-//!   within a second, in debug builds too.
+//!   within a second, in debug builds too. On top, the boundary's meter
+//!   ([`crate::boundary::limits::ScriptMeter`]) stops a script past its CPU budget or its
+//!   memory cap, closures and captured values included.
 //! - **Language**: strict variables (an undefined name is a compile error), `eval` disabled
 //!   (a compile error), no optimisation (the AST stays as written, so lint positions are
 //!   exact and the handle names given to the compiler as constants are never folded).
@@ -74,6 +76,9 @@ pub struct EngineOptions {
     pub cancel: Option<CancelFlag>,
     /// The API handles by name; empty for engines that only compile (lint, docs).
     pub handles: Vec<(&'static str, Dynamic)>,
+    /// The run's CPU and memory meter (DESIGN.md §12); `None` for engines that only
+    /// compile.
+    pub meter: Option<Arc<crate::boundary::limits::ScriptMeter>>,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -123,11 +128,15 @@ pub fn new_engine(opts: EngineOptions) -> Engine {
         );
     });
     let cancel = opts.cancel.clone();
+    let meter = opts.meter.clone();
     engine.on_progress(move |ops| {
         // Rhai swallows errors raised while interpolating or printing a Secret inside a
         // collection; the refusal is parked per thread and ends the script here.
         if let Some(misuse) = crate::api::secret::swallowed_misuse() {
             return Some(misuse);
+        }
+        if let Some(Err(over)) = meter.as_ref().map(|m| m.check(ops)) {
+            return Some(Dynamic::from(over));
         }
         cancel.as_ref().and_then(|cancel| {
             (ops % limits::CANCEL_CHECK_EVERY == 0 && cancel.is_cancelled())

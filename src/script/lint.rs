@@ -523,6 +523,36 @@ mod tests {
     }
 
     #[test]
+    fn interpreters_given_code_in_a_string_get_a_warning_not_an_error() {
+        let found = lint(
+            "let ct = config.target();\n\
+             lxc.exec(ct, [\"python3\", \"-c\", \"import os; os.system('id')\"]);\n\
+             lxc.exec(ct, [\"python3\", \"/opt/setup.py\"]);\n\
+             lxc.exec(ct, [\"awk\", \"BEGIN { system(\\\"id\\\") }\"]);\n",
+        );
+        assert_eq!(
+            found,
+            [
+                (
+                    2,
+                    5,
+                    "interpreter",
+                    "lxc.exec gives `python3 -c` a program in a string: allowed, but nobody reviews that string as code; push a script file with lxc.push and run it".to_owned()
+                ),
+                (
+                    4,
+                    5,
+                    "interpreter",
+                    "lxc.exec gives `awk with system()/pipes in its program` a program in a string: allowed, but nobody reviews that string as code; push a script file with lxc.push and run it".to_owned()
+                ),
+            ]
+        );
+        let findings = Linter::new(Stdlib::Embedded)
+            .lint_source("r.rhai", "lxc.exec(1, [\"perl\", \"-e\", \"1\"]);");
+        assert!(findings.iter().all(|f| f.severity == Severity::Warning));
+    }
+
+    #[test]
     fn shells_are_found_behind_paths_busybox_and_env() {
         for argv in [
             &["sh", "-e", "x"][..],

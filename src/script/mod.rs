@@ -330,25 +330,50 @@ impl Recipe {
             })
     }
 
-    /// The engine a run of this recipe uses, bound to `rt`.
-    pub fn engine(&self, rt: &Arc<Runtime>) -> Engine {
+    /// The engine a run of this recipe uses, bound to `rt`, metered by `meter`.
+    pub fn engine_with(
+        &self,
+        rt: &Arc<Runtime>,
+        meter: Option<Arc<crate::boundary::limits::ScriptMeter>>,
+    ) -> Engine {
         engine::new_engine(EngineOptions {
             stdlib: Some(self.stdlib.clone()),
             recipe_name: self.name.clone(),
             redactor: rt.redactor.clone(),
             cancel: Some(rt.cancel.clone()),
             handles: crate::api::handles(rt),
+            meter,
         })
     }
 
-    /// Run the recipe against `rt`.
+    /// The engine a run of this recipe uses, bound to `rt`, with the run's CPU budget.
+    pub fn engine(&self, rt: &Arc<Runtime>) -> Engine {
+        let meter = crate::boundary::limits::ScriptMeter::new(
+            rt.settings.script_cpu.value,
+            rt.settings.script_memory.value,
+        );
+        self.engine_with(rt, Some(Arc::new(meter)))
+    }
+
+    /// Run the recipe against `rt`, within the run's CPU budget and memory cap: every
+    /// allocation on this thread while the script runs counts against the cap.
     pub fn run(&self, rt: &Arc<Runtime>) -> Result<(), RecipeError> {
-        let engine = self.engine(rt);
+        use crate::boundary::limits::{MemoryGroup, ScriptMeter};
+        let meter = Arc::new(ScriptMeter::new(
+            rt.settings.script_cpu.value,
+            rt.settings.script_memory.value,
+        ));
+        let engine = self.engine_with(rt, Some(Arc::clone(&meter)));
+        let mut group = MemoryGroup::new();
+        if let Some(g) = &group {
+            meter.watch_memory(g.gauge());
+        }
+        let guard = group.as_mut().map(MemoryGroup::enter);
         // Clear a misuse parked by an earlier script on this thread.
         let _ = crate::api::secret::swallowed_misuse();
-        engine
-            .run_ast_with_scope(&mut Scope::new(), &self.ast)
-            .map_err(|e| self.error(&e))?;
+        let result = engine.run_ast_with_scope(&mut Scope::new(), &self.ast);
+        drop(guard);
+        result.map_err(|e| self.error(&e))?;
         // A misuse in the very last expression has no later progress tick to stop at.
         match crate::api::secret::swallowed_misuse() {
             Some(misuse) => Err(self.error(&EvalAltResult::ErrorRuntime(misuse, Position::NONE))),
@@ -395,6 +420,20 @@ impl Recipe {
         }
         let path = self.path.clone();
         let (line, column) = (outer.line().unwrap_or(0), outer.position().unwrap_or(0));
+        if let EvalAltResult::ErrorTerminated(token, _) = inner {
+            if let Some(over) = token
+                .clone()
+                .try_cast::<crate::boundary::limits::LimitExceeded>()
+            {
+                return RecipeError::Script {
+                    path,
+                    line,
+                    column,
+                    message: over.to_string(),
+                    trace,
+                };
+            }
+        }
         if let EvalAltResult::ErrorTerminated(token, pos) = inner {
             if token.is::<SharedApiError>() {
                 // A secret misuse that Rhai swallowed, ended through `on_progress`.
@@ -651,13 +690,25 @@ mod tests {
     const CONFIG: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
 
     fn runtime(recipe_name: &str, selected: &[u32]) -> (Arc<Runtime>, tempfile::TempDir) {
+        runtime_with(recipe_name, selected, &[])
+    }
+
+    fn runtime_with(
+        recipe_name: &str,
+        selected: &[u32],
+        extra: &[(&str, &str)],
+    ) -> (Arc<Runtime>, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
         let key = tmp.path().join("secret.key");
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let env = move |k: &str| match k {
             "PHOENIX_STATE_DIR" => Some(state.display().to_string()),
             "PHOENIX_SECRET_KEY" => Some(key.display().to_string()),
-            _ => None,
+            _ => extra.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
         };
         let settings = Settings::resolve_with(&FlagOverrides::default(), &env).unwrap();
         let config = crate::config::load_str(Path::new("lxc.json"), CONFIG).unwrap();
@@ -883,6 +934,44 @@ mod tests {
             "config.lxc: no entry 999 in lxc.json (ids: 901, 902)"
         );
         assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_loop_of_string_operations_stops_at_the_cpu_budget() {
+        // Each operation is a copy of a ~1 MB string: few operations, much CPU. Rhai's
+        // operation limit (1,000,000) would let this run for minutes.
+        let (rt, _t) = runtime_with("test.rhai", &[], &[("PHOENIX_SCRIPT_CPU", "300ms")]);
+        let src = "let s = \"x\";\nwhile s.len() < 500000 { s += s; }\nlet n = 0;\nloop { let t = s + \"y\"; n += t.len(); }";
+        let recipe =
+            Recipe::from_source(Path::new("recipes/spin.rhai"), src, &Stdlib::Embedded).unwrap();
+        let err = recipe.run(&rt).unwrap_err();
+        let text = err.to_string();
+        // It stops somewhere in the loop on line 4.
+        assert!(text.starts_with("recipes/spin.rhai:4:"), "{text}");
+        assert!(
+            text.ends_with(": sandbox limit: the recipe's own code used more than 300ms of CPU time between primitive calls (setting script_cpu, PHOENIX_SCRIPT_CPU)"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn closures_holding_large_strings_stop_at_the_memory_cap() {
+        // Rhai counts strings, arrays and maps, not what a closure captures: 200 closures
+        // each holding its own ~0.5 MB string pass every Rhai limit.
+        let (rt, _t) = runtime_with("test.rhai", &[], &[("PHOENIX_SCRIPT_MEMORY", "32m")]);
+        let src = "let s = \"x\";\nwhile s.len() < 500000 { s += s; }\nlet keep = [];\nfor i in 0..200 { let t = s + i; keep.push(|| t.len()); }";
+        let recipe =
+            Recipe::from_source(Path::new("recipes/hoard.rhai"), src, &Stdlib::Embedded).unwrap();
+        let err = recipe.run(&rt).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.ends_with("sandbox limit: the recipe holds more than 32 MiB of memory (values, closures and what they capture; setting script_memory, PHOENIX_SCRIPT_MEMORY)"),
+            "{text}"
+        );
+        // The same script with room to spare finishes: the cap, not the script, stopped it.
+        let (rt, _t) = runtime_with("test.rhai", &[], &[("PHOENIX_SCRIPT_MEMORY", "512m")]);
+        recipe.run(&rt).unwrap();
     }
 
     /// Run `src`; the sandbox must stop it. Returns the error (its text names the limit).

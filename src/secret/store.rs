@@ -539,6 +539,27 @@ impl SecretStore {
         Ok(Secret::new(name.clone(), value))
     }
 
+    /// Decrypt every stored secret once, so the redactor knows all of them: whatever a
+    /// recipe reads back from a container, logs or passes on is then redacted in phoenix's
+    /// own output even when the recipe never asked for that secret (DESIGN.md §12).
+    /// Returns how many were registered; a host without a store has none.
+    pub fn register_all(&self) -> Result<usize, SecretError> {
+        if self.is_fresh() {
+            return Ok(0);
+        }
+        let _lock = self.lock(false)?;
+        let loaded = self.load()?;
+        let mut n = 0;
+        for name in self.names()? {
+            let value = self.decrypt(&name, &[&loaded.identity])?;
+            if let Ok(text) = std::str::from_utf8(&value) {
+                self.redactor.register(name.as_str(), text);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Every stored secret with its file's modification time, sorted by name.
     pub fn list(&self) -> Result<Vec<SecretInfo>, SecretError> {
         let _lock = self.lock(false)?;

@@ -1,6 +1,7 @@
 //! The one integration-test binary (STYLE.md §5): one module per area.
 
 mod acceptance;
+mod boundary;
 mod config;
 mod emulator;
 mod emulator_inner;

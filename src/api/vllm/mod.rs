@@ -159,8 +159,12 @@ pub fn register(engine: &mut Engine) {
     let start_fn = |api: VllmApi, ct: Dynamic, spec: Map| -> RhaiResult<Map> {
         const CALL: &str = "vllm.start";
         let vmid = vmid_of(CALL, &ct).map_err(script_error)?;
-        let o = Overrides::from_map(&spec).map_err(script_error)?;
         let rt = api.runtime();
+        // The boundary first: a container this run may change (DESIGN.md §12).
+        rt.boundary()
+            .container(CALL, vmid, crate::boundary::Access::Change)
+            .map_err(|e| script_error(ApiError::from(e)))?;
+        let o = Overrides::from_map(&spec).map_err(script_error)?;
         let spec = resolve(rt, vmid, &spec, o).map_err(|e| script_error(e.into_api(CALL)))?;
         let server = start(rt, &spec).map_err(|e| script_error(e.into_api(CALL)))?;
         Ok(server.to_map(rt))
@@ -266,16 +270,35 @@ mod tests {
             "{text}"
         );
 
-        let (addr, _) = server(|_, _| Some(http(200, "pong")));
-        let body: String = eval(
+        // http.probe works from a fn, and the boundary keeps it to phoenix's containers:
+        // a server on another loopback address is refused before any connection.
+        let (addr, count) = server(|_, _| Some(http(200, "pong")));
+        let err = eval::<Dynamic>(
             &engine,
             &mut scope,
             &format!(
                 r#"fn p(u) {{ http.probe(u, #{{ attempts: 2 }}) }} p("http://{addr}/ping").body"#
             ),
         )
-        .unwrap();
-        assert_eq!(body, "pong");
+        .unwrap_err();
+        let rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _) = *err else {
+            panic!("{err}")
+        };
+        let rhai::EvalAltResult::ErrorRuntime(d, _) = *inner else {
+            panic!("{inner}")
+        };
+        let text = d
+            .read_lock::<crate::api::SharedApiError>()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.starts_with(&format!(
+                "http.probe: refused by the boundary (network): {} is not the address of a running phoenix-owned container",
+                addr.ip()
+            )),
+            "{text}"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     /// The stdlib modules run against the fake container: Docker and the toolkit are

@@ -476,6 +476,28 @@ pub fn wait_ready(
     server: &Server,
     opts: &WaitOptions,
 ) -> Result<Option<Ready>, VllmError> {
+    const CALL: &str = "vllm.wait_ready";
+    // The boundary: the server map comes from the recipe, so its container must be one
+    // phoenix owns and its URL that container's address (the API key goes with every
+    // request), checked before a connection.
+    let boundary = rt.boundary();
+    boundary
+        .container(CALL, server.vmid, crate::boundary::Access::Read)
+        .map_err(ApiError::from)?;
+    let (_, owner) = boundary
+        .network(CALL, server.url.as_str())
+        .map_err(ApiError::from)?;
+    if owner != server.vmid && !(rt.dry_run && server.url.as_str().starts_with("http://0.0.0.0")) {
+        return Err(ApiError::from(crate::boundary::Refusal::new(
+            CALL,
+            crate::boundary::Rule::Network,
+            format!(
+                "{} is the address of container {owner}, not of the server's container {}",
+                server.url, server.vmid
+            ),
+        ))
+        .into());
+    }
     if rt.dry_run {
         tracing::info!(url = %server.url, "dry run: not waiting for the vLLM server");
         return Ok(None);

@@ -235,7 +235,22 @@ fn ensure_dir(
 /// `vllm.start(ct, spec)`: pull the image, deliver the secrets as 0600 files, write and
 /// enable the systemd unit. Idempotent.
 pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
+    const CALL: &str = "vllm.start";
     let vmid = spec.vmid;
+    // The boundary: a container of this run, phoenix's; secrets that go into a token
+    // file and a YAML line hold no control characters.
+    rt.boundary()
+        .container(CALL, vmid, crate::boundary::Access::Change)
+        .map_err(ApiError::from)?;
+    for secret in [&spec.hf_token, &spec.api_key].into_iter().flatten() {
+        crate::boundary::values::secret_bytes(
+            CALL,
+            &secret.to_string(),
+            secret.expose(),
+            crate::boundary::values::SecretUse::Line,
+        )
+        .map_err(ApiError::from)?;
+    }
     let unit_text = UnitFile::for_server(spec).render()?;
     let yaml = spec.config_yaml()?;
     let status = rt.host.ct_status(vmid).map_err(ApiError::from)?;

@@ -6,7 +6,9 @@ use crate::types::Vmid;
 
 /// A value that cannot go into a unit file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unit file {what} {shown} contains a control character (newline, NUL, …): refused")]
+#[error(
+    "unit file {what} {shown} contains a control, bidi or invisible character (newline, NUL, U+202E, …): refused"
+)]
 pub struct UnitError {
     /// What the value is (`ExecStart argument`).
     pub what: &'static str,
@@ -15,9 +17,14 @@ pub struct UnitError {
 }
 
 /// `arg` as one double-quoted systemd word: `\` and `"` escaped, `%` (specifiers) and `$`
-/// (variables) doubled; control characters (newline, NUL, …) refused.
+/// (variables) doubled; control characters (newline, NUL, …) refused, and bidi or
+/// invisible characters too (a reader would see another command than the one that runs:
+/// [`crate::boundary::values::is_invisible`]).
 pub fn systemd_word(arg: &str) -> Result<String, UnitError> {
-    if arg.chars().any(char::is_control) {
+    if arg
+        .chars()
+        .any(|c| c.is_control() || crate::boundary::values::is_invisible(c))
+    {
         return Err(UnitError {
             what: "ExecStart argument",
             shown: crate::types::show(arg),
@@ -147,15 +154,17 @@ mod tests {
         assert_eq!(systemd_word("'x'").unwrap(), "\"'x'\"");
         let e = systemd_word("model\nExecStartPost=/bin/rm -rf /").unwrap_err();
         assert_eq!(e.what, "ExecStart argument");
-        assert!(e.to_string().contains("control character"), "{e}");
-        crate::test_support::refused(
-            systemd_word("a\0b"),
-            "contains a control character (newline, NUL, …): refused",
+        assert!(
+            e.to_string()
+                .contains("control, bidi or invisible character"),
+            "{e}"
         );
-        crate::test_support::refused(
-            systemd_word("a\rb"),
-            "contains a control character (newline, NUL, …): refused",
-        );
+        for bad in ["a\0b", "a\rb", "model\u{202E}lmth.exe", "a\u{200B}b"] {
+            crate::test_support::refused(
+                systemd_word(bad),
+                "contains a control, bidi or invisible character (newline, NUL, U+202E, …): refused",
+            );
+        }
         // A hostile served name reaches the unit only as one quoted, escaped word.
         let mut s = example_spec();
         s.vllm.served_model_name = Some("x\" \"--trust-remote-code %h $PATH".into());
