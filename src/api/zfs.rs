@@ -61,9 +61,10 @@ pub fn dataset(
     boundary.dataset_props(CALL, props)?;
     let name = &name;
     let parts: Vec<&str> = name.as_str().split('/').collect();
-    // Missing parents from the models parent down (never above it: those are the pool's).
-    let first = boundary.models_parent(CALL)?.as_str().split('/').count();
-    for depth in first..parts.len() {
+    // Missing parents below the pool, each its own owned step: the models parent the
+    // operator named (`rpool/phoenix/models` needs `rpool/phoenix`) and those below it.
+    // An existing one that is not phoenix's is used as it is and never touched.
+    for depth in 2..parts.len() {
         let parent =
             DatasetName::new(parts[..depth].join("/")).map_err(|source| ApiError::Type {
                 call: "zfs.dataset",
