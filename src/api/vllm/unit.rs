@@ -176,7 +176,7 @@ mod tests {
         s.vllm.served_model_name = Some("x\nExecStartPost=/bin/sh".into());
         crate::test_support::refused(
             UnitFile::for_server(&s).render(),
-            "unit file ExecStart argument \"x\\nExecStartPost=/bin/sh\" contains a control character",
+            "unit file ExecStart argument \"x\\nExecStartPost=/bin/sh\" contains a control, bidi or invisible character",
         );
     }
 }
