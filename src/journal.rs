@@ -73,6 +73,15 @@ pub enum UndoStep {
         /// The directory.
         path: AbsPath,
     },
+    /// Give up container `vmid`'s claim on the host unit that creates the NVIDIA device
+    /// nodes at boot: the unit is disabled and removed when phoenix wrote it and no other
+    /// container on the host passes NVIDIA nodes through.
+    ReleaseNodesUnit {
+        /// The container that needed the unit.
+        vmid: Vmid,
+        /// The unit's name.
+        unit: String,
+    },
     /// Run an argv inside a container (a recipe's own `undo.push`).
     Exec {
         /// The container.
@@ -92,6 +101,7 @@ impl UndoStep {
             | Self::DeleteConfigKeys { vmid, .. }
             | Self::RemoveFile { vmid, .. }
             | Self::RemoveDir { vmid, .. }
+            | Self::ReleaseNodesUnit { vmid, .. }
             | Self::Exec { vmid, .. } => Some(*vmid),
             Self::DestroyDataset { .. } => None,
         }

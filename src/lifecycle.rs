@@ -173,6 +173,9 @@ pub fn describe(item: &Outstanding) -> String {
         UndoStep::DestroyDataset { name } => format!("destroy dataset {name}"),
         UndoStep::RemoveFile { vmid, path } => format!("remove {path} in {vmid}"),
         UndoStep::RemoveDir { vmid, path } => format!("remove directory {path} in {vmid}"),
+        UndoStep::ReleaseNodesUnit { vmid, unit } => {
+            format!("release host unit {unit} (for {vmid})")
+        }
         UndoStep::Exec { vmid, argv } => format!("run {:?} in {vmid}", argv),
     };
     format!(

@@ -154,6 +154,16 @@ pub struct Settings {
     pub pve_lxc_dir: Setting<PathBuf>,
     /// Device nodes (`PHOENIX_DEV_DIR`).
     pub dev_dir: Setting<PathBuf>,
+    /// sysfs, where the host's cgroup mode is read (`PHOENIX_SYS_DIR`).
+    pub sys_dir: Setting<PathBuf>,
+    /// The host's systemd unit directory (`PHOENIX_SYSTEMD_DIR`).
+    pub systemd_dir: Setting<PathBuf>,
+    /// The NVIDIA driver's `.run` installer on the host, pushed into containers that cannot
+    /// download it; unset = download inside the container (`PHOENIX_NVIDIA_INSTALLER`).
+    pub nvidia_installer: Setting<Option<PathBuf>>,
+    /// A host directory of `.deb` files (driver userspace and/or container toolkit) pushed
+    /// into containers instead of using NVIDIA's repositories (`PHOENIX_NVIDIA_DEBS`).
+    pub nvidia_debs: Setting<Option<PathBuf>>,
     /// Recipe modules; unset = the stdlib embedded in the binary (`PHOENIX_STDLIB`).
     pub stdlib: Setting<Option<PathBuf>>,
     /// Where host tools are looked up; unset = their standard absolute paths (`PHOENIX_BIN_DIR`).
@@ -215,6 +225,22 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "PVE container configs",
     ),
     ("dev_dir", "PHOENIX_DEV_DIR", "device nodes"),
+    ("sys_dir", "PHOENIX_SYS_DIR", "sysfs (host cgroup mode)"),
+    (
+        "systemd_dir",
+        "PHOENIX_SYSTEMD_DIR",
+        "host systemd units (boot-time device nodes)",
+    ),
+    (
+        "nvidia_installer",
+        "PHOENIX_NVIDIA_INSTALLER",
+        "host NVIDIA .run installer (unset: download in the CT)",
+    ),
+    (
+        "nvidia_debs",
+        "PHOENIX_NVIDIA_DEBS",
+        "host directory of NVIDIA .deb files (unset: none)",
+    ),
     (
         "stdlib",
         "PHOENIX_STDLIB",
@@ -414,6 +440,14 @@ impl Settings {
                 PathBuf::from("/etc/pve/lxc"),
             )?,
             dev_dir: path("dev_dir", "PHOENIX_DEV_DIR", PathBuf::from("/dev"))?,
+            sys_dir: path("sys_dir", "PHOENIX_SYS_DIR", PathBuf::from("/sys"))?,
+            systemd_dir: path(
+                "systemd_dir",
+                "PHOENIX_SYSTEMD_DIR",
+                PathBuf::from("/etc/systemd/system"),
+            )?,
+            nvidia_installer: opt_path("nvidia_installer", "PHOENIX_NVIDIA_INSTALLER")?,
+            nvidia_debs: opt_path("nvidia_debs", "PHOENIX_NVIDIA_DEBS")?,
             stdlib: opt_path("stdlib", "PHOENIX_STDLIB")?,
             bin_dir: opt_path("bin_dir", "PHOENIX_BIN_DIR")?,
             emu_root,
@@ -538,6 +572,10 @@ impl Settings {
             p(&self.secret_key),
             p(&self.pve_lxc_dir),
             p(&self.dev_dir),
+            p(&self.sys_dir),
+            p(&self.systemd_dir),
+            o(&self.nvidia_installer),
+            o(&self.nvidia_debs),
             o(&self.stdlib),
             o(&self.bin_dir),
             p(&self.emu_root),

@@ -3,14 +3,37 @@
 //! `gpu.attach` resolves a selector (indices, UUIDs, PCI bus ids, or `all`) against
 //! `nvidia-smi`, then collects every node a CUDA process needs: `nvidiaN` for each selected
 //! GPU (N is the GPU's *minor number*, not its index), `nvidiactl`, `nvidia-uvm`,
-//! `nvidia-uvm-tools`, everything in `nvidia-caps/`, and `nvidia-modeset` when present.
-//! Majors and minors are read from the live device nodes under `PHOENIX_DEV_DIR`, never
-//! hard-coded (on a real H100 `nvidia-uvm` is 238 and `nvidia-caps` 241).
+//! `nvidia-uvm-tools`, `nvidia-modeset` when present, and — only when MIG is in use on a
+//! selected GPU (`nvidia-smi -q`: `MIG Mode` / `Current : Enabled`) — everything in
+//! `nvidia-caps/`. Majors and minors are read from the live device nodes under
+//! `PHOENIX_DEV_DIR`, never hard-coded (on a real H100 `nvidia-uvm` is 238 and
+//! `nvidia-caps` 241).
 //!
-//! - PVE ≥ 8.1: one `devN: /dev/…` entry per node through `pct set` (undo: delete them).
-//! - Older PVE: `lxc.cgroup2.devices.allow: c MAJOR:* rwm` per major plus one
+//! - PVE ≥ 8.1 on a cgroup v2 host: one `devN: /dev/…` entry per node through `pct set`
+//!   (undo: delete them).
+//! - Older PVE, or a host booted with cgroup v1: one device allow rule per major plus one
 //!   `lxc.mount.entry` per node, written under the config lock after a backup (undo: restore
-//!   the backup).
+//!   the backup). The rule's key follows the host's hierarchy: `lxc.cgroup.devices.allow`
+//!   on v1, `lxc.cgroup2.devices.allow` on v2 (LXC ignores the other kind). A v1 host gets
+//!   these lines even on PVE ≥ 8.1 because the allow rules PVE generates for `devN` entries
+//!   are cgroup2 rules only (pve-container `src/PVE/LXC.pm` `update_lxc_config`, 6.1.10):
+//!   on v1 the device would stay denied.
+//!
+//! **Surviving a reboot.** `nvidia-uvm`, `nvidia-uvm-tools` and `nvidia-caps/*` exist only
+//! after `nvidia-modprobe` made them, and PVE refuses to start a container whose `devN` path
+//! is missing (pve-container `src/PVE/LXC.pm` `vm_start` → `update_lxc_config` →
+//! `PVE::LXC::Tools::get_device_mode_and_rdev`: "Device … does not exist"; again in
+//! `src/lxc-pve-prestart-hook`). So before it reads the nodes, `gpu.attach` makes sure the
+//! host has [`NODES_UNIT`], a oneshot unit ordered `Before=pve-guests.service` that runs
+//! `nvidia-modprobe` for every GPU minor and `nvidiactl`, `-u -c=0` for the UVM nodes and,
+//! with MIG, `-f …/capabilities/mig/{config,monitor}`; installing it runs it at once
+//! (`systemctl enable --now`). The unit is a journaled step whose undo,
+//! [`UndoStep::ReleaseNodesUnit`], removes it only when phoenix wrote it (its first line)
+//! and no other container on the host still passes NVIDIA nodes: several GPU containers
+//! share it, and each one that attaches GPUs records its claim. A unit of the same name that
+//! phoenix did not write is left alone. Backends without host units (`lxc`) skip this.
+//! Limitation: MIG GPU/compute instances (and their `nvidia-cap*` nodes) do not survive a
+//! reboot; the host's MIG setup must recreate them before `pve-guests.service`.
 //!
 //! Config lines always name host paths (`/dev/nvidia0`), never `PHOENIX_DEV_DIR`. Attaching
 //! the same GPUs again changes nothing.
@@ -24,7 +47,7 @@ use rhai::{Array, Dynamic, Engine, FuncRegistration};
 
 use super::support::{step, to_dynamic, vmid_of};
 use super::{ApiError, script_error};
-use crate::host::{DeviceNode, Gpu, HostError};
+use crate::host::{CgroupMode, CtConfig, DeviceNode, Gpu, Host, HostError};
 use crate::journal::UndoStep;
 use crate::runtime::Runtime;
 use crate::types::{GpuRef, GpuSelector, Vmid};
@@ -138,8 +161,8 @@ pub fn read_node(dev_dir: &Path, rel: &str) -> Result<Option<DeviceNode>, HostEr
     )))
 }
 
-/// Every node the selected GPUs need, in a stable order.
-pub fn nodes_for(dev_dir: &Path, gpus: &[Gpu]) -> Result<Vec<DeviceNode>, HostError> {
+/// Every node the selected GPUs need, in a stable order; `nvidia-caps/*` only with `mig`.
+pub fn nodes_for(dev_dir: &Path, gpus: &[Gpu], mig: bool) -> Result<Vec<DeviceNode>, HostError> {
     let mut nodes = Vec::new();
     for g in gpus {
         let minor = g.minor.ok_or_else(|| {
@@ -176,7 +199,7 @@ pub fn nodes_for(dev_dir: &Path, gpus: &[Gpu]) -> Result<Vec<DeviceNode>, HostEr
         nodes.push(n);
     }
     let caps = dev_dir.join("nvidia-caps");
-    if caps.is_dir() {
+    if mig && caps.is_dir() {
         let mut names: Vec<String> = std::fs::read_dir(&caps)
             .map_err(|source| HostError::Io {
                 action: "list",
@@ -196,20 +219,15 @@ pub fn nodes_for(dev_dir: &Path, gpus: &[Gpu]) -> Result<Vec<DeviceNode>, HostEr
     Ok(nodes)
 }
 
-/// The legacy config lines for `nodes`: one cgroup allow per major (sorted), then one bind
-/// entry per node.
-pub fn legacy_lines(nodes: &[DeviceNode]) -> Vec<(String, String)> {
+/// The legacy config lines for `nodes`: one device allow rule per major (sorted) under the
+/// key of the host's cgroup hierarchy, then one bind entry per node.
+pub fn legacy_lines(nodes: &[DeviceNode], cgroup: CgroupMode) -> Vec<(String, String)> {
     let mut majors: Vec<u32> = nodes.iter().map(|n| n.major).collect();
     majors.sort_unstable();
     majors.dedup();
     let mut lines: Vec<(String, String)> = majors
         .iter()
-        .map(|m| {
-            (
-                "lxc.cgroup2.devices.allow".to_owned(),
-                format!("c {m}:* rwm"),
-            )
-        })
+        .map(|m| (cgroup.allow_key().to_owned(), format!("c {m}:* rwm")))
         .collect();
     for n in nodes {
         let target = n.path.trim_start_matches('/');
@@ -226,6 +244,154 @@ pub fn list(rt: &Runtime) -> Result<Vec<Gpu>, ApiError> {
     Ok(rt.host.gpus()?)
 }
 
+/// The host unit that creates the NVIDIA device nodes at boot.
+pub const NODES_UNIT: &str = "phoenix-nvidia-nodes.service";
+
+/// The first line of every unit phoenix writes to the host: its ownership mark.
+const UNIT_OWNER_LINE: &str = "# phoenix:owner=phoenix";
+
+/// The text of [`NODES_UNIT`]: `modprobe` is the host's `nvidia-modprobe`, `minors` the
+/// minor numbers of every GPU of the host, `mig` whether MIG is in use on one of them.
+pub fn nodes_unit_text(modprobe: &Path, minors: &[u32], mig: bool) -> Result<String, HostError> {
+    // A word of `ExecStart=` is split on whitespace and expands `%` specifiers and `$`
+    // variables (systemd.service(5), "Command lines"): only a plain absolute path is written.
+    let prog = modprobe
+        .to_str()
+        .filter(|p| {
+            p.starts_with('/')
+                && p.chars()
+                    .all(|c| c.is_ascii_graphic() && !"\"'\\%$;".contains(c))
+        })
+        .ok_or_else(|| {
+            HostError::Device(format!(
+                "the nvidia-modprobe path {} cannot be written into a systemd unit (spaces, quotes, `%`, `$`, `;` or `\\`)",
+                modprobe.display()
+            ))
+        })?;
+    let mut ms: Vec<u32> = minors.to_vec();
+    ms.sort_unstable();
+    ms.dedup();
+    let mut gpu_line = prog.to_owned();
+    for m in ms.iter().chain(std::iter::once(&255)) {
+        gpu_line.push_str(&format!(" -c={m}"));
+    }
+    let mut text = format!(
+        "{UNIT_OWNER_LINE}\n\
+         # Written by phoenix: the NVIDIA device nodes GPU containers pass through, made before\n\
+         # PVE starts its guests (a container whose devN node is missing does not start).\n\
+         # `phoenix destroy` removes it once no container on this host passes NVIDIA nodes.\n\
+         [Unit]\n\
+         Description=NVIDIA device nodes for GPU containers (phoenix)\n\
+         Before=pve-guests.service\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         ExecStart={gpu_line}\n\
+         ExecStart={prog} -u -c=0\n"
+    );
+    if mig {
+        text.push_str(&format!(
+            "ExecStart={prog} -f /proc/driver/nvidia/capabilities/mig/config -f /proc/driver/nvidia/capabilities/mig/monitor\n"
+        ));
+    }
+    text.push_str("\n[Install]\nWantedBy=multi-user.target\n");
+    Ok(text)
+}
+
+/// Whether a unit's text says phoenix wrote it.
+pub fn is_phoenix_unit(text: &str) -> bool {
+    text.lines().next() == Some(UNIT_OWNER_LINE)
+}
+
+/// Whether a container config passes an NVIDIA device node through (`devN`, or a bind
+/// `lxc.mount.entry`).
+pub fn passes_nvidia(conf: &CtConfig) -> bool {
+    conf.entries.iter().any(|(k, v)| {
+        let dev = k
+            .strip_prefix("dev")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let source = if dev {
+            v.split(',').next()
+        } else if k == "lxc.mount.entry" {
+            v.split_whitespace().next()
+        } else {
+            None
+        };
+        source.is_some_and(|s| s.starts_with("/dev/nvidia"))
+    })
+}
+
+/// Undo of the nodes unit for container `vmid` (see the module docs).
+pub fn release_nodes_unit(
+    host: &dyn Host,
+    vmid: Vmid,
+    unit: &str,
+) -> Result<super::undo::Outcome, HostError> {
+    use super::undo::Outcome;
+    let Some(text) = host.unit_text(unit)? else {
+        return Ok(Outcome::AlreadyGone);
+    };
+    if !is_phoenix_unit(&text) {
+        return Ok(Outcome::NotOurs(format!(
+            "host unit {unit} was not written by phoenix"
+        )));
+    }
+    for id in host.ct_ids()? {
+        if id == vmid {
+            continue;
+        }
+        if host.ct_config(id)?.is_some_and(|c| passes_nvidia(&c)) {
+            return Ok(Outcome::NotOurs(format!(
+                "container {id} still passes NVIDIA device nodes and needs {unit} at boot"
+            )));
+        }
+    }
+    host.unit_remove(unit)?;
+    Ok(Outcome::Undone)
+}
+
+/// Make sure the host has [`NODES_UNIT`] for container `vmid` (journaled; see the module
+/// docs). `all` are the host's GPUs; `claim` says the container does not pass NVIDIA nodes
+/// yet, so this attach records its claim even when the unit is already in place.
+fn ensure_nodes_unit(rt: &Runtime, vmid: Vmid, all: &[Gpu], claim: bool) -> Result<(), ApiError> {
+    let Some(modprobe) = rt.host.nvidia_modprobe() else {
+        return Ok(());
+    };
+    let minors: Vec<u32> = all.iter().filter_map(|g| g.minor).collect();
+    let want = nodes_unit_text(&modprobe, &minors, all.iter().any(|g| g.mig))?;
+    let have = rt.host.unit_text(NODES_UNIT)?;
+    let name = format!("gpu.nodes_unit:{vmid}");
+    let undo = UndoStep::ReleaseNodesUnit {
+        vmid,
+        unit: NODES_UNIT.to_owned(),
+    };
+    match have {
+        Some(text) if !is_phoenix_unit(&text) => {
+            tracing::warn!(
+                unit = NODES_UNIT,
+                "the host has a unit of this name that phoenix did not write: left alone"
+            );
+            Ok(())
+        }
+        Some(text) if text == want => {
+            if claim {
+                step(rt, &name, undo, || Ok(()))?;
+            }
+            Ok(())
+        }
+        _ => step(rt, &name, undo, || {
+            if rt.dry_run {
+                rt.note(format!(
+                    "write host unit {NODES_UNIT} and run `systemctl enable --now {NODES_UNIT}`"
+                ));
+                return Ok(());
+            }
+            Ok(rt.host.unit_install(NODES_UNIT, &want)?)
+        }),
+    }
+}
+
 /// `gpu.attach(ct, selector)`: returns the attached GPUs.
 pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gpu>, ApiError> {
     const CALL: &str = "gpu.attach";
@@ -234,13 +400,28 @@ pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gp
         .boundary()
         .container(CALL, vmid, crate::boundary::Access::Change)?
         .unwrap_or_default();
-    let gpus = select(&rt.host.gpus()?, selector)?;
-    let nodes = nodes_for(rt.host.dev_dir(), &gpus)?;
+    let all = rt.host.gpus()?;
+    let gpus = select(&all, selector)?;
+    let mig = gpus.iter().any(|g| g.mig);
+    ensure_nodes_unit(rt, vmid, &all, !passes_nvidia(&conf))?;
+    let nodes = match nodes_for(rt.host.dev_dir(), &gpus, mig) {
+        Ok(n) => n,
+        // A dry run did not run the unit that makes the lazy nodes.
+        Err(e) if rt.dry_run => {
+            rt.note(format!(
+                "gpu.attach:{vmid}: planned once the device nodes exist ({e})"
+            ));
+            return Ok(gpus);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let step_name = format!("gpu.attach:{vmid}");
-    let devn = rt
-        .host
-        .pve_version()?
-        .is_some_and(|(a, b, _)| (a, b) >= crate::host::pve::DEV_ENTRIES_SINCE);
+    let cgroup = rt.host.cgroup_mode()?;
+    let devn = cgroup == CgroupMode::V2
+        && rt
+            .host
+            .pve_version()?
+            .is_some_and(|(a, b, _)| (a, b) >= crate::host::pve::DEV_ENTRIES_SINCE);
     if devn {
         let present: Vec<&str> = conf
             .entries
@@ -272,7 +453,7 @@ pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gp
             || Ok(rt.host.ct_set(vmid, &options)?),
         )?;
     } else {
-        let lines = legacy_lines(&nodes);
+        let lines = legacy_lines(&nodes, cgroup);
         let (_, changed) = crate::host::pve::insert_config_lines(
             &conf
                 .entries
@@ -358,7 +539,7 @@ pub fn register(engine: &mut Engine) {
         .with_params_info(["gpu: Gpu", "Array"])
         .with_comments([
             "/// The host's GPUs from `nvidia-smi`: an array of",
-            "/// `#{index, pci_bus_id, uuid, name, memory_mib, driver_version, minor}`.",
+            "/// `#{index, pci_bus_id, uuid, name, memory_mib, driver_version, minor, mig}`.",
         ])
         .register_into_engine(engine, |api: GpuApi| -> RhaiResult<Array> {
             let gpus = list(&api.rt).map_err(script_error)?;
@@ -369,9 +550,11 @@ pub fn register(engine: &mut Engine) {
         .with_params_info(["gpu: Gpu", "ct: Map|int", "selector: String|int|Array", "Array"])
         .with_comments([
             "/// Pass GPUs through to the container: indices (`\"0,1\"`, `[0, 1]`), UUIDs, PCI",
-            "/// bus ids or `\"all\"`. PVE ≥ 8.1 gets `devN:` entries, older PVE cgroup allow rules",
-            "/// and bind mounts. Re-attaching changes nothing. Returns the attached GPUs.",
-            "/// Undo: remove the entries / restore the saved config.",
+            "/// bus ids or `\"all\"`. PVE ≥ 8.1 on cgroup v2 gets `devN:` entries, older PVE or a",
+            "/// cgroup v1 host device allow rules (`lxc.cgroup.devices.allow` on v1) and bind mounts;",
+            "/// `nvidia-caps` only with MIG. Installs the host unit that recreates the lazy nodes",
+            "/// at boot. Re-attaching changes nothing. Returns the attached GPUs.",
+            "/// Undo: remove the entries / restore the saved config; release the unit.",
         ])
         .register_into_engine(engine, |api: GpuApi, ct: Dynamic, selector: Dynamic| -> RhaiResult<Array> {
             let vmid = vmid_of("gpu.attach", &ct).map_err(script_error)?;
@@ -394,6 +577,7 @@ mod tests {
             memory_mib: 81559,
             driver_version: "580.159.04".into(),
             minor: Some(minor),
+            mig: false,
         }
     }
 
@@ -424,8 +608,14 @@ mod tests {
         ] {
             std::fs::write(d.join(rel), format!("{dev}\n")).unwrap();
         }
-        // Index 0 but minor 3: the node is nvidia3.
-        let nodes = nodes_for(d, &[gpu(0, "00000000:00:06.0", 3)]).unwrap();
+        // Index 0 but minor 3: the node is nvidia3. Without MIG no capability node.
+        let plain = nodes_for(d, &[gpu(0, "00000000:00:06.0", 3)], false).unwrap();
+        assert!(
+            plain.iter().all(|n| !n.path.contains("nvidia-caps")),
+            "{plain:?}"
+        );
+        assert_eq!(plain.len(), 4);
+        let nodes = nodes_for(d, &[gpu(0, "00000000:00:06.0", 3)], true).unwrap();
         let paths: Vec<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -438,7 +628,8 @@ mod tests {
                 "/dev/nvidia-caps/nvidia-cap2"
             ]
         );
-        let lines = legacy_lines(&nodes);
+        let lines = legacy_lines(&nodes, CgroupMode::V2);
+        assert_eq!(lines[0].0, "lxc.cgroup2.devices.allow");
         assert_eq!(lines[0].1, "c 195:* rwm");
         assert_eq!(lines[1].1, "c 238:* rwm");
         assert_eq!(lines[2].1, "c 241:* rwm");
@@ -447,6 +638,56 @@ mod tests {
             "/dev/nvidia3 dev/nvidia3 none bind,optional,create=file"
         );
         assert_eq!(lines.len(), 3 + 6);
+        // A host booted with cgroup v1 gets the v1 key for every rule, the same binds.
+        let v1 = legacy_lines(&nodes, CgroupMode::V1);
+        let keys: Vec<&str> = v1.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys[..3], ["lxc.cgroup.devices.allow"; 3]);
+        assert_eq!(v1[3..], lines[3..]);
+    }
+
+    #[test]
+    fn nodes_unit_runs_modprobe_for_every_minor_and_mig_only_with_mig() {
+        let text =
+            nodes_unit_text(Path::new("/usr/bin/nvidia-modprobe"), &[1, 0, 1], false).unwrap();
+        assert!(is_phoenix_unit(&text));
+        let exec: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ExecStart="))
+            .collect();
+        assert_eq!(
+            exec,
+            [
+                "/usr/bin/nvidia-modprobe -c=0 -c=1 -c=255",
+                "/usr/bin/nvidia-modprobe -u -c=0"
+            ]
+        );
+        assert!(text.contains("\nBefore=pve-guests.service\n"));
+        assert!(
+            text.contains("\nType=oneshot\n") && text.contains("\nWantedBy=multi-user.target\n")
+        );
+        let mig = nodes_unit_text(Path::new("/usr/bin/nvidia-modprobe"), &[0], true).unwrap();
+        assert!(mig.contains("ExecStart=/usr/bin/nvidia-modprobe -f /proc/driver/nvidia/capabilities/mig/config -f /proc/driver/nvidia/capabilities/mig/monitor\n"));
+        let err =
+            nodes_unit_text(Path::new("/opt/my tools/nvidia-modprobe"), &[0], false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot be written into a systemd unit"),
+            "{err}"
+        );
+        assert!(!is_phoenix_unit("[Unit]\n"));
+    }
+
+    #[test]
+    fn nvidia_passthrough_is_seen_in_both_forms() {
+        let c = |t: &str| CtConfig::parse(t);
+        assert!(passes_nvidia(&c("dev0: /dev/nvidia0\n")));
+        assert!(passes_nvidia(&c("dev3: /dev/nvidia-uvm,mode=0666\n")));
+        assert!(passes_nvidia(&c(
+            "lxc.mount.entry: /dev/nvidiactl dev/nvidiactl none bind,optional,create=file\n"
+        )));
+        assert!(!passes_nvidia(&c(
+            "dev0: /dev/fuse\nmp0: /dev/nvidia0,mp=/x\n"
+        )));
     }
 
     #[test]
@@ -454,7 +695,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("nvidia0"), "c 195:0").unwrap();
         std::fs::write(dir.path().join("nvidiactl"), "c 195:255").unwrap();
-        let err = nodes_for(dir.path(), &[gpu(0, "00000000:00:06.0", 0)]).unwrap_err();
+        let err = nodes_for(dir.path(), &[gpu(0, "00000000:00:06.0", 0)], false).unwrap_err();
         assert!(err.to_string().contains("nvidia-modprobe -u -c=0"), "{err}");
     }
 }

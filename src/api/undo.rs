@@ -148,6 +148,9 @@ pub fn execute(host: &dyn Host, step: &UndoStep, run: &str) -> Result<Outcome, H
             )?;
             Ok(Outcome::Undone)
         }
+        UndoStep::ReleaseNodesUnit { vmid, unit } => {
+            crate::api::gpu::release_nodes_unit(host, *vmid, unit)
+        }
         UndoStep::Exec { vmid, argv } => {
             if host.ct_status(*vmid)? != CtStatus::Running {
                 return Ok(Outcome::AlreadyGone);
@@ -247,6 +250,10 @@ mod tests {
             pveversion: p("/usr/bin/pveversion"),
             zfs: p("/usr/sbin/zfs"),
             nvidia_smi: p("/usr/bin/nvidia-smi"),
+            systemctl: p("/usr/bin/systemctl"),
+            nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
+            systemd_dir: p("/nonexistent/systemd"),
+            sys_dir: p("/nonexistent/sys"),
             lxc_dir: dir.path().to_owned(),
             dev_dir: p("/dev"),
             lock_dir: p("/nonexistent/lock"),

@@ -2,26 +2,27 @@
 //!
 //! [`prepare`] makes `$PHOENIX_EMU_ROOT` an emulated PVE node, idempotently and safely when
 //! several phoenix processes prepare the same root at once:
-//! - the directories the emulator and the `pve` backend use (`bin/`, `dev/`,
-//!   `etc/pve/lxc/`, `run/lock/lxc/`, `var/lib/lxc/`, `hostfs/`);
-//! - `bin/{pct,pvesm,pveversion,zfs,nvidia-smi}`: symlinks to the `phoenix-emu` binary
+//! - the directories the emulator and the `pve` backend use (`bin/`, `etc/pve/lxc/`,
+//!   `etc/systemd/system/`, `run/lock/lxc/`, `var/lib/lxc/`, `hostfs/`);
+//! - `bin/{pct,pvesm,pveversion,zfs,nvidia-smi,systemctl,nvidia-modprobe}`: symlinks to the
+//!   `phoenix-emu` binary
 //!   (found through `PHOENIX_EMU_BIN`, else next to the running executable, else in its
 //!   parent directory: cargo's test binaries live in `target/debug/deps`), replaced
 //!   atomically when they point elsewhere;
 //! - `emu.json`, the emulator's settings: `pve_version` (from `PHOENIX_EMU_PVE_VERSION`; a
 //!   version already in the file wins over the built-in default, so a test may pin one),
-//!   `gpus` (`h100x2` unless the file says otherwise), `loopback_prefix` and `node`;
-//! - the NVIDIA device nodes with the H100 fixture's numbers (`nvidia0`/`nvidia1` 195:N,
-//!   `nvidiactl` 195:255, `nvidia-uvm` 238:0, `nvidia-uvm-tools` 238:1,
-//!   `nvidia-caps/nvidia-cap1|2` 241:1|2) made with `mknod`. Where `mknod` is refused
-//!   (no `CAP_MKNOD`), each becomes the documented stand-in: a regular file holding
-//!   `c MAJOR:MINOR\n`, which the emulator accepts as a device.
+//!   `loopback_prefix` and `node`; whatever else a test put there (the GPUs, their minor
+//!   numbers, MIG, the cgroup mode) is kept and read by the emulator alone.
+//!
+//! The emulated host's `dev/` (its NVIDIA device nodes) and `sys/` are *not* made here: the
+//! emulator creates them when the host boots on its first call, as a real host's kernel
+//! and udev do (a device node phoenix made itself would only echo phoenix's beliefs).
+//! phoenix reads `dev/` only after asking `nvidia-smi` for the GPUs, which boots the host.
 //!
 //! Each root gets its own loopback `/24` inside `127.64.0.0/10`: `127.A.B.x` with A in
 //! 64..=127 and B from an FNV-1a hash of the root path (the emulator derives the same when
 //! the file lacks it); containers get `127.A.B.2`, `.3`, … when created.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::pve::PvePaths;
@@ -29,7 +30,15 @@ use super::{HostError, Result};
 use crate::settings::{Settings, Source};
 
 /// The tools the emulator plays, as installed under `$ROOT/bin`.
-pub const EMU_TOOLS: [&str; 5] = ["pct", "pvesm", "pveversion", "zfs", "nvidia-smi"];
+pub const EMU_TOOLS: [&str; 7] = [
+    "pct",
+    "pvesm",
+    "pveversion",
+    "zfs",
+    "nvidia-smi",
+    "systemctl",
+    "nvidia-modprobe",
+];
 
 /// Environment variable naming the `phoenix-emu` binary explicitly.
 pub const EMU_BIN_ENV: &str = "PHOENIX_EMU_BIN";
@@ -39,8 +48,8 @@ pub fn prepare(settings: &Settings) -> Result<PvePaths> {
     let root = settings.emu_root.value.clone();
     for dir in [
         "bin",
-        "dev/nvidia-caps",
         "etc/pve/lxc",
+        "etc/systemd/system",
         "run/lock/lxc",
         "var/lib/lxc",
         "hostfs",
@@ -53,14 +62,17 @@ pub fn prepare(settings: &Settings) -> Result<PvePaths> {
     for tool in EMU_TOOLS {
         install_link(&emu, &bin.join(tool))?;
     }
-    let gpus = write_emu_settings(&root, settings)?;
-    make_device_nodes(&root.join("dev"), gpus)?;
+    write_emu_settings(&root, settings)?;
     Ok(PvePaths {
         pct: bin.join("pct"),
         pvesm: bin.join("pvesm"),
         pveversion: bin.join("pveversion"),
         zfs: bin.join("zfs"),
         nvidia_smi: bin.join("nvidia-smi"),
+        systemctl: bin.join("systemctl"),
+        nvidia_modprobe: bin.join("nvidia-modprobe"),
+        systemd_dir: root.join("etc/systemd/system"),
+        sys_dir: root.join("sys"),
         lxc_dir: root.join("etc/pve/lxc"),
         dev_dir: root.join("dev"),
         lock_dir: root.join("run/lock/lxc"),
@@ -131,16 +143,8 @@ pub fn loopback_prefix(root: &Path) -> String {
     format!("127.{}.{}", 64 + h % 64, (h >> 8) % 256)
 }
 
-/// Which GPUs the settings file says the host has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GpuSet {
-    Two,
-    One,
-    Zero,
-}
-
-/// Write `emu.json` (keeping what a test put there) and return its GPU set.
-fn write_emu_settings(root: &Path, settings: &Settings) -> Result<GpuSet> {
+/// Write `emu.json` (keeping what a test put there).
+fn write_emu_settings(root: &Path, settings: &Settings) -> Result<()> {
     let path = root.join("emu.json");
     let mut obj = match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -160,23 +164,9 @@ fn write_emu_settings(root: &Path, settings: &Settings) -> Result<GpuSet> {
     if version.source != Source::Default || !obj.contains_key("pve_version") {
         obj.insert("pve_version".into(), version.value.clone().into());
     }
-    obj.entry("gpus").or_insert_with(|| "h100x2".into());
     obj.entry("loopback_prefix")
         .or_insert_with(|| loopback_prefix(root).into());
     obj.entry("node").or_insert_with(|| "pve".into());
-    let gpus = match obj.get("gpus").and_then(|v| v.as_str()) {
-        Some("h100x1") => GpuSet::One,
-        Some("none") => GpuSet::Zero,
-        Some("h100x2") => GpuSet::Two,
-        other => {
-            return Err(HostError::Parse {
-                command: path.display().to_string(),
-                message: format!(
-                    "`gpus` must be \"h100x2\", \"h100x1\" or \"none\", not {other:?}"
-                ),
-            });
-        }
-    };
     if obj != before || !path.exists() {
         let mut text = serde_json::to_vec_pretty(&serde_json::Value::Object(obj)).map_err(|e| {
             HostError::Parse {
@@ -186,60 +176,6 @@ fn write_emu_settings(root: &Path, settings: &Settings) -> Result<GpuSet> {
         })?;
         text.push(b'\n');
         crate::atomic_file::write(&path, &text, 0o600).map_err(|e| io("write", &path, e))?;
-    }
-    Ok(gpus)
-}
-
-/// `(relative path, major, minor, mode)` of the device nodes for `gpus`.
-fn device_nodes(gpus: GpuSet) -> Vec<(String, u64, u64, u32)> {
-    let count = match gpus {
-        GpuSet::Two => 2,
-        GpuSet::One => 1,
-        GpuSet::Zero => 0,
-    };
-    let mut v: Vec<(String, u64, u64, u32)> = (0..count)
-        .map(|i| (format!("nvidia{i}"), 195, i, 0o666))
-        .collect();
-    if count > 0 {
-        v.extend([
-            ("nvidiactl".to_owned(), 195, 255, 0o666),
-            ("nvidia-uvm".to_owned(), 238, 0, 0o666),
-            ("nvidia-uvm-tools".to_owned(), 238, 1, 0o666),
-            ("nvidia-caps/nvidia-cap1".to_owned(), 241, 1, 0o400),
-            ("nvidia-caps/nvidia-cap2".to_owned(), 241, 2, 0o444),
-        ]);
-    }
-    v
-}
-
-/// Create the device nodes under `dev` (character devices, or stand-in files where mknod is
-/// refused). Existing nodes are left alone.
-fn make_device_nodes(dev: &Path, gpus: GpuSet) -> Result<()> {
-    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-    for (rel, major, minor, mode) in device_nodes(gpus) {
-        let path = dev.join(&rel);
-        if path.symlink_metadata().is_ok() {
-            continue;
-        }
-        let made = mknod(
-            &path,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(mode),
-            makedev(major, minor),
-        );
-        match made {
-            Ok(()) => {
-                // mknod applies the umask; set the fixture's mode exactly.
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| io("set the mode of", &path, e))?;
-            }
-            Err(nix::errno::Errno::EEXIST) => {}
-            Err(nix::errno::Errno::EPERM | nix::errno::Errno::EACCES) => {
-                std::fs::write(&path, format!("c {major}:{minor}\n"))
-                    .map_err(|e| io("write the device stand-in", &path, e))?;
-            }
-            Err(e) => return Err(io("mknod", &path, e.into())),
-        }
     }
     Ok(())
 }
@@ -257,33 +193,5 @@ mod tests {
         assert_eq!(parts[0], 127);
         assert!((64..=127).contains(&parts[1]));
         assert_eq!(a, loopback_prefix(Path::new("/tmp/a/emulated")));
-    }
-
-    #[test]
-    fn device_table_follows_the_fixture() {
-        let two = device_nodes(GpuSet::Two);
-        assert!(two.contains(&("nvidia1".to_owned(), 195, 1, 0o666)));
-        assert!(two.contains(&("nvidiactl".to_owned(), 195, 255, 0o666)));
-        assert!(two.contains(&("nvidia-uvm-tools".to_owned(), 238, 1, 0o666)));
-        assert!(two.contains(&("nvidia-caps/nvidia-cap2".to_owned(), 241, 2, 0o444)));
-        assert_eq!(device_nodes(GpuSet::One).len(), 6);
-        assert!(device_nodes(GpuSet::Zero).is_empty());
-    }
-
-    #[test]
-    fn device_nodes_are_made_once() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("nvidia-caps")).unwrap();
-        make_device_nodes(dir.path(), GpuSet::One).unwrap();
-        make_device_nodes(dir.path(), GpuSet::One).unwrap();
-        let meta = std::fs::metadata(dir.path().join("nvidia0")).unwrap();
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_char_device() {
-            use std::os::unix::fs::MetadataExt;
-            assert_eq!(meta.rdev(), nix::sys::stat::makedev(195, 0));
-        } else {
-            let text = std::fs::read_to_string(dir.path().join("nvidia0")).unwrap();
-            assert_eq!(text, "c 195:0\n");
-        }
     }
 }

@@ -52,7 +52,10 @@ use std::time::Duration;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-use super::{CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError, OWNER_TAG, Result};
+use super::{
+    CgroupMode, CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError, OWNER_TAG,
+    Result,
+};
 use crate::exec::{CommandOutput, HostCommand, Runner};
 use crate::settings::{HostKind, Settings};
 use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
@@ -909,6 +912,12 @@ impl Host for LxcHost {
 
     fn pve_version(&self) -> Result<Option<(u32, u32, u32)>> {
         Ok(None)
+    }
+
+    fn cgroup_mode(&self) -> Result<CgroupMode> {
+        // This backend writes every device rule under both keys (`lxc.cgroup.devices.*` and
+        // `lxc.cgroup2.devices.*`), so the mode only decides which one phoenix names.
+        CgroupMode::detect(Path::new("/sys"))
     }
 
     fn dev_dir(&self) -> &Path {

@@ -246,6 +246,48 @@ pub struct Gpu {
     pub driver_version: String,
     /// Device minor number (`/dev/nvidiaN`), from `nvidia-smi -q`.
     pub minor: Option<u32>,
+    /// MIG mode is enabled (`nvidia-smi -q`: `MIG Mode` / `Current : Enabled`).
+    pub mig: bool,
+}
+
+/// The cgroup hierarchy a host was booted with, which decides the key of raw device rules
+/// (`lxc.cgroup.devices.allow` on v1, `lxc.cgroup2.devices.allow` on v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// The device controller is a cgroup v1 hierarchy (legacy or hybrid boot).
+    V1,
+    /// Pure cgroup v2 (`/sys/fs/cgroup` is a cgroup2 mount).
+    V2,
+}
+
+impl CgroupMode {
+    /// Read the mode from sysfs under `sys_dir`: cgroup v2 when `fs/cgroup` is a cgroup2
+    /// mount, whose root holds `cgroup.controllers`; v1 when `fs/cgroup` exists otherwise.
+    /// This is pve-common's test (`src/PVE/CGroup.pm` `cgroup_mode`: 2 when
+    /// `/sys/fs/cgroup` is mounted as `cgroup2`, else 1) read through sysfs, so a test can
+    /// fake it with a directory.
+    pub fn detect(sys_dir: &Path) -> Result<Self> {
+        let cg = sys_dir.join("fs/cgroup");
+        if cg.join("cgroup.controllers").is_file() {
+            Ok(Self::V2)
+        } else if cg.is_dir() {
+            Ok(Self::V1)
+        } else {
+            Err(HostError::Device(format!(
+                "cannot tell the host's cgroup mode: {} does not exist",
+                cg.display()
+            )))
+        }
+    }
+
+    /// The raw LXC key that allows a device on this hierarchy.
+    pub fn allow_key(self) -> &'static str {
+        match self {
+            Self::V1 => "lxc.cgroup.devices.allow",
+            Self::V2 => "lxc.cgroup2.devices.allow",
+        }
+    }
 }
 
 /// A request to run argv inside a container.
@@ -346,6 +388,54 @@ pub trait Host: Send + Sync {
     fn dev_dir(&self) -> &Path;
     /// Where phoenix keeps config backups for this host.
     fn backup_dir(&self) -> PathBuf;
+    /// The cgroup hierarchy the host runs.
+    fn cgroup_mode(&self) -> Result<CgroupMode>;
+    /// Every container id on this host (its configs).
+    fn ct_ids(&self) -> Result<Vec<Vmid>> {
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "list its containers",
+        })
+    }
+    /// Push the host file `src` to `dest` inside the container with `mode`, without reading
+    /// it into memory (`pct push` streams it). `src` comes from settings, never a recipe.
+    fn ct_push_file(&self, vmid: Vmid, src: &Path, dest: &AbsPath, mode: u32) -> Result<()> {
+        let _ = (vmid, src, dest, mode);
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "push a host file into a container",
+        })
+    }
+    /// `nvidia-modprobe` as a host systemd unit names it; `None` where phoenix manages no
+    /// host units (the plain `lxc` backend).
+    fn nvidia_modprobe(&self) -> Option<PathBuf> {
+        None
+    }
+    /// The text of the host's systemd unit `name`, `None` when there is none.
+    fn unit_text(&self, name: &str) -> Result<Option<String>> {
+        let _ = name;
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "manage host systemd units",
+        })
+    }
+    /// Write the host unit `name` (0644) and make it run now and at every boot: a new unit
+    /// is enabled with `--now`; one whose text changed is reloaded and restarted.
+    fn unit_install(&self, name: &str, text: &str) -> Result<()> {
+        let _ = (name, text);
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "manage host systemd units",
+        })
+    }
+    /// Disable and remove the host unit `name` (nothing to do when it is absent).
+    fn unit_remove(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "manage host systemd units",
+        })
+    }
 }
 
 /// Run `cmd` through `runner`, turning a signal's kill into [`HostError::Interrupted`]

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::{CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError, Result};
+use super::{
+    CgroupMode, CreateSpec, CtConfig, CtStatus, ExecRequest, Gpu, Host, HostError, Result,
+};
 use crate::config::IpConfig;
 use crate::exec::{CommandOutput, ExecError, HostCommand, Runner};
 use crate::settings::{HostKind, Settings};
@@ -37,6 +39,8 @@ pub const DEV_ENTRIES_SINCE: (u32, u32) = (8, 1);
 const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long pushing a host file may take (a driver installer is ≈ 400 MB).
+const PUSH_FILE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The `nvidia-smi` query phoenix uses (DESIGN.md §2).
 pub const GPU_QUERY: &str = "--query-gpu=index,pci.bus_id,uuid,name,memory.total,driver_version";
@@ -54,6 +58,14 @@ pub struct PvePaths {
     pub zfs: PathBuf,
     /// `nvidia-smi`.
     pub nvidia_smi: PathBuf,
+    /// `systemctl` (the host's systemd).
+    pub systemctl: PathBuf,
+    /// `nvidia-modprobe` (named in the boot-time unit phoenix installs).
+    pub nvidia_modprobe: PathBuf,
+    /// The host's systemd unit directory (`/etc/systemd/system`).
+    pub systemd_dir: PathBuf,
+    /// sysfs (`/sys`), where the cgroup mode is read.
+    pub sys_dir: PathBuf,
     /// `/etc/pve/lxc`.
     pub lxc_dir: PathBuf,
     /// `/dev`.
@@ -76,6 +88,10 @@ impl PvePaths {
             pveversion: s.tool("pveversion"),
             zfs: s.tool("zfs"),
             nvidia_smi: s.tool("nvidia-smi"),
+            systemctl: s.tool("systemctl"),
+            nvidia_modprobe: s.tool("nvidia-modprobe"),
+            systemd_dir: s.systemd_dir.value.clone(),
+            sys_dir: s.sys_dir.value.clone(),
             lxc_dir: s.pve_lxc_dir.value.clone(),
             dev_dir: s.dev_dir.value.clone(),
             lock_dir: PathBuf::from("/run/lock/lxc"),
@@ -91,6 +107,9 @@ pub struct PveHost {
     runner: Arc<dyn Runner>,
     kind: HostKind,
     version: OnceLock<Option<(u32, u32, u32)>>,
+    /// The GPUs, asked once per process: a run needs them for `gpu.attach` and the driver
+    /// check, and they do not change under it.
+    gpus: OnceLock<Vec<Gpu>>,
     lifecycle_timeout: Duration,
 }
 
@@ -110,6 +129,7 @@ impl PveHost {
             runner,
             kind: HostKind::Pve,
             version: OnceLock::new(),
+            gpus: OnceLock::new(),
             lifecycle_timeout: Duration::from_secs(180),
         }
     }
@@ -209,6 +229,20 @@ impl PveHost {
 
     fn write_conf(&self, vmid: Vmid, text: &str) -> Result<()> {
         super::write_file(&self.conf_path(vmid), text.as_bytes(), 0o640)
+    }
+
+    /// The path of host unit `name` (a plain `*.service` file name).
+    fn unit_path(&self, name: &str) -> Result<PathBuf> {
+        let ok = name.ends_with(".service")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c));
+        if !ok {
+            return Err(HostError::Device(format!(
+                "{name:?} is not a systemd service name phoenix writes"
+            )));
+        }
+        Ok(self.paths.systemd_dir.join(name))
     }
 }
 
@@ -334,10 +368,42 @@ pub fn query_gpus(
         .arg("-q")
         .timeout(QUERY_TIMEOUT))?;
     let minors = parse_minors(&q.stdout_text());
+    let mig = parse_mig(&q.stdout_text());
     for g in &mut gpus {
-        g.minor = minors.get(&g.pci_bus_id.to_ascii_lowercase()).copied();
+        let bus = g.pci_bus_id.to_ascii_lowercase();
+        g.minor = minors.get(&bus).copied();
+        g.mig = mig.get(&bus).copied().unwrap_or(false);
     }
     Ok(gpus)
+}
+
+/// Whether MIG mode is enabled, by PCI bus id, from `nvidia-smi -q` text (the `MIG Mode`
+/// block's `Current` line: `Enabled`, `Disabled`, or `N/A` on GPUs without MIG).
+pub fn parse_mig(text: &str) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut in_mig = false;
+    for line in text.lines() {
+        if let Some(bus) = line.strip_prefix("GPU ") {
+            current = Some(bus.trim().to_ascii_lowercase());
+            in_mig = false;
+            continue;
+        }
+        let trimmed = line.trim();
+        if trimmed == "MIG Mode" {
+            in_mig = true;
+            continue;
+        }
+        if let (true, Some((k, v))) = (in_mig, trimmed.split_once(':')) {
+            if k.trim() == "Current" {
+                if let Some(bus) = &current {
+                    out.insert(bus.clone(), v.trim() == "Enabled");
+                }
+                in_mig = false;
+            }
+        }
+    }
+    out
 }
 
 /// Parse `nvidia-smi --query-gpu=… --format=csv,noheader,nounits` output.
@@ -367,6 +433,7 @@ pub fn parse_gpu_csv(text: &str) -> std::result::Result<Vec<Gpu>, String> {
                 .map_err(|_| format!("line {}: bad memory {:?}", i + 1, f[4]))?,
             driver_version: f[5].to_owned(),
             minor: None,
+            mig: false,
         });
     }
     Ok(out)
@@ -668,7 +735,11 @@ impl Host for PveHost {
     }
 
     fn gpus(&self) -> Result<Vec<Gpu>> {
-        query_gpus(&self.paths.nvidia_smi, |cmd| self.run(cmd))
+        if let Some(g) = self.gpus.get() {
+            return Ok(g.clone());
+        }
+        let g = query_gpus(&self.paths.nvidia_smi, |cmd| self.run(cmd))?;
+        Ok(self.gpus.get_or_init(|| g).clone())
     }
 
     fn pve_version(&self) -> Result<Option<(u32, u32, u32)>> {
@@ -693,6 +764,137 @@ impl Host for PveHost {
 
     fn backup_dir(&self) -> PathBuf {
         self.paths.backup_dir.clone()
+    }
+
+    fn cgroup_mode(&self) -> Result<CgroupMode> {
+        CgroupMode::detect(&self.paths.sys_dir)
+    }
+
+    fn ct_ids(&self) -> Result<Vec<Vmid>> {
+        let dir = &self.paths.lxc_dir;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(HostError::Io {
+                    action: "list container configs in",
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut ids: Vec<Vmid> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let id = name.to_str()?.strip_suffix(".conf")?.parse::<u64>().ok()?;
+                Vmid::new(id).ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn ct_push_file(&self, vmid: Vmid, src: &Path, dest: &AbsPath, mode: u32) -> Result<()> {
+        // Only a regular file is pushed (a FIFO or a device would block or never end).
+        let meta = std::fs::metadata(src).map_err(|source| HostError::Io {
+            action: "read the host file to push",
+            path: src.to_owned(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(HostError::Device(format!(
+                "{} is not a regular file; only regular files are pushed into containers",
+                src.display()
+            )));
+        }
+        let cmd = self
+            .pct()
+            .arg("push")
+            .arg(vmid.to_string())
+            .arg(src)
+            .arg(dest.as_str())
+            .arg("--perms")
+            .arg(format!("{mode:04o}"))
+            .timeout(PUSH_FILE_TIMEOUT)
+            .mutating();
+        self.run(&cmd).map(drop)
+    }
+
+    fn nvidia_modprobe(&self) -> Option<PathBuf> {
+        Some(self.paths.nvidia_modprobe.clone())
+    }
+
+    fn unit_text(&self, name: &str) -> Result<Option<String>> {
+        let path = self.unit_path(name)?;
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(HostError::Io {
+                action: "read host unit",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn unit_install(&self, name: &str, text: &str) -> Result<()> {
+        let path = self.unit_path(name)?;
+        let old = self.unit_text(name)?;
+        if old.as_deref() == Some(text) {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
+                action: "create the unit directory",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        write_atomic(&path, text.as_bytes(), 0o644)?;
+        // `systemctl enable` "implicitly reloads the system manager configuration after
+        // completing the operation" (systemctl(1)); `--now` also starts the unit. A unit
+        // that was already there is enabled (it may have been disabled) and restarted, so
+        // its new commands run now.
+        let systemctl = |args: &[&str]| {
+            self.run(
+                &HostCommand::new(&self.paths.systemctl)
+                    .args(args)
+                    .timeout(QUERY_TIMEOUT)
+                    .mutating(),
+            )
+            .map(drop)
+        };
+        match old {
+            None => systemctl(&["enable", "--now", name]),
+            Some(_) => {
+                systemctl(&["enable", name])?;
+                systemctl(&["restart", name])
+            }
+        }
+    }
+
+    fn unit_remove(&self, name: &str) -> Result<()> {
+        let path = self.unit_path(name)?;
+        if !path.exists() {
+            return Ok(());
+        }
+        let systemctl = |args: &[&str]| {
+            self.run(
+                &HostCommand::new(&self.paths.systemctl)
+                    .args(args)
+                    .timeout(QUERY_TIMEOUT)
+                    .mutating(),
+            )
+            .map(drop)
+        };
+        systemctl(&["disable", "--now", name])?;
+        std::fs::remove_file(&path).map_err(|source| HostError::Io {
+            action: "remove host unit",
+            path: path.clone(),
+            source,
+        })?;
+        systemctl(&["daemon-reload"])
     }
 }
 

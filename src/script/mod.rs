@@ -683,6 +683,9 @@ mod tests {
         fn backup_dir(&self) -> PathBuf {
             PathBuf::from("/nonexistent/backup")
         }
+        fn cgroup_mode(&self) -> crate::host::Result<crate::host::CgroupMode> {
+            Err(HostError::Device("not a host".into()))
+        }
     }
 
     /// The shipped example config (901 drdevstral, 902 gateway): the suite's one config

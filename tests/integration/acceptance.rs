@@ -28,20 +28,20 @@ const CONTAINER: &str = "phoenix-vllm-901";
 /// The emulated server's load delay in these tests.
 const LOAD_DELAY: &str = "300ms";
 
-type Snapshot = BTreeMap<String, (u32, Vec<u8>)>;
+pub(crate) type Snapshot = BTreeMap<String, (u32, Vec<u8>)>;
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// The example config (`recipes/phoenix_lxc_configs.json`) as JSON.
-fn example_config() -> Value {
+pub(crate) fn example_config() -> Value {
     serde_json::from_slice(&std::fs::read(repo("recipes/phoenix_lxc_configs.json")).unwrap())
         .unwrap()
 }
 
 /// The example config with container 901's `field` set to `value`.
-fn config_with(field: &str, value: Value) -> Value {
+pub(crate) fn config_with(field: &str, value: Value) -> Value {
     let mut c = example_config();
     c["lxc_configs"][VMID][field] = value;
     c
@@ -49,14 +49,14 @@ fn config_with(field: &str, value: Value) -> Value {
 
 /// What a finished phoenix process said.
 #[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-/// A scratch phoenix installation with its own emulated host.
-struct Site {
+/// A scratch phoenix installation with its own emulated host (also used by `gpu_host`).
+pub(crate) struct Site {
     tmp: tempfile::TempDir,
     recipe: PathBuf,
     markers: PathBuf,
@@ -64,7 +64,7 @@ struct Site {
 
 impl Site {
     /// A site whose config file (`lxc.json`) is `config`, pretty-printed.
-    fn new(config: &Value) -> Self {
+    pub(crate) fn new(config: &Value) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("tmp")).unwrap();
         std::fs::write(tmp.path().join("phoenix.toml"), "").unwrap();
@@ -92,16 +92,16 @@ impl Site {
         self
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.path("emu")
     }
 
     /// A file inside container 901's emulated rootfs.
-    fn rootfs(&self, rel: &str) -> PathBuf {
+    pub(crate) fn rootfs(&self, rel: &str) -> PathBuf {
         self.root()
             .join("var/lib/lxc")
             .join(VMID)
@@ -143,11 +143,11 @@ impl Site {
         }
     }
 
-    fn phoenix(&self, args: &[&str]) -> Out {
+    pub(crate) fn phoenix(&self, args: &[&str]) -> Out {
         self.phoenix_in(args, b"")
     }
 
-    fn ok(&self, args: &[&str], stdin: &[u8]) -> Out {
+    pub(crate) fn ok(&self, args: &[&str], stdin: &[u8]) -> Out {
         let out = self.phoenix_in(args, stdin);
         assert_eq!(out.code, 0, "phoenix {args:?}: {out:?}");
         out
@@ -164,14 +164,14 @@ impl Site {
     }
 
     /// `phoenix recipe run` of the flow.
-    fn run(&self, flags: &[&str]) -> Out {
+    pub(crate) fn run(&self, flags: &[&str]) -> Out {
         let args = self.run_args(flags);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.phoenix(&args)
     }
 
     /// `phoenix recipe run` of the flow, which must succeed.
-    fn run_ok(&self) -> Out {
+    pub(crate) fn run_ok(&self) -> Out {
         let out = self.run(&[]);
         assert_eq!(out.code, 0, "recipe run: {out:?}");
         out
@@ -188,7 +188,7 @@ impl Site {
 
     /// Set the emulated host up (any command that opens the host does), name this test
     /// process the owner of its servers, set a short load delay; the host's state.
-    fn prepare(&self) -> Snapshot {
+    pub(crate) fn prepare(&self) -> Snapshot {
         self.ok(&["gpu", "list"], b"");
         set_owner(&self.root());
         self.faults(&[], json!({}));
@@ -203,7 +203,7 @@ impl Site {
     }
 
     /// The emulator's `argv.log`, whole lines only.
-    fn calls(&self) -> Vec<Value> {
+    pub(crate) fn calls(&self) -> Vec<Value> {
         // No log yet only before the emulator's first call; any other error fails.
         let text = match std::fs::read_to_string(self.root().join("argv.log")) {
             Ok(t) => t,
@@ -247,7 +247,7 @@ impl Site {
     }
 
     /// This site's emulated vLLM servers.
-    fn servers(&self) -> Vec<i32> {
+    pub(crate) fn servers(&self) -> Vec<i32> {
         let root = self.root().display().to_string();
         self.emulator_processes()
             .into_iter()
@@ -290,7 +290,7 @@ impl Site {
     }
 
     /// The address the emulated server listens on (the container's loopback address).
-    fn server_addr(&self) -> SocketAddr {
+    pub(crate) fn server_addr(&self) -> SocketAddr {
         let state = self.ct_state();
         let addr: SocketAddr = format!("{}:8000", state["address"].as_str().unwrap())
             .parse()
@@ -299,7 +299,7 @@ impl Site {
         addr
     }
 
-    fn reveal(&self, name: &str) -> String {
+    pub(crate) fn reveal(&self, name: &str) -> String {
         self.ok(&["secret", "get", name, "--reveal"], b"")
             .stdout
             .trim()
@@ -308,7 +308,7 @@ impl Site {
 
     /// Nothing phoenix made is left: the host is as `before`, no server runs, no marker,
     /// and `status` lists nothing.
-    fn assert_clean(&self, before: &Snapshot, what: &str) {
+    pub(crate) fn assert_clean(&self, before: &Snapshot, what: &str) {
         self.assert_no_server(what);
         let after = emu_snapshot(&self.root());
         let changed: Vec<&String> = before
@@ -352,7 +352,7 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 /// One HTTP GET on loopback; `(status, body)`.
-fn http_get(addr: SocketAddr, path: &str, key: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str, key: &str) -> (u16, String) {
     assert!(addr.ip().is_loopback());
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -13,14 +13,14 @@ use tempfile::TempDir;
 
 use crate::support::wait_until;
 
-/// One emulated host in a temp dir.
-struct Emu {
+/// One emulated host in a temp dir (also used by `emulator_gpu`).
+pub(crate) struct Emu {
     _dir: TempDir,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 impl Emu {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_version(None)
     }
 
@@ -50,7 +50,7 @@ impl Emu {
         c
     }
 
-    fn run(&self, tool: &str, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, tool: &str, args: &[&str]) -> Output {
         self.cmd(tool, args).output().unwrap()
     }
 
@@ -88,7 +88,7 @@ impl Emu {
         child
     }
 
-    fn ok(&self, tool: &str, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, tool: &str, args: &[&str]) -> String {
         let o = self.run(tool, args);
         assert!(
             o.status.success(),
@@ -99,11 +99,11 @@ impl Emu {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    fn conf(&self, vmid: u32) -> String {
+    pub(crate) fn conf(&self, vmid: u32) -> String {
         std::fs::read_to_string(self.root.join(format!("etc/pve/lxc/{vmid}.conf"))).unwrap()
     }
 
-    fn settings(&self) -> serde_json::Value {
+    pub(crate) fn settings(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.root.join("emu.json")).unwrap()).unwrap()
     }
 
@@ -114,7 +114,7 @@ impl Emu {
             .to_owned()
     }
 
-    fn log(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn log(&self) -> Vec<serde_json::Value> {
         // No log yet only before the emulator's first call; any other error fails.
         let text = match std::fs::read_to_string(self.root.join("argv.log")) {
             Ok(t) => t,
@@ -130,7 +130,7 @@ impl Emu {
         std::fs::write(self.root.join("faults.json"), v.to_string()).unwrap();
     }
 
-    fn create(&self, vmid: &str) {
+    pub(crate) fn create(&self, vmid: &str) {
         self.ok(
             "pct",
             &[
@@ -160,11 +160,11 @@ impl Emu {
     }
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -1163,6 +1163,10 @@ fn nvidia_smi_answers_from_the_fixture() {
 fn device_nodes_carry_the_fixture_numbers() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let emu = Emu::new();
+    // phoenix's prepare makes no device node: the emulated host makes its own /dev when
+    // it boots on its first call.
+    assert!(!emu.root.join("dev").exists());
+    emu.ok("pveversion", &[]);
     let m = std::fs::metadata(emu.root.join("dev/nvidia-uvm")).unwrap();
     if m.file_type().is_char_device() {
         let rdev = m.rdev();

@@ -29,9 +29,37 @@ fn ok(text: &str) -> CommandOutput {
     }
 }
 
+/// How the fake host is set up beyond its PVE version and GPU count.
+#[derive(Clone, Copy, Default)]
+struct Opts {
+    /// MIG mode enabled on every GPU.
+    mig: bool,
+    /// Booted with cgroup v1.
+    cgroup_v1: bool,
+}
+
 /// A host answering like a PVE node of `version` with `gpus` H100s.
 fn host(root: &Path, version: &'static str, gpus: usize) -> (Arc<PveHost>, Arc<RecordingRunner>) {
+    host_with(root, version, gpus, Opts::default())
+}
+
+fn host_with(
+    root: &Path,
+    version: &'static str,
+    gpus: usize,
+    opts: Opts,
+) -> (Arc<PveHost>, Arc<RecordingRunner>) {
     let q = std::fs::read_to_string(Path::new(FIXTURE).join("nvidia-smi-q.txt")).unwrap();
+    let q = if opts.mig {
+        let enabled = q.replace(
+            "    MIG Mode\n        Current                                        : Disabled\n",
+            "    MIG Mode\n        Current                                        : Enabled\n",
+        );
+        assert_ne!(enabled, q, "the fixture has a MIG Mode block");
+        enabled
+    } else {
+        q
+    };
     let q = if gpus == 2 {
         format!(
             "{q}\nGPU 00000000:00:07.0\n    Minor Number                                       : 1\n"
@@ -94,6 +122,18 @@ fn host(root: &Path, version: &'static str, gpus: usize) -> (Arc<PveHost>, Arc<R
     }
     let lxc_dir = root.join("pve/lxc");
     std::fs::create_dir_all(&lxc_dir).unwrap();
+    // A pure cgroup v2 host (PVE 7 and later by default), or one booted with cgroup v1
+    // (the device controller at fs/cgroup/devices, no cgroup2 at fs/cgroup).
+    if opts.cgroup_v1 {
+        std::fs::create_dir_all(root.join("sys/fs/cgroup/devices")).unwrap();
+    } else {
+        std::fs::create_dir_all(root.join("sys/fs/cgroup")).unwrap();
+        std::fs::write(
+            root.join("sys/fs/cgroup/cgroup.controllers"),
+            "cpu io memory pids\n",
+        )
+        .unwrap();
+    }
     let bin = Path::new("/usr/sbin");
     let paths = PvePaths {
         pct: bin.join("pct"),
@@ -101,6 +141,10 @@ fn host(root: &Path, version: &'static str, gpus: usize) -> (Arc<PveHost>, Arc<R
         pveversion: Path::new("/usr/bin/pveversion").to_owned(),
         zfs: bin.join("zfs"),
         nvidia_smi: Path::new("/usr/bin/nvidia-smi").to_owned(),
+        systemctl: Path::new("/usr/bin/systemctl").to_owned(),
+        nvidia_modprobe: Path::new("/usr/bin/nvidia-modprobe").to_owned(),
+        systemd_dir: root.join("systemd"),
+        sys_dir: root.join("sys"),
         lxc_dir,
         dev_dir: dev,
         lock_dir: root.join("lock"),
@@ -143,8 +187,19 @@ fn owned_conf(root: &Path) {
 }
 
 fn attach_and_record(version: &'static str, gpus: usize, selector: &str) -> (String, String) {
+    attach_with(version, gpus, selector, Opts::default()).0
+}
+
+/// Attach twice on a fresh fake host; the `pct set` argv lines and the config after the
+/// first attach, and the host unit it left.
+fn attach_with(
+    version: &'static str,
+    gpus: usize,
+    selector: &str,
+    opts: Opts,
+) -> ((String, String), String) {
     let dir = tempfile::tempdir().unwrap();
-    let (host, runner) = host(dir.path(), version, gpus);
+    let (host, runner) = host_with(dir.path(), version, gpus, opts);
     owned_conf(dir.path());
     let settings = support::settings(dir.path(), &[]);
     let rt = support::runtime(settings, host.clone(), support::CONFIG_901, false);
@@ -156,6 +211,24 @@ fn attach_and_record(version: &'static str, gpus: usize, selector: &str) -> (Str
         .filter(|c| c.argv().get(1).is_some_and(|a| a == "set"))
         .collect();
     let conf = std::fs::read_to_string(dir.path().join("pve/lxc/901.conf")).unwrap();
+    // The boot-time unit was written and started once, before the config changed.
+    let unit =
+        std::fs::read_to_string(dir.path().join("systemd/phoenix-nvidia-nodes.service")).unwrap();
+    let systemctl: Vec<Vec<String>> = runner
+        .calls()
+        .iter()
+        .map(|c| c.argv())
+        .filter(|a| a[0].ends_with("systemctl"))
+        .collect();
+    assert_eq!(
+        systemctl,
+        [vec![
+            "/usr/bin/systemctl".to_owned(),
+            "enable".into(),
+            "--now".into(),
+            "phoenix-nvidia-nodes.service".into()
+        ]]
+    );
     // Attaching again changes nothing: no new command, same file.
     let before = runner.calls().len();
     phoenix::api::gpu::attach(&rt, vmid, &selector.parse().unwrap()).unwrap();
@@ -169,7 +242,7 @@ fn attach_and_record(version: &'static str, gpus: usize, selector: &str) -> (Str
         std::fs::read_to_string(dir.path().join("pve/lxc/901.conf")).unwrap(),
         conf
     );
-    (argv_lines(&sets), conf)
+    ((argv_lines(&sets), conf), unit)
 }
 
 #[test]
@@ -195,9 +268,52 @@ fn legacy_lines_for_the_h100_fixture() {
         sets.is_empty(),
         "legacy mode writes the config, not `pct set`: {sets}"
     );
+    assert!(conf.contains("lxc.cgroup2.devices.allow: c 195:* rwm"));
     assert!(conf.contains("lxc.cgroup2.devices.allow: c 238:* rwm"));
-    assert!(conf.contains("lxc.cgroup2.devices.allow: c 241:* rwm"));
+    // MIG is off on the fixture: no capability nodes, no rule for their major.
+    assert!(
+        !conf.contains("241") && !conf.contains("nvidia-caps"),
+        "{conf}"
+    );
     support::golden("gpu-legacy-h100.conf", &conf);
+}
+
+#[test]
+fn mig_in_use_attaches_the_capability_nodes_and_the_unit_makes_them() {
+    let opts = Opts {
+        mig: true,
+        ..Opts::default()
+    };
+    let ((sets, _), unit) = attach_with("8.4.1", 1, "0", opts);
+    assert!(sets.contains("\"/dev/nvidia-caps/nvidia-cap1\""), "{sets}");
+    assert!(sets.contains("\"/dev/nvidia-caps/nvidia-cap2\""), "{sets}");
+    assert!(
+        unit.contains("ExecStart=/usr/bin/nvidia-modprobe -f /proc/driver/nvidia/capabilities/mig/config -f /proc/driver/nvidia/capabilities/mig/monitor\n"),
+        "{unit}"
+    );
+    let ((plain, _), plain_unit) = attach_with("8.4.1", 1, "0", Opts::default());
+    assert!(!plain.contains("nvidia-caps"), "{plain}");
+    assert!(!plain_unit.contains("capabilities"), "{plain_unit}");
+}
+
+#[test]
+fn a_cgroup_v1_host_gets_v1_rules_even_where_pve_has_dev_entries() {
+    let opts = Opts {
+        cgroup_v1: true,
+        ..Opts::default()
+    };
+    let ((sets, conf), _) = attach_with("8.4.1", 1, "0", opts);
+    assert!(sets.is_empty(), "PVE's devN rules are cgroup2-only: {sets}");
+    for major in [195, 238] {
+        assert!(
+            conf.contains(&format!("\nlxc.cgroup.devices.allow: c {major}:* rwm\n")),
+            "{conf}"
+        );
+    }
+    assert!(!conf.contains("lxc.cgroup2"), "{conf}");
+    assert!(conf.contains(
+        "lxc.mount.entry: /dev/nvidia-uvm dev/nvidia-uvm none bind,optional,create=file\n"
+    ));
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub fn settings(root: &Path, extra: &[(&str, String)]) -> Settings {
         ("PHOENIX_SECRET_KEY", "key/secret.key"),
         ("PHOENIX_PVE_LXC_DIR", "pve/lxc"),
         ("PHOENIX_DEV_DIR", "dev"),
+        ("PHOENIX_SYS_DIR", "sys"),
+        ("PHOENIX_SYSTEMD_DIR", "systemd"),
     ] {
         env.insert(k.into(), root.join(d).display().to_string());
     }

@@ -1236,38 +1236,10 @@ fn parse_publish(v: &str) -> Result<(u16, u16), String> {
     Ok((port(h)?, port(c)?))
 }
 
-/// The GPU entries of the container's PVE config: how many `/dev/nvidiaN` it passes.
+/// The minors of the GPUs the container can open (`crate::nvctk::visible_minors`: node
+/// passed in and allowed by the device cgroup).
 pub fn attached_gpus(ct: &Ct<'_>) -> Vec<u32> {
-    let mut minors = Vec::new();
-    let mut add = |path: &str| {
-        if let Some(n) = path
-            .strip_prefix("/dev/nvidia")
-            .and_then(|n| n.parse::<u32>().ok())
-        {
-            if !minors.contains(&n) {
-                minors.push(n);
-            }
-        }
-    };
-    for (k, v) in &ct.conf.opts {
-        if k.starts_with("dev") && k[3..].chars().all(|c| c.is_ascii_digit()) {
-            let path = v
-                .split(',')
-                .find(|p| !p.contains('=') || p.starts_with("path="));
-            if let Some(p) = path {
-                add(p.trim_start_matches("path="));
-            }
-        }
-    }
-    for (k, v) in &ct.conf.lxc {
-        if k == "lxc.mount.entry" {
-            if let Some(src) = v.split_whitespace().next() {
-                add(src);
-            }
-        }
-    }
-    minors.sort_unstable();
-    minors
+    crate::nvctk::visible_minors(ct)
 }
 
 /// A `docker run` failure before the container starts.

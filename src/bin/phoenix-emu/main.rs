@@ -1,13 +1,14 @@
 //! `phoenix-emu`: the emulated Proxmox VE host (DESIGN.md §7).
 //!
 //! A multi-call executable. It is installed as symlinks `$ROOT/bin/{pct,pvesm,pveversion,zfs,
-//! nvidia-smi}` and picks both the tool it plays and the emulated host's root from `argv[0]`
+//! nvidia-smi,systemctl,nvidia-modprobe}` and picks both the tool it plays and the emulated host's root from `argv[0]`
 //! (phoenix runs it by absolute path with a minimal environment, so nothing is read from
 //! inherited variables). `phoenix-emu <tool> <args…>` with an absolute `argv[0]` inside
 //! `$ROOT/bin/` works the same way.
 //!
 //! Every call:
-//! 1. reads the root's settings (`emu.json`, written by phoenix's `host::emulated::prepare`);
+//! 1. reads the root's settings (`emu.json`, written by phoenix's `host::emulated::prepare`)
+//!    and boots the emulated host if it is not up ([`hostsys`]: its `/dev`, `/sys`, units);
 //! 2. looks up `faults.json` for an injected fault matching `tool + argv` (for `pct exec` the
 //!    inner program's argv), counting `times` down under the root lock;
 //! 3. runs the tool against the state under the root, answering in the real tool's format;
@@ -30,6 +31,7 @@ mod container;
 mod ctconf;
 mod docker;
 mod faults;
+mod hostsys;
 mod inner;
 mod nvctk;
 mod nvidia;
@@ -60,7 +62,15 @@ use out::Out;
 use root::Root;
 
 /// The tools this binary answers as (the names of the symlinks in `$ROOT/bin`).
-const TOOLS: &[&str] = &["pct", "pvesm", "pveversion", "zfs", "nvidia-smi"];
+pub(crate) const TOOLS: &[&str] = &[
+    "pct",
+    "pvesm",
+    "pveversion",
+    "zfs",
+    "nvidia-smi",
+    "systemctl",
+    "nvidia-modprobe",
+];
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -105,6 +115,11 @@ fn run(argv: Vec<OsString>) -> i32 {
             return 70;
         }
     };
+    // A fresh root's host boots on its first call (its /dev and /sys are the emulator's).
+    if let Err(e) = hostsys::ensure_booted(&root) {
+        eprintln!("phoenix-emu: boot: {e}");
+        return 70;
+    }
 
     // Only `pct exec` forwards stdin (lxc-attach does); other tools never read it, so a
     // caller that leaves stdin open cannot block them.
@@ -218,14 +233,22 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
     }
 }
 
-/// Run one tool for real.
-fn run_tool(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
+/// Run one tool for real (also the host's systemd running a unit's commands).
+pub(crate) fn run_tool(
+    root: &Root,
+    tool: &str,
+    args: &[String],
+    stdin: &[u8],
+    out: &mut Out,
+) -> i32 {
     match tool {
         "pct" => pct::run(root, args, stdin, out),
         "pvesm" => pvesm::run(root, args, out),
         "pveversion" => pveversion::run(root, args, out),
         "zfs" => zfs::run(root, args, out),
         "nvidia-smi" => nvidia::run(root, args, out),
+        "systemctl" => hostsys::systemctl(root, args, out),
+        "nvidia-modprobe" => hostsys::nvidia_modprobe(root, args, out),
         _ => {
             out.err(format!("phoenix-emu: unknown tool {tool}\n"));
             2

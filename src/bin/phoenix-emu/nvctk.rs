@@ -6,10 +6,9 @@
 //!   template prepared for GPU hosts does; the file holds its version
 //!   (`phoenix-emu nvidia-smi 580.159.04`), so a test can write another version into it to
 //!   get NVML's `Driver/library version mismatch` (exit 18), or remove it;
-//! - the container sees the host GPUs whose `/dev/nvidiaN` its config passes (`devN:` or
-//!   `lxc.mount.entry`), renumbered from 0; with none, `nvidia-smi` fails as NVML does in a
-//!   container without the device nodes (`Failed to initialize NVML: Unknown Error`, 255)
-//!   and `/proc/driver/nvidia/version` is absent;
+//! - the container sees the host GPUs it can open as the kernel decides ([`access`]: the
+//!   node passed in *and* allowed by the device cgroup of the hierarchy the host booted
+//!   with), renumbered from 0; `/proc/driver/nvidia/version` is the host's;
 //! - `nvidia-ctk runtime configure --runtime=docker` writes `/etc/docker/daemon.json`; Docker
 //!   lists the `nvidia` runtime once `docker.service` (re)started after that;
 //! - `nvidia-ctk config --set K=V --in-place` edits `/etc/nvidia-container-runtime/config.toml`
@@ -24,7 +23,7 @@ use crate::container;
 use crate::inner::Ct;
 use crate::nvidia::{self, Gpu};
 use crate::out::Out;
-use crate::root::{GpuSet, RootError};
+use crate::root::RootError;
 
 /// What `nvidia-ctk` configured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -48,9 +47,11 @@ impl CtkState {
 
 /// The host driver version (from the fixture).
 fn host_driver() -> String {
-    nvidia::gpus(GpuSet::H100x1)
-        .first()
-        .map(|g| g.driver.clone())
+    crate::nvidia::FIXTURE_Q
+        .lines()
+        .find(|l| l.starts_with("Driver Version"))
+        .and_then(|l| l.split_once(" : "))
+        .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default()
 }
 
@@ -64,10 +65,115 @@ pub fn seed_userspace(rootfs: &Path) -> Result<(), RootError> {
         .map_err(|e| RootError::io("set the mode of", &p, e))
 }
 
+/// What a process in the container may do with a host device node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The node is not in the container.
+    Absent,
+    /// The node is there but the device cgroup refuses to open it (`EPERM`).
+    Denied,
+    /// It can be opened for reading and writing.
+    Allowed,
+}
+
+/// Whether the emulated host was booted with pure cgroup v2 (its `/sys/fs/cgroup` is a
+/// cgroup2 mount, whose root holds `cgroup.controllers`).
+fn host_cgroup_v2(root: &crate::root::Root) -> bool {
+    root.join("sys/fs/cgroup/cgroup.controllers").is_file()
+}
+
+/// One device cgroup rule (`a`, or `TYPE MAJOR:MINOR ACCESS`, `*` wildcards) as the kernel
+/// reads it (Linux `Documentation/admin-guide/cgroup-v1/devices.rst`; LXC writes v1 rules
+/// to `devices.allow|deny` and turns `lxc.cgroup2.devices.*` into a BPF device program with
+/// the same rule syntax, `src/lxc/cgroups/cgroup2_devices.c`). Whether it matches a
+/// character device `major:minor` opened read-write.
+fn rule_matches(rule: &str, major: u64, minor: u64) -> bool {
+    let f: Vec<&str> = rule.split_whitespace().collect();
+    match f.as_slice() {
+        ["a"] | ["a", ..] => true,
+        [kind, numbers, access] => {
+            let num = |s: &str, n: u64| s == "*" || s.parse::<u64>().is_ok_and(|v| v == n);
+            let Some((ma, mi)) = numbers.split_once(':') else {
+                return false;
+            };
+            (*kind == "c" || *kind == "a")
+                && num(ma, major)
+                && num(mi, minor)
+                && (access.contains('r') || access.contains('w'))
+        }
+        _ => false,
+    }
+}
+
+/// Access to the host node `path` (`/dev/…`) from inside the container, as the kernel
+/// decides it: the node must be in the container (a `devN` entry, or an `lxc.mount.entry`
+/// bind of an existing source) *and* the container's device cgroup must allow it.
+/// The device cgroup starts from LXC's default deny-all (`config/common.conf.in`:
+/// `lxc.cgroup.devices.deny = a`); for each `devN` PVE adds
+/// `lxc.cgroup2.devices.allow = c MAJOR:MINOR rw` (pve-container `src/PVE/LXC.pm`
+/// `update_lxc_config`, 6.1.10) — a cgroup2 key, so on a host booted with cgroup v1 it does
+/// not apply; then the config's own raw `lxc.*` rules, in order, of the hierarchy the host
+/// runs (`lxc.cgroup.devices.*` on v1, `lxc.cgroup2.devices.*` on v2: the other kind is
+/// ignored). The last rule that matches decides.
+pub fn access(ct: &Ct<'_>, path: &str) -> Access {
+    let Some((major, minor)) = crate::hostsys::host_node(ct.root, path) else {
+        return Access::Absent;
+    };
+    let v2 = host_cgroup_v2(ct.root);
+    let mut allowed = false;
+    let mut present = false;
+    for (k, v) in &ct.conf.opts {
+        if !k.starts_with("dev") || !k[3..].chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let passes = crate::propstr::parse(crate::propstr::DEV, v)
+            .ok()
+            .and_then(|p| p.get("path").cloned())
+            .is_some_and(|p| p == path);
+        if passes {
+            present = true;
+            allowed |= v2;
+        }
+    }
+    let key = if v2 {
+        "lxc.cgroup2.devices."
+    } else {
+        "lxc.cgroup.devices."
+    };
+    for (k, v) in &ct.conf.lxc {
+        if k == "lxc.mount.entry" && v.split_whitespace().next() == Some(path) {
+            present = true;
+        }
+        if let Some(kind) = k.strip_prefix(key) {
+            if rule_matches(v, major, minor) {
+                allowed = kind == "allow";
+            }
+        }
+    }
+    match (present, allowed) {
+        (false, _) => Access::Absent,
+        (true, false) => Access::Denied,
+        (true, true) => Access::Allowed,
+    }
+}
+
+/// The minors of the host GPUs a process in the container can use: `/dev/nvidiactl` and
+/// the GPU's `/dev/nvidia<minor>` both allowed.
+pub fn visible_minors(ct: &Ct<'_>) -> Vec<u32> {
+    if access(ct, "/dev/nvidiactl") != Access::Allowed {
+        return Vec::new();
+    }
+    nvidia::gpus(&ct.root.settings)
+        .iter()
+        .map(|g| g.minor)
+        .filter(|m| access(ct, &format!("/dev/nvidia{m}")) == Access::Allowed)
+        .collect()
+}
+
 /// The host GPUs the container sees, renumbered from 0.
 fn ct_gpus(ct: &Ct<'_>) -> Vec<Gpu> {
-    let minors = crate::docker::attached_gpus(ct);
-    nvidia::gpus(ct.root.settings.gpus)
+    let minors = visible_minors(ct);
+    nvidia::gpus(&ct.root.settings)
         .into_iter()
         .filter(|g| minors.contains(&g.minor))
         .enumerate()
@@ -78,7 +184,11 @@ fn ct_gpus(ct: &Ct<'_>) -> Vec<Gpu> {
         .collect()
 }
 
-/// `nvidia-smi` inside the container.
+/// `nvidia-smi` inside the container. NVML opens `/dev/nvidiactl` first: absent, it reports
+/// that it cannot talk to the driver (exit 9); present but refused by the device cgroup, it
+/// fails as it did on the real H100 without the allow rules (DESIGN.md §8: `Failed to
+/// initialize NVML: Unknown Error`, exit 255); then the userspace version must be the
+/// kernel module's (exit 18); GPUs whose node is absent or refused are not listed.
 pub fn smi(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
     let stub = std::fs::read_to_string(container::resolve(
         ct.root,
@@ -88,10 +198,16 @@ pub fn smi(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
     ))
     .unwrap_or_default();
     let version = stub.split_whitespace().last().unwrap_or("").to_owned();
-    let gpus = ct_gpus(ct);
-    if gpus.is_empty() {
-        out.out("Failed to initialize NVML: Unknown Error\n");
-        return 255;
+    match access(ct, "/dev/nvidiactl") {
+        Access::Absent => {
+            out.out("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n\n");
+            return 9;
+        }
+        Access::Denied => {
+            out.out("Failed to initialize NVML: Unknown Error\n");
+            return 255;
+        }
+        Access::Allowed => {}
     }
     if version != host_driver() {
         out.out(format!(
@@ -99,17 +215,25 @@ pub fn smi(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
         ));
         return 18;
     }
+    let gpus = ct_gpus(ct);
+    if gpus.is_empty() {
+        out.out("No devices were found\n");
+        return 6;
+    }
     nvidia::run_with(&gpus, args, out)
 }
 
-/// Files under `/proc` the container sees: `/proc/driver/nvidia/version` when GPUs are
-/// passed through. `None`: not an emulated `/proc` path.
+/// Files under `/proc` the container sees: `/proc/driver/nvidia/version` whenever the host
+/// has the driver loaded (procfs shows the host kernel's driver in every container).
+/// `None`: not an emulated `/proc` path.
 pub fn proc_file(ct: &Ct<'_>, path: &str) -> Option<Result<String, ()>> {
     let parts = container::normalize(path);
     if parts.first().map(String::as_str) != Some("proc") {
         return None;
     }
-    if parts.join("/") == "proc/driver/nvidia/version" && !ct_gpus(ct).is_empty() {
+    if parts.join("/") == "proc/driver/nvidia/version"
+        && !nvidia::gpus(&ct.root.settings).is_empty()
+    {
         return Some(Ok(format!(
             "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {}  Release Build  (nixbld@)  \nGCC version:  gcc version 15.3.0 (GCC) \n",
             host_driver()

@@ -4,14 +4,17 @@
 //! The root's settings choose the GPUs: `h100x2` (default) is the fixture's GPU 0 plus a
 //! second H100 at bus `00000000:00:07.0` with another UUID and minor number 1; `h100x1` is
 //! the fixture as captured; `none` fails like a host whose driver is not loaded.
+//! `gpu_minors` gives each GPU its device minor number (`Minor Number` in `-q`; the node is
+//! `/dev/nvidia<minor>`, which need not be its index) and `mig` turns MIG mode on.
 //! Emulated: `--query-gpu=…` with `--format=csv[,noheader][,nounits]` (and `-i`), `-L`,
 //! `-q` (text, with `Minor Number`).
 
 use crate::out::Out;
-use crate::root::{GpuSet, Root};
+use crate::root::{GpuSet, Root, Settings};
 
 /// `nvidia-smi -q` as captured on the H100 host.
-const FIXTURE_Q: &str = include_str!("../../../tests/fixtures/gpu/h100-driver580/nvidia-smi-q.txt");
+pub(crate) const FIXTURE_Q: &str =
+    include_str!("../../../tests/fixtures/gpu/h100-driver580/nvidia-smi-q.txt");
 
 /// The second emulated GPU's UUID.
 const SECOND_UUID: &str = "GPU-8d3c5e1a-47b2-4f0e-9a61-2b7e0c9d1f35";
@@ -33,6 +36,8 @@ pub struct Gpu {
     pub driver: String,
     /// Device minor number.
     pub minor: u32,
+    /// MIG mode enabled.
+    pub mig: bool,
     /// This GPU's `nvidia-smi -q` block.
     pub q_block: String,
 }
@@ -52,9 +57,23 @@ fn split_fixture() -> (String, String) {
     (FIXTURE_Q[..start].to_owned(), FIXTURE_Q[start..].to_owned())
 }
 
-/// The GPUs of `set`.
-pub fn gpus(set: GpuSet) -> Vec<Gpu> {
+/// The fixture's `MIG Mode` lines (MIG disabled, as captured).
+const MIG_DISABLED: &str = "    MIG Mode\n        Current                                        : Disabled\n        Pending                                        : Disabled\n";
+
+/// The same lines with MIG enabled (the H100 supports MIG; `nvidia-smi -q` then says
+/// `Enabled` for the current and pending mode).
+const MIG_ENABLED: &str = "    MIG Mode\n        Current                                        : Enabled\n        Pending                                        : Enabled\n";
+
+/// The `Minor Number` line of a `-q` block.
+fn minor_line(minor: u32) -> String {
+    format!("    Minor Number                                       : {minor}\n")
+}
+
+/// The GPUs of the emulated host's settings: which GPUs (`gpus`), their device minor
+/// numbers (`gpu_minors`, default the index) and their MIG mode (`mig`).
+pub fn gpus(settings: &Settings) -> Vec<Gpu> {
     let (_, block) = split_fixture();
+    let fixture_minor: u32 = field(&block, "Minor Number").parse().unwrap_or(0);
     let first = Gpu {
         index: 0,
         bus_id: field(&block, "Bus Id"),
@@ -65,10 +84,11 @@ pub fn gpus(set: GpuSet) -> Vec<Gpu> {
             .parse()
             .unwrap_or(0),
         driver: field(FIXTURE_Q, "Driver Version"),
-        minor: field(&block, "Minor Number").parse().unwrap_or(0),
+        minor: fixture_minor,
+        mig: false,
         q_block: block.clone(),
     };
-    match set {
+    let mut all = match settings.gpus {
         GpuSet::None => Vec::new(),
         GpuSet::H100x1 => vec![first],
         GpuSet::H100x2 => {
@@ -76,10 +96,6 @@ pub fn gpus(set: GpuSet) -> Vec<Gpu> {
             let q = block
                 .replace(&first.bus_id, &bus)
                 .replace(&first.uuid, SECOND_UUID)
-                .replace(
-                    "Minor Number                                       : 0",
-                    "Minor Number                                       : 1",
-                )
                 .replace(
                     "Device                                         : 0x06",
                     "Device                                         : 0x07",
@@ -94,12 +110,28 @@ pub fn gpus(set: GpuSet) -> Vec<Gpu> {
             };
             vec![first, second]
         }
+    };
+    for g in &mut all {
+        let minor = settings
+            .gpu_minors
+            .as_ref()
+            .and_then(|m| m.get(g.index as usize).copied())
+            .unwrap_or(g.index);
+        g.q_block = g
+            .q_block
+            .replace(&minor_line(fixture_minor), &minor_line(minor));
+        g.minor = minor;
+        if settings.mig {
+            g.q_block = g.q_block.replace(MIG_DISABLED, MIG_ENABLED);
+            g.mig = true;
+        }
     }
+    all
 }
 
 /// `nvidia-smi …`.
 pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
-    run_with(&gpus(root.settings.gpus), args, out)
+    run_with(&gpus(&root.settings), args, out)
 }
 
 /// `nvidia-smi …` seeing exactly the GPUs `all` (inside a container: those passed through).
@@ -252,6 +284,9 @@ fn value(g: &Gpu, field: &str, units: bool) -> Option<String> {
         "memory.free" => mib(g.memory_total.saturating_sub(480)),
         "driver_version" => g.driver.clone(),
         "compute_cap" => "9.0".into(),
+        "mig.mode.current" | "mig.mode.pending" => {
+            if g.mig { "Enabled" } else { "Disabled" }.into()
+        }
         "count" => "1".into(),
         _ => return None,
     })
@@ -261,9 +296,15 @@ fn value(g: &Gpu, field: &str, units: bool) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn settings(gpus: GpuSet) -> Settings {
+        let mut s: Settings = serde_json::from_str("{}").unwrap();
+        s.gpus = gpus;
+        s
+    }
+
     #[test]
     fn fixture_fields_are_read() {
-        let g = gpus(GpuSet::H100x1);
+        let g = gpus(&settings(GpuSet::H100x1));
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].bus_id, "00000000:00:06.0");
         assert_eq!(g[0].uuid, "GPU-660ad3e3-1b5f-dbf1-871d-464e953400c4");
@@ -274,7 +315,7 @@ mod tests {
 
     #[test]
     fn second_gpu_differs_where_it_must() {
-        let g = gpus(GpuSet::H100x2);
+        let g = gpus(&settings(GpuSet::H100x2));
         assert_eq!(g[1].bus_id, "00000000:00:07.0");
         assert_eq!(g[1].minor, 1);
         assert!(
@@ -283,5 +324,21 @@ mod tests {
         );
         assert!(g[1].q_block.contains(SECOND_UUID));
         assert!(!g[1].q_block.contains(&g[0].uuid));
+    }
+
+    #[test]
+    fn minors_and_mig_come_from_the_settings() {
+        let mut s = settings(GpuSet::H100x2);
+        s.gpu_minors = Some(vec![1, 0]);
+        s.mig = true;
+        let g = gpus(&s);
+        assert_eq!((g[0].minor, g[1].minor), (1, 0));
+        assert!(g[0].q_block.contains(&minor_line(1)), "{}", g[0].q_block);
+        assert!(g[1].q_block.contains(&minor_line(0)));
+        assert!(g[0].q_block.contains(MIG_ENABLED));
+        assert!(!g[1].q_block.contains(MIG_DISABLED));
+        // The fixture as captured: minor 0, MIG disabled.
+        let one = gpus(&settings(GpuSet::H100x1));
+        assert!(one[0].q_block.contains(&minor_line(0)) && one[0].q_block.contains(MIG_DISABLED));
     }
 }

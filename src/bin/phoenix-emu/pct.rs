@@ -396,18 +396,22 @@ fn random_mac() -> String {
 }
 
 /// A device path must exist under the root's `dev/` and be a device node (or the documented
-/// stand-in: a regular file holding `c MAJOR:MINOR`).
+/// stand-in: a regular file holding `c MAJOR:MINOR`). The messages are pve-container's
+/// `PVE::LXC::Tools::get_device_mode_and_rdev` (`src/PVE/LXC/Tools.pm`, 6.1.10).
 fn check_device(root: &Root, path: &str) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let Some(rel) = path
         .strip_prefix("/dev/")
         .filter(|r| !r.split('/').any(|c| c == ".."))
     else {
-        return Err(format!("{path} is not a valid device path"));
+        return Err(format!("{path} is not a device"));
     };
     let host = root.join("dev").join(rel);
     match std::fs::metadata(&host) {
-        Err(_) => Err(format!("Device {path} does not exist")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("Device {path} does not exist"))
+        }
+        Err(_) => Err(format!("Error accessing device {path}")),
         Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => Ok(()),
         Ok(m) if m.is_file() => {
             let text = std::fs::read_to_string(&host).unwrap_or_default();
@@ -753,33 +757,91 @@ fn start(root: &Root, rest: &[String]) -> Res {
         _ => None,
     })?;
     let vmid = parse_vmid(&p.args[0])?;
-    let _lock = root.ct_lock(vmid)?;
+    start_ct(root, vmid, p.get("skiplock") == Some("1"))?;
+    Ok(0)
+}
+
+/// Start container `vmid` as `pct start` does; the boot's `pve-guests.service` starts
+/// `onboot` containers through [`start_for_boot`].
+fn start_ct(root: &Root, vmid: u32, skiplock: bool) -> Res<()> {
+    let lock = root.ct_lock(vmid)?;
     let conf = load(root, vmid)?;
     if container::load_state(root, vmid)?.running {
         return Err(PctErr::Die(format!("CT {vmid} already running")));
     }
-    if p.get("skiplock") != Some("1") {
+    if !skiplock {
         check_lock(&conf)?;
     }
+    // pve-container `src/PVE/LXC.pm` (6.1.10, commit 94f5585) `vm_start` calls
+    // `update_lxc_config`, which stats every `devN` path through
+    // `PVE::LXC::Tools::get_device_mode_and_rdev` (`src/PVE/LXC/Tools.pm`) and dies with
+    // "Device $path does not exist" before LXC runs; `src/lxc-pve-prestart-hook` repeats the
+    // stat ("Could not get mode or device ID of $path") when the container starts. A GPU
+    // container whose `/dev/nvidia-uvm` is not there yet (the node appears only after
+    // `nvidia-modprobe -u`) therefore does not start.
     for (k, v) in &conf.opts {
-        if !k.starts_with("dev") {
+        if !k.starts_with("dev") || !k[3..].chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        let path = propstr::parse(propstr::DEV, v)
+        let Some(path) = propstr::parse(propstr::DEV, v)
             .ok()
             .and_then(|p| p.get("path").cloned())
-            .unwrap_or_default();
-        if let Err(m) = check_device(root, &path) {
+        else {
             return Err(PctErr::Die(format!(
-                "{m}\nstartup for container '{vmid}' failed"
+                "Path is not defined for passthrough device {k}"
             )));
+        };
+        check_device(root, &path).map_err(PctErr::Die)?;
+    }
+    // LXC (src/lxc/conf.c `mount_entry`) fails a bind entry whose source is missing unless
+    // it carries `optional`; with `optional` the entry is skipped and the container starts
+    // without the node.
+    for (k, v) in &conf.lxc {
+        let mut f = v.split_whitespace();
+        let (Some(src), Some(dest), Some(_fstype), Some(opts)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if k != "lxc.mount.entry"
+            || !src.starts_with("/dev/")
+            || opts.split(',').any(|o| o == "optional")
+            || check_device(root, src).is_ok()
+        {
+            continue;
         }
+        return Err(PctErr::Die(format!(
+            "lxc-start: {vmid}: ../src/lxc/conf.c: mount_entry: 2393 No such file or directory - Failed to mount \"{src}\" on \"/usr/lib/x86_64-linux-gnu/lxc/rootfs/{dest}\"\nstartup for container '{vmid}' failed"
+        )));
     }
     set_running(root, vmid, true)?;
-    drop(_lock);
+    drop(lock);
     // The container boots: systemd starts its enabled units.
     crate::systemd::boot(root, vmid);
-    Ok(0)
+    Ok(())
+}
+
+/// Start container `vmid` for `pve-guests.service` at boot; the error is what `pct start`
+/// would print.
+pub fn start_for_boot(root: &Root, vmid: u32) -> Result<(), String> {
+    start_ct(root, vmid, false).map_err(|e| match e {
+        PctErr::Die(m) => m,
+        other => format!("{other:?}"),
+    })
+}
+
+/// Stop a running container as the host's shutdown does (its processes end with it).
+pub fn stop_for_shutdown(root: &Root, vmid: u32) -> Result<(), String> {
+    let _lock = root.ct_lock(vmid).map_err(|e| e.to_string())?;
+    if !container::load_state(root, vmid)
+        .map_err(|e| e.to_string())?
+        .running
+    {
+        return Ok(());
+    }
+    set_running(root, vmid, false).map_err(|e| format!("{e:?}"))?;
+    crate::docker::kill_all(root, vmid);
+    Ok(())
 }
 
 fn stop(root: &Root, rest: &[String]) -> Res {

@@ -98,6 +98,31 @@ pub struct Settings {
     /// as a Proxmox VE installed on ZFS has.
     #[serde(default = "default_pools")]
     pub pools: Vec<String>,
+    /// Device minor number of each GPU, by `nvidia-smi` index (default: the index). The
+    /// driver numbers GPUs in probe order and `nvidia-smi` in PCI bus order, so the two can
+    /// differ on a real host; `[1, 0]` makes GPU 0 `/dev/nvidia1`.
+    #[serde(default)]
+    pub gpu_minors: Option<Vec<u32>>,
+    /// MIG mode is enabled on every GPU (`nvidia-smi -q`: `MIG Mode / Current: Enabled`).
+    #[serde(default)]
+    pub mig: bool,
+    /// The cgroup hierarchy the host was booted with (takes effect at the next boot).
+    #[serde(default)]
+    pub cgroup: CgroupMode,
+}
+
+/// How the emulated host mounts cgroups (pve-common `PVE/CGroup.pm` `cgroup_mode`: 2 when
+/// `/sys/fs/cgroup` is a `cgroup2` mount, else 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CgroupMode {
+    /// Pure cgroup v2 (`/sys/fs/cgroup` is cgroup2; PVE 7 and later by default).
+    #[default]
+    #[serde(rename = "v2")]
+    V2,
+    /// Booted with `systemd.unified_cgroup_hierarchy=0`: the device controller is a v1
+    /// hierarchy (`/sys/fs/cgroup/devices`), cgroup2 only at `/sys/fs/cgroup/unified`.
+    #[serde(rename = "v1")]
+    V1,
 }
 
 fn default_pools() -> Vec<String> {
