@@ -43,14 +43,14 @@
 
 use std::path::Path;
 
-use rhai::{Array, Dynamic, Engine, FuncRegistration};
+use rhai::{Array, Dynamic, Engine, FuncRegistration, Map};
 
 use super::support::{step, to_dynamic, vmid_of};
 use super::{ApiError, script_error};
 use crate::host::{CgroupMode, CtConfig, DeviceNode, Gpu, Host, HostError};
 use crate::journal::UndoStep;
 use crate::runtime::Runtime;
-use crate::types::{GpuRef, GpuSelector, Vmid};
+use crate::types::{AbsPath, GpuRef, GpuSelector, Vmid};
 
 crate::api::handle!(
     /// The `gpu` object recipes call methods on.
@@ -490,6 +490,201 @@ pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gp
     Ok(gpus)
 }
 
+/// The host-side NVIDIA sources the settings name (`PHOENIX_NVIDIA_INSTALLER`,
+/// `PHOENIX_NVIDIA_DEBS`), checked: only regular files are pushed (a FIFO or a device would
+/// block or never end), and the paths come from settings alone, never from a recipe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverSources {
+    /// The `.run` installer.
+    pub installer: Option<std::path::PathBuf>,
+    /// The `.deb` files of the directory, by name.
+    pub debs: Vec<std::path::PathBuf>,
+}
+
+/// The host driver version a userspace must match.
+fn host_driver(rt: &Runtime, call: &'static str) -> Result<String, ApiError> {
+    rt.host
+        .gpus()?
+        .first()
+        .map(|g| g.driver_version.clone())
+        .ok_or_else(|| ApiError::spec(call, "the host has no NVIDIA GPU (nvidia-smi lists none)"))
+}
+
+/// Read and check the sources in the settings.
+pub fn driver_sources(rt: &Runtime) -> Result<DriverSources, ApiError> {
+    const CALL: &str = "gpu.driver_sources";
+    let mut out = DriverSources::default();
+    if let Some(path) = &rt.settings.nvidia_installer.value {
+        regular_file(CALL, "PHOENIX_NVIDIA_INSTALLER", path)?;
+        installer_version(path).ok_or_else(|| {
+            ApiError::spec(
+                CALL,
+                format!(
+                    "PHOENIX_NVIDIA_INSTALLER must name NVIDIA's NVIDIA-Linux-<arch>-<version>.run installer, not {}",
+                    path.display()
+                ),
+            )
+        })?;
+        out.installer = Some(path.clone());
+    }
+    if let Some(dir) = &rt.settings.nvidia_debs.value {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ApiError::spec(
+                CALL,
+                format!(
+                    "PHOENIX_NVIDIA_DEBS {} cannot be listed: {e}",
+                    dir.display()
+                ),
+            )
+        })?;
+        for e in entries {
+            let e = e.map_err(|e| ApiError::spec(CALL, format!("{}: {e}", dir.display())))?;
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "deb") {
+                regular_file(CALL, "PHOENIX_NVIDIA_DEBS", &path)?;
+                out.debs.push(path);
+            }
+        }
+        out.debs.sort();
+        if out.debs.is_empty() {
+            return Err(ApiError::spec(
+                CALL,
+                format!("PHOENIX_NVIDIA_DEBS {} holds no .deb file", dir.display()),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn regular_file(call: &'static str, setting: &str, path: &Path) -> Result<(), ApiError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(ApiError::spec(
+            call,
+            format!("{setting}: {} is not a regular file", path.display()),
+        )),
+        Err(e) => Err(ApiError::spec(
+            call,
+            format!("{setting}: {} cannot be read: {e}", path.display()),
+        )),
+    }
+}
+
+/// The driver version in an installer's name (`NVIDIA-Linux-x86_64-580.159.04.run`).
+pub fn installer_version(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix("NVIDIA-Linux-")?.strip_suffix(".run")?;
+    let (_arch, version) = rest.split_once('-')?;
+    (!version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .then(|| version.to_owned())
+}
+
+/// The driver version a driver-userspace `.deb` carries
+/// (`nvidia-utils-580_580.159.04-0ubuntu1_amd64.deb` → `580.159.04`); `None` for other
+/// packages (the toolkit's have their own versions).
+pub fn deb_driver_version(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let mut f = name.split('_');
+    let package = f.next()?;
+    let version = f.next()?;
+    let driver_package = ["nvidia-utils-", "libnvidia-compute-"]
+        .iter()
+        .any(|p| package.starts_with(p));
+    driver_package.then(|| version.split('-').next().unwrap_or(version).to_owned())
+}
+
+/// A container phoenix may change (in a dry run, one an earlier step would create).
+fn changeable(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
+    match rt.host.ct_config(vmid)? {
+        Some(c) if c.is_owned() => Ok(()),
+        Some(_) => Err(HostError::NotOwned(vmid).into()),
+        None if rt.dry_run => Ok(()),
+        None => Err(HostError::NoSuchContainer(vmid).into()),
+    }
+}
+
+/// Push the host file `src` into `dir` of container `vmid` as a journaled step; the path
+/// inside the container.
+fn push_host_file(
+    rt: &Runtime,
+    vmid: Vmid,
+    src: &Path,
+    dir: &AbsPath,
+    mode: u32,
+) -> Result<AbsPath, ApiError> {
+    const CALL: &str = "gpu.push";
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| ApiError::spec(CALL, format!("{} has no file name", src.display())))?;
+    let dest = AbsPath::new(format!("{}/{name}", dir.as_str().trim_end_matches('/')))
+        .map_err(|source| ApiError::Type { call: CALL, source })?;
+    step(
+        rt,
+        &format!("gpu.push:{vmid}:{dest}"),
+        UndoStep::RemoveFile {
+            vmid,
+            path: dest.clone(),
+        },
+        || Ok(rt.host.ct_push_file(vmid, src, &dest, mode)?),
+    )?;
+    Ok(dest)
+}
+
+/// `gpu.push_installer(ct, dir)`: push PHOENIX_NVIDIA_INSTALLER into `dir` (0755) after
+/// checking that its version is the host driver's.
+pub fn push_installer(rt: &Runtime, vmid: Vmid, dir: &AbsPath) -> Result<AbsPath, ApiError> {
+    const CALL: &str = "gpu.push_installer";
+    changeable(rt, vmid)?;
+    let Some(src) = driver_sources(rt)?.installer else {
+        return Err(ApiError::spec(
+            CALL,
+            "no installer on the host: set PHOENIX_NVIDIA_INSTALLER",
+        ));
+    };
+    let want = host_driver(rt, CALL)?;
+    let have = installer_version(&src).unwrap_or_default();
+    if have != want {
+        return Err(ApiError::spec(
+            CALL,
+            format!(
+                "PHOENIX_NVIDIA_INSTALLER {} is driver {have} but the host runs {want}: the container's userspace must match the host exactly",
+                src.display()
+            ),
+        ));
+    }
+    push_host_file(rt, vmid, &src, dir, 0o755)
+}
+
+/// `gpu.push_debs(ct, dir)`: push every `.deb` of PHOENIX_NVIDIA_DEBS into `dir` (0644)
+/// after checking that driver-userspace packages carry the host driver's version.
+pub fn push_debs(rt: &Runtime, vmid: Vmid, dir: &AbsPath) -> Result<Vec<AbsPath>, ApiError> {
+    const CALL: &str = "gpu.push_debs";
+    changeable(rt, vmid)?;
+    let debs = driver_sources(rt)?.debs;
+    if debs.is_empty() {
+        return Err(ApiError::spec(
+            CALL,
+            "no .deb files on the host: set PHOENIX_NVIDIA_DEBS",
+        ));
+    }
+    let want = host_driver(rt, CALL)?;
+    for d in &debs {
+        if let Some(v) = deb_driver_version(d).filter(|v| *v != want) {
+            return Err(ApiError::spec(
+                CALL,
+                format!(
+                    "{} is driver {v} but the host runs {want}: the container's userspace must match the host exactly",
+                    d.display()
+                ),
+            ));
+        }
+    }
+    debs.iter()
+        .map(|d| push_host_file(rt, vmid, d, dir, 0o644))
+        .collect()
+}
+
 /// A selector from a recipe value: a string (`"0,1"`, `"all"`, a UUID), an index, or an
 /// array of those.
 pub fn selector_of(call: &'static str, v: &Dynamic) -> Result<GpuSelector, ApiError> {
@@ -545,6 +740,71 @@ pub fn register(engine: &mut Engine) {
             let gpus = list(&api.rt).map_err(script_error)?;
             Ok(gpus.iter().map(to_dynamic).collect())
         });
+
+    FuncRegistration::new("driver_sources")
+        .with_params_info(["gpu: Gpu", "Map"])
+        .with_comments([
+            "/// The NVIDIA sources on the host that settings name: `#{installer, debs}`, the file",
+            "/// name of PHOENIX_NVIDIA_INSTALLER (or `()`) and those of the `.deb` files in",
+            "/// PHOENIX_NVIDIA_DEBS (or `[]`). Names only: host paths never reach a recipe.",
+        ])
+        .register_into_engine(engine, |api: GpuApi| -> RhaiResult<Map> {
+            let s = driver_sources(&api.rt).map_err(script_error)?;
+            let name = |p: &std::path::PathBuf| -> Dynamic {
+                p.file_name()
+                    .map_or(Dynamic::UNIT, |n| n.to_string_lossy().into_owned().into())
+            };
+            let mut m = Map::new();
+            m.insert(
+                "installer".into(),
+                s.installer.as_ref().map_or(Dynamic::UNIT, name),
+            );
+            m.insert(
+                "debs".into(),
+                Dynamic::from_array(s.debs.iter().map(name).collect()),
+            );
+            Ok(m)
+        });
+
+    FuncRegistration::new("push_installer")
+        .with_params_info(["gpu: Gpu", "ct: Map|int", "dir: String", "String"])
+        .with_comments([
+            "/// Push the host's NVIDIA `.run` installer (PHOENIX_NVIDIA_INSTALLER) into the",
+            "/// directory `dir` of the container (0755), after checking that it is the host",
+            "/// driver's version. Returns its path in the container. Undo: remove it.",
+        ])
+        .register_into_engine(
+            engine,
+            |api: GpuApi, ct: Dynamic, dir: &str| -> RhaiResult<String> {
+                const CALL: &str = "gpu.push_installer";
+                let vmid = vmid_of(CALL, &ct).map_err(script_error)?;
+                let dir = AbsPath::new(dir)
+                    .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
+                push_installer(&api.rt, vmid, &dir)
+                    .map(|p| p.to_string())
+                    .map_err(script_error)
+            },
+        );
+
+    FuncRegistration::new("push_debs")
+        .with_params_info(["gpu: Gpu", "ct: Map|int", "dir: String", "Array"])
+        .with_comments([
+            "/// Push every `.deb` of the host directory PHOENIX_NVIDIA_DEBS into the directory",
+            "/// `dir` of the container (0644), after checking that driver-userspace packages",
+            "/// carry the host driver's version. Returns their paths. Undo: remove them.",
+        ])
+        .register_into_engine(
+            engine,
+            |api: GpuApi, ct: Dynamic, dir: &str| -> RhaiResult<Array> {
+                const CALL: &str = "gpu.push_debs";
+                let vmid = vmid_of(CALL, &ct).map_err(script_error)?;
+                let dir = AbsPath::new(dir)
+                    .map_err(|source| script_error(ApiError::Type { call: CALL, source }))?;
+                push_debs(&api.rt, vmid, &dir)
+                    .map(|v| v.iter().map(|p| Dynamic::from(p.to_string())).collect())
+                    .map_err(script_error)
+            },
+        );
 
     FuncRegistration::new("attach")
         .with_params_info(["gpu: Gpu", "ct: Map|int", "selector: String|int|Array", "Array"])
@@ -675,6 +935,31 @@ mod tests {
             "{err}"
         );
         assert!(!is_phoenix_unit("[Unit]\n"));
+    }
+
+    #[test]
+    fn versions_come_from_the_file_names() {
+        let v = |p: &str| installer_version(Path::new(p));
+        assert_eq!(
+            v("/srv/NVIDIA-Linux-x86_64-580.159.04.run").as_deref(),
+            Some("580.159.04")
+        );
+        assert_eq!(
+            v("/srv/NVIDIA-Linux-aarch64-570.86.15.run").as_deref(),
+            Some("570.86.15")
+        );
+        assert_eq!(v("/srv/driver.run"), None);
+        assert_eq!(v("/srv/NVIDIA-Linux-x86_64-.run"), None);
+        let d = |p: &str| deb_driver_version(Path::new(p));
+        assert_eq!(
+            d("/d/nvidia-utils-580_580.159.04-0ubuntu1_amd64.deb").as_deref(),
+            Some("580.159.04")
+        );
+        assert_eq!(
+            d("/d/libnvidia-compute-580_580.159.04-1_amd64.deb").as_deref(),
+            Some("580.159.04")
+        );
+        assert_eq!(d("/d/nvidia-container-toolkit_1.17.8-1_amd64.deb"), None);
     }
 
     #[test]

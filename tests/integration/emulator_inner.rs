@@ -172,9 +172,47 @@ impl Emu {
         .unwrap()
     }
 
+    /// NVIDIA's libnvidia-container repository added as its install guide says (curl and
+    /// gnupg2 from Ubuntu, the dearmored key, the list with `signed-by`) and the lists fetched;
+    /// the driver userspace of the host's version put in place.
+    fn nvidia_repo(&self) {
+        self.exec_ok(&["apt-get", "-q", "update"]);
+        let mut argv = vec!["apt-get", "install"];
+        argv.extend_from_slice(APT_OPTS);
+        argv.extend_from_slice(&["ca-certificates", "curl", "gnupg2"]);
+        self.exec_ok(&argv);
+        self.exec_ok(&[
+            "curl",
+            "-fsSL",
+            "-o",
+            "/tmp/nvidia.gpgkey",
+            "https://nvidia.github.io/libnvidia-container/gpgkey",
+        ]);
+        self.exec_ok(&[
+            "gpg",
+            "--batch",
+            "--yes",
+            "--dearmor",
+            "-o",
+            "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg",
+            "/tmp/nvidia.gpgkey",
+        ]);
+        self.push(
+            "/etc/apt/sources.list.d/nvidia-container-toolkit.list",
+            "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /\n",
+            "0644",
+        );
+        self.exec_ok(&["apt-get", "-q", "update"]);
+        self.push(
+            "/usr/bin/nvidia-smi",
+            "phoenix-emu nvidia-smi 580.159.04\n",
+            "0755",
+        );
+    }
+
     /// docker.io and the toolkit installed, the nvidia runtime configured, Docker restarted.
     fn docker_ready(&self) {
-        self.exec_ok(&["apt-get", "-q", "update"]);
+        self.nvidia_repo();
         let mut argv = vec!["apt-get", "install"];
         argv.extend_from_slice(APT_OPTS);
         argv.extend_from_slice(&["docker.io", "nvidia-container-toolkit"]);
@@ -436,6 +474,7 @@ fn docker_run_refuses_what_docker_refuses() {
         "{}",
         stderr(&o)
     );
+    emu.nvidia_repo();
     emu.exec_ok(&["apt-get", "install", "-y", "nvidia-container-toolkit"]);
     // Unquoted, Docker's CSV parser splits the list (DESIGN.md §10).
     let o = run(&["--gpus", "device=0,1"]);
@@ -518,6 +557,11 @@ fn unprivileged_gpu_containers_need_no_cgroups() {
 #[test]
 fn nvidia_smi_inside_sees_only_passed_through_gpus() {
     let bare = Emu::new("nesting=1", false, false);
+    bare.push(
+        "/usr/bin/nvidia-smi",
+        "phoenix-emu nvidia-smi 580.159.04\n",
+        "0755",
+    );
     let o = bare.exec(&[
         "nvidia-smi",
         "--query-gpu=driver_version",
@@ -544,6 +588,11 @@ fn nvidia_smi_inside_sees_only_passed_through_gpus() {
     );
 
     let emu = Emu::new("nesting=1", true, false);
+    emu.push(
+        "/usr/bin/nvidia-smi",
+        "phoenix-emu nvidia-smi 580.159.04\n",
+        "0755",
+    );
     assert_eq!(
         emu.exec_ok(&[
             "nvidia-smi",
@@ -1141,4 +1190,113 @@ fn an_exited_container_without_rm_stays_with_its_exit_code() {
     assert!(logs.contains("Tensor parallel size (2)"), "{logs}");
     emu.exec_ok(&["docker", "rm", "v"]);
     assert_eq!(emu.exec_ok(&["docker", "ps", "-a", "-q"]), "");
+}
+
+/// Issue 11 item 10: a fresh container has no NVIDIA userspace and Ubuntu's archive no
+/// toolkit; NVIDIA's repository needs its key and the internet.
+#[test]
+fn a_fresh_container_has_neither_nvidia_smi_nor_the_toolkit() {
+    let emu = Emu::new("nesting=1", true, false);
+    assert_eq!(emu.exec(&["nvidia-smi", "-L"]).status.code(), Some(127));
+    emu.exec_ok(&["apt-get", "-q", "update"]);
+    let o = emu.exec(&["apt-get", "install", "-y", "nvidia-container-toolkit"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert!(stderr(&o).contains("E: Unable to locate package nvidia-container-toolkit"));
+    let o = emu.exec(&[
+        "curl",
+        "-fsSL",
+        "https://nvidia.github.io/libnvidia-container/gpgkey",
+    ]);
+    assert_eq!(o.status.code(), Some(127), "curl is not in the template");
+
+    // The list without its key: apt refuses the repository.
+    emu.push(
+        "/etc/apt/sources.list.d/nvidia-container-toolkit.list",
+        "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /\n",
+        "0644",
+    );
+    let o = emu.exec(&["apt-get", "-q", "update"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert!(
+        stderr(&o).contains("NO_PUBKEY DDCAE044F796ECB0"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("is not signed"));
+
+    // With the key (as the install guide fetches it) the toolkit and its dependencies come.
+    emu.exec_ok(&[
+        "rm",
+        "/etc/apt/sources.list.d/nvidia-container-toolkit.list",
+    ]);
+    emu.nvidia_repo();
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.push("nvidia-container-toolkit");
+    let out = emu.exec_ok(&argv);
+    for p in [
+        "nvidia-container-toolkit",
+        "nvidia-container-toolkit-base",
+        "libnvidia-container-tools",
+        "libnvidia-container1",
+    ] {
+        assert!(out.contains(&format!("Setting up {p} (1.17.8-1)")), "{out}");
+    }
+    emu.exec_ok(&["test", "-x", "/usr/bin/nvidia-ctk"]);
+
+    // Without the internet the key does not come and the repository only warns.
+    let mut s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(emu.root.join("emu.json")).unwrap()).unwrap();
+    s["ct_network"] = "archive-only".into();
+    std::fs::write(emu.root.join("emu.json"), s.to_string()).unwrap();
+    let o = emu.exec(&[
+        "curl",
+        "-fsSL",
+        "https://nvidia.github.io/libnvidia-container/gpgkey",
+    ]);
+    assert_eq!(o.status.code(), Some(6));
+    assert!(stderr(&o).contains("Could not resolve host: nvidia.github.io"));
+    let o = emu.exec(&["apt-get", "-q", "update"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(
+        "W: Failed to fetch https://nvidia.github.io/libnvidia-container/stable/deb/amd64/InRelease"
+    ));
+}
+
+/// The driver's `.run` installer inside a container: it needs `--no-kernel-module` and
+/// `--silent`, and installs the userspace of its own version.
+#[test]
+fn the_driver_installer_installs_its_own_version_without_the_kernel_module() {
+    let emu = Emu::new("nesting=1", true, false);
+    let run = "/root/NVIDIA-Linux-x86_64-580.159.04.run";
+    emu.push(run, "phoenix-emu nvidia-installer 580.159.04\n", "0644");
+    let o = emu.exec(&[run, "--no-kernel-module", "--silent"]);
+    assert_eq!(o.status.code(), Some(126), "not executable");
+    emu.exec_ok(&["chmod", "0755", run]);
+    let o = emu.exec(&[run, "--silent"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("appears to be already loaded"),
+        "{}",
+        stderr(&o)
+    );
+    let o = emu.exec(&[run, "--no-kernel-module"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = emu.exec(&[run, "--no-kernel-modules", "--bogus"]);
+    assert!(stderr(&o).contains("unrecognized option: \"--bogus\""));
+    let o = emu.exec(&[run, "--no-kernel-module", "--silent"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+    assert_eq!(
+        emu.exec_ok(&[
+            "nvidia-smi",
+            "--query-gpu=driver_version",
+            "--format=csv,noheader"
+        ]),
+        "580.159.04\n580.159.04\n"
+    );
+    // An installer of another version installs that one: NVML then refuses it.
+    let other = "/root/NVIDIA-Linux-x86_64-570.86.15.run";
+    emu.push(other, "phoenix-emu nvidia-installer 570.86.15\n", "0755");
+    emu.exec_ok(&[other, "--no-kernel-module", "--silent"]);
+    assert_eq!(emu.exec(&["nvidia-smi", "-L"]).status.code(), Some(18));
 }

@@ -248,3 +248,274 @@ fn with_mig_the_capability_nodes_are_attached_and_come_back_after_a_reboot() {
     assert!(dev_exists(&site, "nvidia-caps/nvidia-cap1"));
     emu_ok(&site, "pct", &["start", "901"]);
 }
+
+/// The emulator's argv log as `(tool, argv)`, the inner argv for `pct exec`.
+fn commands(site: &Site) -> Vec<(String, Vec<String>)> {
+    site.calls()
+        .iter()
+        .map(|c| {
+            let tool = c["tool"].as_str().unwrap().to_owned();
+            let argv: Vec<String> = c["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            match argv.iter().position(|a| a == "--") {
+                Some(i) if tool == "pct" && argv[0] == "exec" => {
+                    ("exec".into(), argv[i + 1..].to_vec())
+                }
+                _ => (tool, argv),
+            }
+        })
+        .collect()
+}
+
+fn ct_file(site: &Site, path: &str) -> Option<String> {
+    std::fs::read_to_string(site.rootfs(path.trim_start_matches('/'))).ok()
+}
+
+/// Issue 11 item 3: a fresh container gets the host driver's userspace (the `.run` installer
+/// downloaded from NVIDIA, run without the kernel module) and the toolkit from NVIDIA's
+/// repository, added with its signing key as NVIDIA's guide says.
+#[test]
+fn the_flow_installs_the_hosts_userspace_and_the_toolkit_from_nvidias_repository() {
+    let site = Site::new(&example_config());
+    site.prepare();
+    site.run_ok();
+    assert_eq!(
+        smi_inside(&site, "901", "driver_version"),
+        "580.159.04\n580.159.04\n"
+    );
+    assert_eq!(
+        ct_file(
+            &site,
+            "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+        )
+        .unwrap(),
+        "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /\n"
+    );
+    assert!(
+        ct_file(
+            &site,
+            "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+        )
+        .is_some()
+    );
+    assert!(ct_file(&site, "/usr/bin/nvidia-ctk").is_some());
+    assert!(
+        ct_file(&site, "/root/NVIDIA-Linux-x86_64-580.159.04.run").is_none(),
+        "the installer is removed after the install"
+    );
+    let cmds = commands(&site);
+    let run = "/root/NVIDIA-Linux-x86_64-580.159.04.run";
+    assert!(cmds.contains(&(
+        "exec".into(),
+        vec![
+            "curl".into(),
+            "-fsSL".into(),
+            "--retry".into(),
+            "3".into(),
+            "-o".into(),
+            run.into(),
+            "https://us.download.nvidia.com/tesla/580.159.04/NVIDIA-Linux-x86_64-580.159.04.run".into()
+        ]
+    )));
+    assert!(cmds.contains(&(
+        "exec".into(),
+        vec![run.into(), "--no-kernel-module".into(), "--silent".into()]
+    )));
+}
+
+/// The emulated host's containers reach only Ubuntu's archive.
+fn offline(site: &Site) {
+    let path = site.root().join("emu.json");
+    let mut s: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    s["ct_network"] = json!("archive-only");
+    std::fs::write(&path, s.to_string()).unwrap();
+}
+
+/// Write the settings file with `lines` (`key = "value"`).
+fn settings(site: &Site, lines: &[(&str, &std::path::Path)]) {
+    let text: String = lines
+        .iter()
+        .map(|(k, v)| format!("{k} = {:?}\n", v.display().to_string()))
+        .collect();
+    std::fs::write(site.path("phoenix.toml"), text).unwrap();
+}
+
+/// Host-side `.deb` files (emulated: `phoenix-emu deb NAME VERSION`).
+fn debs(site: &Site, packages: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = site.path("debs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, version) in packages {
+        std::fs::write(
+            dir.join(format!("{name}_{version}_amd64.deb")),
+            format!("phoenix-emu deb {name} {version}\n"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+const TOOLKIT_DEBS: [(&str, &str); 4] = [
+    ("nvidia-container-toolkit", "1.17.8-1"),
+    ("nvidia-container-toolkit-base", "1.17.8-1"),
+    ("libnvidia-container-tools", "1.17.8-1"),
+    ("libnvidia-container1", "1.17.8-1"),
+];
+
+#[test]
+fn offline_without_a_host_source_fails_naming_the_settings() {
+    let site = Site::new(&example_config());
+    site.prepare();
+    offline(&site);
+    let out = site.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("curl exit 6"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Could not resolve host: us.download.nvidia.com"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("set PHOENIX_NVIDIA_INSTALLER"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("PHOENIX_NVIDIA_DEBS"), "{}", out.stderr);
+}
+
+/// Offline, with the host's installer and the toolkit's `.deb` files named in the settings:
+/// both are pushed from their host paths (no copy read into memory) and the flow serves.
+#[test]
+fn offline_the_hosts_installer_and_debs_are_pushed_and_work() {
+    let site = Site::new(&example_config());
+    site.prepare();
+    offline(&site);
+    let installer = site.path("NVIDIA-Linux-x86_64-580.159.04.run");
+    std::fs::write(&installer, "phoenix-emu nvidia-installer 580.159.04\n").unwrap();
+    let dir = debs(&site, &TOOLKIT_DEBS);
+    settings(
+        &site,
+        &[("nvidia_installer", &installer), ("nvidia_debs", &dir)],
+    );
+    site.run_ok();
+    let cmds = commands(&site);
+    assert!(
+        cmds.contains(&(
+            "pct".into(),
+            vec![
+                "push".into(),
+                "901".into(),
+                installer.display().to_string(),
+                "/root/NVIDIA-Linux-x86_64-580.159.04.run".into(),
+                "--perms".into(),
+                "0755".into()
+            ]
+        )),
+        "the installer is pushed from its host path: {cmds:?}"
+    );
+    let deb = dir.join("nvidia-container-toolkit_1.17.8-1_amd64.deb");
+    assert!(cmds.iter().any(|(t, a)| t == "pct"
+        && a.first().is_some_and(|p| p == "push")
+        && a[2] == deb.display().to_string()
+        && a[3] == "/root/nvidia-container-toolkit_1.17.8-1_amd64.deb"));
+    assert!(
+        !cmds
+            .iter()
+            .any(|(_, a)| a.first().is_some_and(|p| p == "curl")),
+        "nothing downloaded"
+    );
+    assert_eq!(
+        smi_inside(&site, "901", "driver_version"),
+        "580.159.04\n580.159.04\n"
+    );
+    assert!(ct_file(&site, "/usr/bin/nvidia-ctk").is_some());
+    assert!(ct_file(&site, "/root/nvidia-container-toolkit_1.17.8-1_amd64.deb").is_none());
+    // A second run pushes nothing again.
+    let before = site.calls().len();
+    site.run_ok();
+    assert!(
+        !commands(&site)[before..]
+            .iter()
+            .any(|(t, a)| t == "pct" && a.first().is_some_and(|p| p == "push")),
+        "a re-run pushes nothing"
+    );
+}
+
+/// Offline with the driver userspace as packages too: no `.run` at all.
+#[test]
+fn offline_driver_packages_of_the_hosts_version_are_installed() {
+    let site = Site::new(&example_config());
+    site.prepare();
+    offline(&site);
+    let mut packages = TOOLKIT_DEBS.to_vec();
+    packages.push(("nvidia-utils-580", "580.159.04-0ubuntu1"));
+    packages.push(("libnvidia-compute-580", "580.159.04-0ubuntu1"));
+    let dir = debs(&site, &packages);
+    settings(&site, &[("nvidia_debs", &dir)]);
+    site.run_ok();
+    assert_eq!(
+        smi_inside(&site, "901", "driver_version"),
+        "580.159.04\n580.159.04\n"
+    );
+    assert!(
+        !commands(&site)
+            .iter()
+            .any(|(_, a)| a.first().is_some_and(|p| p.ends_with(".run")))
+    );
+}
+
+#[test]
+fn host_sources_of_another_version_or_not_a_file_are_refused_before_any_push() {
+    let site = Site::new(&example_config());
+    site.prepare();
+    offline(&site);
+    let installer = site.path("NVIDIA-Linux-x86_64-570.86.15.run");
+    std::fs::write(&installer, "phoenix-emu nvidia-installer 570.86.15\n").unwrap();
+    settings(&site, &[("nvidia_installer", &installer)]);
+    let out = site.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("is driver 570.86.15 but the host runs 580.159.04"),
+        "{}",
+        out.stderr
+    );
+    assert!(!commands(&site).iter().any(|(t, a)| t == "pct"
+        && a.first().is_some_and(|p| p == "push")
+        && a[2].ends_with(".run")));
+
+    let fifo = site.path("fifo/NVIDIA-Linux-x86_64-580.159.04.run");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    settings(&site, &[("nvidia_installer", &fifo)]);
+    let out = site.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("is not a regular file"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_container_userspace_of_another_version_is_a_clear_error() {
+    let site = Site::new(&example_config());
+    site.prepare();
+    site.run_ok();
+    std::fs::write(
+        site.rootfs("usr/bin/nvidia-smi"),
+        "phoenix-emu nvidia-smi 570.86.15\n",
+    )
+    .unwrap();
+    let out = site.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("NVIDIA driver mismatch: the container's userspace is 570.86.15, the host's driver is 580.159.04"),
+        "{}",
+        out.stderr
+    );
+}

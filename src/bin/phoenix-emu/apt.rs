@@ -1,9 +1,33 @@
 //! `apt-get` inside an emulated container: `update` and `install`.
 //!
-//! The emulated archive knows a handful of packages ([`PACKAGES`]); installing one records
+//! The emulated archives know a handful of packages ([`PACKAGES`]); installing one records
 //! it in the container's state and writes its files into the rootfs (so `test -x
 //! /usr/bin/docker` sees it), and `docker.io`'s maintainer script enables and starts
-//! `docker.service`, as Debian's does. Decisions:
+//! `docker.service`, as Debian's does.
+//!
+//! Two archives: Ubuntu's (always reachable: the distribution's mirror) and NVIDIA's
+//! libnvidia-container repository, which Ubuntu does not carry. `nvidia-container-toolkit` is
+//! installable only after `apt-get update` fetched NVIDIA's repository, which needs a source
+//! file under `/etc/apt/sources.list.d/` naming
+//! `https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /` with a `signed-by`
+//! keyring holding NVIDIA's key (the `gpg --dearmor` output of its `gpgkey`), and the
+//! container reaching the internet (the root's `ct_network` setting). A missing key fails as
+//! apt does (`NO_PUBKEY DDCAE044F796ECB0`, "is not signed", exit 100: NVIDIA/libnvidia-container
+//! issue #301); an unreachable repository only warns (exit 0) and its packages stay unknown.
+//! The toolkit's packages and their exact-version dependencies follow NVIDIA's packaging
+//! (NVIDIA/nvidia-container-toolkit `packaging/debian/control` and `*.install`, d34b304):
+//! `nvidia-container-toolkit` needs `nvidia-container-toolkit-base (= V)` and
+//! `libnvidia-container-tools (= V)`, which needs `libnvidia-container1 (= V)`.
+//!
+//! `install` also takes local `.deb` files (an argument with a `/`). An emulated `.deb` is a
+//! text file `phoenix-emu deb NAME VERSION`: the toolkit's packages, or the driver userspace
+//! `nvidia-utils-NNN` (needs `libnvidia-compute-NNN` of the same version; installs
+//! `/usr/bin/nvidia-smi` of the driver version before the `-`). Anything else is not a
+//! Debian archive, as dpkg-deb says. Dependencies must be met by the other files of the same
+//! command, installed packages or a fetched repository, else apt's "unmet dependencies"
+//! (exit 100).
+//!
+//! Decisions:
 //! - a fresh template has empty package lists: `install` before any `update` cannot locate
 //!   anything (`E: Unable to locate package X`, exit 100), as on a fresh PVE template;
 //! - without `-y`, an install that has something to do reads the answer from stdin and,
@@ -27,17 +51,46 @@ pub struct AptState {
     /// Installed packages, in installation order.
     #[serde(default)]
     pub installed: Vec<String>,
+    /// Installed versions by package.
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<String, String>,
+    /// Extra repositories whose index the last `update` fetched.
+    #[serde(default)]
+    pub repos: Vec<String>,
 }
 
-/// One package of the emulated archive.
+/// Where a package is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Ubuntu's archive (its mirror is always reachable).
+    Ubuntu,
+    /// NVIDIA's libnvidia-container repository.
+    Nvidia,
+}
+
+/// One package of the emulated archives.
 struct Package {
     name: &'static str,
     version: &'static str,
+    origin: Origin,
+    /// Packages it needs at exactly its own version.
+    depends: &'static [&'static str],
     /// `(path, mode, content)` written into the rootfs.
     files: &'static [(&'static str, u32, &'static str)],
     /// Units its maintainer script enables and starts.
     services: &'static [&'static str],
 }
+
+/// NVIDIA's repository (the line of its `nvidia-container-toolkit.list`, `$(ARCH)` as apt
+/// expands it).
+pub const NVIDIA_REPO: &str = "https://nvidia.github.io/libnvidia-container/stable/deb/amd64";
+
+/// NVIDIA's signing key as `https://nvidia.github.io/libnvidia-container/gpgkey` serves it
+/// (emulated: armored text naming the key id).
+pub const NVIDIA_GPGKEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nphoenix-emu NVIDIA libnvidia-container key DDCAE044F796ECB0\n-----END PGP PUBLIC KEY BLOCK-----\n";
+
+/// The same key after `gpg --dearmor` (a binary keyring in reality).
+pub const NVIDIA_KEYRING: &str = "phoenix-emu keyring DDCAE044F796ECB0\n";
 
 /// `docker.service` as Debian's docker.io ships it (shortened).
 pub const DOCKER_UNIT: &str = "[Unit]\nDescription=Docker Application Container Engine\nAfter=network-online.target containerd.service\nWants=network-online.target\nRequires=docker.socket\n\n[Service]\nType=notify\nExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock\nExecReload=/bin/kill -s HUP $MAINPID\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n";
@@ -53,6 +106,8 @@ const PACKAGES: &[Package] = &[
     Package {
         name: "docker.io",
         version: "26.1.3-0ubuntu1~24.04.1",
+        origin: Origin::Ubuntu,
+        depends: &[],
         files: &[
             ("/usr/bin/docker", 0o755, STUB),
             ("/usr/sbin/dockerd", 0o755, STUB),
@@ -63,11 +118,20 @@ const PACKAGES: &[Package] = &[
     Package {
         name: "nvidia-container-toolkit",
         version: "1.17.8-1",
+        origin: Origin::Nvidia,
+        depends: &["nvidia-container-toolkit-base", "libnvidia-container-tools"],
+        files: &[("/usr/bin/nvidia-container-runtime-hook", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "nvidia-container-toolkit-base",
+        version: "1.17.8-1",
+        origin: Origin::Nvidia,
+        depends: &[],
         files: &[
             ("/usr/bin/nvidia-ctk", 0o755, STUB),
             ("/usr/bin/nvidia-container-runtime", 0o755, STUB),
-            ("/usr/bin/nvidia-container-runtime-hook", 0o755, STUB),
-            ("/usr/bin/nvidia-container-cli", 0o755, STUB),
+            ("/usr/bin/nvidia-cdi-hook", 0o755, STUB),
             (
                 "/etc/nvidia-container-runtime/config.toml",
                 0o644,
@@ -77,21 +141,56 @@ const PACKAGES: &[Package] = &[
         services: &[],
     },
     Package {
+        name: "libnvidia-container-tools",
+        version: "1.17.8-1",
+        origin: Origin::Nvidia,
+        depends: &["libnvidia-container1"],
+        files: &[("/usr/bin/nvidia-container-cli", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "libnvidia-container1",
+        version: "1.17.8-1",
+        origin: Origin::Nvidia,
+        depends: &[],
+        files: &[(
+            "/usr/lib/x86_64-linux-gnu/libnvidia-container.so.1",
+            0o644,
+            STUB,
+        )],
+        services: &[],
+    },
+    Package {
         name: "ca-certificates",
         version: "20240203",
+        origin: Origin::Ubuntu,
+        depends: &[],
         files: &[("/etc/ssl/certs/ca-certificates.crt", 0o644, STUB)],
         services: &[],
     },
     Package {
         name: "curl",
         version: "8.5.0-2ubuntu10.6",
+        origin: Origin::Ubuntu,
+        depends: &[],
         files: &[("/usr/bin/curl", 0o755, STUB)],
         services: &[],
     },
     Package {
         name: "gnupg",
         version: "2.4.4-2ubuntu17.3",
+        origin: Origin::Ubuntu,
+        depends: &[],
         files: &[("/usr/bin/gpg", 0o755, STUB)],
+        services: &[],
+    },
+    // Ubuntu 24.04's transitional package, which NVIDIA's guide installs.
+    Package {
+        name: "gnupg2",
+        version: "2.4.4-2ubuntu17.3",
+        origin: Origin::Ubuntu,
+        depends: &["gnupg"],
+        files: &[],
         services: &[],
     },
 ];
@@ -155,16 +254,7 @@ pub fn run(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
                 out.err("E: The update command takes no arguments\n");
                 return 100;
             }
-            match container::update_state(ct.root, ct.vmid, |st| st.apt.updated = true) {
-                Ok(()) => {
-                    out.out("Hit:1 http://archive.ubuntu.com/ubuntu noble InRelease\nReading package lists...\n");
-                    0
-                }
-                Err(e) => {
-                    out.err(format!("E: {e}\n"));
-                    100
-                }
-            }
+            update(ct, out)
         }
         "install" => install(ct, pkgs, yes, out),
         other => {
@@ -174,26 +264,282 @@ pub fn run(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
     }
 }
 
+/// The `deb [options] URL SUITE` lines of the container's `sources.list.d/*.list` files,
+/// as `(signed-by keyring, URL with $(ARCH) expanded, suite)`.
+fn sources(ct: &Ct<'_>) -> Vec<(Option<String>, String, String)> {
+    let dir = ct.path("/etc/apt/sources.list.d");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "list"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.trim().strip_prefix("deb ") else {
+                continue;
+            };
+            let mut rest = rest.trim_start();
+            let mut signed_by = None;
+            if let Some(r) = rest.strip_prefix('[') {
+                let Some((opts, after)) = r.split_once(']') else {
+                    continue;
+                };
+                for o in opts.split_whitespace() {
+                    if let Some(k) = o.strip_prefix("signed-by=") {
+                        signed_by = Some(k.to_owned());
+                    }
+                }
+                rest = after.trim_start();
+            }
+            let mut w = rest.split_whitespace();
+            let (Some(url), Some(suite)) = (w.next(), w.next()) else {
+                continue;
+            };
+            out.push((
+                signed_by,
+                url.replace("$(ARCH)", "amd64")
+                    .trim_end_matches('/')
+                    .to_owned(),
+                suite.to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// `apt-get update`: Ubuntu's mirror, then each extra source.
+fn update(ct: &Ct<'_>, out: &mut Out) -> i32 {
+    let online = ct.root.settings.ct_network == crate::root::CtNetwork::Internet;
+    out.out("Hit:1 http://archive.ubuntu.com/ubuntu noble InRelease\n");
+    let mut fetched = Vec::new();
+    let mut code = 0;
+    let mut warnings = String::new();
+    for (n, (signed_by, url, suite)) in sources(ct).into_iter().enumerate() {
+        let n = n + 2;
+        if url != NVIDIA_REPO || suite != "/" {
+            out.out(format!(
+                "Err:{n} {url} {suite} Release\n  404  Not Found [IP: 185.199.108.153 443]\n"
+            ));
+            warnings.push_str(&format!(
+                "E: The repository '{url} {suite} Release' does not have a Release file.\n"
+            ));
+            code = 100;
+            continue;
+        }
+        if !online {
+            out.out(format!(
+                "Ign:{n} {url}  InRelease\nErr:{n} {url}  InRelease\n  Temporary failure resolving 'nvidia.github.io'\n"
+            ));
+            warnings.push_str(&format!(
+                "W: Failed to fetch {url}/InRelease  Temporary failure resolving 'nvidia.github.io'\nW: Some index files failed to download. They have been ignored, or old ones used instead.\n"
+            ));
+            continue;
+        }
+        let key_ok = signed_by.as_deref().is_some_and(|k| {
+            std::fs::read_to_string(ct.path(k)).is_ok_and(|t| t == NVIDIA_KEYRING)
+        });
+        if !key_ok {
+            out.out(format!(
+                "Get:{n} {url}  InRelease [1,477 B]\nErr:{n} {url}  InRelease\n  The following signatures couldn't be verified because the public key is not available: NO_PUBKEY DDCAE044F796ECB0\n"
+            ));
+            warnings.push_str(&format!(
+                "W: GPG error: {url}  InRelease: The following signatures couldn't be verified because the public key is not available: NO_PUBKEY DDCAE044F796ECB0\nE: The repository '{url}  InRelease' is not signed.\nN: Updating from such a repository can't be done securely, and is therefore disabled by default.\nN: See apt-secure(8) manpage for repository creation and user configuration details.\n"
+            ));
+            code = 100;
+            continue;
+        }
+        out.out(format!(
+            "Get:{n} {url}  InRelease [1,477 B]\nGet:{} {url}  Packages [25.2 kB]\n",
+            n + 1
+        ));
+        fetched.push(url);
+    }
+    out.out("Reading package lists...\n");
+    out.err(warnings);
+    let res = container::update_state(ct.root, ct.vmid, |st| {
+        st.apt.updated = true;
+        st.apt.repos = fetched;
+    });
+    if let Err(e) = res {
+        out.err(format!("E: {e}\n"));
+        return 100;
+    }
+    code
+}
+
+/// One package to install: its name, version, files, units and dependencies.
+struct Candidate {
+    name: String,
+    version: String,
+    files: Vec<(String, u32, String)>,
+    services: Vec<&'static str>,
+    depends: Vec<String>,
+}
+
+impl Candidate {
+    fn of(p: &Package, version: &str) -> Self {
+        Self {
+            name: p.name.to_owned(),
+            version: version.to_owned(),
+            files: p
+                .files
+                .iter()
+                .map(|(a, m, c)| ((*a).to_owned(), *m, (*c).to_owned()))
+                .collect(),
+            services: p.services.to_vec(),
+            depends: p.depends.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+}
+
+/// Whether archive package `p` can be installed (its archive was fetched).
+fn available(st: &container::CtState, p: &Package) -> bool {
+    match p.origin {
+        Origin::Ubuntu => st.apt.updated,
+        Origin::Nvidia => st.apt.repos.iter().any(|r| r == NVIDIA_REPO),
+    }
+}
+
+/// The driver userspace packages (`nvidia-utils-NNN`, `libnvidia-compute-NNN`) of a `.deb`.
+fn driver_package(name: &str, version: &str) -> Option<Candidate> {
+    let driver = version.split('-').next().unwrap_or(version);
+    let branch = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .filter(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+    };
+    if let Some(b) = branch("nvidia-utils-") {
+        return Some(Candidate {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            files: vec![(
+                "/usr/bin/nvidia-smi".into(),
+                0o755,
+                format!("phoenix-emu nvidia-smi {driver}\n"),
+            )],
+            services: Vec::new(),
+            depends: vec![format!("libnvidia-compute-{b}")],
+        });
+    }
+    branch("libnvidia-compute-").map(|_| Candidate {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        files: vec![
+            (
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into(),
+                0o644,
+                format!("phoenix-emu libcuda {driver}\n"),
+            ),
+            (
+                "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1".into(),
+                0o644,
+                format!("phoenix-emu libnvidia-ml {driver}\n"),
+            ),
+        ],
+        services: Vec::new(),
+        depends: Vec::new(),
+    })
+}
+
+/// A local `.deb` argument.
+fn local_deb(ct: &Ct<'_>, arg: &str) -> Result<Candidate, String> {
+    let text = std::fs::read(ct.path(arg))
+        .map_err(|_| format!("E: Unsupported file {arg} given on commandline\n"))?;
+    let text = String::from_utf8_lossy(&text);
+    let parsed = text
+        .trim()
+        .strip_prefix("phoenix-emu deb ")
+        .and_then(|r| r.split_once(' '));
+    let not_deb = || {
+        format!(
+            "dpkg-deb: error: '{arg}' is not a Debian format archive\nE: Sub-process dpkg-deb returned an error code (2)\n"
+        )
+    };
+    let Some((name, version)) = parsed else {
+        return Err(not_deb());
+    };
+    if let Some(p) = PACKAGES.iter().find(|p| p.name == name) {
+        return Ok(Candidate::of(p, version));
+    }
+    driver_package(name, version).ok_or_else(not_deb)
+}
+
 fn install(ct: &Ct<'_>, names: &[&str], yes: bool, out: &mut Out) -> i32 {
     let st = container::load_state(ct.root, ct.vmid).unwrap_or_default();
     out.out(
         "Reading package lists...\nBuilding dependency tree...\nReading state information...\n",
     );
-    let mut todo: Vec<&Package> = Vec::new();
+    let mut todo: Vec<Candidate> = Vec::new();
     for n in names {
-        let pkg = PACKAGES.iter().find(|p| p.name == *n);
-        let Some(pkg) = pkg.filter(|_| st.apt.updated) else {
-            out.err(format!("E: Unable to locate package {n}\n"));
-            return 100;
+        let c = if n.contains('/') {
+            match local_deb(ct, n) {
+                Ok(c) => c,
+                Err(m) => {
+                    out.err(m);
+                    return 100;
+                }
+            }
+        } else {
+            let pkg = PACKAGES.iter().find(|p| p.name == *n);
+            let Some(pkg) = pkg.filter(|p| available(&st, p)) else {
+                out.err(format!("E: Unable to locate package {n}\n"));
+                return 100;
+            };
+            Candidate::of(pkg, pkg.version)
         };
-        if installed(&st, n) {
+        if st.apt.versions.get(&c.name) == Some(&c.version)
+            || (installed(&st, &c.name) && !st.apt.versions.contains_key(&c.name))
+        {
             out.out(format!(
-                "{n} is already the newest version ({}).\n",
-                pkg.version
+                "{} is already the newest version ({}).\n",
+                c.name, c.version
             ));
-        } else if !todo.iter().any(|p| p.name == pkg.name) {
-            todo.push(pkg);
+        } else if !todo.iter().any(|t| t.name == c.name) {
+            todo.push(c);
         }
+    }
+    // Dependencies, each at exactly the version of the package that needs it: from this
+    // command, installed, or pulled from a fetched archive.
+    let mut i = 0;
+    while i < todo.len() {
+        for dep in todo[i].depends.clone() {
+            let want = todo[i].version.clone();
+            if todo.iter().any(|t| t.name == dep) {
+                continue;
+            }
+            let have = st.apt.versions.get(&dep).cloned().or_else(|| {
+                installed(&st, &dep).then(|| {
+                    PACKAGES
+                        .iter()
+                        .find(|p| p.name == dep)
+                        .map_or_else(String::new, |p| p.version.to_owned())
+                })
+            });
+            if have.as_deref() == Some(want.as_str()) {
+                continue;
+            }
+            match PACKAGES
+                .iter()
+                .find(|p| p.name == dep && available(&st, p) && p.version == want)
+            {
+                Some(p) => todo.push(Candidate::of(p, p.version)),
+                None => {
+                    out.out("Some packages could not be installed. This may mean that you have\nrequested an impossible situation or if you are using the unstable\ndistribution that some required packages have not yet been created\nor been moved out of Incoming.\nThe following information may help to resolve the situation:\n\nThe following packages have unmet dependencies:\n");
+                    out.out(format!(
+                        " {} : Depends: {dep} (= {want}) but it is not installable\n",
+                        todo[i].name
+                    ));
+                    out.err("E: Unable to correct problems, you have held broken packages.\n");
+                    return 100;
+                }
+            }
+        }
+        i += 1;
     }
     if todo.is_empty() {
         out.out("0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n");
@@ -212,7 +558,7 @@ fn install(ct: &Ct<'_>, names: &[&str], yes: bool, out: &mut Out) -> i32 {
         return 1;
     }
     for p in &todo {
-        for (path, mode, content) in p.files {
+        for (path, mode, content) in &p.files {
             if let Err(e) = write_file(ct, path, *mode, content) {
                 out.err(format!("dpkg: error processing archive {}: {e}\n", p.name));
                 return 100;
@@ -222,10 +568,13 @@ fn install(ct: &Ct<'_>, names: &[&str], yes: bool, out: &mut Out) -> i32 {
     }
     let res = container::update_state(ct.root, ct.vmid, |st| {
         for p in &todo {
-            st.apt.installed.push(p.name.to_owned());
+            if !st.apt.installed.contains(&p.name) {
+                st.apt.installed.push(p.name.clone());
+            }
+            st.apt.versions.insert(p.name.clone(), p.version.clone());
         }
         for p in &todo {
-            for unit in p.services {
+            for unit in &p.services {
                 crate::systemd::postinst_enable_start(ct, st, unit);
             }
         }

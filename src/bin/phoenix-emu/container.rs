@@ -124,12 +124,14 @@ pub fn seed_rootfs(root: &Root, vmid: u32, hostname: &str, ostype: &str) -> Resu
     let fs = rootfs(root, vmid);
     for d in [
         "etc",
+        "etc/apt/sources.list.d",
         "etc/systemd/system",
         "lib/systemd/system",
         "root",
         "tmp",
         "usr/bin",
         "usr/local",
+        "usr/share/keyrings",
         "var/lib",
         "opt",
         "dev",
@@ -160,8 +162,8 @@ pub fn seed_rootfs(root: &Root, vmid: u32, hostname: &str, ostype: &str) -> Resu
         let p = fs.join(rel);
         std::fs::write(&p, text).map_err(|e| RootError::io("write", &p, e))?;
     }
-    // The template ships the NVIDIA driver userspace matching the host (see `nvctk`).
-    crate::nvctk::seed_userspace(&fs)?;
+    // Nothing NVIDIA: `ubuntu-24.04-standard` has no nvidia-smi (DESIGN.md §11); the driver
+    // userspace comes from an installer or packages (see `nvctk` and `apt`).
     Ok(())
 }
 

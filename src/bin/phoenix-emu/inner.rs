@@ -6,11 +6,12 @@
 //! with exit 127: no shell exists in an emulated container.
 //!
 //! Emulated: `ip -j -4 addr show dev eth0` (iproute2's JSON and text, with the
-//! container's loopback address), `cat`, `test`, `mkdir`, `rmdir`, `rm`, `chpasswd` (records
+//! container's loopback address), `cat`, `test`, `mkdir`, `rmdir`, `rm`, `chmod`, `chpasswd` (records
 //! which users got a password, never the password), `apt-get` ([`crate::apt`]),
 //! `systemctl`/`journalctl` ([`crate::systemd`]), and, once their package put the program
-//! into the rootfs, `docker` ([`crate::docker`]), `nvidia-ctk` and `nvidia-smi`
-//! ([`crate::nvctk`]): a program whose file is missing is not found (127).
+//! into the rootfs, `curl` and `gpg` ([`crate::fetch`]), `docker` ([`crate::docker`]),
+//! `nvidia-ctk` and `nvidia-smi` ([`crate::nvctk`]): a program whose file is missing is not
+//! found (127). A path to an NVIDIA `.run` installer runs [`crate::nvctk::installer`].
 
 use std::path::Path;
 
@@ -50,10 +51,13 @@ fn lookup(name: &str) -> Option<(Program, Option<&'static str>)> {
         "mkdir" => (mkdir, None),
         "rmdir" => (rmdir, None),
         "rm" => (rm, None),
+        "chmod" => (chmod, None),
         "chpasswd" => (chpasswd, None),
         "apt-get" => (crate::apt::run, None),
         "systemctl" => (crate::systemd::systemctl, None),
         "journalctl" => (crate::systemd::journalctl, None),
+        "curl" => (crate::fetch::curl, Some("/usr/bin/curl")),
+        "gpg" => (crate::fetch::gpg, Some("/usr/bin/gpg")),
         "docker" => (crate::docker::run, Some("/usr/bin/docker")),
         "nvidia-ctk" => (crate::nvctk::ctk, Some("/usr/bin/nvidia-ctk")),
         "nvidia-smi" => (crate::nvctk::smi, Some("/usr/bin/nvidia-smi")),
@@ -76,6 +80,24 @@ pub fn run(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let ct = Ct { root, vmid, conf };
+    // A path to an NVIDIA `.run` installer runs it (it must be executable, as for execve).
+    if prog.starts_with('/') {
+        use std::os::unix::fs::PermissionsExt;
+        let file = ct.path(prog);
+        let version = std::fs::read(&file)
+            .ok()
+            .and_then(|b| crate::nvctk::installer_version(&b));
+        if let Some(version) = version {
+            let exec = std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+            if !exec {
+                out.err(format!(
+                    "lxc-attach: {vmid}: ../src/lxc/attach.c: lxc_attach_run_command: 1841 Permission denied - Failed to exec \"{prog}\"\n"
+                ));
+                return 126;
+            }
+            return crate::nvctk::installer(&ct, &version, &argv[1..], out);
+        }
+    }
     let found = lookup(&name).filter(|(_, needs)| needs.is_none_or(|p| ct.path(p).is_file()));
     let Some((f, _)) = found else {
         out.err(format!(
@@ -479,6 +501,33 @@ fn rm(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
         };
         if let Err(e) = r {
             out.err(format!("rm: cannot remove '{a}': {}\n", io_text(&e)));
+            code = 1;
+        }
+    }
+    code
+}
+
+/// `chmod MODE FILE…` with an octal mode (symbolic modes are not emulated).
+fn chmod(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((mode, files)) = args.split_first() else {
+        out.err("chmod: missing operand\n");
+        return 1;
+    };
+    let Ok(m) = u32::from_str_radix(mode, 8) else {
+        out.err(format!(
+            "phoenix-emu: only octal modes are emulated, not chmod {mode}\n"
+        ));
+        return 1;
+    };
+    if files.is_empty() {
+        out.err(format!("chmod: missing operand after '{mode}'\n"));
+        return 1;
+    }
+    let mut code = 0;
+    for f in files {
+        if let Err(e) = std::fs::set_permissions(ct.path(f), std::fs::Permissions::from_mode(m)) {
+            out.err(format!("chmod: cannot access '{f}': {}\n", io_text(&e)));
             code = 1;
         }
     }

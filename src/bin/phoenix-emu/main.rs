@@ -31,6 +31,7 @@ mod container;
 mod ctconf;
 mod docker;
 mod faults;
+mod fetch;
 mod hostsys;
 mod inner;
 mod nvctk;

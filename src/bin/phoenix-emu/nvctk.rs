@@ -2,10 +2,11 @@
 //! `nvidia-smi` and `/proc/driver/nvidia/version`.
 //!
 //! Decisions where DESIGN.md is silent:
-//! - the emulated template ships the NVIDIA driver userspace (`/usr/bin/nvidia-smi`), as a
-//!   template prepared for GPU hosts does; the file holds its version
+//! - a fresh container has no NVIDIA userspace (`ubuntu-24.04-standard` ships none); the
+//!   driver's `.run` installer ([`installer`]) or the `nvidia-utils-NNN` package
+//!   (`crate::apt`) puts `/usr/bin/nvidia-smi` there, a file holding its version
 //!   (`phoenix-emu nvidia-smi 580.159.04`), so a test can write another version into it to
-//!   get NVML's `Driver/library version mismatch` (exit 18), or remove it;
+//!   get NVML's `Driver/library version mismatch` (exit 18);
 //! - the container sees the host GPUs it can open as the kernel decides ([`access`]: the
 //!   node passed in *and* allowed by the device cgroup of the hierarchy the host booted
 //!   with), renumbered from 0; `/proc/driver/nvidia/version` is the host's;
@@ -15,7 +16,6 @@
 //!   (`a.b=v` sets `b = v` in section `[a]`) and records the setting.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,6 @@ use crate::container;
 use crate::inner::Ct;
 use crate::nvidia::{self, Gpu};
 use crate::out::Out;
-use crate::root::RootError;
 
 /// What `nvidia-ctk` configured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,16 +52,6 @@ fn host_driver() -> String {
         .and_then(|l| l.split_once(" : "))
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default()
-}
-
-/// Write the userspace stub into a fresh rootfs.
-pub fn seed_userspace(rootfs: &Path) -> Result<(), RootError> {
-    use std::os::unix::fs::PermissionsExt;
-    let p = rootfs.join("usr/bin/nvidia-smi");
-    std::fs::write(&p, format!("phoenix-emu nvidia-smi {}\n", host_driver()))
-        .map_err(|e| RootError::io("write", &p, e))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| RootError::io("set the mode of", &p, e))
 }
 
 /// What a process in the container may do with a host device node.
@@ -240,6 +229,101 @@ pub fn proc_file(ct: &Ct<'_>, path: &str) -> Option<Result<String, ()>> {
         )));
     }
     Some(Err(()))
+}
+
+/// The first line of an emulated NVIDIA `.run` installer (what the emulated download server
+/// serves and a test puts on the host): `phoenix-emu nvidia-installer VERSION`.
+pub const INSTALLER_MAGIC: &str = "phoenix-emu nvidia-installer ";
+
+/// The driver version of the emulated installer `bytes`, `None` when they are not one.
+pub fn installer_version(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes.get(..bytes.len().min(200))?).ok()?;
+    let v = text.lines().next()?.strip_prefix(INSTALLER_MAGIC)?.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// An NVIDIA `.run` installer of driver `version` run inside the container. Options as
+/// NVIDIA/nvidia-installer `option_table.h` (590.48.01, 00aaa9f) names them, through
+/// `nvgetopt`. In a container the kernel module is the host's: without `--no-kernel-module`
+/// (alias of `--no-kernel-modules`) the installer finds the module loaded (`kernel.c`: "An
+/// NVIDIA kernel module 'nvidia' appears to be already loaded in your kernel") and the
+/// installation fails (`install-from-cwd.c`: "Installation has failed."). Decision: without
+/// `--silent` or `--no-questions` it fails too, because its questions would be read from a
+/// stdin that is not a terminal. With both it installs the userspace of its own version
+/// (nvidia-smi, libcuda, libnvidia-ml) and, being silent, prints nothing.
+pub fn installer(ct: &Ct<'_>, version: &str, args: &[String], out: &mut Out) -> i32 {
+    let mut no_kernel_module = false;
+    let mut no_questions = false;
+    for a in args {
+        match a.as_str() {
+            "--no-kernel-module" | "--no-kernel-modules" => no_kernel_module = true,
+            "-s" | "--silent" | "-q" | "--no-questions" => no_questions = true,
+            "--ui=none"
+            | "-a"
+            | "--accept-license"
+            | "--no-x-check"
+            | "-z"
+            | "--no-nouveau-check"
+            | "--no-drm"
+            | "--install-libglvnd"
+            | "--no-install-libglvnd"
+            | "--no-systemd"
+            | "--no-check-for-alternate-installs"
+            | "-N"
+            | "--no-network"
+            | "--skip-module-load" => {}
+            other => {
+                out.err(format!(
+                    "nvidia-installer: unrecognized option: \"{other}\"\n\nERROR: Invalid commandline, please run `nvidia-installer --help` for usage information.\n\n"
+                ));
+                return 1;
+            }
+        }
+    }
+    let failed = "ERROR: Installation has failed.  Please see the file '/var/log/nvidia-installer.log' for details.  You may find suggestions on fixing installation problems in the README available on the Linux driver download page at www.nvidia.com.\n";
+    if !no_questions {
+        out.err(format!(
+            "phoenix-emu: nvidia-installer would ask its questions on a stdin that is not a terminal; run it with --silent\n{failed}"
+        ));
+        return 1;
+    }
+    if !no_kernel_module {
+        out.err(format!(
+            "WARNING: An NVIDIA kernel module 'nvidia' appears to be already loaded in your kernel.  This may be because it is in use (for example, by an X server, a CUDA program, or the NVIDIA Persistence Daemon), but this may also happen if your kernel was configured without support for module unloading.\nERROR: Unable to load the kernel module 'nvidia.ko' inside a container.\n{failed}"
+        ));
+        return 1;
+    }
+    let files = [
+        (
+            "/usr/bin/nvidia-smi",
+            0o755,
+            format!("phoenix-emu nvidia-smi {version}\n"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+            0o644,
+            format!("phoenix-emu libcuda {version}\n"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+            0o644,
+            format!("phoenix-emu libnvidia-ml {version}\n"),
+        ),
+        (
+            "/var/log/nvidia-installer.log",
+            0o644,
+            format!(
+                "Installation of the NVIDIA Accelerated Graphics Driver for Linux-x86_64 (version: {version}) is now complete.\n"
+            ),
+        ),
+    ];
+    for (path, mode, content) in &files {
+        if let Err(e) = crate::apt::write_file(ct, path, *mode, content) {
+            out.err(format!("ERROR: Unable to create '{path}': {e}\n{failed}"));
+            return 1;
+        }
+    }
+    0
 }
 
 /// `nvidia-ctk runtime configure …` and `nvidia-ctk config --set … --in-place`.

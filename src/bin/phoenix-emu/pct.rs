@@ -1132,12 +1132,15 @@ fn push(root: &Root, rest: &[String]) -> Res {
         Some(m) => Some(parse_perms(m).ok_or_else(|| PctErr::Die(format!("invalid mode: '{m}'")))?),
         None => None,
     };
-    let content = std::fs::read(file)
+    // Streamed, as pct's `copy_file` does: a driver installer is hundreds of megabytes.
+    let mut source = std::fs::File::open(file)
         .map_err(|_| PctErr::Die(format!("failed to open {file} for reading")))?;
     let target = container::resolve(root, vmid, &conf, dest);
     let existed = target.exists();
-    std::fs::write(&target, &content)
+    let mut sink = std::fs::File::create(&target)
         .map_err(|e| PctErr::Die(format!("failed to create file: {dest}: {}", io_text(&e))))?;
+    std::io::copy(&mut source, &mut sink)
+        .map_err(|e| PctErr::Die(format!("failed to write {dest}: {}", io_text(&e))))?;
     let mode = mode.unwrap_or(if existed {
         std::fs::metadata(&target).map_or(0o644, |m| m.permissions().mode() & 0o7777)
     } else {

@@ -109,6 +109,22 @@ pub struct Settings {
     /// The cgroup hierarchy the host was booted with (takes effect at the next boot).
     #[serde(default)]
     pub cgroup: CgroupMode,
+    /// What the containers' network reaches.
+    #[serde(default)]
+    pub ct_network: CtNetwork,
+}
+
+/// What a container can reach over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CtNetwork {
+    /// The internet (NVIDIA's servers included).
+    #[default]
+    #[serde(rename = "internet")]
+    Internet,
+    /// Only the distribution's archive (a local mirror or proxy): NVIDIA's servers do not
+    /// resolve, as on an air-gapped GPU host.
+    #[serde(rename = "archive-only")]
+    ArchiveOnly,
 }
 
 /// How the emulated host mounts cgroups (pve-common `PVE/CGroup.pm` `cgroup_mode`: 2 when
