@@ -374,20 +374,27 @@ fn ensure_nodes_unit(rt: &Runtime, vmid: Vmid, all: &[Gpu], claim: bool) -> Resu
             );
             Ok(())
         }
+        // In place: make sure it is enabled too (a run killed between writing it and
+        // `systemctl enable` left it disabled), and record this container's claim.
         Some(text) if text == want => {
-            if claim {
+            if !rt.host.unit_enabled(NODES_UNIT)? {
+                step(rt, &name, undo, || {
+                    Ok(rt.host.unit_start(NODES_UNIT, false)?)
+                })?;
+            } else if claim {
                 step(rt, &name, undo, || Ok(()))?;
             }
             Ok(())
         }
-        _ => step(rt, &name, undo, || {
+        have => step(rt, &name, undo, || {
+            // In a dry run the file is a plan line; the systemctl commands are recorded by
+            // the dry run's runner like every other change.
             if rt.dry_run {
-                rt.note(format!(
-                    "write host unit {NODES_UNIT} and run `systemctl enable --now {NODES_UNIT}`"
-                ));
-                return Ok(());
+                rt.note(format!("write host unit {NODES_UNIT}"));
+            } else {
+                rt.host.unit_write(NODES_UNIT, &want)?;
             }
-            Ok(rt.host.unit_install(NODES_UNIT, &want)?)
+            Ok(rt.host.unit_start(NODES_UNIT, have.is_some())?)
         }),
     }
 }

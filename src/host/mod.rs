@@ -419,10 +419,26 @@ pub trait Host: Send + Sync {
             what: "manage host systemd units",
         })
     }
-    /// Write the host unit `name` (0644) and make it run now and at every boot: a new unit
-    /// is enabled with `--now`; one whose text changed is reloaded and restarted.
-    fn unit_install(&self, name: &str, text: &str) -> Result<()> {
+    /// Whether the host unit `name` is enabled (`systemctl is-enabled --quiet`).
+    fn unit_enabled(&self, name: &str) -> Result<bool> {
+        let _ = name;
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "manage host systemd units",
+        })
+    }
+    /// Write the host unit `name` (0644, atomically).
+    fn unit_write(&self, name: &str, text: &str) -> Result<()> {
         let _ = (name, text);
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "manage host systemd units",
+        })
+    }
+    /// Make the unit `name` just written run now and at every boot: a new unit is enabled
+    /// with `--now`; a `replaced` one is enabled (it may have been disabled) and restarted.
+    fn unit_start(&self, name: &str, replaced: bool) -> Result<()> {
+        let _ = (name, replaced);
         Err(HostError::Unsupported {
             backend: self.kind(),
             what: "manage host systemd units",

@@ -838,12 +838,17 @@ impl Host for PveHost {
         }
     }
 
-    fn unit_install(&self, name: &str, text: &str) -> Result<()> {
+    fn unit_enabled(&self, name: &str) -> Result<bool> {
+        self.unit_path(name)?;
+        let cmd = HostCommand::new(&self.paths.systemctl)
+            .args(["is-enabled", "--quiet", name])
+            .ok_codes((0..=255).collect::<Vec<i32>>())
+            .timeout(QUERY_TIMEOUT);
+        Ok(self.run(&cmd)?.code == 0)
+    }
+
+    fn unit_write(&self, name: &str, text: &str) -> Result<()> {
         let path = self.unit_path(name)?;
-        let old = self.unit_text(name)?;
-        if old.as_deref() == Some(text) {
-            return Ok(());
-        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
                 action: "create the unit directory",
@@ -851,11 +856,15 @@ impl Host for PveHost {
                 source,
             })?;
         }
-        write_atomic(&path, text.as_bytes(), 0o644)?;
+        write_atomic(&path, text.as_bytes(), 0o644)
+    }
+
+    fn unit_start(&self, name: &str, replaced: bool) -> Result<()> {
+        self.unit_path(name)?;
         // `systemctl enable` "implicitly reloads the system manager configuration after
         // completing the operation" (systemctl(1)); `--now` also starts the unit. A unit
-        // that was already there is enabled (it may have been disabled) and restarted, so
-        // its new commands run now.
+        // that was replaced is enabled (it may have been disabled) and restarted, so its
+        // new commands run now.
         let systemctl = |args: &[&str]| {
             self.run(
                 &HostCommand::new(&self.paths.systemctl)
@@ -865,12 +874,11 @@ impl Host for PveHost {
             )
             .map(drop)
         };
-        match old {
-            None => systemctl(&["enable", "--now", name]),
-            Some(_) => {
-                systemctl(&["enable", name])?;
-                systemctl(&["restart", name])
-            }
+        if replaced {
+            systemctl(&["enable", name])?;
+            systemctl(&["restart", name])
+        } else {
+            systemctl(&["enable", "--now", name])
         }
     }
 

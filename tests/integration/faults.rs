@@ -118,6 +118,10 @@ fn is_mutating(call: &Call) -> bool {
         "zfs" => !matches!(sub, "get" | "list" | "version" | "help"),
         "pvesm" => !matches!(sub, "status" | "list" | "path" | "help"),
         "pveversion" => false,
+        "systemctl" => !matches!(
+            sub,
+            "is-enabled" | "is-active" | "is-failed" | "status" | "show" | "cat"
+        ),
         "nvidia-smi" => !a.iter().all(|x| {
             x.starts_with("--query") || x.starts_with("--format") || *x == "-q" || *x == "-L"
         }),
@@ -1334,6 +1338,10 @@ fn the_classifier_tells_queries_from_changes() {
         call("zfs", &["get", "-H", "all", "rpool/m"]),
         call("nvidia-smi", &["--query-gpu=index", "--format=csv"]),
         call("pveversion", &[]),
+        call(
+            "systemctl",
+            &["is-enabled", "--quiet", "phoenix-nvidia-nodes.service"],
+        ),
         exec(&["test", "-e", "/etc/x"]),
         exec(&["/usr/bin/docker", "inspect", "vllm"]),
         exec(&["systemctl", "is-active", "vllm"]),
@@ -1360,6 +1368,15 @@ fn the_classifier_tells_queries_from_changes() {
         call("pct", &["push", "901", "a", "b"]),
         call("zfs", &["create", "rpool/m"]),
         call("nvidia-smi", &["-pm", "1"]),
+        call(
+            "systemctl",
+            &["enable", "--now", "phoenix-nvidia-nodes.service"],
+        ),
+        call(
+            "systemctl",
+            &["disable", "--now", "phoenix-nvidia-nodes.service"],
+        ),
+        call("nvidia-modprobe", &["-u", "-c=0"]),
         exec(&["docker", "run", "x"]),
         exec(&["docker", "image", "rm", "x"]),
         exec(&["systemctl", "enable", "--now", "vllm"]),

@@ -301,9 +301,9 @@ mod tests {
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
-    /// The stdlib modules run against the fake container: Docker and the toolkit are
-    /// installed with the exact argv, a second run changes nothing, and a driver mismatch
-    /// is a clear error naming both versions.
+    /// The stdlib modules run against the fake container: Docker is installed and the
+    /// toolkit's runtime configured with the exact argv, a second run changes nothing, and a
+    /// driver mismatch is a clear error naming both versions, found before any change.
     #[test]
     fn stdlib_modules_install_idempotently_and_check_the_driver() {
         // `lxc.exec` has no read-only intent yet, so its queries count as mutating: leave
@@ -355,17 +355,27 @@ mod tests {
             e.contains("NVIDIA driver mismatch: the container's userspace is 550.54.14, the host's driver is 580.159.04"),
             "{e}"
         );
+        // A mismatch is found before anything is installed.
+        assert_eq!(changes(&f.runner)[n..], [] as [String; 0]);
+        // With the matching userspace and the toolkit in place (their installs from NVIDIA's
+        // repository or the host's files run against the emulated host in
+        // tests/integration/gpu_host.rs), only Docker's runtime is configured.
+        *f.ct.driver.lock().unwrap() = "580.159.04".into();
+        f.ct.installed
+            .lock()
+            .unwrap()
+            .insert("/usr/bin/nvidia-ctk".into());
+        engine
+            .run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#)
+            .unwrap();
         assert_eq!(
             changes(&f.runner)[n..],
             [
-                "apt-get -q update",
-                "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nvidia-container-toolkit",
                 "nvidia-ctk runtime configure --runtime=docker",
                 "systemctl restart docker.service",
                 "nvidia-ctk config --set nvidia-container-cli.no-cgroups=true --in-place",
             ]
         );
-        *f.ct.driver.lock().unwrap() = "580.159.04".into();
         let n = changes(&f.runner).len();
         run(r#"import "nvidia" as nvidia; nvidia::setup(901, true);"#).unwrap();
         assert_eq!(changes(&f.runner).len(), n, "{:?}", changes(&f.runner));
@@ -398,6 +408,7 @@ mod tests {
             (
                 "stdlib/nvidia.rhai",
                 &[
+                    "install_userspace",
                     "install_toolkit",
                     "configure_docker",
                     "no_cgroups",

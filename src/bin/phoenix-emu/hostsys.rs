@@ -498,11 +498,13 @@ fn start_unit(root: &Root, u: &Unit) -> Result<(), String> {
 /// `systemctl …` on the host.
 pub fn systemctl(root: &Root, args: &[String], out: &mut Out) -> i32 {
     let mut now = false;
+    let mut quiet = false;
     let mut words: Vec<&str> = Vec::new();
     for a in args {
         match a.as_str() {
             "--now" => now = true,
-            "-q" | "--quiet" | "--no-pager" | "--no-block" => {}
+            "-q" | "--quiet" => quiet = true,
+            "--no-pager" | "--no-block" => {}
             s if s.starts_with('-') => {
                 out.err(format!("systemctl: unrecognized option '{s}'\n"));
                 return 1;
@@ -609,13 +611,15 @@ pub fn systemctl(root: &Root, args: &[String], out: &mut Out) -> i32 {
                 ));
                 return 1;
             }
-            if is_enabled(root, name) {
-                out.out("enabled\n");
-                0
+            let (state, code) = if is_enabled(root, name) {
+                ("enabled\n", 0)
             } else {
-                out.out("disabled\n");
-                1
+                ("disabled\n", 1)
+            };
+            if !quiet {
+                out.out(state);
             }
+            code
         }
         "is-active" => {
             let Some(name) = units.first() else {
@@ -623,7 +627,9 @@ pub fn systemctl(root: &Root, args: &[String], out: &mut Out) -> i32 {
                 return 1;
             };
             let state = get_state(root, name);
-            out.out(format!("{state}\n"));
+            if !quiet {
+                out.out(format!("{state}\n"));
+            }
             i32::from(state != "active") * 3
         }
         "start" | "restart" => {
