@@ -856,7 +856,7 @@ impl Host for PveHost {
                 source,
             })?;
         }
-        write_atomic(&path, text.as_bytes(), 0o644)
+        super::write_file(&path, text.as_bytes(), 0o644)
     }
 
     fn unit_start(&self, name: &str, replaced: bool) -> Result<()> {
