@@ -515,13 +515,14 @@ fn tarball_template_and_destroy_refuses_a_container_phoenix_did_not_create() {
 
 /// Legacy GPU passthrough end to end on a real NVIDIA host (DESIGN.md §8, the H100
 /// machine): ignored elsewhere; run there, it fails when the host has no NVIDIA GPU.
-/// Majors are read from the live device nodes; `nvidia-smi` must fail inside before the
-/// allow rules and list the host's GPU after them.
+/// phoenix chooses what is passed: the nodes `gpu.attach` would attach (`/dev/nvidiaN` by
+/// each GPU's minor number, `nvidiactl`, the UVM nodes, `nvidia-caps` only with MIG), read
+/// from the live `/dev`, and its legacy lines for the host's cgroup mode. `nvidia-smi` must
+/// fail inside with the binds alone and list the host's GPU once the allow rules are added.
 #[test]
 #[ignore = "needs an NVIDIA GPU host with LXC (DESIGN.md §8): cargo test --test integration real_lxc::gpu -- --ignored"]
 fn gpu_passthrough_on_a_real_nvidia_host() {
     require_lxc();
-    use std::os::unix::fs::FileTypeExt;
     let smi = ["/usr/bin/nvidia-smi", "/usr/local/nvidia/bin/nvidia-smi"]
         .iter()
         .map(PathBuf::from)
@@ -534,34 +535,19 @@ fn gpu_passthrough_on_a_real_nvidia_host() {
     let gpus = h.gpus().unwrap();
     eprintln!("host GPUs: {gpus:?}");
     assert!(!gpus.is_empty(), "nvidia-smi lists no GPU on the host");
-
-    // The live nodes: /dev/nvidia*, and /dev/nvidia-caps/* when present.
-    let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("nvidia"))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_char_device()))
-        .map(|e| e.path())
-        .collect();
-    nodes.sort();
-    let caps = Path::new("/dev/nvidia-caps");
-    let mut majors: Vec<u64> = nodes
-        .iter()
-        .chain(
-            std::fs::read_dir(caps)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect::<Vec<_>>()
-                .iter(),
-        )
-        .filter_map(|p| nix::sys::stat::stat(p).ok())
-        .map(|st| nix::sys::stat::major(st.st_rdev))
-        .collect();
-    majors.sort_unstable();
-    majors.dedup();
-    eprintln!("nodes {nodes:?}, majors {majors:?}");
+    let mig = gpus.iter().any(|g| g.mig);
+    let nodes = phoenix::api::gpu::nodes_for(Path::new("/dev"), &gpus, mig)
+        .unwrap_or_else(|e| panic!("{e} (the UVM nodes appear after `nvidia-modprobe -u -c=0`)"));
+    let cgroup = phoenix::host::CgroupMode::detect(Path::new("/sys")).unwrap();
+    let (allows, binds): (Vec<(String, String)>, Vec<(String, String)>) =
+        phoenix::api::gpu::legacy_lines(&nodes, cgroup)
+            .into_iter()
+            .partition(|(k, _)| k != "lxc.mount.entry");
+    eprintln!("cgroup {cgroup:?}, nodes {nodes:?}, rules {allows:?}");
+    assert!(
+        allows.iter().any(|(_, v)| v == "c 195:* rwm"),
+        "the GPUs' major is allowed: {allows:?}"
+    );
 
     // The busybox rootfs, plus the host's /usr (recursive, read-only: the driver userspace
     // may be a submount such as /usr/local/nvidia) and merged-/usr library links.
@@ -569,24 +555,14 @@ fn gpu_passthrough_on_a_real_nvidia_host() {
     std::os::unix::fs::symlink("usr/lib", template.join("lib")).unwrap();
     std::os::unix::fs::symlink("usr/lib64", template.join("lib64")).unwrap();
     ct.create_from(&template);
-    let mut mounts = vec![
-        "/usr usr none rbind,ro,create=dir 0 0".to_owned(),
-        "/etc/ld.so.cache etc/ld.so.cache none bind,ro,optional,create=file 0 0".to_owned(),
-    ];
-    for n in &nodes {
-        let p = n.display().to_string();
-        mounts.push(format!(
-            "{p} {} none bind,optional,create=file",
-            p.trim_start_matches('/')
-        ));
-    }
-    if caps.is_dir() {
-        mounts.push("/dev/nvidia-caps dev/nvidia-caps none bind,optional,create=dir".to_owned());
-    }
-    let mounts: Vec<(String, String)> = mounts
-        .into_iter()
-        .map(|m| ("lxc.mount.entry".to_owned(), m))
-        .collect();
+    let mut mounts: Vec<(String, String)> = [
+        "/usr usr none rbind,ro,create=dir 0 0",
+        "/etc/ld.so.cache etc/ld.so.cache none bind,ro,optional,create=file 0 0",
+    ]
+    .iter()
+    .map(|m| ("lxc.mount.entry".to_owned(), (*m).to_owned()))
+    .collect();
+    mounts.extend(binds);
     let backup = ct.dir.path().join("backups/gpu.conf");
     h.ct_append_lines(ct.vmid, &mounts, &backup).unwrap();
 
@@ -616,15 +592,6 @@ fn gpu_passthrough_on_a_real_nvidia_host() {
     let denied = smi_inside(h);
     assert_ne!(denied.code, 0, "NVML must fail without the allow rules");
 
-    let allows: Vec<(String, String)> = majors
-        .iter()
-        .map(|m| {
-            (
-                "lxc.cgroup2.devices.allow".to_owned(),
-                format!("c {m}:* rwm"),
-            )
-        })
-        .collect();
     h.ct_append_lines(ct.vmid, &allows, &backup).unwrap();
     eprintln!(
         "config:\n{}",
