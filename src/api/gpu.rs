@@ -600,16 +600,6 @@ pub fn deb_driver_version(path: &Path) -> Option<String> {
     driver_package.then(|| version.split('-').next().unwrap_or(version).to_owned())
 }
 
-/// A container phoenix may change (in a dry run, one an earlier step would create).
-fn changeable(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
-    match rt.host.ct_config(vmid)? {
-        Some(c) if c.is_owned() => Ok(()),
-        Some(_) => Err(HostError::NotOwned(vmid).into()),
-        None if rt.dry_run => Ok(()),
-        None => Err(HostError::NoSuchContainer(vmid).into()),
-    }
-}
-
 /// Push the host file `src` into `dir` of container `vmid` as a journaled step; the path
 /// inside the container.
 fn push_host_file(
@@ -642,7 +632,8 @@ fn push_host_file(
 /// checking that its version is the host driver's.
 pub fn push_installer(rt: &Runtime, vmid: Vmid, dir: &AbsPath) -> Result<AbsPath, ApiError> {
     const CALL: &str = "gpu.push_installer";
-    changeable(rt, vmid)?;
+    rt.boundary()
+        .container(CALL, vmid, crate::boundary::Access::Change)?;
     let Some(src) = driver_sources(rt)?.installer else {
         return Err(ApiError::spec(
             CALL,
@@ -667,7 +658,8 @@ pub fn push_installer(rt: &Runtime, vmid: Vmid, dir: &AbsPath) -> Result<AbsPath
 /// after checking that driver-userspace packages carry the host driver's version.
 pub fn push_debs(rt: &Runtime, vmid: Vmid, dir: &AbsPath) -> Result<Vec<AbsPath>, ApiError> {
     const CALL: &str = "gpu.push_debs";
-    changeable(rt, vmid)?;
+    rt.boundary()
+        .container(CALL, vmid, crate::boundary::Access::Change)?;
     let debs = driver_sources(rt)?.debs;
     if debs.is_empty() {
         return Err(ApiError::spec(

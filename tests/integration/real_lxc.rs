@@ -539,10 +539,10 @@ fn gpu_passthrough_on_a_real_nvidia_host() {
     let nodes = phoenix::api::gpu::nodes_for(Path::new("/dev"), &gpus, mig)
         .unwrap_or_else(|e| panic!("{e} (the UVM nodes appear after `nvidia-modprobe -u -c=0`)"));
     let cgroup = phoenix::host::CgroupMode::detect(Path::new("/sys")).unwrap();
-    let (allows, binds): (Vec<(String, String)>, Vec<(String, String)>) =
-        phoenix::api::gpu::legacy_lines(&nodes, cgroup)
-            .into_iter()
-            .partition(|(k, _)| k != "lxc.mount.entry");
+    let lines = phoenix::api::gpu::legacy_lines(&nodes, cgroup);
+    let is_bind = |(k, _): &&(String, String)| k == "lxc.mount.entry";
+    let allows: Vec<(String, String)> = lines.iter().filter(|l| !is_bind(l)).cloned().collect();
+    let binds: Vec<(String, String)> = lines.iter().filter(is_bind).cloned().collect();
     eprintln!("cgroup {cgroup:?}, nodes {nodes:?}, rules {allows:?}");
     assert!(
         allows.iter().any(|(_, v)| v == "c 195:* rwm"),
