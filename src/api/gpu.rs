@@ -378,9 +378,7 @@ fn ensure_nodes_unit(rt: &Runtime, vmid: Vmid, all: &[Gpu], claim: bool) -> Resu
         // `systemctl enable` left it disabled), and record this container's claim.
         Some(text) if text == want => {
             if !rt.host.unit_enabled(NODES_UNIT)? {
-                step(rt, &name, undo, || {
-                    Ok(rt.host.unit_start(NODES_UNIT, false)?)
-                })?;
+                step(rt, &name, undo, || start_unit(rt, &modprobe, false))?;
             } else if claim {
                 step(rt, &name, undo, || Ok(()))?;
             }
@@ -394,9 +392,24 @@ fn ensure_nodes_unit(rt: &Runtime, vmid: Vmid, all: &[Gpu], claim: bool) -> Resu
             } else {
                 rt.host.unit_write(NODES_UNIT, &want)?;
             }
-            Ok(rt.host.unit_start(NODES_UNIT, have.is_some())?)
+            start_unit(rt, &modprobe, have.is_some())
         }),
     }
+}
+
+/// Start [`NODES_UNIT`]; when that fails because the host has no `nvidia-modprobe`, say so.
+fn start_unit(rt: &Runtime, modprobe: &Path, replaced: bool) -> Result<(), ApiError> {
+    rt.host.unit_start(NODES_UNIT, replaced).map_err(|e| {
+        if rt.host.kind() == crate::settings::HostKind::Pve && !modprobe.exists() {
+            HostError::Device(format!(
+                "{e}; {} does not exist on this host: install nvidia-modprobe (NVIDIA's driver installer puts it there; Debian and Ubuntu package it as nvidia-modprobe) or point PHOENIX_BIN_DIR at it",
+                modprobe.display()
+            ))
+            .into()
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// `gpu.attach(ct, selector)`: returns the attached GPUs.

@@ -36,6 +36,9 @@ struct Opts {
     mig: bool,
     /// Booted with cgroup v1.
     cgroup_v1: bool,
+    /// The host has no `nvidia-modprobe` (its path does not exist), so `systemctl` fails to
+    /// start the unit that names it.
+    no_modprobe: bool,
 }
 
 /// A host answering like a PVE node of `version` with `gpus` H100s.
@@ -85,6 +88,11 @@ fn host_with(
             } else {
                 H100_CSV.to_owned()
             }),
+            ("systemctl", _) if opts.no_modprobe => CommandOutput {
+                code: 1,
+                stdout: Vec::new(),
+                stderr: b"Job for phoenix-nvidia-nodes.service failed because the control process exited with error code.\n".to_vec(),
+            },
             ("pct", Some("status")) => ok("status: stopped\n"),
             ("pct", Some("set")) => {
                 // Apply `--key value` pairs the way `pct set` would, so a second attach sees them.
@@ -142,7 +150,11 @@ fn host_with(
         zfs: bin.join("zfs"),
         nvidia_smi: Path::new("/usr/bin/nvidia-smi").to_owned(),
         systemctl: Path::new("/usr/bin/systemctl").to_owned(),
-        nvidia_modprobe: Path::new("/usr/bin/nvidia-modprobe").to_owned(),
+        nvidia_modprobe: if opts.no_modprobe {
+            root.join("missing/nvidia-modprobe")
+        } else {
+            Path::new("/usr/bin/nvidia-modprobe").to_owned()
+        },
         systemd_dir: root.join("systemd"),
         sys_dir: root.join("sys"),
         lxc_dir,
@@ -375,4 +387,39 @@ fn vllm_unit_file_for_the_example_entry() {
     assert!(!unit.contains("sk-golden"), "the API key reached the unit");
     assert!(runner.calls().is_empty(), "{:?}", runner.calls());
     support::golden("vllm-901.service", &unit);
+}
+
+/// A host without `nvidia-modprobe`: the unit cannot start, the error says what to install,
+/// and the container's config is not touched.
+#[test]
+fn a_host_without_nvidia_modprobe_is_told_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Opts {
+        no_modprobe: true,
+        ..Opts::default()
+    };
+    let (host, runner) = host_with(dir.path(), "8.4.1", 1, opts);
+    owned_conf(dir.path());
+    let before = std::fs::read_to_string(dir.path().join("pve/lxc/901.conf")).unwrap();
+    let settings = support::settings(dir.path(), &[]);
+    let rt = support::runtime(settings, host.clone(), support::CONFIG_901, false);
+    let err = phoenix::api::gpu::attach(&rt, Vmid::new(901).unwrap(), &"0".parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "missing/nvidia-modprobe does not exist on this host: install nvidia-modprobe"
+        ),
+        "{err}"
+    );
+    assert!(
+        !runner
+            .calls()
+            .iter()
+            .any(|c| c.argv().get(1).is_some_and(|a| a == "set"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pve/lxc/901.conf")).unwrap(),
+        before
+    );
 }
