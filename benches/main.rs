@@ -33,7 +33,7 @@ fn generate(n: usize) -> String {
       "memory_mb": 32768,
       "cores": 8,
       "template": "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
-      "storage_pool": "lxc-disks",
+      "storage_pool": "local-zfs",
       "storage_size_gb": 64,
       "network_config": {{
         "name": "eth0",

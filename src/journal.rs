@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::HostKind;
-use crate::types::{AbsPath, DatasetName, Vmid};
+use crate::types::{AbsPath, DatasetName, StorageId, Vmid};
 
 /// Journal format version, written in every record.
 pub const VERSION: u32 = 1;
@@ -29,10 +29,19 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum UndoStep {
-    /// Stop and destroy a phoenix-owned container.
+    /// Stop and destroy a phoenix-owned container: one tagged by the run, or what the run's
+    /// interrupted create left (a `lock: create` config and maybe a volume, see
+    /// [`crate::ownership`]).
     DestroyContainer {
         /// The container.
         vmid: Vmid,
+        /// The storage the create allocates the root disk on, where an interrupted create
+        /// may leave a volume (absent in journals of older phoenix versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage: Option<StorageId>,
+        /// The volumes of `vmid` that were on `storage` before the create: never removed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volumes_before: Vec<String>,
     },
     /// Stop a container that phoenix started.
     StopContainer {
@@ -95,7 +104,7 @@ impl UndoStep {
     /// The container this step concerns, if any.
     pub fn vmid(&self) -> Option<Vmid> {
         match self {
-            Self::DestroyContainer { vmid }
+            Self::DestroyContainer { vmid, .. }
             | Self::StopContainer { vmid }
             | Self::RestoreConfig { vmid, .. }
             | Self::DeleteConfigKeys { vmid, .. }
@@ -573,7 +582,11 @@ mod tests {
         let a = j
             .intent(
                 "lxc.create:901",
-                UndoStep::DestroyContainer { vmid: vmid(901) },
+                UndoStep::DestroyContainer {
+                    vmid: vmid(901),
+                    storage: None,
+                    volumes_before: Vec::new(),
+                },
             )
             .unwrap();
         j.done(a).unwrap();
@@ -604,7 +617,11 @@ mod tests {
     #[test]
     fn a_step_completed_later_supersedes_its_unconfirmed_attempts() {
         let dir = tempfile::tempdir().unwrap();
-        let create = || UndoStep::DestroyContainer { vmid: vmid(901) };
+        let create = || UndoStep::DestroyContainer {
+            vmid: vmid(901),
+            storage: None,
+            volumes_before: Vec::new(),
+        };
         let failed = Journal::open(dir.path(), "r1").unwrap();
         failed.intent("lxc.create:901", create()).unwrap();
         let other = failed
@@ -628,7 +645,11 @@ mod tests {
         let j = Journal::open(dir.path(), "r1").unwrap();
         j.intent(
             "lxc.create:901",
-            UndoStep::DestroyContainer { vmid: vmid(901) },
+            UndoStep::DestroyContainer {
+                vmid: vmid(901),
+                storage: None,
+                volumes_before: Vec::new(),
+            },
         )
         .unwrap();
         let path = Journal::path_in(dir.path());

@@ -16,6 +16,7 @@
 //! - [`host`]: the [`host::Host`] trait and its backends (`pve`, which also drives the
 //!   emulated host, and `lxc`).
 //! - [`journal`]: the write-ahead undo journal and per-container locks.
+//! - [`ownership`]: whose a container is (the `phoenix` tag, or the journal's intent).
 //! - [`secret`]: opaque secrets and the age-encrypted store.
 //! - [`runtime`]: the state one recipe run shares with its primitives.
 //! - [`boundary`]: what a recipe may touch (DESIGN.md §12): the one choke point every
@@ -38,6 +39,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod logging;
 pub mod markers;
+pub mod ownership;
 pub mod runtime;
 pub mod script;
 pub mod secret;

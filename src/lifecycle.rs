@@ -125,8 +125,8 @@ pub fn undo_outstanding(
             report.undone.push(label);
             continue;
         }
-        let result =
-            host_of(&item.run).and_then(|host| execute(host.as_ref(), &item.undo, &item.run));
+        let result = host_of(&item.run)
+            .and_then(|host| execute(host.as_ref(), &item.undo, &item.run, item.done));
         match result {
             Ok(outcome) => {
                 if let Err(e) = journal.undone(item.seq) {
@@ -164,7 +164,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A one-line description of an outstanding step.
 pub fn describe(item: &Outstanding) -> String {
     let what = match &item.undo {
-        UndoStep::DestroyContainer { vmid } => format!("destroy container {vmid}"),
+        UndoStep::DestroyContainer { vmid, .. } => format!("destroy container {vmid}"),
         UndoStep::StopContainer { vmid } => format!("stop container {vmid}"),
         UndoStep::RestoreConfig { vmid, .. } => format!("restore config of {vmid}"),
         UndoStep::DeleteConfigKeys { vmid, keys } => {
@@ -393,7 +393,11 @@ mod tests {
         let j = Journal::open(dir.path(), "a").unwrap();
         j.intent(
             "lxc.create:901",
-            UndoStep::DestroyContainer { vmid: v(901) },
+            UndoStep::DestroyContainer {
+                vmid: v(901),
+                storage: None,
+                volumes_before: Vec::new(),
+            },
         )
         .unwrap();
         j.intent(
@@ -406,7 +410,11 @@ mod tests {
         let j2 = Journal::open(dir.path(), "b").unwrap();
         j2.intent(
             "lxc.create:902",
-            UndoStep::DestroyContainer { vmid: v(902) },
+            UndoStep::DestroyContainer {
+                vmid: v(902),
+                storage: None,
+                volumes_before: Vec::new(),
+            },
         )
         .unwrap();
         j2.append(Entry::End { ok: true }).unwrap();

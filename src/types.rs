@@ -396,7 +396,7 @@ fn check_storage(v: &str) -> Result<(), TypeError> {
     Ok(())
 }
 string_newtype!(
-    /// A PVE storage id such as `local-lvm` or `lxc-disks`.
+    /// A PVE storage id such as `local-zfs` or `local-lvm`.
     StorageId,
     check_storage
 );

@@ -159,12 +159,46 @@ pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
     out
 }
 
+/// Remove what an interrupted create of phoenix's left at `vmid` (the journal's intent
+/// `item` is the proof, [`crate::ownership`]), so the create can run again. In a dry run
+/// the removal is a plan line.
+fn recover_interrupted_create(
+    rt: &Runtime,
+    vmid: Vmid,
+    item: &crate::journal::Outstanding,
+) -> Result<(), ApiError> {
+    if rt.dry_run {
+        rt.note(format!(
+            "remove the unfinished create of container {vmid} (run {}): pct unlock {vmid}; pct destroy {vmid}; free its new volumes",
+            item.run
+        ));
+        return Ok(());
+    }
+    tracing::warn!(%vmid, run = %item.run, "removing what an interrupted create left (lock: create)");
+    support::check_cancel(rt)?;
+    crate::api::undo::execute(rt.host.as_ref(), &item.undo, &item.run, false)?;
+    rt.journal.undone(item.seq)?;
+    Ok(())
+}
+
 /// `lxc.create(spec)`: create the container, or accept an identical phoenix-owned one.
+/// What an interrupted create of phoenix's left (`lock: create` only) is removed first.
 pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
     const CALL: &str = "lxc.create";
     let vmid = entry.vmid;
     let boundary = rt.boundary();
-    let existing = boundary.container(CALL, vmid, Access::Create)?;
+    let mut existing = boundary.container(CALL, vmid, Access::Create)?;
+    if existing.as_ref().is_some_and(crate::ownership::is_create_stub) {
+        let records = crate::journal::read(&crate::journal::Journal::path_in(
+            &rt.settings.state_dir.value,
+        ))?;
+        if let crate::ownership::Container::InterruptedCreate(item) =
+            crate::ownership::container(existing.as_ref(), &records, vmid)
+        {
+            recover_interrupted_create(rt, vmid, &item)?;
+            existing = None;
+        }
+    }
     if let Some(configured) = rt.config.get(vmid) {
         // A recipe may shape its container, but not loosen its confinement against the
         // config file's word.
@@ -202,10 +236,17 @@ pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
         entry: entry.clone(),
         run_id: rt.run_id.clone(),
     };
+    // The volumes of this vmid already on the storage (an orphan of an earlier container)
+    // are not the create's: its undo leaves them.
+    let volumes_before = rt.host.storage_volumes(&entry.storage_pool, vmid)?;
     step(
         rt,
         &format!("lxc.create:{vmid}"),
-        UndoStep::DestroyContainer { vmid },
+        UndoStep::DestroyContainer {
+            vmid,
+            storage: Some(entry.storage_pool.clone()),
+            volumes_before,
+        },
         || rt.host.ct_create(&spec).map_err(ApiError::from),
     )?;
     Ok(container_map(vmid, Some(entry)))

@@ -33,16 +33,63 @@ pub enum Outcome {
     NotOurs(String),
 }
 
-/// Carry out `step`, recorded by run `run`, on `host`.
-pub fn execute(host: &dyn Host, step: &UndoStep, run: &str) -> Result<Outcome, HostError> {
+/// Carry out `step`, recorded by run `run`, on `host`; `done` says whether the step was
+/// confirmed (its intent has a `done` record).
+pub fn execute(
+    host: &dyn Host,
+    step: &UndoStep,
+    run: &str,
+    done: bool,
+) -> Result<Outcome, HostError> {
     let run_tag = crate::host::pve::run_tag(run);
     match step {
-        UndoStep::DestroyContainer { vmid } => {
+        UndoStep::DestroyContainer {
+            vmid,
+            storage,
+            volumes_before,
+        } => {
+            let leftovers = || -> Result<Vec<String>, HostError> {
+                let Some(storage) = storage else {
+                    return Ok(Vec::new());
+                };
+                Ok(host
+                    .storage_volumes(storage, *vmid)?
+                    .into_iter()
+                    .filter(|v| !volumes_before.contains(v))
+                    .collect())
+            };
             let Some(conf) = host.ct_config(*vmid)? else {
-                return Ok(Outcome::AlreadyGone);
+                if done {
+                    return Ok(Outcome::AlreadyGone);
+                }
+                // An interrupted removal of an interrupted create may have left its volume.
+                let left = leftovers()?;
+                for v in &left {
+                    host.free_volume(v)?;
+                }
+                return Ok(if left.is_empty() {
+                    Outcome::AlreadyGone
+                } else {
+                    Outcome::Undone
+                });
             };
             let tags = conf.tags();
             if !conf.is_owned() {
+                if !done && crate::ownership::is_create_stub(&conf) {
+                    // This run's create never finished and left PVE's `lock: create` stub:
+                    // the intent (written while the vmid was free) proves it is ours. PVE
+                    // refuses to destroy a locked container, and the stub's config names
+                    // no volume, so the volume the create allocated is freed by name.
+                    let left = leftovers()?;
+                    if conf.get("lock").is_some() {
+                        host.ct_unlock(*vmid)?;
+                    }
+                    host.ct_destroy(*vmid)?;
+                    for v in &left {
+                        host.free_volume(v)?;
+                    }
+                    return Ok(Outcome::Undone);
+                }
                 return Ok(Outcome::NotOurs(format!(
                     "container {vmid} is not tagged phoenix"
                 )));
@@ -217,7 +264,7 @@ mod tests {
     use super::*;
     use crate::exec::{CommandOutput, RecordingRunner};
     use crate::host::pve::{PveHost, PvePaths};
-    use crate::types::{AbsPath, Vmid};
+    use crate::types::{AbsPath, StorageId, Vmid};
 
     /// A PVE backend whose container 901 runs and whose `test -d` answers `dir_code`.
     fn host(dir_code: i32) -> (PveHost, Arc<RecordingRunner>, tempfile::TempDir) {
@@ -243,6 +290,11 @@ mod tests {
                 out(0, "")
             }
         }));
+        (pve(dir.path(), runner.clone()), runner, dir)
+    }
+
+    /// The PVE backend with container configs in `lxc_dir`, commands through `runner`.
+    fn pve(lxc_dir: &std::path::Path, runner: Arc<RecordingRunner>) -> PveHost {
         let p = PathBuf::from;
         let paths = PvePaths {
             pct: p("/usr/sbin/pct"),
@@ -254,13 +306,13 @@ mod tests {
             nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
             systemd_dir: p("/nonexistent/systemd"),
             sys_dir: p("/nonexistent/sys"),
-            lxc_dir: dir.path().to_owned(),
+            lxc_dir: lxc_dir.to_owned(),
             dev_dir: p("/dev"),
             lock_dir: p("/nonexistent/lock"),
             backup_dir: p("/nonexistent/backups"),
             tmp_dir: p("/nonexistent/tmp"),
         };
-        (PveHost::new(paths, runner.clone()), runner, dir)
+        PveHost::new(paths, runner)
     }
 
     fn step() -> UndoStep {
@@ -280,7 +332,10 @@ mod tests {
     #[test]
     fn remove_dir_that_was_never_made_is_already_gone() {
         let (host, runner, _dir) = host(1);
-        assert_eq!(execute(&host, &step(), "r1").unwrap(), Outcome::AlreadyGone);
+        assert_eq!(
+            execute(&host, &step(), "r1", true).unwrap(),
+            Outcome::AlreadyGone
+        );
         // It asked the running container, and removed nothing.
         assert!(
             runner
@@ -296,7 +351,10 @@ mod tests {
     #[test]
     fn remove_dir_that_exists_runs_rmdir_in_the_container() {
         let (host, runner, _dir) = host(0);
-        assert_eq!(execute(&host, &step(), "r1").unwrap(), Outcome::Undone);
+        assert_eq!(
+            execute(&host, &step(), "r1", true).unwrap(),
+            Outcome::Undone
+        );
         let rmdir = runner
             .calls()
             .into_iter()
@@ -305,5 +363,98 @@ mod tests {
         let argv = rmdir.argv();
         assert_eq!(argv[argv.len() - 2..], ["rmdir", "/etc/phoenix-vllm"]);
         assert!(argv.contains(&"901".to_owned()), "{argv:?}");
+    }
+
+    /// A PVE backend whose container 901 has the config `conf` (`None`: absent), stopped,
+    /// with the volumes `local-zfs:subvol-901-disk-0` (new) and `…-disk-9` (older).
+    fn stub_host(conf: Option<&str>) -> (PveHost, Arc<RecordingRunner>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = conf {
+            std::fs::write(dir.path().join("901.conf"), text).unwrap();
+        }
+        let runner = Arc::new(RecordingRunner::new(|cmd| {
+            let argv = cmd.argv();
+            let text = if argv.iter().any(|a| a == "status") {
+                "status: stopped\n"
+            } else if argv.iter().any(|a| a == "list") {
+                "Volid                       Format  Type            Size VMID\n\
+                 local-zfs:subvol-901-disk-0 subvol  rootdir   8589934592 901\n\
+                 local-zfs:subvol-901-disk-9 subvol  rootdir   8589934592 901\n"
+            } else {
+                ""
+            };
+            CommandOutput {
+                code: 0,
+                stdout: text.as_bytes().to_vec(),
+                stderr: Vec::new(),
+            }
+        }));
+        (pve(dir.path(), runner.clone()), runner, dir)
+    }
+
+    fn create_step() -> UndoStep {
+        UndoStep::DestroyContainer {
+            vmid: Vmid::new(901).unwrap(),
+            storage: Some(StorageId::new("local-zfs").unwrap()),
+            volumes_before: vec!["local-zfs:subvol-901-disk-9".into()],
+        }
+    }
+
+    fn changes(runner: &RecordingRunner) -> Vec<String> {
+        runner
+            .calls()
+            .iter()
+            .map(|c| c.argv()[1..].join(" "))
+            .filter(|a| !a.starts_with("status") && !a.starts_with("list"))
+            .collect()
+    }
+
+    #[test]
+    fn an_unconfirmed_create_stub_is_unlocked_destroyed_and_its_new_volume_freed() {
+        let (host, runner, _d) = stub_host(Some("lock: create\n"));
+        assert_eq!(
+            execute(&host, &create_step(), "r1", false).unwrap(),
+            Outcome::Undone
+        );
+        assert_eq!(
+            changes(&runner),
+            [
+                "unlock 901",
+                "destroy 901 --purge 1",
+                "free local-zfs:subvol-901-disk-0"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stub_after_a_confirmed_create_or_a_locked_foreign_ct_is_left_alone() {
+        let (host, runner, _d) = stub_host(Some("lock: create\n"));
+        assert!(matches!(
+            execute(&host, &create_step(), "r1", true).unwrap(),
+            Outcome::NotOurs(_)
+        ));
+        let (host2, runner2, _d2) = stub_host(Some("hostname: other\nlock: backup\n"));
+        assert!(matches!(
+            execute(&host2, &create_step(), "r1", false).unwrap(),
+            Outcome::NotOurs(_)
+        ));
+        assert_eq!(changes(&runner), Vec::<String>::new());
+        assert_eq!(changes(&runner2), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_removal_killed_after_pct_destroy_frees_the_volume_next_time() {
+        let (host, runner, _d) = stub_host(None);
+        assert_eq!(
+            execute(&host, &create_step(), "r1", false).unwrap(),
+            Outcome::Undone
+        );
+        assert_eq!(changes(&runner), ["free local-zfs:subvol-901-disk-0"]);
+        let (host, runner, _d) = stub_host(None);
+        assert_eq!(
+            execute(&host, &create_step(), "r1", true).unwrap(),
+            Outcome::AlreadyGone
+        );
+        assert_eq!(changes(&runner), Vec::<String>::new());
     }
 }

@@ -209,7 +209,7 @@ fn ids(vmids: impl Iterator<Item = Vmid>) -> String {
 pub fn proves_created(outstanding: &[Outstanding], vmid: Vmid) -> bool {
     outstanding
         .iter()
-        .any(|o| matches!(o.undo, UndoStep::DestroyContainer { vmid: v } if v == vmid))
+        .any(|o| matches!(o.undo, UndoStep::DestroyContainer { vmid: v, .. } if v == vmid))
 }
 
 impl Boundary<'_> {

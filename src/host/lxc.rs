@@ -58,7 +58,7 @@ use super::{
 };
 use crate::exec::{CommandOutput, HostCommand, Runner};
 use crate::settings::{HostKind, Settings};
-use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
+use crate::types::{AbsPath, DatasetName, PropKey, PropValue, StorageId, Vmid};
 
 /// The first line of every config phoenix writes; the run id follows the `=`.
 pub const OWNER_MARKER: &str = "# phoenix:owner=";
@@ -895,6 +895,21 @@ impl Host for LxcHost {
         Err(unsupported(
             "manage ZFS datasets (bind-mount an existing host directory instead)",
         ))
+    }
+
+    fn ct_unlock(&self, _vmid: Vmid) -> Result<()> {
+        Err(unsupported(
+            "unlock a container config (plain LXC has no config lock)",
+        ))
+    }
+
+    fn storage_volumes(&self, _storage: &StorageId, _vmid: Vmid) -> Result<Vec<String>> {
+        // Plain LXC keeps a container's files in its own directory: no storage volumes.
+        Ok(Vec::new())
+    }
+
+    fn free_volume(&self, _volid: &str) -> Result<()> {
+        Err(unsupported("free storage volumes"))
     }
 
     fn zfs_pools(&self) -> Result<Vec<String>> {

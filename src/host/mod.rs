@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::exec::{CommandOutput, ExecError};
 use crate::settings::HostKind;
-use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
+use crate::types::{AbsPath, DatasetName, PropKey, PropValue, StorageId, Vmid};
 
 pub mod emulated;
 pub mod lxc;
@@ -349,6 +349,14 @@ pub trait Host: Send + Sync {
     fn ct_create(&self, spec: &CreateSpec) -> Result<()>;
     /// Destroy a container (stopped first when running).
     fn ct_destroy(&self, vmid: Vmid) -> Result<()>;
+    /// Remove the container's config lock (`pct unlock`): only for a create that phoenix
+    /// started and that never finished ([`crate::ownership`]).
+    fn ct_unlock(&self, vmid: Vmid) -> Result<()>;
+    /// The volume ids of `vmid`'s disks on `storage` (`pvesm list STORAGE --vmid VMID`), a
+    /// read-only query.
+    fn storage_volumes(&self, storage: &StorageId, vmid: Vmid) -> Result<Vec<String>>;
+    /// Free a storage volume (`pvesm free VOLID`).
+    fn free_volume(&self, volid: &str) -> Result<()>;
     /// Start a container (returns once the start command returns).
     fn ct_start(&self, vmid: Vmid) -> Result<()>;
     /// Stop a container.

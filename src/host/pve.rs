@@ -27,7 +27,7 @@ use super::{
 use crate::config::IpConfig;
 use crate::exec::{CommandOutput, ExecError, HostCommand, Runner};
 use crate::settings::{HostKind, Settings};
-use crate::types::{AbsPath, DatasetName, PropKey, PropValue, Vmid};
+use crate::types::{AbsPath, DatasetName, PropKey, PropValue, StorageId, Vmid};
 
 /// First PVE release whose `pct exec` knows `--keep-env` (pve-container 5.0.9, shipped
 /// after PVE 8.1's 5.0.8).
@@ -458,6 +458,26 @@ pub fn parse_minors(text: &str) -> BTreeMap<String, u32> {
     out
 }
 
+/// The volume ids of `pvesm list` output (pve-storage `src/PVE/CLI/pvesm.pm`
+/// `print_content`: a `Volid Format Type Size VMID` header, then one volume a line).
+pub fn parse_volume_list(text: &str) -> std::result::Result<Vec<String>, String> {
+    let mut lines = text.lines();
+    match lines.next() {
+        Some(h) if h.split_whitespace().next() == Some("Volid") => {}
+        None => return Ok(Vec::new()),
+        Some(h) => return Err(format!("expected the `Volid …` header, got {h:?}")),
+    }
+    let mut out = Vec::new();
+    for l in lines.filter(|l| !l.trim().is_empty()) {
+        let volid = l.split_whitespace().next().unwrap_or_default();
+        if !volid.contains(':') {
+            return Err(format!("expected `STORAGE:VOLUME`, got {volid:?}"));
+        }
+        out.push(volid.to_owned());
+    }
+    Ok(out)
+}
+
 /// Parse `pveversion` output (`pve-manager/8.4.1/…`).
 pub fn parse_pveversion(text: &str) -> Option<(u32, u32, u32)> {
     let v = text
@@ -506,6 +526,38 @@ impl Host for PveHost {
             &self
                 .pct()
                 .args(["destroy", &vmid.to_string(), "--purge", "1"])
+                .timeout(self.lifecycle_timeout)
+                .mutating(),
+        )
+        .map(drop)
+    }
+
+    fn ct_unlock(&self, vmid: Vmid) -> Result<()> {
+        self.run(
+            &self
+                .pct()
+                .args(["unlock", &vmid.to_string()])
+                .timeout(QUERY_TIMEOUT)
+                .mutating(),
+        )
+        .map(drop)
+    }
+
+    fn storage_volumes(&self, storage: &StorageId, vmid: Vmid) -> Result<Vec<String>> {
+        let cmd = HostCommand::new(&self.paths.pvesm)
+            .args(["list", storage.as_str(), "--vmid", &vmid.to_string()])
+            .timeout(QUERY_TIMEOUT);
+        let out = self.run(&cmd)?;
+        parse_volume_list(&out.stdout_text()).map_err(|message| HostError::Parse {
+            command: cmd.to_string(),
+            message,
+        })
+    }
+
+    fn free_volume(&self, volid: &str) -> Result<()> {
+        self.run(
+            &HostCommand::new(&self.paths.pvesm)
+                .args(["free", volid])
                 .timeout(self.lifecycle_timeout)
                 .mutating(),
         )

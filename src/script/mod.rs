@@ -671,6 +671,19 @@ mod tests {
         fn zfs_pools(&self) -> host::Result<Vec<String>> {
             no("zfs_pools")
         }
+        fn ct_unlock(&self, _: Vmid) -> host::Result<()> {
+            no("ct_unlock")
+        }
+        fn storage_volumes(
+            &self,
+            _: &crate::types::StorageId,
+            _: Vmid,
+        ) -> host::Result<Vec<String>> {
+            no("storage_volumes")
+        }
+        fn free_volume(&self, _: &str) -> host::Result<()> {
+            no("free_volume")
+        }
         fn gpus(&self) -> host::Result<Vec<Gpu>> {
             no("gpus")
         }

@@ -106,7 +106,7 @@ fn example_types_the_seed_container() {
     let e = &c.lxc[&"901".parse().unwrap()];
     assert_eq!(e.name.as_str(), "drdevstral");
     assert_eq!((e.cores, e.memory_mb, e.storage_size_gb), (8, 32768, 64));
-    assert_eq!(e.storage_pool.as_str(), "lxc-disks");
+    assert_eq!(e.storage_pool.as_str(), "local-zfs");
     assert_eq!(e.network.ip.to_string(), "10.0.0.111/24");
     assert_eq!(e.features.to_pve().as_deref(), Some("keyctl=1,nesting=1"));
     assert!(!e.unprivileged);
@@ -230,7 +230,7 @@ fn value_starting_with_dash_is_refused() {
     let env = Env::new();
     for (from, to, pointer) in [
         (
-            "\"lxc-disks\",\n      \"storage_size_gb\": 64",
+            "\"local-zfs\",\n      \"storage_size_gb\": 64",
             "\"--force\",\n      \"storage_size_gb\": 64",
             "/lxc_configs/901/storage_pool",
         ),

@@ -146,7 +146,7 @@ impl Emu {
                 "--cores",
                 "4",
                 "--rootfs",
-                "local-lvm:8",
+                "local-zfs:8",
                 "--net0",
                 "name=eth0,bridge=vmbr0,ip=dhcp",
                 "--unprivileged",
@@ -186,7 +186,7 @@ fn create_writes_the_config_as_pve_does() {
             "--cores",
             "8",
             "--rootfs",
-            "local-lvm:32",
+            "local-zfs:32",
             "--net0",
             "name=eth0,bridge=vmbr0,ip=10.0.0.21/24,gw=10.0.0.1,hwaddr=BC:24:11:12:34:56,tag=20",
             "--nameserver",
@@ -216,7 +216,7 @@ fn create_writes_the_config_as_pve_does() {
          net0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=BC:24:11:12:34:56,ip=10.0.0.21/24,tag=20,type=veth\n\
          onboot: 0\n\
          ostype: debian\n\
-         rootfs: local-lvm:vm-901-disk-0,size=32G\n\
+         rootfs: local-zfs:subvol-901-disk-0,size=32G\n\
          swap: 1024\n\
          tags: phoenix;phoenix-run-r1\n\
          unprivileged: 1\n"
@@ -257,9 +257,9 @@ fn create_fails_like_pve_for_an_existing_ct_or_unknown_storage() {
         &[
             "create",
             "903",
-            "local:vztmpl/debian-12.tar.zst",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "--rootfs",
-            "local-lvm:8",
+            "local-zfs:8",
         ],
     );
     assert_eq!(o.status.code(), Some(255));
@@ -271,7 +271,7 @@ fn create_fails_like_pve_for_an_existing_ct_or_unknown_storage() {
         &[
             "create",
             "904",
-            "local:vztmpl/debian-12.tar.zst",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "--rootfs",
             "nope:8",
         ],
@@ -285,7 +285,7 @@ fn create_fails_like_pve_for_an_existing_ct_or_unknown_storage() {
         &[
             "create",
             "904",
-            "local:vztmpl/debian-12.tar.zst",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "--rootfs",
             "local:8",
         ],
@@ -305,9 +305,9 @@ fn options_pct_does_not_have_are_refused() {
         &[
             "create",
             "905",
-            "local:vztmpl/debian-12.tar.zst",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "--rootfs",
-            "local-lvm:8",
+            "local-zfs:8",
             "--bogus",
             "1",
         ],
@@ -547,7 +547,7 @@ fn a_hand_written_config_gets_an_address_and_files_on_start() {
     let emu = Emu::new();
     std::fs::write(
         emu.root.join("etc/pve/lxc/990.conf"),
-        "arch: amd64\nhostname: foreign\nmemory: 512\nostype: debian\nrootfs: local-lvm:vm-990-disk-0,size=8G\n",
+        "arch: amd64\nhostname: foreign\nmemory: 512\nostype: debian\nrootfs: local-zfs:subvol-990-disk-0,size=8G\n",
     )
     .unwrap();
     assert_eq!(emu.ok("pct", &["status", "990"]), "status: stopped\n");
@@ -746,7 +746,7 @@ fn fault_fail_and_exit_code() {
             "940",
             "local:vztmpl/d.tar.zst",
             "--rootfs",
-            "local-lvm:8",
+            "local-zfs:8",
         ],
     );
     assert_eq!(o.status.code(), Some(255));
@@ -933,14 +933,7 @@ fn pvesm_status_lists_the_storages() {
             (f[0], f[1])
         })
         .collect();
-    assert_eq!(
-        names,
-        [
-            ("local", "dir"),
-            ("local-lvm", "lvmthin"),
-            ("lxc-disks", "zfspool"),
-        ]
-    );
+    assert_eq!(names, [("local", "dir"), ("local-zfs", "zfspool"),]);
     assert!(
         lines[1].ends_with("active        98497780        12582912        85914868   12.77%"),
         "{}",
@@ -1073,12 +1066,12 @@ fn zfspool_rootfs_is_a_dataset() {
             "970",
             "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
             "--rootfs",
-            "lxc-disks:16",
+            "local-zfs:16",
         ],
     );
     assert!(
         emu.conf(970)
-            .contains("rootfs: lxc-disks:subvol-970-disk-0,size=16G\n")
+            .contains("rootfs: local-zfs:subvol-970-disk-0,size=16G\n")
     );
     assert!(emu.conf(970).contains("ostype: ubuntu\n"));
     assert_eq!(
@@ -1091,14 +1084,14 @@ fn zfspool_rootfs_is_a_dataset() {
                 "-o",
                 "value",
                 "refquota",
-                "rpool/lxc-disks/subvol-970-disk-0"
+                "rpool/data/subvol-970-disk-0"
             ]
         ),
         format!("{}\n", 16u64 << 30)
     );
     emu.ok("pct", &["destroy", "970"]);
     assert_eq!(
-        emu.run("zfs", &["list", "rpool/lxc-disks/subvol-970-disk-0"])
+        emu.run("zfs", &["list", "rpool/data/subvol-970-disk-0"])
             .status
             .code(),
         Some(1)
@@ -1276,5 +1269,207 @@ fn pools_are_the_hosts_settings_and_list_depth_follows_openzfs() {
         stderr(&o).starts_with("x is not an integer\n"),
         "{}",
         stderr(&o)
+    );
+}
+
+// ---- Storages, templates and an interrupted `pct create` (issue 11 items 5 and 10,
+// issue 13 item 5) ----
+
+const UBUNTU: &str = "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
+
+#[test]
+fn storage_content_lists_the_hosts_templates_and_disks() {
+    let emu = Emu::new();
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local", "--content", "vztmpl"]),
+        "Volid                                                    Format  Type      Size VMID\n\
+         local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst     tzst    vztmpl    57\n\
+         local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst tzst    vztmpl    57\n"
+    );
+    emu.create("930");
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local-zfs", "--vmid", "930"]),
+        "Volid                       Format  Type            Size VMID\n\
+         local-zfs:subvol-930-disk-0 subvol  rootdir   8589934592 930\n"
+    );
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local-zfs", "--vmid", "931"]),
+        "Volid Format  Type      Size VMID\n"
+    );
+    let o = emu.run("pvesm", &["list", "tank"]);
+    assert_eq!(
+        (o.status.code(), stderr(&o)),
+        (Some(255), "storage 'tank' does not exist\n".to_owned())
+    );
+}
+
+#[test]
+fn storages_and_templates_are_the_hosts_settings() {
+    let emu = Emu::new();
+    let mut s = emu.settings();
+    s["pools"] = serde_json::json!(["rpool", "tank"]);
+    s["storages"] = serde_json::json!([
+        {"id": "local", "type": "dir", "path": "/var/lib/vz", "content": ["vztmpl", "iso"]},
+        {"id": "fast", "type": "zfspool", "pool": "tank/ct", "content": ["rootdir", "images"]}
+    ]);
+    s["templates"] = serde_json::json!(["local:vztmpl/alpine-3.22-default_20250617_amd64.tar.xz"]);
+    std::fs::write(emu.root.join("emu.json"), s.to_string()).unwrap();
+    let status = emu.ok("pvesm", &["status"]);
+    let names: Vec<&str> = status
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["fast", "local"]);
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local"]),
+        "Volid                                                  Format  Type      Size VMID\n\
+         local:vztmpl/alpine-3.22-default_20250617_amd64.tar.xz txz     vztmpl    57\n"
+    );
+    let alpine = "local:vztmpl/alpine-3.22-default_20250617_amd64.tar.xz";
+    emu.ok("pct", &["create", "932", alpine, "--rootfs", "fast:2"]);
+    assert!(
+        emu.conf(932)
+            .contains("\nrootfs: fast:subvol-932-disk-0,size=2G\n")
+    );
+    assert_eq!(
+        emu.ok("zfs", &["list", "-H", "-o", "name", "-r", "tank"]),
+        "tank\ntank/ct\ntank/ct/subvol-932-disk-0\n"
+    );
+    // The default host's names mean nothing here.
+    let o = emu.run("pct", &["create", "933", alpine, "--rootfs", "local-zfs:2"]);
+    assert_eq!(stderr(&o), "storage 'local-zfs' does not exist\n");
+    let o = emu.run("pct", &["create", "933", UBUNTU, "--rootfs", "fast:2"]);
+    assert_eq!(
+        stderr(&o),
+        format!("unable to create CT 933 - can't find file '{UBUNTU}'\n")
+    );
+}
+
+#[test]
+fn a_missing_template_fails_after_the_lock_and_frees_the_volume() {
+    let emu = Emu::new();
+    let missing = "local:vztmpl/ubuntu-22.04-standard_22.04-1_amd64.tar.zst";
+    let o = emu.run(
+        "pct",
+        &[
+            "create",
+            "934",
+            missing,
+            "--rootfs",
+            "local-zfs:8",
+            "--tags",
+            "phoenix",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        stderr(&o),
+        format!("unable to create CT 934 - can't find file '{missing}'\n")
+    );
+    assert!(!emu.root.join("etc/pve/lxc/934.conf").exists());
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local-zfs", "--vmid", "934"]),
+        "Volid Format  Type      Size VMID\n"
+    );
+}
+
+#[test]
+fn an_interrupted_create_leaves_lock_create_only_and_destroy_refuses_it() {
+    let emu = Emu::new();
+    emu.faults(serde_json::json!([{"match": ["pct", "create"], "action": "hang-midway"}]));
+    let args = [
+        "create",
+        "935",
+        UBUNTU,
+        "--hostname",
+        "gpu-a",
+        "--rootfs",
+        "local-zfs:8",
+        "--tags",
+        "phoenix;phoenix-run-r1",
+    ];
+    let mut hung = emu.spawn_hung("pct", &args);
+    assert_eq!(emu.log().last().unwrap()["fault"], "hang-midway");
+    hung.kill().unwrap();
+    hung.wait().unwrap();
+    emu.faults(serde_json::json!([]));
+    // Only PVE's create lock: no hostname, no tags; the volume is allocated.
+    assert_eq!(emu.conf(935), "lock: create\n");
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local-zfs", "--vmid", "935"]),
+        "Volid                       Format  Type            Size VMID\n\
+         local-zfs:subvol-935-disk-0 subvol  rootdir   8589934592 935\n"
+    );
+    let o = emu.run("pct", &["destroy", "935"]);
+    assert_eq!(
+        (o.status.code(), stderr(&o)),
+        (Some(255), "CT is locked (create)\n".to_owned())
+    );
+    assert_eq!(emu.conf(935), "lock: create\n");
+    let o = emu.run("pct", &["set", "935", "--memory", "1024"]);
+    assert_eq!(stderr(&o), "CT is locked (create)\n");
+    emu.ok("pct", &["unlock", "935"]);
+    assert_eq!(emu.conf(935), "");
+    let o = emu.run("pct", &["unlock", "935"]);
+    assert_eq!(stderr(&o), "no lock found trying to remove any lock\n");
+    // The empty config names no volume: destroy leaves it, unless asked for unreferenced
+    // disks; `pvesm free` removes it by name.
+    emu.ok("pct", &["destroy", "935", "--purge", "1"]);
+    assert!(!emu.root.join("etc/pve/lxc/935.conf").exists());
+    assert_eq!(
+        emu.ok("pvesm", &["list", "local-zfs", "--vmid", "935"]),
+        "Volid                       Format  Type            Size VMID\n\
+         local-zfs:subvol-935-disk-0 subvol  images    8589934592 935\n"
+    );
+    assert_eq!(
+        emu.ok("pvesm", &["free", "local-zfs:subvol-935-disk-0"]),
+        "Removed volume 'local-zfs:subvol-935-disk-0'\n"
+    );
+    assert_eq!(
+        emu.run("zfs", &["list", "rpool/data/subvol-935-disk-0"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn destroy_unreferenced_disks_and_the_next_free_disk_name() {
+    let emu = Emu::new();
+    // An orphan disk of 936 (its container is long gone): the next create takes disk-1.
+    emu.ok(
+        "zfs",
+        &[
+            "create",
+            "-o",
+            "refquota=1G",
+            "rpool/data/subvol-936-disk-0",
+        ],
+    );
+    emu.ok("pct", &["create", "936", UBUNTU, "--rootfs", "local-zfs:8"]);
+    assert!(
+        emu.conf(936)
+            .contains("\nrootfs: local-zfs:subvol-936-disk-1,size=8G\n")
+    );
+    emu.ok("pct", &["destroy", "936"]);
+    assert_eq!(
+        emu.ok(
+            "zfs",
+            &["list", "-H", "-o", "name", "-d", "1", "rpool/data"]
+        ),
+        "rpool/data\nrpool/data/subvol-936-disk-0\n"
+    );
+    emu.ok("pct", &["create", "936", UBUNTU, "--rootfs", "local-zfs:8"]);
+    emu.ok(
+        "pct",
+        &["destroy", "936", "--destroy-unreferenced-disks", "1"],
+    );
+    assert_eq!(
+        emu.ok(
+            "zfs",
+            &["list", "-H", "-o", "name", "-d", "1", "rpool/data"]
+        ),
+        "rpool/data\n"
     );
 }

@@ -83,7 +83,7 @@ impl Emu {
                 "--memory",
                 "4096",
                 "--rootfs",
-                "local-lvm:8",
+                "local-zfs:8",
                 "--net0",
                 "name=eth0,bridge=vmbr0,ip=dhcp",
                 "--features",

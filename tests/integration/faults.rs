@@ -704,7 +704,7 @@ fn destroy_never_removes_what_phoenix_did_not_tag() {
             "--hostname",
             "foreign",
             "--rootfs",
-            "lxc-disks:8",
+            "local-zfs:8",
         ],
     );
     host.emu("zfs", &["create", "rpool/foreign"]);
@@ -731,7 +731,7 @@ fn a_target_that_exists_untagged_is_refused_and_nothing_changes() {
             "--hostname",
             "foreign",
             "--rootfs",
-            "lxc-disks:8",
+            "local-zfs:8",
         ],
     );
     let before = host.snapshot();
@@ -1605,4 +1605,184 @@ fn two_pools_and_no_models_dataset_is_a_usage_error_that_changes_nothing() {
     let out = host.run_flow(&["--models-dataset", "tank/llm"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(host.datasets().contains_key("tank/llm/drdevstral"));
+}
+
+// ---- An interrupted `pct create` (issue 11 items 5 and 10, DESIGN.md §11) ----
+
+const TEMPLATE: &str = "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
+
+impl Host {
+    /// The config text of container `vmid`.
+    fn conf_of(&self, vmid: &str) -> String {
+        std::fs::read_to_string(self.root().join(format!("etc/pve/lxc/{vmid}.conf"))).unwrap()
+    }
+
+    /// The host's datasets right below `rpool/data` (the `local-zfs` volumes).
+    fn volumes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .datasets()
+            .into_keys()
+            .filter(|n| n.starts_with("rpool/data/"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What someone else's `pct create` of `vmid`, killed halfway, leaves: PVE's
+    /// `lock: create` config and a volume.
+    fn foreign_create_stub(&self, vmid: &str) {
+        self.set_faults(&json!([{"match": ["pct", "create", vmid], "action": "hang-midway"}]));
+        let mut child = Command::new(self.root().join("bin/pct"))
+            .args(["create", vmid, TEMPLATE, "--rootfs", "local-zfs:8"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_hung(self, &mut child, "the foreign create");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.clear_faults();
+        assert_eq!(self.conf_of(vmid), "lock: create\n");
+    }
+
+    /// Start the flow and SIGKILL it (and the emulator) while `pct create` extracts the
+    /// template: the container is PVE's `lock: create` stub with a new volume.
+    fn crash_during_create(&self, flags: &[&str], what: &str) {
+        self.set_faults(&json!([
+            {"match": ["pct", "create", FLOW.vmid], "action": "hang-midway", "times": 1}
+        ]));
+        let skip = self.calls().len();
+        let mut child = self.spawn_flow(flags);
+        let hung = wait_for(&format!("{what}: pct create hangs"), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{what}: phoenix exited ({status}) before pct create hung");
+            }
+            self.calls()[skip..]
+                .iter()
+                .find(|c| c.exit.is_none())
+                .cloned()
+        });
+        assert_eq!(hung.prefix(), ["pct", "create", FLOW.vmid], "{what}");
+        crash(self, &mut child);
+        self.clear_faults();
+        assert_eq!(self.conf_of(FLOW.vmid), "lock: create\n", "{what}");
+        assert!(
+            self.volumes()
+                .contains(&format!("rpool/data/subvol-{}-disk-0", FLOW.vmid)),
+            "{what}: {:?}",
+            self.volumes()
+        );
+    }
+}
+
+#[test]
+fn sigkill_during_pct_create_then_destroy_removes_the_stub_and_a_rerun_succeeds() {
+    let host = Host::new();
+    host.foreign_create_stub("950");
+    let before = host.snapshot();
+    let what = "SIGKILL while pct create extracts the template";
+    host.crash_during_create(&[], what);
+    // PVE refuses to destroy it as it is.
+    let skip = host.calls().len();
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    let vmid = FLOW.vmid;
+    let done: Vec<String> = host.calls()[skip..]
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(
+        done,
+        [
+            format!("pct unlock {vmid}"),
+            format!("pct destroy {vmid} --purge 1"),
+            format!("pvesm free local-zfs:subvol-{vmid}-disk-0"),
+        ],
+        "{what}"
+    );
+    for c in &host.calls()[skip..] {
+        assert!(
+            !c.text().contains("950"),
+            "{what}: touched the foreign CT: {}",
+            c.text()
+        );
+    }
+    // Everything is as before: the foreign stub and its volume included.
+    host.assert_clean(&before, what);
+    assert_eq!(host.conf_of("950"), "lock: create\n");
+    assert_eq!(host.volumes(), ["rpool/data/subvol-950-disk-0"]);
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{what}: re-run: {out:?}");
+    assert!(host.conf_of(vmid).contains("\ntags: phoenix;phoenix-run-"));
+}
+
+#[test]
+fn a_rerun_after_an_interrupted_create_removes_the_stub_and_creates_again() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = "re-run after SIGKILL during pct create";
+    host.crash_during_create(&[], what);
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 0, "{what}: {out:?}");
+    assert!(
+        out.stderr
+            .contains("removing what an interrupted create left"),
+        "{}",
+        out.stderr
+    );
+    // The stub's volume was freed before the create, which took its name again.
+    assert_eq!(
+        host.volumes(),
+        [format!("rpool/data/subvol-{}-disk-0", FLOW.vmid)]
+    );
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{what}: destroy: {out:?}");
+    host.assert_clean(&before, what);
+}
+
+#[test]
+fn sigterm_with_rollback_during_pct_create_removes_the_stub() {
+    let host = Host::new();
+    let before = host.snapshot();
+    let what = "SIGTERM with --rollback-on-failure while pct create extracts";
+    host.set_faults(&json!([
+        {"match": ["pct", "create", FLOW.vmid], "action": "hang-midway", "times": 1}
+    ]));
+    let mut child = host.spawn_flow(&["--rollback-on-failure"]);
+    wait_hung(&host, &mut child, what);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let (code, _, err) = wait_exit(&mut child, what);
+    assert_eq!(code, 143, "{what}: {err}");
+    host.clear_faults();
+    host.assert_clean(&before, what);
+}
+
+#[test]
+fn a_foreign_locked_stub_on_the_target_is_refused_and_never_touched() {
+    let host = Host::new();
+    host.foreign_create_stub(FLOW.vmid);
+    let before = host.snapshot();
+    let skip = host.calls().len();
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "container {} exists but is not tagged `phoenix`",
+            FLOW.vmid
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mutated: Vec<String> = host.calls()[skip..]
+        .iter()
+        .filter(|c| is_mutating(c))
+        .map(Call::text)
+        .collect();
+    assert_eq!(mutated, Vec::<String>::new());
+    assert_eq!(host.snapshot(), before);
 }

@@ -193,7 +193,7 @@ fn pct_create_argv_for_the_example() {
 fn owned_conf(root: &Path) {
     std::fs::write(
         root.join("pve/lxc/901.conf"),
-        "arch: amd64\ncores: 8\nhostname: drdevstral\nmemory: 32768\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.111/24,gw=10.0.0.1,type=veth\nostype: ubuntu\nrootfs: lxc-disks:subvol-901-disk-0,size=64G\nswap: 512\ntags: phoenix;phoenix-run-r1\nunprivileged: 0\n",
+        "arch: amd64\ncores: 8\nhostname: drdevstral\nmemory: 32768\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.111/24,gw=10.0.0.1,type=veth\nostype: ubuntu\nrootfs: local-zfs:subvol-901-disk-0,size=64G\nswap: 512\ntags: phoenix;phoenix-run-r1\nunprivileged: 0\n",
     )
     .unwrap();
 }

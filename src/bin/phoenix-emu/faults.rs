@@ -32,6 +32,11 @@ pub enum Action {
     Delay(Duration),
     /// Do the work, print its output, then hang.
     SucceedThenHang,
+    /// Do the first part of the work and hang where the real tool spends its time: `pct
+    /// create` after writing `lock: create` and allocating the volumes, while the template
+    /// is extracted (so a kill leaves what a killed real create leaves). Tools without such
+    /// a point hang before their work, as `hang` does.
+    HangMidway,
 }
 
 impl Action {
@@ -43,15 +48,18 @@ impl Action {
             Self::Hang => "hang".into(),
             Self::Delay(d) => format!("delay:{}ms", d.as_millis()),
             Self::SucceedThenHang => "succeed-then-hang".into(),
+            Self::HangMidway => "hang-midway".into(),
         }
     }
 
-    /// Parse `fail`, `hang`, `exit:N`, `delay:2s`/`delay:500ms`, `succeed-then-hang`.
+    /// Parse `fail`, `hang`, `exit:N`, `delay:2s`/`delay:500ms`, `succeed-then-hang`,
+    /// `hang-midway`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "fail" => Some(Self::Fail),
             "hang" => Some(Self::Hang),
             "succeed-then-hang" => Some(Self::SucceedThenHang),
+            "hang-midway" => Some(Self::HangMidway),
             _ => {
                 if let Some(n) = s.strip_prefix("exit:") {
                     return n.parse().ok().map(Self::Exit);
@@ -217,6 +225,7 @@ mod tests {
             Action::parse("delay:250ms"),
             Some(Action::Delay(Duration::from_millis(250)))
         );
+        assert_eq!(Action::parse("hang-midway"), Some(Action::HangMidway));
         assert_eq!(Action::parse("delay:2h"), None);
         assert_eq!(Action::parse("explode"), None);
     }

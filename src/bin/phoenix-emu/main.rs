@@ -121,6 +121,10 @@ fn run(argv: Vec<OsString>) -> i32 {
         eprintln!("phoenix-emu: boot: {e}");
         return 70;
     }
+    if let Err(e) = pvesm::seed(&root) {
+        eprintln!("phoenix-emu: {e}");
+        return 70;
+    }
 
     // Only `pct exec` forwards stdin (lxc-attach does); other tools never read it, so a
     // caller that leaves stdin open cannot block them.
@@ -218,9 +222,32 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
             };
         }
         Some(faults::Action::Delay(d)) => std::thread::sleep(d),
+        // Only `pct create` has a midway point; for any other call it is `hang`.
+        Some(faults::Action::HangMidway)
+            if tool == "pct" && args.first().map(String::as_str) == Some("create") =>
+        {
+            out.midway = true;
+        }
+        Some(faults::Action::HangMidway) => {
+            return Ending {
+                exit: None,
+                fault: label,
+                hang_after: true,
+            };
+        }
         Some(faults::Action::SucceedThenHang) | None => {}
     }
     let exit = run_tool(root, tool, args, stdin, out);
+    if out.hang_now {
+        // Stopped halfway (the tool wrote what it had done so far): the call hangs there
+        // and the caller kills it, as a real tool killed mid-work.
+        out.flush();
+        return Ending {
+            exit: None,
+            fault: label,
+            hang_after: true,
+        };
+    }
     let hang_after = matches!(fault, Some(faults::Action::SucceedThenHang));
     if hang_after {
         // The caller must see the work's output before the hang, as with a real process

@@ -10,6 +10,10 @@ pub struct Out {
     pub stdout: Vec<u8>,
     /// Bytes for stderr.
     pub stderr: Vec<u8>,
+    /// A `hang-midway` fault asks the tool to stop at its midway point (set before it runs).
+    pub midway: bool,
+    /// The tool reached its midway point under `midway`: the call hangs there (set by it).
+    pub hang_now: bool,
 }
 
 impl Out {

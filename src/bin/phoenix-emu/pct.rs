@@ -3,7 +3,7 @@
 //! `src/PVE/API2/LXC.pm`, `src/PVE/API2/LXC/Status.pm`, `src/PVE/LXC/Config.pm`).
 //!
 //! Emulated: `create`, `start`, `stop`, `status`, `destroy`, `config`, `set`, `push`, `exec`,
-//! `list`. Errors print as the PVE CLI prints them and exit 255 (an uncaught Perl `die`);
+//! `list`, `unlock`. Errors print as the PVE CLI prints them and exit 255 (an uncaught Perl `die`);
 //! parameter errors print `400 Parameter verification failed.` with one `key: message` line
 //! each, then the command's usage line.
 //!
@@ -15,9 +15,15 @@
 //!   default was privileged); `unprivileged: 1` is written only when set, as PVE does;
 //! - `entrypoint` and `env` exist from PVE 9.0.
 //!
-//! Decisions: volumes allocated with `STORAGE:SIZE` are named as PVE names them
-//! (`vm-<vmid>-disk-N` on lvmthin, `subvol-<vmid>-disk-N` on zfspool, where the dataset also
-//! appears in the emulated ZFS, `<vmid>/vm-<vmid>-disk-N.raw` on dir); `pct set` on a
+//! `pct create` follows pve-container's `create_vm`: the config holds only `lock: create`
+//! while the volumes are allocated and the template is extracted; the template must be on
+//! its storage ([`crate::pvesm`]) or the create fails after the lock, freeing what it
+//! allocated: `unable to create CT <vmid> - can't find file '<volid>'`.
+//!
+//! Decisions: volumes allocated with `STORAGE:SIZE` are named as PVE names them (the first
+//! free `subvol-<vmid>-disk-N` on zfspool, where the dataset also appears in the emulated
+//! ZFS, `<vmid>/vm-<vmid>-disk-N.raw` on dir); an absolute template path is a file under
+//! `$ROOT/hostfs`, as bind mount sources are; `pct set` on a
 //! running container applies changes at once (no `[pending]` section); bind mount sources are
 //! not checked; `digest` is accepted but not compared.
 
@@ -193,6 +199,7 @@ pub fn run(root: &Root, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
             exec(root, rest, stdin, out),
         ),
         "list" => ("pct list", list(root, rest, out)),
+        "unlock" => ("pct unlock <vmid>", unlock(root, rest)),
         other => {
             out.err(format!(
                 "ERROR: unknown command 'pct {other}'\nUSAGE: pct <COMMAND> [ARGS] [OPTIONS]\n"
@@ -267,6 +274,9 @@ fn load(root: &Root, vmid: u32) -> Res<CtConf> {
     container::load_conf(root, vmid)?.ok_or_else(|| no_conf(root, vmid))
 }
 
+/// pve-guest-common `src/PVE/AbstractConfig.pm` (4a8f6cb) `check_lock`: `CT is locked
+/// (<lock>)`. pve-container `src/PVE/API2/LXC.pm` (94f5585) `destroy_vm` runs it in its
+/// early checks, so `pct destroy` refuses a locked container (`pct unlock` first).
 fn check_lock(conf: &CtConf) -> Res<()> {
     match conf.get("lock") {
         Some(l) => Err(PctErr::Die(format!("CT is locked ({l})"))),
@@ -425,13 +435,14 @@ fn check_device(root: &Root, path: &str) -> Result<(), String> {
     }
 }
 
-/// Allocate a volume `STORAGE:SIZE_GB` for container `vmid` as disk `index`; returns the
-/// volume id and the size in bytes.
-fn allocate(root: &Root, vmid: u32, spec: &str, index: usize) -> Res<(String, u64)> {
+/// Allocate a volume `STORAGE:SIZE_GB` for container `vmid`, named as PVE names it: the
+/// first free `subvol-VMID-disk-N` (zfspool) or `vm-VMID-disk-N.raw` (dir), as
+/// pve-storage's `find_free_diskname` picks it. Returns the volume id and the size in bytes.
+fn allocate(root: &Root, vmid: u32, spec: &str) -> Res<(String, u64)> {
     let (sid, size) = spec.split_once(':').unwrap_or(("", spec));
-    let storage =
-        pvesm::find(sid).ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
-    if !storage.content.contains(&"rootdir") {
+    let storage = pvesm::find(root, sid)
+        .ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
+    if !storage.holds("rootdir") {
         return Err(PctErr::Param(vec![(
             "storage".into(),
             format!("storage '{sid}' does not support container directories"),
@@ -441,17 +452,24 @@ fn allocate(root: &Root, vmid: u32, spec: &str, index: usize) -> Res<(String, u6
         .parse()
         .map_err(|_| PctErr::Die(format!("unable to parse volume ID '{spec}'")))?;
     let bytes = (gib * f64::from(1u32 << 30)) as u64;
-    let volname = match storage.ty {
-        "zfspool" => format!("subvol-{vmid}-disk-{index}"),
-        "dir" => format!("{vmid}/vm-{vmid}-disk-{index}.raw"),
-        _ => format!("vm-{vmid}-disk-{index}"),
+    let taken: Vec<String> = pvesm::volumes(root, storage)?
+        .into_iter()
+        .map(|v| v.volid)
+        .collect();
+    let name = |n: usize| match storage.ty {
+        pvesm::StorageType::Zfspool => format!("subvol-{vmid}-disk-{n}"),
+        pvesm::StorageType::Dir => format!("vm-{vmid}-disk-{n}.raw"),
     };
-    if let Some(pool) = storage.pool {
-        let mut props = BTreeMap::new();
-        props.insert("refquota".to_owned(), bytes.to_string());
-        crate::zfs::create_internal(root, &format!("{pool}/{volname}"), props)?;
-    }
-    Ok((format!("{sid}:{volname}"), bytes))
+    let free = (0..)
+        .map(name)
+        .find(|n| {
+            !taken
+                .iter()
+                .any(|t| t.ends_with(&format!(":{n}")) || t.ends_with(&format!("/{n}")))
+        })
+        .unwrap_or_default();
+    let volid = pvesm::alloc(root, storage, vmid, &free, bytes)?;
+    Ok((volid, bytes))
 }
 
 /// Whether a volume spec asks for a new volume (`STORAGE:SIZE`).
@@ -467,16 +485,17 @@ fn alloc_mount(
     vmid: u32,
     format: &'static [Key],
     value: &str,
-    index: usize,
+    allocated: &mut Vec<String>,
 ) -> Res<String> {
     let mut props = propstr::parse(format, value).map_err(|m| PctErr::Die(m + "\n"))?;
     let volume = props.get("volume").cloned().unwrap_or_default();
     if is_alloc(&volume) {
-        let (volid, bytes) = allocate(root, vmid, &volume, index)?;
+        let (volid, bytes) = allocate(root, vmid, &volume)?;
+        allocated.push(volid.clone());
         props.insert("volume".into(), volid);
         props.insert("size".into(), propstr::format_size(bytes));
     } else if let Some((sid, _)) = volume.split_once(':').filter(|_| !volume.starts_with('/')) {
-        if pvesm::find(sid).is_none() {
+        if pvesm::find(root, sid).is_none() {
             return Err(PctErr::Die(format!("storage '{sid}' does not exist")));
         }
     }
@@ -485,7 +504,7 @@ fn alloc_mount(
 
 /// Check that a rootfs/mp value names an existing storage that holds container disks
 /// (bind mounts, absolute paths, pass).
-fn check_mount_storage(format: &'static [Key], value: &str) -> Res<()> {
+fn check_mount_storage(root: &Root, format: &'static [Key], value: &str) -> Res<()> {
     let props = propstr::parse(format, value).map_err(|m| {
         let key = if std::ptr::eq(format, propstr::ROOTFS) {
             "rootfs"
@@ -501,9 +520,9 @@ fn check_mount_storage(format: &'static [Key], value: &str) -> Res<()> {
     let Some((sid, _)) = volume.split_once(':') else {
         return Err(PctErr::Die(format!("unable to parse volume ID '{volume}'")));
     };
-    let storage =
-        pvesm::find(sid).ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
-    if !storage.content.contains(&"rootdir") {
+    let storage = pvesm::find(root, sid)
+        .ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
+    if !storage.holds("rootdir") {
         return Err(PctErr::Param(vec![(
             "storage".into(),
             format!("storage '{sid}' does not support container directories"),
@@ -512,25 +531,46 @@ fn check_mount_storage(format: &'static [Key], value: &str) -> Res<()> {
     Ok(())
 }
 
-/// Free the volumes a config references (emulated ZFS datasets).
-fn free_volumes(root: &Root, conf: &CtConf) -> Res<()> {
+/// The storage volumes a config references (`rootfs`, `mpN`, `unusedN`; bind mounts and
+/// device paths are not volumes).
+fn config_volumes(conf: &CtConf) -> Vec<String> {
+    let mut out = Vec::new();
     for (k, v) in &conf.opts {
-        let format = if k == "rootfs" {
-            propstr::ROOTFS
+        let volume = if k == "rootfs" {
+            propstr::parse(propstr::ROOTFS, v)
+                .ok()
+                .and_then(|p| p.get("volume").cloned())
         } else if k.starts_with("mp") {
-            propstr::MP
+            propstr::parse(propstr::MP, v)
+                .ok()
+                .and_then(|p| p.get("volume").cloned())
+        } else if k.starts_with("unused") {
+            Some(v.clone())
         } else {
-            continue;
+            None
         };
-        let Ok(p) = propstr::parse(format, v) else {
-            continue;
-        };
-        let Some((sid, vol)) = p.get("volume").and_then(|v| v.split_once(':')) else {
-            continue;
-        };
-        if let Some(pool) = pvesm::find(sid).and_then(|s| s.pool) {
-            crate::zfs::destroy_internal(root, &format!("{pool}/{vol}"))?;
+        if let Some(vol) = volume.filter(|v| !v.starts_with('/') && v.contains(':')) {
+            out.push(vol);
         }
+    }
+    out
+}
+
+/// Free the volumes a config references (pve-container `destroy_lxc_container`), and with
+/// `unreferenced` every other disk of `vmid` on every storage (`--destroy-unreferenced-disks`).
+fn free_volumes(root: &Root, vmid: u32, conf: &CtConf, unreferenced: bool) -> Res<()> {
+    let mut vols = config_volumes(conf);
+    if unreferenced {
+        for st in &root.settings.storages {
+            for v in pvesm::volumes(root, st)? {
+                if v.vmid == Some(vmid) && !vols.contains(&v.volid) {
+                    vols.push(v.volid);
+                }
+            }
+        }
+    }
+    for v in vols {
+        pvesm::free(root, &v).map_err(PctErr::Die)?;
     }
     Ok(())
 }
@@ -619,21 +659,31 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
     }
 
     // The template: a volume id on a storage with `vztmpl` content, or an absolute path.
-    let template_path = if template.starts_with('/') {
-        template.clone()
+    // Whether the file is there is found out only when it is extracted, after the lock and
+    // the volumes (pve-storage `abs_filesystem_path`, called by pve-container
+    // `PVE::LXC::Create::restore_archive`).
+    let (template_path, template_file) = if template.starts_with('/') {
+        (
+            template.clone(),
+            Some(root.join("hostfs").join(template.trim_start_matches('/'))),
+        )
     } else {
         let (sid, vol) = template
             .split_once(':')
             .ok_or_else(|| PctErr::Die(format!("unable to parse volume ID '{template}'")))?;
-        let st = pvesm::find(sid)
+        let st = pvesm::find(root, sid)
             .ok_or_else(|| PctErr::Die(format!("storage '{sid}' does not exist")))?;
-        if !st.content.contains(&"vztmpl") {
+        if !st.holds("vztmpl") {
             return Err(PctErr::Die(format!(
                 "storage '{sid}' does not support content-type 'vztmpl'"
             )));
         }
         let file = vol.strip_prefix("vztmpl/").unwrap_or(vol);
-        format!("/var/lib/vz/template/cache/{file}")
+        let base = st.path.as_deref().unwrap_or("/var/lib/vz");
+        (
+            format!("{}/template/cache/{file}", base.trim_end_matches('/')),
+            pvesm::template_path(root, &template),
+        )
     };
 
     let mut conf = CtConf::default();
@@ -655,27 +705,29 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
             }
         })
         .unwrap_or_else(|| format!("{storage}:4"));
-    check_mount_storage(propstr::ROOTFS, &rootfs)?;
+    check_mount_storage(root, propstr::ROOTFS, &rootfs)?;
     for (k, v) in &params {
         if k.starts_with("mp") {
-            check_mount_storage(propstr::MP, v)?;
+            check_mount_storage(root, propstr::MP, v)?;
         }
     }
-    // Lock first, as PVE's `create_and_lock_config` does, so a crash leaves `lock: create`.
-    let mut locked = conf.clone();
+    // The config holds only `lock: create` until the template is extracted: pve-guest-common
+    // `AbstractConfig.pm` `create_and_lock_config` writes `{lock => 'create'}` and nothing
+    // else; pve-container `src/PVE/API2/LXC.pm` (94f5585) `create_vm` allocates the volumes
+    // (`create_disks`), extracts the archive, and only then writes the whole config (tags
+    // included) with `write_config`, which drops the lock. A kill in between leaves a config
+    // of that one line and the volumes.
+    let mut locked = CtConf::default();
     locked.opts.insert("lock".into(), "create".into());
     container::save_conf(root, vmid, &locked)?;
 
+    let mut allocated: Vec<String> = Vec::new();
     let result = (|| -> Res<CtConf> {
-        let mut index = 0;
-        let rootfs = alloc_mount(root, vmid, propstr::ROOTFS, &rootfs, index)?;
+        let rootfs = alloc_mount(root, vmid, propstr::ROOTFS, &rootfs, &mut allocated)?;
         conf.opts.insert("rootfs".into(), rootfs);
         for (k, v) in params {
             let v = if k.starts_with("mp") {
-                if is_alloc(v.split(',').find(|p| !p.contains('=')).unwrap_or("")) {
-                    index += 1;
-                }
-                alloc_mount(root, vmid, propstr::MP, &v, index)?
+                alloc_mount(root, vmid, propstr::MP, &v, &mut allocated)?
             } else {
                 v
             };
@@ -684,12 +736,28 @@ fn create(root: &Root, rest: &[String], out: &mut Out) -> Res {
         if unprivileged {
             conf.opts.insert("unprivileged".into(), "1".into());
         }
+        if out.midway {
+            // A `hang-midway` fault: the template is being extracted (the longest part of
+            // a real create) when the call is killed.
+            out.hang_now = true;
+            return Err(PctErr::Die(String::new()));
+        }
+        if !template_file.as_ref().is_some_and(|f| f.is_file()) {
+            return Err(PctErr::Die(format!("can't find file '{template}'")));
+        }
         Ok(conf)
     })();
+    if out.hang_now {
+        return Ok(0);
+    }
     let conf = match result {
         Ok(c) => c,
         Err(e) => {
-            // PVE destroys the half-created config on error.
+            // On error PVE frees the volumes it allocated (`destroy_disks`) and removes the
+            // half-created config (`destroy_config`).
+            for v in &allocated {
+                let _ = pvesm::free(root, v);
+            }
             let _ = std::fs::remove_file(container::conf_path(root, vmid));
             return Err(match e {
                 PctErr::Die(m) => PctErr::Die(format!("unable to create CT {vmid} - {m}")),
@@ -935,7 +1003,7 @@ fn destroy(root: &Root, rest: &[String], out: &mut Out) -> Res {
         out.err(format!("forced to stop CT {vmid} before destroying!\n"));
     }
     crate::docker::kill_all(root, vmid);
-    free_volumes(root, &conf)?;
+    free_volumes(root, vmid, &conf, flag("destroy-unreferenced-disks"))?;
     let path = container::conf_path(root, vmid);
     std::fs::remove_file(&path).map_err(|e| RootError::io("remove", &path, e))?;
     let dir = container::ct_dir(root, vmid);
@@ -1047,11 +1115,7 @@ fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
         }
         conf.opts.remove(d);
     }
-    let mut next_disk = conf
-        .opts
-        .iter()
-        .filter(|(k, _)| *k == "rootfs" || k.starts_with("mp") || k.starts_with("unused"))
-        .count();
+    let mut allocated = Vec::new();
     for (k, v) in params {
         if k == "unprivileged" {
             return Err(PctErr::Die(format!(
@@ -1061,9 +1125,7 @@ fn set(root: &Root, rest: &[String], out: &mut Out) -> Res {
         let v = if k.starts_with("mp")
             && is_alloc(v.split(',').find(|p| !p.contains('=')).unwrap_or(""))
         {
-            let r = alloc_mount(root, vmid, propstr::MP, &v, next_disk)?;
-            next_disk += 1;
-            r
+            alloc_mount(root, vmid, propstr::MP, &v, &mut allocated)?
         } else {
             v
         };
@@ -1187,6 +1249,23 @@ fn exec(root: &Root, rest: &[String], stdin: &[u8], out: &mut Out) -> Res {
         return Err(PctErr::Die("missing command".into()));
     }
     Ok(crate::inner::run(root, vmid, &conf, argv, stdin, out))
+}
+
+/// `pct unlock`: pve-container `src/PVE/CLI/pct.pm` `unlock` calls pve-guest-common
+/// `remove_lock` without a lock name: under the config lock, it dies `no lock found trying
+/// to remove any lock` when there is none, else drops the `lock` key and writes the config.
+fn unlock(root: &Root, rest: &[String]) -> Res {
+    let p = parse_n(rest, 1, |_| None)?;
+    let vmid = parse_vmid(&p.args[0])?;
+    let _lock = root.ct_lock(vmid)?;
+    let mut conf = load(root, vmid)?;
+    if conf.opts.remove("lock").is_none() {
+        return Err(PctErr::Die(
+            "no lock found trying to remove any lock".into(),
+        ));
+    }
+    container::save_conf(root, vmid, &conf)?;
+    Ok(0)
 }
 
 fn list(root: &Root, rest: &[String], out: &mut Out) -> Res {

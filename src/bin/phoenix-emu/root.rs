@@ -1,8 +1,11 @@
 //! The emulated host's root directory: its settings file, locks and atomic writes.
 //!
 //! Layout (created by phoenix's `host::emulated::prepare`, completed lazily here):
-//! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, `pools`, and an
-//!   optional `owner` `{"pid":N,"start":T}` whose end also ends the emulated vLLM servers);
+//! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, `pools`,
+//!   `storages`, `templates`, and an optional `owner` `{"pid":N,"start":T}` whose end also
+//!   ends the emulated vLLM servers);
+//! - `.emu-seeded`: marks that the fresh host's template files were written
+//!   ([`crate::pvesm::seed`]); `var/lib/vz/…`: the `dir` storages' files;
 //! - `bin/`: the tool symlinks; `dev/`: device nodes; `etc/pve/lxc/<vmid>.conf`;
 //! - `var/lib/lxc/<vmid>/rootfs` and `…/emu-state.json`: each container's files and state;
 //! - `zfs.json`: the emulated ZFS datasets; `hostfs/`: the host paths datasets mount on;
@@ -112,6 +115,12 @@ pub struct Settings {
     /// What the containers' network reaches.
     #[serde(default)]
     pub ct_network: CtNetwork,
+    /// The host's storages ([`crate::pvesm`]; default: those of a PVE installed on ZFS).
+    #[serde(default = "crate::pvesm::default_storages")]
+    pub storages: Vec<crate::pvesm::Storage>,
+    /// The container templates a fresh host has (volume ids on a `dir` storage).
+    #[serde(default = "crate::pvesm::default_templates")]
+    pub templates: Vec<String>,
 }
 
 /// What a container can reach over the network.

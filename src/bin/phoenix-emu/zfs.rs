@@ -162,8 +162,10 @@ fn now() -> u64 {
 fn initial(root: &Root) -> Vec<String> {
     let pools = &root.settings.pools;
     let mut names: Vec<String> = pools.clone();
-    for st in crate::pvesm::STORAGES {
-        let Some(ds) = st.pool else { continue };
+    for st in &root.settings.storages {
+        let Some(ds) = st.pool.as_deref() else {
+            continue;
+        };
         if !pools
             .iter()
             .any(|p| ds.split('/').next() == Some(p.as_str()))
@@ -434,6 +436,27 @@ pub fn create_internal(
     );
     mount_dir(root, &p, name);
     save(root, &p)
+}
+
+/// The datasets right below `parent` (names relative to it) with their `refquota` in
+/// bytes (0: none), as pve-storage's `zfs list -d1 -Hp -o name,…,refquota` sees them.
+pub fn children(root: &Root, parent: &str) -> Result<Vec<(String, u64)>, RootError> {
+    let p = load(root)?;
+    let prefix = format!("{parent}/");
+    Ok(p.datasets
+        .iter()
+        .filter_map(|(n, ds)| {
+            let rest = n.strip_prefix(&prefix)?;
+            (!rest.contains('/')).then(|| {
+                let quota = ds
+                    .props
+                    .get("refquota")
+                    .and_then(|q| propstr::parse_size(q))
+                    .unwrap_or(0);
+                (rest.to_owned(), quota)
+            })
+        })
+        .collect())
 }
 
 /// Destroy `name` and its children if present (used by `pct destroy`).
