@@ -810,10 +810,10 @@ mod tests {
             .unwrap();
         assert_eq!(row.1, "PHOENIX_MODELS_DATASET");
         assert_eq!(row.2, MODELS_DATASET_UNSET);
-        let err = resolve(&[("PHOENIX_MODELS_DATASET", "tank")], flag(None)).unwrap_err();
+        let err = resolve(&[("PHOENIX_MODELS_DATASET", "data")], flag(None)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "setting models_dataset (env) is invalid: \"tank\" must be a dataset inside a pool (`pool/phoenix/models`), not the pool itself"
+            "setting models_dataset (env) is invalid: \"data\" must be a dataset inside a pool (`pool/phoenix/models`), not the pool itself"
         );
         let err = resolve(&[], flag(Some("/rpool/m"))).unwrap_err();
         assert!(

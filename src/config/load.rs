@@ -180,8 +180,8 @@ mod tests {
         );
         // A pool's root, a path, a number: refused where they stand, naming the field.
         for (bad, found) in [
-            ("\"tank\"", "string \"tank\""),
-            ("\"/tank/models\"", "string \"/tank/models\""),
+            ("\"data\"", "string \"data\""),
+            ("\"/data/models\"", "string \"/data/models\""),
             ("\"rpool/a b\"", "string \"rpool/a b\""),
         ] {
             let p = problems(&with(bad));
