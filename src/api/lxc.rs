@@ -188,7 +188,10 @@ pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
     let vmid = entry.vmid;
     let boundary = rt.boundary();
     let mut existing = boundary.container(CALL, vmid, Access::Create)?;
-    if existing.as_ref().is_some_and(crate::ownership::is_create_stub) {
+    if existing
+        .as_ref()
+        .is_some_and(crate::ownership::is_create_stub)
+    {
         let records = crate::journal::read(&crate::journal::Journal::path_in(
             &rt.settings.state_dir.value,
         ))?;

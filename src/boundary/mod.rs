@@ -731,7 +731,11 @@ mod tests {
         f.journal
             .intent(
                 "lxc.create:903",
-                UndoStep::DestroyContainer { vmid: v(903) },
+                UndoStep::DestroyContainer {
+                    vmid: v(903),
+                    storage: None,
+                    volumes_before: Vec::new(),
+                },
             )
             .unwrap();
         let b = boundary(&f, &[903]);

@@ -1770,7 +1770,7 @@ fn a_foreign_locked_stub_on_the_target_is_refused_and_never_touched() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains(&format!(
-            "container {} exists but is not tagged `phoenix`",
+            "container {} exists but phoenix did not create it (no `phoenix` tag, no journal record of its creation)",
             FLOW.vmid
         )),
         "{}",
