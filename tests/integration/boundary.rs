@@ -54,7 +54,7 @@ impl Site {
                 "--hostname",
                 "someone-else",
                 "--rootfs",
-                "lxc-disks:8",
+                "local-zfs:8",
             ],
         );
         site
