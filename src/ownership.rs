@@ -1,5 +1,11 @@
-//! Whose a container is: the facts phoenix decides by before it changes or removes one
-//! (DESIGN.md §1 "Ownership", §10 "Never undo what was already there", §11).
+//! Whose a container or dataset is: the facts phoenix decides by before it changes or
+//! removes one (DESIGN.md §1 "Ownership", §10 "Never undo what was already there", §11).
+//!
+//! A dataset is phoenix's when the dataset *itself* sets `phoenix:owner=phoenix` (source
+//! `local` in `zfs get`): ZFS user properties inherit, so every dataset anyone creates
+//! below a phoenix dataset reports the parent's `phoenix:owner` (and `phoenix:run`) as
+//! `inherited from …` (OpenZFS cmd/zfs/zfs_main.c `get_callback`). Only the locally set
+//! properties count, here and for the run that made it.
 //!
 //! A container is phoenix's when
 //! - its config carries the `phoenix` tag (for the undo of one run's step: that run's
@@ -17,9 +23,43 @@
 //! These functions answer from data (a config, journal records) so every caller — undo,
 //! `lxc.create`, the boundary check — decides the same way.
 
-use crate::host::CtConfig;
+use std::collections::BTreeMap;
+
+use crate::host::{CtConfig, Host, HostError, OWNER_TAG, ZFS_OWNER_PROP, ZFS_RUN_PROP};
 use crate::journal::{self, Outstanding, Record, UndoStep};
-use crate::types::Vmid;
+use crate::types::{DatasetName, Vmid};
+
+/// What a dataset is to phoenix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dataset {
+    /// There is no such dataset.
+    Absent,
+    /// It sets `phoenix:owner=phoenix` itself; `run` is its own `phoenix:run`, if set.
+    Owned {
+        /// The run that created it.
+        run: Option<String>,
+    },
+    /// Someone else's (at most an inherited `phoenix:owner`).
+    Foreign,
+}
+
+/// Ownership from the properties set on the dataset itself (`None`: absent).
+pub fn dataset_of(local: Option<&BTreeMap<String, String>>) -> Dataset {
+    let Some(local) = local else {
+        return Dataset::Absent;
+    };
+    if local.get(ZFS_OWNER_PROP).map(String::as_str) != Some(OWNER_TAG) {
+        return Dataset::Foreign;
+    }
+    Dataset::Owned {
+        run: local.get(ZFS_RUN_PROP).cloned(),
+    }
+}
+
+/// What dataset `name` on `host` is to phoenix (one read-only `zfs get -s local`).
+pub fn dataset(host: &dyn Host, name: &DatasetName) -> Result<Dataset, HostError> {
+    Ok(dataset_of(host.zfs_local_props(name)?.as_ref()))
+}
 
 /// What a container is to phoenix.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +133,34 @@ mod tests {
             storage: None,
             volumes_before: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_dataset_is_phoenixs_only_by_its_own_owner_property() {
+        let props = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(dataset_of(None), Dataset::Absent);
+        assert_eq!(
+            dataset_of(Some(&props(&[
+                ("phoenix:owner", "phoenix"),
+                ("phoenix:run", "r1")
+            ]))),
+            Dataset::Owned {
+                run: Some("r1".into())
+            }
+        );
+        // What `zfs get -s local` shows of a child that only inherits them: nothing.
+        assert_eq!(
+            dataset_of(Some(&props(&[("compression", "lz4")]))),
+            Dataset::Foreign
+        );
+        assert_eq!(
+            dataset_of(Some(&props(&[("phoenix:owner", "someone")]))),
+            Dataset::Foreign
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rhai::{Array, Engine, FuncRegistration, Map};
 
 use super::support::{known_keys, string_array, vmid_of};
 use super::{ApiError, script_error};
-use crate::host::{CtStatus, ExecRequest, Host, HostError, ZFS_OWNER_PROP, ZFS_RUN_PROP};
+use crate::host::{CtStatus, ExecRequest, Host, HostError};
 use crate::journal::UndoStep;
 use crate::runtime::Runtime;
 
@@ -134,21 +134,21 @@ pub fn execute(
             Ok(Outcome::Undone)
         }
         UndoStep::DestroyDataset { name } => {
-            let Some(props) = host.zfs_get(name)? else {
-                return Ok(Outcome::AlreadyGone);
-            };
-            if props.get(ZFS_OWNER_PROP).map(String::as_str) != Some(crate::host::OWNER_TAG) {
-                return Ok(Outcome::NotOurs(format!(
-                    "dataset {name} has no phoenix:owner property"
-                )));
+            // Only the properties the dataset sets itself count: one made below a phoenix
+            // dataset inherits its `phoenix:owner` and `phoenix:run`.
+            match crate::ownership::dataset(host, name)? {
+                crate::ownership::Dataset::Absent => Ok(Outcome::AlreadyGone),
+                crate::ownership::Dataset::Foreign => Ok(Outcome::NotOurs(format!(
+                    "dataset {name} sets no phoenix:owner property of its own"
+                ))),
+                crate::ownership::Dataset::Owned { run: Some(r) } if r != run => Ok(
+                    Outcome::NotOurs(format!("dataset {name} was created by another run")),
+                ),
+                crate::ownership::Dataset::Owned { .. } => {
+                    host.zfs_destroy(name)?;
+                    Ok(Outcome::Undone)
+                }
             }
-            if props.get(ZFS_RUN_PROP).is_some_and(|r| r != run) {
-                return Ok(Outcome::NotOurs(format!(
-                    "dataset {name} was created by another run"
-                )));
-            }
-            host.zfs_destroy(name)?;
-            Ok(Outcome::Undone)
         }
         UndoStep::RemoveFile { vmid, path } => {
             if host.ct_status(*vmid)? != CtStatus::Running {

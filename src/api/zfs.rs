@@ -4,6 +4,8 @@
 //! properties `phoenix:owner=phoenix` and `phoenix:run=<run id>`. It is idempotent: an
 //! existing phoenix-owned dataset is adopted (differing properties are reported as drift in
 //! the log, not changed); a dataset phoenix did not create is refused, and never destroyed.
+//! Owned means the dataset sets `phoenix:owner` itself ([`crate::ownership::dataset`]): one
+//! someone made below a phoenix dataset inherits the property and is still not phoenix's.
 
 use rhai::{Engine, FuncRegistration, Map};
 
@@ -83,10 +85,12 @@ fn ensure_one(
     props: &[(PropKey, PropValue)],
     parent_of_ours: bool,
 ) -> Result<String, ApiError> {
-    if let Some(existing) = rt.host.zfs_get(name)? {
-        if !crate::boundary::datasets::owned(&existing) {
+    let owned = crate::ownership::dataset(rt.host.as_ref(), name)?;
+    if owned != crate::ownership::Dataset::Absent {
+        let existing = rt.host.zfs_get(name)?.unwrap_or_default();
+        if !matches!(owned, crate::ownership::Dataset::Owned { .. }) {
             if parent_of_ours {
-                // An existing parent someone else made (e.g. the pool's `rpool/phoenix/models/x`):
+                // An existing parent someone else made (e.g. the host's `rpool/phoenix`):
                 // phoenix creates beneath it and never touches it.
                 return Ok(existing.get("mountpoint").cloned().unwrap_or_default());
             }

@@ -105,9 +105,14 @@ const REFUSED_PROPS: &[(&str, &str)] = &[
 /// The ZFS user property that marks a phoenix-owned dataset, and its value.
 pub use crate::host::{OWNER_TAG, ZFS_OWNER_PROP};
 
-/// Whether a dataset's properties (as the host reports them) say phoenix created it.
-pub fn owned(props: &BTreeMap<String, String>) -> bool {
-    props.get(ZFS_OWNER_PROP).map(String::as_str) == Some(OWNER_TAG)
+/// Whether the properties a dataset sets itself (`zfs get -s local`, [`crate::host::Host::zfs_local_props`])
+/// say phoenix created it. An inherited `phoenix:owner` does not count
+/// ([`crate::ownership::dataset`]).
+pub fn owned(local_props: &BTreeMap<String, String>) -> bool {
+    matches!(
+        crate::ownership::dataset_of(Some(local_props)),
+        crate::ownership::Dataset::Owned { .. }
+    )
 }
 
 /// Whether `name` lies strictly below `parent` (component-wise).

@@ -382,7 +382,9 @@ impl Boundary<'_> {
         };
         let parent = self.models_parent(call)?;
         let ds = datasets::check_name(call, source, &parent, false)?;
-        let Some(props) = self.host.zfs_get(&ds)? else {
+        // Only a `phoenix:owner` the dataset sets itself counts: user properties inherit
+        // ([`crate::ownership::dataset`]).
+        let Some(local) = self.host.zfs_local_props(&ds)? else {
             if self.dry_run {
                 // Created by an earlier (recorded) step: its mountpoint is a placeholder.
                 return Ok(as_abs(format!("/{ds}"))?);
@@ -394,12 +396,12 @@ impl Boundary<'_> {
             )
             .into());
         };
-        if !datasets::owned(&props) {
+        if !datasets::owned(&local) {
             return Err(Refusal::new(
                 call,
                 Rule::Ownership,
                 format!(
-                    "dataset {ds} exists but has no `phoenix:owner` property: phoenix mounts only datasets it created"
+                    "dataset {ds} exists but has no `phoenix:owner` property of its own (an inherited one does not count): phoenix mounts only datasets it created"
                 ),
             )
             .into());

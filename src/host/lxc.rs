@@ -879,6 +879,12 @@ impl Host for LxcHost {
         ))
     }
 
+    fn zfs_local_props(&self, _name: &DatasetName) -> Result<Option<BTreeMap<String, String>>> {
+        Err(unsupported(
+            "manage ZFS datasets (bind-mount an existing host directory instead)",
+        ))
+    }
+
     fn zfs_create(&self, _name: &DatasetName, _props: &[(PropKey, PropValue)]) -> Result<()> {
         Err(unsupported(
             "manage ZFS datasets (bind-mount an existing host directory instead)",

@@ -68,7 +68,7 @@ pub enum HostError {
     NotOwned(Vmid),
     /// A dataset exists but was not created by phoenix.
     #[error(
-        "dataset {0} exists but has no `phoenix:owner` property: phoenix never destroys a dataset it did not create"
+        "dataset {0} exists but has no `phoenix:owner` property of its own (an inherited one does not count): phoenix never changes or destroys a dataset it did not create"
     )]
     DatasetNotOwned(DatasetName),
     /// The container config holds a `lock:` entry.
@@ -384,6 +384,9 @@ pub trait Host: Send + Sync {
     fn zfs_create(&self, name: &DatasetName, props: &[(PropKey, PropValue)]) -> Result<()>;
     /// Destroy a dataset.
     fn zfs_destroy(&self, name: &DatasetName) -> Result<()>;
+    /// The properties set on the dataset itself (`zfs get -s local`), or `None` when it
+    /// does not exist. User properties inherit, so ownership is read from these.
+    fn zfs_local_props(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>>;
     /// The dataset's mountpoint on the host.
     fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>>;
     /// The names of the host's ZFS pools (a read-only query).

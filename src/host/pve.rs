@@ -740,6 +740,38 @@ impl Host for PveHost {
         }
     }
 
+    fn zfs_local_props(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>> {
+        // `-s local`: only what is set on the dataset itself; a user property set on a
+        // parent shows in `zfs get all` as `inherited from …` (OpenZFS zfs_main.c
+        // `get_callback`), so a dataset someone made below a phoenix dataset would look
+        // phoenix's there.
+        let cmd = self
+            .zfs()
+            .args([
+                "get",
+                "-H",
+                "-s",
+                "local",
+                "-o",
+                "property,value",
+                "all",
+                name.as_str(),
+            ])
+            .timeout(QUERY_TIMEOUT);
+        match self.runner.run(&cmd) {
+            Ok(out) => Ok(Some(
+                out.stdout_text()
+                    .lines()
+                    .filter_map(|l| l.split_once('\t'))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            )),
+            Err(ExecError::Status { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
+            Err(ExecError::Interrupted { .. }) => Err(HostError::Interrupted),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn zfs_create(&self, name: &DatasetName, props: &[(PropKey, PropValue)]) -> Result<()> {
         let mut cmd = self.zfs().arg("create");
         for (k, v) in props {

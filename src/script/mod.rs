@@ -671,6 +671,12 @@ mod tests {
         fn zfs_pools(&self) -> host::Result<Vec<String>> {
             no("zfs_pools")
         }
+        fn zfs_local_props(
+            &self,
+            _: &DatasetName,
+        ) -> host::Result<Option<BTreeMap<String, String>>> {
+            no("zfs_local_props")
+        }
         fn ct_unlock(&self, _: Vmid) -> host::Result<()> {
             no("ct_unlock")
         }

@@ -1473,3 +1473,92 @@ fn destroy_unreferenced_disks_and_the_next_free_disk_name() {
         "rpool/data\n"
     );
 }
+
+#[test]
+fn user_properties_inherit_and_get_s_local_shows_only_what_a_dataset_sets() {
+    let emu = Emu::new();
+    emu.ok(
+        "zfs",
+        &[
+            "create",
+            "-o",
+            "phoenix:owner=phoenix",
+            "-o",
+            "phoenix:run=r1",
+            "rpool/p",
+        ],
+    );
+    emu.ok(
+        "zfs",
+        &["create", "-o", "compression=lz4", "rpool/p/theirs"],
+    );
+    let get = |args: &[&str]| emu.ok("zfs", &[&["get", "-H"], args].concat());
+    assert_eq!(
+        get(&[
+            "-o",
+            "name,property,value,source",
+            "phoenix:owner",
+            "rpool/p",
+            "rpool/p/theirs"
+        ]),
+        "rpool/p\tphoenix:owner\tphoenix\tlocal\n\
+         rpool/p/theirs\tphoenix:owner\tphoenix\tinherited from rpool/p\n"
+    );
+    assert_eq!(
+        get(&[
+            "-s",
+            "local",
+            "-o",
+            "property,value",
+            "all",
+            "rpool/p/theirs"
+        ]),
+        "compression\tlz4\n"
+    );
+    assert_eq!(
+        get(&["-s", "local", "-o", "property,value", "all", "rpool/p"]),
+        "phoenix:owner\tphoenix\nphoenix:run\tr1\n"
+    );
+    assert_eq!(
+        get(&[
+            "-s",
+            "inherited",
+            "-o",
+            "property,value",
+            "phoenix:owner,phoenix:run",
+            "rpool/p/theirs"
+        ]),
+        "phoenix:owner\tphoenix\nphoenix:run\tr1\n"
+    );
+    assert_eq!(
+        get(&[
+            "-s",
+            "none",
+            "-o",
+            "property,value",
+            "phoenix:other",
+            "rpool/p"
+        ]),
+        "phoenix:other\t-\n"
+    );
+    let o = emu.run("zfs", &["get", "-s", "mine", "all", "rpool/p"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("invalid source 'mine'\n"),
+        "{}",
+        stderr(&o)
+    );
+    // `zfs inherit` drops the local value: the child of a child inherits from rpool/p.
+    emu.ok("zfs", &["set", "phoenix:owner=them", "rpool/p/theirs"]);
+    assert_eq!(
+        get(&["-o", "value,source", "phoenix:owner", "rpool/p/theirs"]),
+        "them\tlocal\n"
+    );
+    emu.ok("zfs", &["inherit", "phoenix:owner", "rpool/p/theirs"]);
+    assert_eq!(
+        get(&["-o", "value,source", "phoenix:owner", "rpool/p/theirs"]),
+        "phoenix\tinherited from rpool/p\n"
+    );
+    let o = emu.run("zfs", &["inherit", "used", "rpool/p"]);
+    assert_eq!(o.status.code(), Some(2));
+}

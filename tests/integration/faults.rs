@@ -1786,3 +1786,53 @@ fn a_foreign_locked_stub_on_the_target_is_refused_and_never_touched() {
     assert_eq!(mutated, Vec::<String>::new());
     assert_eq!(host.snapshot(), before);
 }
+
+// ---- Dataset ownership is a local property (issue 11 item 9, DESIGN.md §11) ----
+
+#[test]
+fn a_dataset_that_only_inherits_phoenix_owner_is_never_adopted_or_destroyed() {
+    let host = Host::new();
+    let before = host.snapshot();
+    assert_eq!(host.run_flow(&[]).code, 0);
+    // The operator replaces phoenix's model dataset with one of their own. It inherits
+    // phoenix:owner (and even this run's phoenix:run) from the parent phoenix made.
+    let ds = "rpool/phoenix/models/drdevstral";
+    host.emu("zfs", &["destroy", ds]);
+    host.emu("zfs", &["create", ds]);
+    let got = Command::new(host.root().join("bin/zfs"))
+        .args(["get", "-H", "-o", "value,source", "phoenix:owner", ds])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "phoenix\tinherited from rpool/phoenix/models\n"
+    );
+    // A re-run does not adopt it.
+    let out = host.run_flow(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "dataset {ds} exists but has no `phoenix:owner` property of its own (an inherited one does not count)"
+        )),
+        "{}",
+        out.stderr
+    );
+    // destroy leaves it, and cannot remove the parent that holds it: exit 3, the parent
+    // stays recorded.
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "left alone    destroy dataset {ds} [zfs.dataset:{ds}] (dataset {ds} sets no phoenix:owner property of its own)"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(host.datasets().contains_key(ds));
+    // Once the operator moved their data away, the next destroy finishes.
+    host.emu("zfs", &["destroy", ds]);
+    let out = host.phoenix(&["destroy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    host.assert_clean(&before, "destroy after the foreign dataset went");
+}

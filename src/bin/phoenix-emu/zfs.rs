@@ -1,6 +1,8 @@
-//! `zfs`: datasets kept in `$ROOT/zfs.json`, answering `list`, `get`, `create`, `destroy`
-//! and `set` with OpenZFS's output formats, error texts and exit codes (1 for a failed
-//! operation, 2 for a usage error).
+//! `zfs`: datasets kept in `$ROOT/zfs.json`, answering `list`, `get` (with `-s` sources),
+//! `create`, `destroy`, `set` and `inherit` with OpenZFS's output formats, error texts and
+//! exit codes (1 for a failed operation, 2 for a usage error). Properties inherit as in
+//! OpenZFS, user properties (`phoenix:owner`) included: a child created below a dataset
+//! that sets one reports it with source `inherited from <parent>`, never `local`.
 //!
 //! A fresh host has the pools its settings name (`pools`, default `rpool`) and the datasets
 //! of its `zfspool` storages ([`crate::pvesm`]). A dataset's `mountpoint` is inherited (`/<name>` by default) and its
@@ -217,7 +219,11 @@ fn parent(name: &str) -> Option<&str> {
     name.rsplit_once('/').map(|(p, _)| p)
 }
 
-/// A property's `(value, source)` for dataset `name`.
+/// A property's `(value, source)` for dataset `name`. A user property (`module:name`) is
+/// inherited like an inheritable native one: the nearest dataset up the tree that sets it
+/// gives the value, and the source is `local` there and `inherited from <it>` below; unset
+/// anywhere, it is `-` with source `-` (OpenZFS cmd/zfs/zfs_main.c `get_callback`, which
+/// compares the user property's recorded source with the dataset's own name, at be7657e).
 fn prop_value(p: &Pools, name: &str, prop: &str, parsable: bool) -> Option<(String, String)> {
     let ds = p.datasets.get(name)?;
     if is_user_prop(prop) {
@@ -301,6 +307,19 @@ fn prop_value(p: &Pools, name: &str, prop: &str, parsable: bool) -> Option<(Stri
         "-"
     };
     Some((v, src.into()))
+}
+
+/// The kind of a `source` column value, as `-s` names it: `local`, `default`,
+/// `inherited` (`inherited from <dataset>`), `none` (`-`).
+fn source_kind(source: &str) -> &'static str {
+    match source {
+        "local" => "local",
+        "default" => "default",
+        "received" => "received",
+        "temporary" => "temporary",
+        s if s.starts_with("inherited from ") => "inherited",
+        _ => "none",
+    }
 }
 
 /// How a locally set value prints (`-p`: bytes).
@@ -480,7 +499,7 @@ fn mount_dir(root: &Root, p: &Pools, name: &str) {
 /// `zfs <subcommand> …`.
 pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
     let Some((cmd, rest)) = args.split_first() else {
-        out.err("usage: zfs command args ...\nwhere 'command' is one of the following:\n\n\tcreate\tdestroy\tlist\tget\tset\n");
+        out.err("usage: zfs command args ...\nwhere 'command' is one of the following:\n\n\tcreate\tdestroy\tlist\tget\tset\tinherit\n");
         return 2;
     };
     let r = match cmd.as_str() {
@@ -489,6 +508,7 @@ pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
         "create" => create(root, rest, out),
         "destroy" => destroy(root, rest, out),
         "set" => set(root, rest, out),
+        "inherit" => inherit(root, rest, out),
         other => {
             out.err(format!(
                 "unrecognized command '{other}'\nusage: zfs command args ...\n"
@@ -713,6 +733,24 @@ fn get(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
             return Ok(2);
         }
     }
+    // `-s local,inherited,…`: only rows whose source is of these kinds (OpenZFS
+    // cmd/zfs/zfs_main.c `zfs_do_get`; the last `-s` wins, as each one resets the set).
+    let sources: Option<Vec<&str>> = match vals.iter().rev().find(|(c, _)| *c == 's') {
+        None => None,
+        Some((_, list)) => {
+            let kinds: Vec<&str> = list.split(',').collect();
+            if let Some(bad) = kinds.iter().find(|k| {
+                !matches!(
+                    **k,
+                    "local" | "default" | "inherited" | "received" | "temporary" | "none"
+                )
+            }) {
+                out.err(format!("invalid source '{bad}'\n{usage}"));
+                return Ok(2);
+            }
+            Some(kinds)
+        }
+    };
     let Some((props, datasets)) = ops.split_first() else {
         out.err(format!("missing property argument\n{usage}"));
         return Ok(2);
@@ -771,6 +809,11 @@ fn get(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
         }
         for prop in &props_here {
             let (v, src) = prop_value(&p, n, prop, parsable).unwrap_or(("-".into(), "-".into()));
+            if let Some(kinds) = &sources {
+                if !kinds.contains(&source_kind(&src)) {
+                    continue;
+                }
+            }
             rows.push(
                 fields
                     .iter()
@@ -939,6 +982,58 @@ fn destroy(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError
     for m in mounts {
         let _ = std::fs::remove_dir_all(root.join("hostfs").join(m.trim_start_matches('/')));
     }
+    Ok(0)
+}
+
+/// `zfs inherit [-r] property dataset…`: drop the local value, so the property is
+/// inherited again (or its default); `-r` on the descendants too (OpenZFS
+/// cmd/zfs/zfs_main.c `zfs_do_inherit`).
+fn inherit(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
+    let usage = "usage:\n\tinherit [-rS] <property> <filesystem|volume|snapshot> ...\n";
+    let (flags, _, ops) = match getopt(args, "rS", "") {
+        Ok(v) => v,
+        Err(c) => {
+            out.err(format!("invalid option '{c}'\n{usage}"));
+            return Ok(2);
+        }
+    };
+    let Some((prop, names)) = ops.split_first() else {
+        out.err(format!("missing property argument\n{usage}"));
+        return Ok(2);
+    };
+    if names.is_empty() {
+        out.err(format!("missing dataset argument\n{usage}"));
+        return Ok(2);
+    }
+    if !is_user_prop(prop) {
+        match NATIVE.iter().find(|(n, ..)| n == prop) {
+            None => {
+                out.err(format!("invalid property '{prop}'\n{usage}"));
+                return Ok(2);
+            }
+            Some(&(_, _, _, false)) => {
+                out.err(format!("'{prop}' property cannot be inherited\n{usage}"));
+                return Ok(2);
+            }
+            Some(_) => {}
+        }
+    }
+    let _lock = root.lock()?;
+    let mut p = load(root)?;
+    for n in names {
+        if !p.datasets.contains_key(n.as_str()) {
+            return Ok(not_exist(out, n));
+        }
+    }
+    for n in names {
+        let prefix = format!("{n}/");
+        for (name, ds) in p.datasets.iter_mut() {
+            if name == n || (flags.contains('r') && name.starts_with(&prefix)) {
+                ds.props.remove(prop.as_str());
+            }
+        }
+    }
+    save(root, &p)?;
     Ok(0)
 }
 
