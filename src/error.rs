@@ -59,6 +59,9 @@ pub enum Error {
         #[source]
         source: crate::script::RecipeError,
     },
+    /// The operator answered no at a confirmation prompt: nothing was changed.
+    #[error("not confirmed: nothing was changed")]
+    Declined,
     /// Stopped by a signal.
     #[error("interrupted by signal {0}")]
     Interrupted(i32),
@@ -79,7 +82,8 @@ impl Error {
             Self::Usage(_) | Self::Settings(_) | Self::Config(_) | Self::Datasets(_) => code::USAGE,
             Self::Secret(e) => e.exit_code(),
             Self::Recipe(e) => e.exit_code(),
-            Self::LintFailed(_) => code::RUN_FAILED,
+            Self::LintFailed(_) | Self::Declined => code::RUN_FAILED,
+            Self::Host(e) if e.is_wrong_host() => code::USAGE,
             Self::Journal(_) | Self::Host(_) | Self::Output(_) => code::RUN_FAILED,
             Self::Incomplete { .. } | Self::RollbackIncomplete { .. } => code::INCOMPLETE,
             Self::Interrupted(sig) => signal_code(*sig),

@@ -150,6 +150,12 @@ pub enum Entry {
         /// The intent's `seq`.
         of: u64,
     },
+    /// Something the run reported for the operator (`output.endpoint`, `output.set`);
+    /// changes nothing, undoes nothing.
+    Output {
+        /// What it reported.
+        item: crate::report::OutputItem,
+    },
     /// A run ended.
     End {
         /// Whether it succeeded.
@@ -493,10 +499,22 @@ pub fn outstanding(records: &[Record]) -> Vec<Outstanding> {
                 out.retain(|o| o.seq >= *of || o.done || o.step != step || o.undo != undo);
             }
             Entry::Undone { of } => out.retain(|o| o.seq != *of),
-            Entry::Run { .. } | Entry::End { .. } => {}
+            Entry::Run { .. } | Entry::End { .. } | Entry::Output { .. } => {}
         }
     }
     out
+}
+
+/// What run `run` reported with `output.*`, in order.
+pub fn outputs_of(records: &[Record], run: &str) -> Vec<crate::report::OutputItem> {
+    records
+        .iter()
+        .filter(|r| r.run == run)
+        .filter_map(|r| match &r.entry {
+            Entry::Output { item } => Some(item.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The host of the run that wrote `run`, from its `run` record.

@@ -21,6 +21,8 @@
 //! - [`runtime`]: the state one recipe run shares with its primitives.
 //! - [`boundary`]: what a recipe may touch (DESIGN.md §12): the one choke point every
 //!   primitive asks, below `api` and `script`.
+//! - [`report`]: what a run reports to the operator (recipe outputs, `--json` version,
+//!   follow-up commands spelled as the operator typed phoenix).
 //! - [`api`]: the primitives, one file per recipe-facing family.
 //! - [`script`]: the sandboxed Rhai engine, lint and the generated API reference.
 //! - [`cli`]: the command line; [`main_entry`] prints errors and picks the exit code.
@@ -40,6 +42,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod markers;
 pub mod ownership;
+pub mod report;
 pub mod runtime;
 pub mod script;
 pub mod secret;

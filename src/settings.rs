@@ -7,6 +7,16 @@
 //!
 //! Some defaults derive from another setting (markers and the emulated host live under the
 //! state directory), so moving `PHOENIX_STATE_DIR` moves them too unless they are set.
+//!
+//! The emulated host is a demo and a test bed, not a machine to administer, so with
+//! `--host emulated` (or `PHOENIX_HOST=emulated`) the defaults are per user and nothing
+//! needs root: the state directory is `$XDG_STATE_HOME/phoenix/emulated` (else
+//! `~/.local/state/phoenix/emulated`), and the log directory, the secret store and the
+//! secret key default to `log/`, `secrets/` and `secret.key` inside it, next to `markers/`
+//! and the emulated root `emulated/`. The default override file
+//! (`/etc/phoenix/phoenix.toml`) configures the real host and is not read then; a file named
+//! by `PHOENIX_SETTINGS` still is. Every value given by flag, environment or file wins, as
+//! always.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,7 +72,8 @@ pub struct Setting<T> {
 pub enum HostKind {
     /// A Proxmox VE node (`pct`, `pvesm`, `zfs`, `nvidia-smi`).
     Pve,
-    /// The emulated Proxmox host (DESIGN.md §7): the `pve` code path against emulated tools.
+    /// The emulated Proxmox host (`phoenix-emu`): the `pve` code path against emulated
+    /// tools, for demos and tests; nothing leaves the machine.
     Emulated,
     /// A plain Linux host with LXC (`lxc-create`, `lxc-attach`, …).
     Lxc,
@@ -290,8 +301,19 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// What `phoenix paths` shows for an unset models parent.
+/// What `phoenix paths` shows for an unset models parent (`--json`: `null`).
 pub const MODELS_DATASET_UNSET: &str = "(unset: the config's, else <pool>/phoenix/models)";
+
+/// What `phoenix paths` shows for the unset optional setting `name` (`--json`: `null`).
+pub fn unset_text(name: &str) -> &'static str {
+    match name {
+        "models_dataset" => MODELS_DATASET_UNSET,
+        "stdlib" => "(unset: embedded)",
+        "bin_dir" => "(unset: standard paths)",
+        "mount_roots" => "(none)",
+        _ => "(unset)",
+    }
+}
 
 impl Settings {
     /// Resolve from flags, the process environment and the override file.
@@ -308,8 +330,19 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
         let explicit = file_path.is_some();
-        let file_path = file_path.unwrap_or_else(|| PathBuf::from(DEFAULT_SETTINGS_FILE));
-        let file = read_file(&file_path, explicit)?;
+        // The host as flag or environment name it, before any file: the emulated host does
+        // not read the real host's default override file.
+        let early_host = flags.host.or_else(|| {
+            env("PHOENIX_HOST")
+                .filter(|v| !v.is_empty())
+                .and_then(|v| v.parse().ok())
+        });
+        let file = if !explicit && early_host == Some(HostKind::Emulated) {
+            BTreeMap::new()
+        } else {
+            let file_path = file_path.unwrap_or_else(|| PathBuf::from(DEFAULT_SETTINGS_FILE));
+            read_file(&file_path, explicit)?
+        };
 
         let lookup = |key: &'static str, var: &str| -> Option<(String, Source)> {
             if let Some(v) = env(var).filter(|v| !v.is_empty()) {
@@ -386,11 +419,27 @@ impl Settings {
                 },
             },
         };
-        let state_dir = path(
-            "state_dir",
-            "PHOENIX_STATE_DIR",
-            PathBuf::from("/var/lib/phoenix"),
-        )?;
+        let emulated = host.value == HostKind::Emulated;
+        let state_dir = match lookup("state_dir", "PHOENIX_STATE_DIR") {
+            Some(_) => path("state_dir", "PHOENIX_STATE_DIR", PathBuf::new())?,
+            None if emulated => Setting {
+                value: per_user_state_dir(env)?,
+                source: Source::Default,
+            },
+            None => Setting {
+                value: PathBuf::from("/var/lib/phoenix"),
+                source: Source::Default,
+            },
+        };
+        // Under the state directory for the emulated host, the standard places otherwise.
+        let per_user = state_dir.value.clone();
+        let system_or_state = move |system: &str, rel: &str| {
+            if emulated {
+                per_user.join(rel)
+            } else {
+                PathBuf::from(system)
+            }
+        };
         let marker_dir = path(
             "marker_dir",
             "PHOENIX_MARKER_DIR",
@@ -422,17 +471,17 @@ impl Settings {
             log_dir: path(
                 "log_dir",
                 "PHOENIX_LOG_DIR",
-                PathBuf::from("/var/log/phoenix"),
+                system_or_state("/var/log/phoenix", "log"),
             )?,
             secrets_dir: path(
                 "secrets_dir",
                 "PHOENIX_SECRETS_DIR",
-                PathBuf::from("/etc/phoenix/secrets"),
+                system_or_state("/etc/phoenix/secrets", "secrets"),
             )?,
             secret_key: path(
                 "secret_key",
                 "PHOENIX_SECRET_KEY",
-                PathBuf::from("/etc/phoenix/secret.key"),
+                system_or_state("/etc/phoenix/secret.key", "secret.key"),
             )?,
             pve_lxc_dir: path(
                 "pve_lxc_dir",
@@ -551,20 +600,16 @@ impl Settings {
         })
     }
 
-    /// Every setting as `(name, env var, value, source)` rows for `phoenix paths`.
-    pub fn rows(&self) -> Vec<(&'static str, &'static str, String, Source)> {
-        let p = |s: &Setting<PathBuf>| (s.value.display().to_string(), s.source);
+    /// Every setting as `(name, env var, value, source)` rows for `phoenix paths`; `None`
+    /// for an unset optional setting.
+    pub fn rows(&self) -> Vec<(&'static str, &'static str, Option<String>, Source)> {
+        let p = |s: &Setting<PathBuf>| (Some(s.value.display().to_string()), s.source);
         let o = |s: &Setting<Option<PathBuf>>| {
-            (
-                s.value
-                    .as_ref()
-                    .map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string()),
-                s.source,
-            )
+            (s.value.as_ref().map(|p| p.display().to_string()), s.source)
         };
         let values = [
             p(&self.config),
-            (self.host.value.to_string(), self.host.source),
+            (Some(self.host.value.to_string()), self.host.source),
             p(&self.state_dir),
             p(&self.marker_dir),
             p(&self.log_dir),
@@ -580,41 +625,36 @@ impl Settings {
             o(&self.bin_dir),
             p(&self.emu_root),
             (
-                self.emu_pve_version.value.clone(),
+                Some(self.emu_pve_version.value.clone()),
                 self.emu_pve_version.source,
             ),
             p(&self.lxc_path),
-            (self.vllm_image.value.clone(), self.vllm_image.source),
+            (Some(self.vllm_image.value.clone()), self.vllm_image.source),
             (
-                crate::types::DurationSpec(self.lifecycle_timeout.value).to_string(),
+                Some(crate::types::DurationSpec(self.lifecycle_timeout.value).to_string()),
                 self.lifecycle_timeout.source,
             ),
             (
-                self.models_dataset
-                    .value
-                    .as_ref()
-                    .map_or_else(|| MODELS_DATASET_UNSET.to_owned(), ToString::to_string),
+                self.models_dataset.value.as_ref().map(ToString::to_string),
                 self.models_dataset.source,
             ),
             (
-                if self.mount_roots.value.is_empty() {
-                    "(none)".to_owned()
-                } else {
+                (!self.mount_roots.value.is_empty()).then(|| {
                     self.mount_roots
                         .value
                         .iter()
                         .map(|p| p.display().to_string())
                         .collect::<Vec<_>>()
                         .join(":")
-                },
+                }),
                 self.mount_roots.source,
             ),
             (
-                crate::types::DurationSpec(self.script_cpu.value).to_string(),
+                Some(crate::types::DurationSpec(self.script_cpu.value).to_string()),
                 self.script_cpu.source,
             ),
             (
-                format!("{}m", self.script_memory.value >> 20),
+                Some(format!("{}m", self.script_memory.value >> 20)),
                 self.script_memory.source,
             ),
         ];
@@ -653,6 +693,32 @@ fn size_bytes(v: &str) -> Option<u64> {
     };
     let n: u64 = digits.parse().ok()?;
     n.checked_mul(1u64 << shift).filter(|b| *b >= 1 << 20)
+}
+
+/// The emulated host's default state directory: `$XDG_STATE_HOME/phoenix/emulated`, else
+/// `$HOME/.local/state/phoenix/emulated` (XDG Base Directory Specification: a relative
+/// `XDG_STATE_HOME` is ignored), with the home directory from the password database when
+/// `HOME` is unset.
+fn per_user_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, SettingsError> {
+    let absolute = |v: Option<String>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(env("XDG_STATE_HOME")) {
+        return Ok(xdg.join("phoenix/emulated"));
+    }
+    let home = absolute(env("HOME")).or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|d| d.is_absolute())
+    });
+    home.map(|h| h.join(".local/state/phoenix/emulated"))
+        .ok_or_else(|| SettingsError::Value {
+            key: "state_dir",
+            source_kind: Source::Default,
+            message: "the emulated host keeps its state in $XDG_STATE_HOME or ~/.local/state, \
+                      and neither HOME nor XDG_STATE_HOME is set: set PHOENIX_STATE_DIR"
+                .into(),
+        })
 }
 
 fn absolute(key: &'static str, source: Source, v: &str) -> Result<PathBuf, SettingsError> {
@@ -809,7 +875,7 @@ mod tests {
             .find(|r| r.0 == "models_dataset")
             .unwrap();
         assert_eq!(row.1, "PHOENIX_MODELS_DATASET");
-        assert_eq!(row.2, MODELS_DATASET_UNSET);
+        assert_eq!(row.2, None);
         let err = resolve(&[("PHOENIX_MODELS_DATASET", "data")], flag(None)).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -862,6 +928,75 @@ mod tests {
     fn bad_host_names_source() {
         let err = resolve(&[("PHOENIX_HOST", "proxmox")], FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("host (env)"), "{err}");
+    }
+
+    #[test]
+    fn emulated_host_defaults_live_in_the_per_user_state_dir() {
+        let emulated = FlagOverrides {
+            host: Some(HostKind::Emulated),
+            ..FlagOverrides::default()
+        };
+        let s = resolve(
+            &[("XDG_STATE_HOME", "/home/u/.st"), ("HOME", "/home/u")],
+            emulated.clone(),
+        )
+        .unwrap();
+        let base = PathBuf::from("/home/u/.st/phoenix/emulated");
+        assert_eq!(s.state_dir.value, base);
+        assert_eq!(s.state_dir.source, Source::Default);
+        assert_eq!(s.marker_dir.value, base.join("markers"));
+        assert_eq!(s.emu_root.value, base.join("emulated"));
+        assert_eq!(s.log_dir.value, base.join("log"));
+        assert_eq!(s.secrets_dir.value, base.join("secrets"));
+        assert_eq!(s.secret_key.value, base.join("secret.key"));
+        // A relative XDG_STATE_HOME is ignored (XDG Base Directory Specification).
+        let s = resolve(
+            &[("XDG_STATE_HOME", "rel"), ("HOME", "/home/u")],
+            emulated.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.state_dir.value,
+            PathBuf::from("/home/u/.local/state/phoenix/emulated")
+        );
+        // PHOENIX_HOST=emulated does the same; an explicit path still wins.
+        let s = resolve(
+            &[
+                ("PHOENIX_HOST", "emulated"),
+                ("HOME", "/home/u"),
+                ("PHOENIX_SECRET_KEY", "/k/key"),
+            ],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.secrets_dir.value,
+            PathBuf::from("/home/u/.local/state/phoenix/emulated/secrets")
+        );
+        assert_eq!(s.secret_key.value, PathBuf::from("/k/key"));
+        assert_eq!(s.secret_key.source, Source::Env);
+        // The real host keeps the standard places.
+        let s = resolve(&[("HOME", "/home/u")], FlagOverrides::default()).unwrap();
+        assert_eq!(s.state_dir.value, PathBuf::from("/var/lib/phoenix"));
+        assert_eq!(s.secret_key.value, PathBuf::from("/etc/phoenix/secret.key"));
+    }
+
+    #[test]
+    fn emulated_host_skips_the_default_settings_file_but_reads_an_explicit_one() {
+        // The default file cannot be faked here; an explicit one is read as always.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "state_dir = \"/from/file\"\n").unwrap();
+        let s = resolve(
+            &[("PHOENIX_SETTINGS", file.to_str().unwrap()), ("HOME", "/h")],
+            FlagOverrides {
+                host: Some(HostKind::Emulated),
+                ..FlagOverrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.state_dir.value, PathBuf::from("/from/file"));
+        assert_eq!(s.secret_key.value, PathBuf::from("/from/file/secret.key"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod http;
 pub mod log;
 pub mod lxc;
+pub mod output;
 pub mod secret;
 pub mod support;
 pub mod undo;
@@ -107,6 +108,7 @@ pub fn register_all(engine: &mut Engine) {
     secret::register(engine);
     http::register(engine);
     vllm::register(engine);
+    output::register(engine);
 }
 
 /// The API handles by the names recipes use (`lxc`, `gpu`, …), bound to `rt`.
@@ -121,12 +123,13 @@ pub fn handles(rt: &Arc<Runtime>) -> Vec<(&'static str, Dynamic)> {
         ("secret", Dynamic::from(secret::SecretApi::new(rt))),
         ("http", Dynamic::from(http::HttpApi::new(rt))),
         ("vllm", Dynamic::from(vllm::VllmApi::new(rt))),
+        ("output", Dynamic::from(output::OutputApi::new(rt))),
     ]
 }
 
 /// The names of every API handle (for lint and docs, which have no runtime).
 pub const HANDLE_NAMES: &[&str] = &[
-    "config", "log", "lxc", "gpu", "zfs", "undo", "secret", "http", "vllm",
+    "config", "log", "lxc", "gpu", "zfs", "undo", "secret", "http", "vllm", "output",
 ];
 
 /// Each API handle's name with its Rust type, so lint and docs (which have no runtime) can
@@ -143,6 +146,7 @@ pub fn handle_types() -> Vec<(&'static str, std::any::TypeId)> {
         ("secret", TypeId::of::<secret::SecretApi>()),
         ("http", TypeId::of::<http::HttpApi>()),
         ("vllm", TypeId::of::<vllm::VllmApi>()),
+        ("output", TypeId::of::<output::OutputApi>()),
     ]
 }
 

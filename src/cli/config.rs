@@ -4,19 +4,25 @@
 //! returned as [`crate::config::ConfigError`], which [`crate::main_entry`] prints as
 //! `file:line:col: /pointer: expected X, found Y`, one problem per line, and maps to exit 2.
 //! With `--json` the same result is printed on stdout as
-//! `{valid, containers, warnings, problems: [{pointer, line, column, expected, found}]}`,
+//! `{version, valid, containers, warnings, problems: [{pointer, line, column, expected, found}]}`,
 //! and an invalid file still exits 2 (stderr then carries the human listing as well).
 
 use clap::Subcommand;
 use serde_json::json;
 
 use super::Context;
+use super::help::after;
 use crate::config::{ConfigError, Problem};
 
 /// `phoenix config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the config file (schema, then semantic checks); exit 2 when invalid.
+    #[command(after_help = after!(
+        "  phoenix config validate --config recipes/phoenix_lxc_configs.json
+  phoenix config validate --json",
+        "0 valid · 2 invalid (every problem is listed with its file, line and JSON path) or usage"
+    ))]
     Validate {
         /// Print the result as JSON.
         #[arg(long)]
@@ -88,6 +94,7 @@ fn print_json(
     problems: &[Problem],
 ) -> crate::Result<()> {
     let doc = json!({
+        "version": crate::report::JSON_VERSION,
         "valid": valid,
         "containers": containers,
         "warnings": warnings,

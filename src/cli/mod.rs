@@ -1,27 +1,45 @@
-//! The command line (DESIGN.md §6).
+//! The command line: global options, the command tree and the dispatch.
 //!
 //! This file defines the global options and the command tree; each command's arguments and
-//! behaviour live in a file of their own. Every command returns `crate::Result`, and
-//! [`crate::main_entry`] turns an error into the exit code.
+//! behaviour live in a file of their own, and [`help`] renders help, completions and the
+//! man page. Every command returns `crate::Result`, and [`crate::main_entry`] turns an error
+//! into the exit code.
+//!
+//! Output conventions: data and results go to stdout (tables, the result of `recipe run`,
+//! `--json` documents with a `version` field, see `docs/json.md`); progress, warnings and
+//! errors go to stderr. `--json` prints data as JSON; `--format` exists only where there
+//! are several formats (`recipe lint`: human, json, github; `recipe api`: markdown, json).
+//! `-q` hides progress and confirmations, never a command's result or an error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::settings::{FlagOverrides, HostKind, Settings};
 
 mod config;
 mod gpu;
+pub mod help;
 mod paths;
 mod recipe;
+pub mod result;
 mod secret;
 mod state;
+
+use help::after;
 
 /// phoenix: vLLM servers on NVIDIA GPUs in Proxmox VE LXC containers, provisioned by
 /// sandboxed Rhai recipes.
 #[derive(Debug, Parser)]
-#[command(name = "phoenix", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "phoenix",
+    version,
+    about,
+    long_about = None,
+    arg_required_else_help = true,
+    after_help = help::ROOT_AFTER
+)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -33,23 +51,23 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The container config file [env: PHOENIX_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The host backend: pve (Proxmox VE), emulated (the built-in emulated Proxmox host),
-    /// lxc (plain LXC) [env: PHOENIX_HOST] [default: pve]
-    #[arg(long, global = true, value_enum)]
+    /// The host backend [env: PHOENIX_HOST] [default: pve]
+    #[arg(long, global = true, value_enum, hide_possible_values = false)]
     pub host: Option<HostKind>,
     /// The parent ZFS dataset of the model datasets, inside one of the host's pools
     /// (`rpool/phoenix/models`); overrides the config's `models_dataset`
     /// [env: PHOENIX_MODELS_DATASET]
     #[arg(long, global = true, value_name = "DATASET")]
     pub models_dataset: Option<String>,
-    /// More output (-v debug, -vv trace).
+    /// More output: -v phoenix's debug lines, -vv trace, -vvv every library's (RUST_LOG wins)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors.
+    /// Quiet: no progress; each command prints only its result (one line, or its data) and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 }
@@ -58,23 +76,62 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run, lint or document recipes.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Recipe(recipe::RecipeCommand),
     /// Check the container config file.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Config(config::ConfigCommand),
     /// Remove everything phoenix's journal says it created (only phoenix-owned things).
+    #[command(after_help = after!(
+        "  phoenix destroy --dry-run               # show what would be removed
+  phoenix destroy --lxc 901 --keep-data   # keep the model datasets
+  phoenix destroy --yes                   # no question on a terminal",
+        "0 removed (or nothing to remove) · 1 declined at the prompt, or failed · 2 usage · \
+         3 something could not be removed (run it again after fixing the cause) · 130/143 interrupted"
+    ))]
     Destroy(state::DestroyArgs),
-    /// Show what the journal says exists, per container.
+    /// Show what the journal says exists, per container, with its live state and endpoints.
+    #[command(after_help = after!(
+        "  phoenix status
+  phoenix status --json",
+        "0 ok · 1 failed · 2 usage or settings error"
+    ))]
     Status(state::StatusArgs),
     /// Manage the encrypted secret store.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Secret(secret::SecretCommand),
     /// Inspect the host's GPUs.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Gpu(gpu::GpuCommand),
     /// Print every resolved path and setting, and where it came from.
+    #[command(after_help = after!(
+        "  phoenix paths
+  phoenix paths --host emulated --json",
+        "0 ok · 2 a bad settings file or value"
+    ))]
     Paths(paths::PathsArgs),
+    /// Print a shell completion script.
+    #[command(after_help = after!(
+        "  phoenix completions bash > /etc/bash_completion.d/phoenix
+  phoenix completions zsh > \"${fpath[1]}/_phoenix\"",
+        "0 ok · 2 unknown shell"
+    ))]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write one per command into a directory).
+    #[command(after_help = after!(
+        "  phoenix man | man -l -
+  phoenix man --out-dir /usr/local/share/man/man1",
+        "0 ok · 1 cannot write"
+    ))]
+    Man {
+        /// Write phoenix.1 and phoenix-<command>.1 pages here instead of printing phoenix.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// What every command gets: the parsed globals and the resolved settings.
@@ -86,6 +143,8 @@ pub struct Context {
     pub settings: Settings,
     /// Hides secret values in everything shown (logs, errors, plans).
     pub redactor: crate::exec::Redactor,
+    /// How phoenix was invoked, to spell follow-up commands.
+    pub invocation: crate::report::Invocation,
 }
 
 impl Context {
@@ -110,12 +169,22 @@ pub fn run_with(
     args: impl IntoIterator<Item = OsString>,
     redactor: &crate::exec::Redactor,
 ) -> crate::Result<()> {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let parsed = help::command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                // A closed pipe (`phoenix --help | head`) is not an error.
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                // Bare `phoenix` (or `phoenix recipe`) prints the help, like `--help`. A
+                // closed pipe (`phoenix --help | head`) is not an error.
                 return out(&e.render().to_string());
             }
             let text = e.render().to_string();
@@ -125,12 +194,30 @@ pub fn run_with(
             ));
         }
     };
+    // Commands that need no settings: they work whatever the environment says.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            help::completions(*shell, &mut text);
+            return out(&String::from_utf8_lossy(&text));
+        }
+        Command::Man { out_dir: None } => {
+            let mut text = Vec::new();
+            help::man(&mut text).map_err(crate::Error::Output)?;
+            return out(&String::from_utf8_lossy(&text));
+        }
+        Command::Man { out_dir: Some(dir) } => {
+            return help::man_pages(dir).map_err(crate::Error::Output);
+        }
+        _ => {}
+    }
     let settings = Settings::resolve(&FlagOverrides {
         config: cli.global.config.clone(),
         host: cli.global.host,
         models_dataset: cli.global.models_dataset.clone(),
     })?;
     let ctx = Context {
+        invocation: crate::report::Invocation::new(args.first(), &settings),
         global: cli.global,
         settings,
         redactor: redactor.clone(),
@@ -148,6 +235,7 @@ pub fn run_with(
         Command::Secret(c) => secret::run(&ctx, c),
         Command::Gpu(c) => gpu::run(&ctx, c),
         Command::Paths(a) => paths::run(&ctx, a),
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }
 
@@ -163,4 +251,24 @@ pub(crate) fn out(text: &str) -> crate::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(crate::Error::Output(e)),
     }
+}
+
+/// A plain text table: a header row and `rows`, columns two spaces apart, no borders, no
+/// trailing blanks; the columns in `right` are right-aligned.
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    use comfy_table::{CellAlignment, Table, presets};
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    let last = header.len().saturating_sub(1);
+    for (i, col) in t.column_iter_mut().enumerate() {
+        col.set_padding((0, if i == last { 0 } else { 2 }));
+        if right.contains(&i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }

@@ -8,7 +8,7 @@ use super::Context;
 /// Arguments of `phoenix paths`.
 #[derive(Debug, Args)]
 pub struct PathsArgs {
-    /// Print JSON: `{name: {value, source, env}}`.
+    /// Print JSON: `{version, settings: {name: {value, source, env}}}` (`value` null when unset).
     #[arg(long)]
     pub json: bool,
 }
@@ -32,17 +32,22 @@ pub fn run(ctx: &Context, args: PathsArgs) -> crate::Result<()> {
                 serde_json::json!({"value": value, "source": source, "env": var}),
             );
         }
-        let text = serde_json::to_string_pretty(&serde_json::Value::Object(map))
-            .expect("a map of strings serialises");
+        let doc = serde_json::json!({
+            "version": crate::report::JSON_VERSION,
+            "settings": map,
+        });
+        let text = serde_json::to_string_pretty(&doc).expect("a map of strings serialises");
         return super::out(&format!("{text}\n"));
     }
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let vwidth = rows.iter().map(|r| r.2.len()).max().unwrap_or(0);
-    let mut text = String::new();
-    for (name, var, value, source) in rows {
-        text.push_str(&format!(
-            "{name:width$}  {value:vwidth$}  ({source}, {var})\n"
-        ));
-    }
-    super::out(&text)
+    let rows = rows
+        .into_iter()
+        .map(|(name, var, value, source)| {
+            vec![
+                name.to_owned(),
+                value.unwrap_or_else(|| crate::settings::unset_text(name).to_owned()),
+                format!("{source}, {var}"),
+            ]
+        })
+        .collect();
+    super::out(&super::table(&["SETTING", "VALUE", "SOURCE"], rows, &[]))
 }

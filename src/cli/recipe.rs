@@ -16,6 +16,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 
 use super::Context;
+use super::help::after;
 use crate::exec::{CancelFlag, RecordingRunner, Runner, SystemRunner};
 use crate::journal::{Entry, Journal};
 use crate::runtime::Runtime;
@@ -28,8 +29,24 @@ use crate::settings::HostKind;
 #[derive(Debug, Subcommand)]
 pub enum RecipeCommand {
     /// Run a recipe against the host.
+    #[command(after_help = after!(
+        "  phoenix recipe run recipes/drdevstral.rhai --lxc 901
+  phoenix recipe run recipes/drdevstral.rhai --dry-run
+  phoenix recipe run recipes/drdevstral.rhai --host emulated --config recipes/phoenix_lxc_configs.json --json
+
+Progress goes to stderr; stdout gets the result: each container with its state, what the
+recipe reported (endpoint, model, the command that reads the API key, a request to try)
+and the command that removes it all. --json prints the same as one document.",
+        "0 ok · 1 the run failed (after the rollback, if asked) · 2 usage, config, recipe or \
+         secret-key error, nothing touched · 3 the rollback left something · 130/143 interrupted"
+    ))]
     Run(RunArgs),
     /// Check recipes without running them (exit 1 on errors, 0 with only warnings).
+    #[command(after_help = after!(
+        "  phoenix recipe lint recipes/ stdlib/
+  phoenix recipe lint --format github recipes/drdevstral.rhai",
+        "0 no errors (warnings allowed) · 1 errors found · 2 usage"
+    ))]
     Lint {
         /// Recipe files, or directories whose *.rhai files are checked.
         #[arg(required = true, value_name = "PATH")]
@@ -39,6 +56,11 @@ pub enum RecipeCommand {
         format: lint::Format,
     },
     /// Print the recipe API reference, generated from the engine.
+    #[command(after_help = after!(
+        "  phoenix recipe api > docs/recipe-api.md
+  phoenix recipe api --format json",
+        "0 ok · 1 failed · 2 usage or settings error"
+    ))]
     Api {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
@@ -60,6 +82,9 @@ pub struct RunArgs {
     /// On failure, undo this run's steps in reverse.
     #[arg(long)]
     pub rollback_on_failure: bool,
+    /// Print the result (or the dry run's plan) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run a `recipe` command.
@@ -69,7 +94,17 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
         RecipeCommand::Lint { paths, format } => {
             let linter = lint::Linter::new(Stdlib::from_settings(&ctx.settings));
             let findings = linter.lint_paths(&paths);
-            super::out(&lint::render(&findings, format))?;
+            if format == lint::Format::Json {
+                let doc = serde_json::json!({
+                    "version": crate::report::JSON_VERSION,
+                    "errors": lint::errors(&findings),
+                    "findings": findings,
+                });
+                let text = serde_json::to_string_pretty(&doc).expect("findings serialise");
+                super::out(&format!("{text}\n"))?;
+            } else {
+                super::out(&lint::render(&findings, format))?;
+            }
             match lint::errors(&findings) {
                 0 => Ok(()),
                 n => Err(crate::Error::LintFailed(n)),
@@ -77,6 +112,14 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
         }
         RecipeCommand::Api { format } => {
             let entries = docs::entries(&Stdlib::from_settings(&ctx.settings));
+            if format == docs::Format::Json {
+                let doc = serde_json::json!({
+                    "version": crate::report::JSON_VERSION,
+                    "entries": entries,
+                });
+                let text = serde_json::to_string_pretty(&doc).expect("entries serialise");
+                return super::out(&format!("{text}\n"));
+            }
             super::out(&docs::render(&entries, format))
         }
     }
@@ -130,14 +173,13 @@ fn preflight(
 }
 
 fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
+    let started = std::time::Instant::now();
     let settings = &ctx.settings;
     let (config, recipe) = prepare(ctx, args)?;
     let redactor = ctx.redactor.clone();
-    if settings.host.value == HostKind::Emulated {
-        // Before anything is created (the secret key, the emulated root): a missing
-        // emulator is a usage problem, not a failed run.
-        crate::host::emulated::find_emu_binary().map_err(|e| crate::Error::Usage(e.to_string()))?;
-    }
+    // Before anything is created (the secret key, the emulated root): a machine that is
+    // not the host `--host` names is a usage problem (exit 2), not a failed run.
+    crate::host::check_tools(settings)?;
     let secrets = SecretStore::new(settings, redactor.clone());
     recipe.check()?;
     if recipe.uses_secrets() {
@@ -264,34 +306,49 @@ fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     };
     tracing::info!(recipe = %recipe.name, run = %rt.run_id, dry_run = args.dry_run, "recipe starts");
     let outcome = recipe.run(&rt);
-    let result = finish_run(&rt, &recipe, outcome, args);
+    let result = finish_run(ctx, &rt, &recipe, outcome, args, started);
     rt.journal.append(Entry::End { ok: result.is_ok() })?;
     result
 }
 
-/// What happens after the recipe returned, before the journal's `end` record: the
-/// `--dry-run` plan is printed (every mutating command and config change, secrets
-/// redacted), and with `--rollback-on-failure` a failed or interrupted run undoes its own
-/// steps newest first (exit 1 — or 130/143 after a signal — when everything was undone, 3
-/// when something is left).
-pub fn finish_run(
+/// What happens after the recipe returned, before the journal's `end` record: stdout gets
+/// the result ([`super::result`]: the block, or `--json`) or the `--dry-run` plan (every
+/// mutating command and config change, secrets redacted), and with `--rollback-on-failure`
+/// a failed or interrupted run undoes its own steps newest first (exit 1 — or 130/143 after
+/// a signal — when everything was undone, 3 when something is left).
+fn finish_run(
+    ctx: &Context,
     rt: &Arc<Runtime>,
     recipe: &Recipe,
     outcome: Result<(), RecipeError>,
     args: &RunArgs,
+    started: std::time::Instant,
 ) -> crate::Result<()> {
     if let Some(runner) = &rt.plan {
         let plan = crate::lifecycle::plan_text(rt);
-        let n = plan.lines().count();
-        // Honest by construction: in a dry run only commands the host backend marks
-        // read-only ran — its own queries and the boundary's built-in probes
-        // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
-        super::out(&format!(
-            "dry run of {}: {n} change(s) would be made; {} read-only quer{} ran; nothing was changed\n{plan}",
-            recipe.name,
-            runner.ran(),
-            if runner.ran() == 1 { "y" } else { "ies" }
-        ))?;
+        if args.json {
+            let mut doc = run_result(ctx, rt, recipe, started, outcome.as_ref().err());
+            doc.plan = Some(plan.lines().map(str::to_owned).collect());
+            print_json(&doc)?;
+        } else {
+            let n = plan.lines().count();
+            // Honest by construction: in a dry run only commands the host backend marks
+            // read-only ran — its own queries and the boundary's built-in probes
+            // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
+            super::out(&format!(
+                "dry run of {}: {n} change(s) would be made; {} read-only quer{} ran; nothing was changed\n{plan}",
+                recipe.name,
+                runner.ran(),
+                if runner.ran() == 1 { "y" } else { "ies" }
+            ))?;
+        }
+    } else if args.json || outcome.is_ok() {
+        let doc = run_result(ctx, rt, recipe, started, outcome.as_ref().err());
+        if args.json {
+            print_json(&doc)?;
+        } else {
+            super::out(&doc.human())?;
+        }
     }
     let Err(err) = outcome else {
         return Ok(());
@@ -327,5 +384,84 @@ pub fn finish_run(
             failed: report.failed.len(),
             source: err,
         })
+    }
+}
+
+fn print_json(doc: &super::result::RunResult) -> crate::Result<()> {
+    let text = serde_json::to_string_pretty(doc).expect("the run result serialises");
+    super::out(&format!("{text}\n"))
+}
+
+/// The result of this run: the containers it served or touched with their live state (not
+/// asked in a dry run or after a signal), what the recipe reported with `output.*`, and the
+/// `destroy` command for the containers the journal holds anything of.
+fn run_result(
+    ctx: &Context,
+    rt: &Runtime,
+    recipe: &Recipe,
+    started: std::time::Instant,
+    error: Option<&RecipeError>,
+) -> super::result::RunResult {
+    use super::result::{LiveContainer, RunResult, chain};
+    use std::collections::BTreeSet;
+
+    let records = if rt.dry_run {
+        rt.journal.memory()
+    } else {
+        crate::journal::read(rt.journal.path()).unwrap_or_default()
+    };
+    let outputs = crate::journal::outputs_of(&records, &rt.run_id);
+    let (endpoints, values) = RunResult::outputs(&outputs, &ctx.invocation);
+    let mut vmids: BTreeSet<crate::types::Vmid> = rt.selected.iter().copied().collect();
+    vmids.extend(rt.target().map(|e| e.vmid));
+    vmids.extend(endpoints.iter().filter_map(|e| e.vmid));
+    vmids.extend(
+        records
+            .iter()
+            .filter(|r| r.run == rt.run_id)
+            .filter_map(|r| match &r.entry {
+                Entry::Intent { undo, .. } => undo.vmid(),
+                _ => None,
+            }),
+    );
+    let live = !rt.dry_run && crate::signal::received().is_none();
+    let containers: Vec<LiveContainer> = vmids
+        .iter()
+        .map(|v| {
+            let entry = rt.config.get(*v);
+            let name = entry.map(|e| e.name.to_string());
+            if live {
+                let iface = entry.map(|e| e.network.name.to_string());
+                LiveContainer::query(rt.host.as_ref(), *v, name, iface.as_deref())
+            } else {
+                LiveContainer {
+                    vmid: *v,
+                    name,
+                    state: None,
+                    address: None,
+                    error: None,
+                }
+            }
+        })
+        .collect();
+    let recorded: BTreeSet<crate::types::Vmid> = crate::journal::outstanding(&records)
+        .iter()
+        .filter_map(|o| o.undo.vmid())
+        .collect();
+    let removable: Vec<crate::types::Vmid> = vmids.intersection(&recorded).copied().collect();
+    RunResult {
+        version: crate::report::JSON_VERSION,
+        ok: error.is_none(),
+        dry_run: rt.dry_run,
+        recipe: recipe.name.clone(),
+        run: rt.run_id.clone(),
+        host: rt.settings.host.value,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        containers,
+        endpoints,
+        values,
+        destroy: (!rt.dry_run && !removable.is_empty()).then(|| ctx.invocation.destroy(&removable)),
+        plan: None,
+        error: error.map(|e| rt.redactor.redact(&chain(e))),
     }
 }

@@ -3,7 +3,8 @@
 //! Values never come from argv: `set` reads stdin (on a terminal: twice, unechoed, and the
 //! two must match) or `--from-file`, and drops one trailing newline. `get` prints a value
 //! only with `--reveal`; `list` prints names and modification times only. Every key or
-//! store problem exits 2 (`SecretError::exit_code`).
+//! store problem exits 2 (`SecretError::exit_code`). With `-q` each command prints one
+//! line (what it did) or its data, nothing more.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -18,25 +19,59 @@ use crate::secret::{
 };
 use crate::types::SecretName;
 
+use super::help::after;
 use super::{Context, out};
 
 /// `phoenix secret …`.
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Create this host's secret key (an age X25519 identity) and the store's recipient file.
+    #[command(after_help = after!(
+        "  phoenix secret init
+  phoenix secret init --force   # a new key: secrets encrypted to the old one are lost",
+        "0 ok · 2 key or store problem, or usage"
+    ))]
     Init(InitArgs),
     /// Store a secret: the value is read from stdin (on a terminal: asked twice, not
     /// echoed) or from --from-file, never from the command line.
+    #[command(after_help = after!(
+        "  phoenix secret set hf_token   # asks twice on a terminal, or reads stdin
+  phoenix secret set hf_token --from-file token.txt",
+        "0 ok · 2 key or store problem, values differ, or usage"
+    ))]
     Set(SetArgs),
     /// List the stored secrets (names and dates, never values).
+    #[command(after_help = after!(
+        "  phoenix secret list
+  phoenix secret list --json",
+        "0 ok · 2 key or store problem, or usage"
+    ))]
     List(ListArgs),
     /// Remove a secret.
+    #[command(after_help = after!(
+        "  phoenix secret rm hf_token",
+        "0 ok · 2 no such secret, or usage"
+    ))]
     Rm(NameArg),
     /// Print a secret's value (only with --reveal).
+    #[command(after_help = after!(
+        "  phoenix secret get vllm_api_key --reveal
+  curl -H \"Authorization: Bearer $(phoenix secret get vllm_api_key --reveal)\" http://10.0.0.110:8000/v1/models",
+        "0 ok · 2 no such secret, no --reveal, key problem, or usage"
+    ))]
     Get(GetArgs),
     /// Replace the key with a new one and re-encrypt every secret to it.
+    #[command(after_help = after!(
+        "  phoenix secret rotate-key",
+        "0 ok (an interrupted rotation is finished by running it again) · 2 key or store problem"
+    ))]
     RotateKey,
     /// Import the bash suite's base64 secret files, then scrub and remove them.
+    #[command(after_help = after!(
+        "  phoenix secret import-legacy
+  phoenix secret import-legacy --keep --hf-token-file /root/hf_token.b64",
+        "0 ok (also when there was nothing to import) · 2 key or store problem, or usage"
+    ))]
     ImportLegacy(ImportArgs),
 }
 
@@ -61,7 +96,7 @@ pub struct SetArgs {
 /// `secret list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print JSON: `[{"name": …, "modified": "…Z"}]`.
+    /// Print JSON: `{"version": 1, "secrets": [{"name": …, "modified": "…Z"}]}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -102,8 +137,9 @@ pub struct ImportArgs {
 /// Run a `secret` command.
 pub fn run(ctx: &Context, cmd: SecretCommand) -> crate::Result<()> {
     let store = SecretStore::new(&ctx.settings, Redactor::default());
+    let quiet = ctx.global.quiet;
     match cmd {
-        SecretCommand::Init(a) => init(&store, &a),
+        SecretCommand::Init(a) => init(&store, &a, quiet),
         SecretCommand::Set(a) => set(&store, &a),
         SecretCommand::List(a) => list(&store, &a),
         SecretCommand::Rm(a) => {
@@ -115,13 +151,24 @@ pub fn run(ctx: &Context, cmd: SecretCommand) -> crate::Result<()> {
             ))
         }
         SecretCommand::Get(a) => get(&store, &a),
-        SecretCommand::RotateKey => rotate(&store),
-        SecretCommand::ImportLegacy(a) => import(&store, a),
+        SecretCommand::RotateKey => rotate(&store, quiet),
+        SecretCommand::ImportLegacy(a) => import(&store, a, quiet),
     }
 }
 
-fn init(store: &SecretStore, a: &InitArgs) -> crate::Result<()> {
-    let text = match store.init(a.force)? {
+fn init(store: &SecretStore, a: &InitArgs, quiet: bool) -> crate::Result<()> {
+    let outcome = store.init(a.force)?;
+    if quiet {
+        let verb = match outcome {
+            InitOutcome::Created { .. } => "created",
+            InitOutcome::Adopted { .. } => "kept",
+        };
+        return out(&format!(
+            "{verb} secret key {}\n",
+            store.key_path().display()
+        ));
+    }
+    let text = match outcome {
         InitOutcome::Created {
             recipient,
             stranded,
@@ -211,21 +258,21 @@ fn list(store: &SecretStore, a: &ListArgs) -> crate::Result<()> {
                 })
             })
             .collect();
-        let mut s = serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into());
+        let doc = serde_json::json!({
+            "version": crate::report::JSON_VERSION,
+            "secrets": rows,
+        });
+        let mut s = serde_json::to_string_pretty(&doc).expect("names and dates serialise");
         s.push('\n');
         s
     } else if items.is_empty() {
         format!("no secrets in {}\n", store.dir().display())
     } else {
-        let width = items
+        let rows = items
             .iter()
-            .map(|i| i.name.as_str().len())
-            .max()
-            .unwrap_or(0);
-        items
-            .iter()
-            .map(|i| format!("{:<width$}  {}\n", i.name.as_str(), rfc3339(i.modified)))
-            .collect()
+            .map(|i| vec![i.name.as_str().to_owned(), rfc3339(i.modified)])
+            .collect();
+        super::table(&["NAME", "MODIFIED"], rows, &[])
     };
     out(&text)
 }
@@ -259,8 +306,15 @@ fn get(store: &SecretStore, a: &GetArgs) -> crate::Result<()> {
     }
 }
 
-fn rotate(store: &SecretStore) -> crate::Result<()> {
+fn rotate(store: &SecretStore, quiet: bool) -> crate::Result<()> {
     let r = store.rotate_key()?;
+    if quiet {
+        return out(&format!(
+            "re-encrypted {} secret(s) to the new key {}\n",
+            r.secrets.len(),
+            store.key_path().display()
+        ));
+    }
     let mut text = String::new();
     if r.resumed {
         text.push_str("finished an interrupted key rotation\n");
@@ -275,9 +329,16 @@ fn rotate(store: &SecretStore) -> crate::Result<()> {
     out(&text)
 }
 
-fn import(store: &SecretStore, a: ImportArgs) -> crate::Result<()> {
+fn import(store: &SecretStore, a: ImportArgs, quiet: bool) -> crate::Result<()> {
     let sources = legacy_sources(a.hf_token_file, a.root_password_file);
     let r = store.import_legacy(&sources, a.keep)?;
+    if quiet {
+        return out(&format!(
+            "imported {} secret(s), removed {} file(s)\n",
+            r.imported.len(),
+            r.removed.len()
+        ));
+    }
     let mut text = String::new();
     for (name, path) in &r.imported {
         let note = if r.unchanged.contains(name) {

@@ -113,6 +113,33 @@ pub enum HostError {
     /// Interrupted by a signal.
     #[error("interrupted")]
     Interrupted,
+    /// `--host pve` on a machine without Proxmox VE's `pct`.
+    #[error(
+        "this is not a Proxmox VE host: {} does not exist. Install phoenix on a Proxmox VE node, or try it here with `--host emulated` (an emulated Proxmox host; nothing leaves this machine)",
+        pct.display()
+    )]
+    NotProxmox {
+        /// Where `pct` was looked for.
+        pct: PathBuf,
+    },
+    /// `--host lxc` on a machine without LXC's tools.
+    #[error(
+        "LXC is not installed: {} does not exist (install the `lxc` package, or use --host pve|emulated)",
+        tool.display()
+    )]
+    NoLxc {
+        /// The missing tool.
+        tool: PathBuf,
+    },
+    /// No NVIDIA driver on the host.
+    #[error(
+        "no NVIDIA driver on this host: {} does not exist (install the NVIDIA driver on the host, or try phoenix with `--host emulated`)",
+        nvidia_smi.display()
+    )]
+    NoNvidiaDriver {
+        /// Where `nvidia-smi` was looked for.
+        nvidia_smi: PathBuf,
+    },
     /// `--host emulated` without the emulator binary.
     #[error(
         "the emulated host needs the `phoenix-emu` binary next to {}: build both with `cargo build --release` (`cargo run` builds only phoenix), or set PHOENIX_EMU_BIN",
@@ -589,6 +616,44 @@ pub fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
             source: e.into(),
         }
     })
+}
+
+impl HostError {
+    /// Whether this error means the host is not the kind `--host` says (checked before
+    /// anything is created, exit 2), rather than an operation that failed.
+    pub fn is_wrong_host(&self) -> bool {
+        matches!(
+            self,
+            Self::NotProxmox { .. }
+                | Self::NoLxc { .. }
+                | Self::NoNvidiaDriver { .. }
+                | Self::EmulatorMissing { .. }
+        )
+    }
+}
+
+/// Check, before anything is created, that this machine has the backend `settings` ask
+/// for: `pct` for `pve`, the `phoenix-emu` binary for `emulated`, `lxc-start` for `lxc`.
+pub fn check_tools(settings: &crate::settings::Settings) -> Result<()> {
+    match settings.host.value {
+        HostKind::Pve => {
+            let pct = settings.tool("pct");
+            if pct.exists() {
+                Ok(())
+            } else {
+                Err(HostError::NotProxmox { pct })
+            }
+        }
+        HostKind::Emulated => emulated::find_emu_binary().map(drop),
+        HostKind::Lxc => {
+            let tool = settings.tool("lxc-start");
+            if tool.exists() {
+                Ok(())
+            } else {
+                Err(HostError::NoLxc { tool })
+            }
+        }
+    }
 }
 
 /// The backend `settings` ask for, running every command through `runner`.

@@ -96,7 +96,7 @@ fn example_is_valid() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
         v,
-        serde_json::json!({"valid": true, "containers": 2, "warnings": [], "problems": []})
+        serde_json::json!({"version": 1, "valid": true, "containers": 2, "warnings": [], "problems": []})
     );
 }
 

@@ -1185,11 +1185,12 @@ fn destroy_dry_run_lists_everything_and_changes_nothing() {
     let journal = std::fs::read(host.path("state/journal.jsonl")).unwrap();
     let markers = host.markers();
     let status: Value = serde_json::from_str(&host.phoenix(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["version"], 1, "{status}");
     let recorded = status["containers"]
-        .as_object()
+        .as_array()
         .unwrap()
-        .values()
-        .map(|steps| steps.as_array().unwrap().len())
+        .iter()
+        .map(|c| c["steps"].as_array().unwrap().len())
         .sum::<usize>()
         + status["other"].as_array().unwrap().len();
     assert!(recorded > 0, "{status}");

@@ -111,7 +111,7 @@ fn github_and_json_formats() {
     assert_eq!(
         out,
         "::error file=tests/lint/undefined_variable.rhai,line=4,col=5::undefined variable `containr` \
-         (API objects: config, log, lxc, gpu, zfs, undo, secret, http, vllm)\n"
+         (API objects: config, log, lxc, gpu, zfs, undo, secret, http, vllm, output)\n"
     );
     let (code, out, _) = phoenix(&[
         "recipe",
@@ -122,7 +122,9 @@ fn github_and_json_formats() {
     ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let first = &v.as_array().unwrap()[0];
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["errors"], 0);
+    let first = &v["findings"].as_array().unwrap()[0];
     assert_eq!(first["file"], "tests/lint/credentials.rhai");
     assert_eq!(first["line"], 2);
     assert_eq!(first["column"], 13);

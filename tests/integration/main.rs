@@ -11,6 +11,7 @@ mod golden;
 mod golden_file;
 mod gpu_host;
 mod lint;
+mod operator;
 mod paths;
 mod primitives;
 mod real_lxc;

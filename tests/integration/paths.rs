@@ -24,6 +24,10 @@ fn t103_marker_and_log_dirs_from_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], 1);
+    // An unset optional setting is null, not a placeholder string.
+    assert_eq!(v["settings"]["bin_dir"]["value"], serde_json::Value::Null);
+    let v = &v["settings"];
     assert_eq!(v["marker_dir"]["value"], markers.display().to_string());
     assert_eq!(v["marker_dir"]["source"], "env");
     assert_eq!(v["log_dir"]["value"], logs.display().to_string());

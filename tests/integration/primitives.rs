@@ -220,7 +220,8 @@ fn gpu_list_json_reports_the_fixture() {
         String::from_utf8_lossy(&out.stderr)
     );
     let gpus: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let gpus = gpus.as_array().unwrap();
+    assert_eq!(gpus["version"], 1, "{gpus}");
+    let gpus = gpus["gpus"].as_array().unwrap();
     assert_eq!(gpus.len(), 2);
     assert_eq!(gpus[0]["index"], 0);
     assert_eq!(gpus[0]["pci_bus_id"], "00000000:00:06.0");

@@ -302,7 +302,9 @@ fn list_shows_names_and_dates_never_values() {
     env.ok(&["secret", "set", "lxc_root_password"], PASSWORD.as_bytes());
     let human = env.ok(&["secret", "list"], b"");
     let lines: Vec<_> = human.lines().collect();
-    assert_eq!(lines.len(), 2, "{human}");
+    assert_eq!(lines.len(), 3, "{human}");
+    assert_eq!(lines[0], "NAME               MODIFIED", "{human}");
+    let lines = &lines[1..];
     let date = regex::Regex::new(r"^\S+\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$").unwrap();
     assert!(
         lines[0].starts_with("hf_token ") && date.is_match(lines[0]),
@@ -311,6 +313,8 @@ fn list_shows_names_and_dates_never_values() {
     assert!(lines[1].starts_with("lxc_root_password ") && date.is_match(lines[1]));
     let json = env.ok(&["secret", "list", "--json"], b"");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["version"], 1, "{json}");
+    let v = &v["secrets"];
     let names: Vec<_> = v
         .as_array()
         .unwrap()
