@@ -732,7 +732,8 @@ impl fmt::Display for GpuSelector {
     }
 }
 
-/// A duration written like `"10s"`, `"500ms"`, `"2m"`, `"1h"` (or combined, `"1m30s"`).
+/// A duration written like `"10s"`, `"500ms"`, `"2m"`, `"1h"`, combined (`"1m30s"`) or
+/// spelled out (`"2 min"`), as `humantime` reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DurationSpec(pub Duration);
 
@@ -741,47 +742,12 @@ impl FromStr for DurationSpec {
     fn from_str(s: &str) -> Result<Self, TypeError> {
         const K: &str = "duration";
         base_checks(K, s, 32)?;
-        let mut total = Duration::ZERO;
-        let mut rest = s.trim();
-        if rest.is_empty() {
+        if s.trim().is_empty() {
             return Err(TypeError::new(K, s, "must not be empty"));
         }
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(TypeError::new(
-                    K,
-                    s,
-                    "expected a number such as `10s`, `500ms`, `2m`",
-                ));
-            }
-            let n: u64 = rest[..digits]
-                .parse()
-                .map_err(|_| TypeError::new(K, s, "number too large"))?;
-            rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit = &rest[..unit_len];
-            rest = &rest[unit_len..];
-            let d = match unit {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n.saturating_mul(60)),
-                "h" => Duration::from_secs(n.saturating_mul(3600)),
-                _ => {
-                    return Err(TypeError::new(
-                        K,
-                        s,
-                        format!("unknown unit {unit:?}; use ms, s, m or h"),
-                    ));
-                }
-            };
-            total = total.saturating_add(d);
-        }
-        Ok(Self(total))
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|e| TypeError::new(K, s, format!("{e} (e.g. `10s`, `500ms`, `2m`)")))
     }
 }
 
@@ -1102,14 +1068,12 @@ mod tests {
             "1m30s".parse::<DurationSpec>().unwrap().0,
             Duration::from_secs(90)
         );
-        crate::test_support::refused(
-            "10".parse::<DurationSpec>(),
-            "unknown unit \"\"; use ms, s, m or h",
+        assert_eq!(
+            "2 min".parse::<DurationSpec>().unwrap().0,
+            Duration::from_secs(120)
         );
-        crate::test_support::refused(
-            "10x".parse::<DurationSpec>(),
-            "unknown unit \"x\"; use ms, s, m or h",
-        );
+        crate::test_support::refused("10".parse::<DurationSpec>(), "time unit needed");
+        crate::test_support::refused("10x".parse::<DurationSpec>(), "unknown time unit \"x\"");
     }
 
     #[test]

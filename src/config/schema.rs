@@ -240,20 +240,9 @@ fn known_fields(schema: &Value, parent: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Levenshtein distance, for "did you mean" (short field names only).
+/// Levenshtein distance, for "did you mean".
 fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
+    strsim::levenshtein(a, b)
 }
 
 /// A value as a human reads it in "found …": its JSON type and, for scalars, the value.
