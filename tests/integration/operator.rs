@@ -432,21 +432,22 @@ fn issue15_destroy_on_a_terminal_shows_its_plan_and_n_changes_nothing() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
-            .starts_with("phoenix destroy will undo 11 step(s):\n  - run [\"systemctl\""),
+            .starts_with("phoenix destroy will undo 12 step(s):\n  - run [\"systemctl\""),
         "{}",
         out.stderr
     );
     assert!(
         out.stderr.contains(
-            "WARNING: 2 ZFS dataset(s) will be DESTROYED with everything in them (downloaded \
-             model weights): tank/models/drdevstral, tank/models. Add --keep-data to keep them."
+            "WARNING: 3 ZFS dataset(s) will be DESTROYED with everything in them (downloaded \
+             model weights): rpool/phoenix/models/drdevstral, rpool/phoenix/models, \
+             rpool/phoenix. Add --keep-data to keep them."
         ),
         "{}",
         out.stderr
     );
     assert!(
         out.stderr.ends_with(
-            "Undo these 11 step(s)? [y/N] phoenix: error: not confirmed: nothing was changed\n"
+            "Undo these 12 step(s)? [y/N] phoenix: error: not confirmed: nothing was changed\n"
         ),
         "{}",
         out.stderr
@@ -469,7 +470,7 @@ fn issue15_destroy_on_a_terminal_shows_its_plan_and_n_changes_nothing() {
     assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("keeping 2 dataset step(s) (--keep-data)"),
+            .contains("keeping 3 dataset step(s) (--keep-data)"),
         "{}",
         out.stderr
     );
@@ -482,7 +483,7 @@ fn issue15_destroy_on_a_terminal_shows_its_plan_and_n_changes_nothing() {
     let st: Value =
         serde_json::from_str(&demo.run(&["status", "--json", "--host", "emulated"]).stdout)
             .unwrap();
-    assert_eq!(st["other"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(st["other"].as_array().unwrap().len(), 3, "{st}");
 
     // --yes asks nothing, even on a terminal.
     let out = destroy_on_a_terminal(&demo, &["--yes"], "");
@@ -490,7 +491,7 @@ fn issue15_destroy_on_a_terminal_shows_its_plan_and_n_changes_nothing() {
     assert!(!out.stderr.contains("[y/N]"), "{}", out.stderr);
     assert!(
         out.stdout
-            .contains("undone        destroy dataset tank/models"),
+            .contains("undone        destroy dataset rpool/phoenix/models"),
         "{}",
         out.stdout
     );
@@ -536,7 +537,7 @@ fn issue15_quiet_keeps_the_result_and_verbose_shows_phoenix_debug_lines_only() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
-        "destroy: 11 undone, 0 already gone, 0 left alone, 0 failed\n"
+        "destroy: 12 undone, 0 already gone, 0 left alone, 0 failed\n"
     );
     assert_eq!(out.stderr, "");
 }
