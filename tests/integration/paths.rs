@@ -75,7 +75,9 @@ fn models_dataset_comes_from_the_config_unless_a_setting_names_it() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{out:?}");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["models_dataset"].clone()
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["settings"]
+            ["models_dataset"]
+            .clone()
     };
     assert_eq!(
         paths(&[]),
@@ -87,8 +89,6 @@ fn models_dataset_comes_from_the_config_unless_a_setting_names_it() {
     );
     std::fs::write(&config, r#"{"lxc_configs": {}}"#).unwrap();
     assert_eq!(paths(&[])["source"], "default");
-    assert_eq!(
-        paths(&[])["value"],
-        "(unset: the config's, else <pool>/phoenix/models)"
-    );
+    // Unset is null in JSON (the human table explains it).
+    assert_eq!(paths(&[])["value"], serde_json::Value::Null);
 }
