@@ -745,9 +745,13 @@ impl FromStr for DurationSpec {
         if s.trim().is_empty() {
             return Err(TypeError::new(K, s, "must not be empty"));
         }
-        humantime::parse_duration(s.trim())
-            .map(Self)
-            .map_err(|e| TypeError::new(K, s, format!("{e} (e.g. `10s`, `500ms`, `2m`)")))
+        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+            TypeError::new(
+                K,
+                s,
+                format!("expected a number such as `10s`, `500ms`, `2m` ({e})"),
+            )
+        })
     }
 }
 
