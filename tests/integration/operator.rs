@@ -751,4 +751,27 @@ fn issue15_a_recipe_reports_its_own_values_and_bad_outputs_are_refused() {
             "{name}: a failed run prints no result block"
         );
     }
+    // With --json a failed run still prints its document, with the error.
+    let path = demo.tmp.path().join("scheme.rhai");
+    let out = demo.run(&[
+        "recipe",
+        "run",
+        path.to_str().unwrap(),
+        "--host",
+        "emulated",
+        "--config",
+        config.to_str().unwrap(),
+        "--lxc",
+        "902",
+        "--json",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().unwrap().contains("must be http://host"),
+        "{v}"
+    );
+    assert_eq!(v["containers"][0]["vmid"], 902);
 }
