@@ -1577,11 +1577,16 @@ fn weights_on_a_64_gib_rootfs_fill_it() {
     // A dataset mounted at /models holds them.
     let emu = Emu::with_rootfs("nesting=1", true, false, "64");
     emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
-    emu.ok("zfs", &["create", "-p", "tank/models/drdevstral"]);
+    emu.ok("zfs", &["create", "-p", "rpool/phoenix/models/drdevstral"]);
     emu.ok("pct", &["stop", "901"]);
     emu.ok(
         "pct",
-        &["set", "901", "--mp0", "/tank/models/drdevstral,mp=/models"],
+        &[
+            "set",
+            "901",
+            "--mp0",
+            "/rpool/phoenix/models/drdevstral,mp=/models",
+        ],
     );
     emu.ok("pct", &["start", "901"]);
     emu.docker_ready();
@@ -1593,7 +1598,7 @@ fn weights_on_a_64_gib_rootfs_fill_it() {
     assert!(on_dataset >= 47_200_000_000, "{on_dataset}");
     assert!(
         emu.root
-            .join("hostfs/tank/models/drdevstral/huggingface/hub/models--mistralai--Devstral-Small-2507")
+            .join("hostfs/rpool/phoenix/models/drdevstral/huggingface/hub/models--mistralai--Devstral-Small-2507")
             .is_dir()
     );
     assert!(du(&emu, "/") < 30_000_000_000);
