@@ -218,6 +218,8 @@ fn readiness_bench() {
             container: "phoenix-vllm-901".to_owned(),
             unit: "phoenix-vllm-901.service".to_owned(),
             api_key: None,
+            model_root: Some(MODEL.to_owned()),
+            weights_dir: None,
         };
         let ready_at = late_vllm(addr, LOAD_DELAY);
         let start = Instant::now();

@@ -92,6 +92,38 @@ impl Site {
         self
     }
 
+    /// Use a copy of the recipe with `from` replaced by `to` (which must be there).
+    fn with_recipe_edit(mut self, from: &str, to: &str) -> Self {
+        let text = std::fs::read_to_string(&self.recipe).unwrap();
+        assert!(text.contains(from), "the recipe has no {from:?}");
+        // Same file name: the config's entry 901 names its recipe `drdevstral.rhai`.
+        let dir = self.path(&format!("edited-{}", text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("drdevstral.rhai");
+        std::fs::write(&copy, text.replace(from, to)).unwrap();
+        self.recipe = copy;
+        self
+    }
+
+    /// `pct exec 901 -- argv` on the emulated host; its stdout (it must succeed).
+    fn ct_exec(&self, argv: &[&str]) -> String {
+        let out = Command::new(self.root().join("bin/pct"))
+            .args(["exec", VMID, "--"])
+            .args(argv)
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pct exec {argv:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `du -s -b PATH` inside container 901 (sizes as the emulated disks count them).
+    fn du(&self, path: &str) -> u64 {
+        let out = self.ct_exec(&["du", "-s", "-b", path]);
+        out.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
@@ -416,8 +448,8 @@ fn t101_model_with_a_pipe_deploys() {
     site.prepare();
     site.run_ok();
 
-    // The unit file inside the container: the model is one word, twice (positional and
-    // served name).
+    // The unit file inside the container: the model is one word, once, after `--model`
+    // (the pinned image's entrypoint refuses a positional; no served name repeats it).
     let unit =
         std::fs::read_to_string(site.rootfs(&format!("etc/systemd/system/{CONTAINER}.service")))
             .unwrap();
@@ -426,15 +458,14 @@ fn t101_model_with_a_pipe_deploys() {
         .iter()
         .position(|w| w.starts_with("vllm/vllm-openai:"))
         .unwrap();
-    assert_eq!(words[image + 1], MODEL, "{words:?}");
-    let served = words
-        .iter()
-        .position(|w| w == "--served-model-name")
-        .unwrap();
-    assert_eq!(words[served + 1], MODEL, "{words:?}");
+    assert_eq!(words[image + 1..image + 3], ["--model", MODEL], "{words:?}");
+    assert!(
+        !words.iter().any(|w| w == "--served-model-name"),
+        "{words:?}"
+    );
     assert_eq!(
         words.iter().filter(|w| w.contains('|')).count(),
-        2,
+        1,
         "{words:?}"
     );
 
@@ -446,8 +477,13 @@ fn t101_model_with_a_pipe_deploys() {
         .iter()
         .find(|c| c["status"] == "running")
         .expect("no running container");
-    assert_eq!(ct["args"][0], MODEL, "{ct}");
+    assert_eq!(
+        ct["args"].as_array().unwrap()[0..2],
+        [json!("--model"), json!(MODEL)],
+        "{ct}"
+    );
     assert_eq!(ct["serve"]["served"], MODEL, "{ct}");
+    assert_eq!(ct["serve"]["model"], MODEL, "{ct}");
 
     // The emulated server lists exactly that id.
     let key = site.reveal("vllm_api_key");
@@ -461,6 +497,7 @@ fn t101_model_with_a_pipe_deploys() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [MODEL]);
+    assert_eq!(v["data"][0]["root"], MODEL);
     site.ok(&["destroy"], b"");
     site.assert_no_server("destroy");
 }
@@ -813,15 +850,27 @@ fn req001_secrets_never_reach_argv_env_or_files() {
     let key = site.reveal("vllm_api_key");
     assert!(key.len() >= 16, "{key:?}");
 
-    // The flow used them: root's password was set, the token pushed as a 0600 file, the
-    // API key written into the 0600 YAML vLLM reads.
+    // The flow used them: root's password was set, the token pushed as a 0600 file into the
+    // Hugging Face cache on the model dataset, the API key written into the 0600 env file
+    // `docker run --env-file` reads (Docker keeps the container's environment in its own
+    // 0600 config, as the real one does).
     assert_eq!(site.ct_state()["passwords_set"], json!(["root"]));
-    let token = site.rootfs("root/.cache/huggingface/token");
+    let tokens = files_named(&site.root().join("hostfs"), "/huggingface/token");
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let token = tokens[0].clone();
+    assert!(!site.rootfs("root/.cache/huggingface/token").exists());
     assert_eq!(std::fs::read_to_string(&token).unwrap().trim(), HF);
     assert_eq!(mode(&token), 0o600, "{token:?}");
-    let yaml = site.rootfs(&format!("etc/phoenix-vllm/{CONTAINER}.yaml"));
-    assert!(contains(&std::fs::read(&yaml).unwrap(), &key));
-    assert_eq!(mode(&yaml), 0o600, "{yaml:?}");
+    let env_file = site.rootfs(&format!("etc/phoenix-vllm/{CONTAINER}.env"));
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        format!("VLLM_API_KEY={key}\n")
+    );
+    assert_eq!(mode(&env_file), 0o600, "{env_file:?}");
+    let docker_configs = files_named(&site.rootfs("var/lib/docker/containers"), "/config.v2.json");
+    assert_eq!(docker_configs.len(), 1, "{docker_configs:?}");
+    let docker_config = docker_configs[0].clone();
+    assert_eq!(mode(&docker_config), 0o600, "{docker_config:?}");
 
     // argv.log: no argv and no environment holds any of them, in any encoding.
     let log = std::fs::read(site.root().join("argv.log")).unwrap();
@@ -856,25 +905,144 @@ fn req001_secrets_never_reach_argv_env_or_files() {
         }
     }
     // Files: state, log, markers, secrets, key, the emulated root (the container's files
-    // included): only the token file and the YAML hold a secret.
+    // and `docker logs` of the server included): only the token file, the env file and
+    // Docker's own 0600 config of the container hold a secret.
     // (The scan does find them where they belong.)
     assert_eq!(
         files_holding(&site, HF, &[]),
         vec![(token.clone(), HF.to_owned())]
     );
-    assert!(
-        files_holding(&site, &key, &[])
-            .iter()
-            .any(|(p, _)| *p == yaml)
-    );
+    let holding_key: Vec<PathBuf> = files_holding(&site, &key, &[])
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(holding_key.contains(&env_file), "{holding_key:?}");
+    assert!(holding_key.contains(&docker_config), "{holding_key:?}");
     assert_eq!(
         files_holding(&site, HF, std::slice::from_ref(&token)),
         vec![]
     );
     assert_eq!(files_holding(&site, PW, &[]), vec![]);
     assert_eq!(
-        files_holding(&site, &key, std::slice::from_ref(&yaml)),
+        files_holding(&site, &key, &[env_file.clone(), docker_config.clone()]),
         vec![]
+    );
+    // The server's log was scanned: it is there, with vLLM's "non-default args" line.
+    let logs = files_named(&site.root(), ".log");
+    assert!(
+        logs.iter()
+            .any(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains(
+                "non-default args: {'host': '0.0.0.0', 'model': 'mistralai/Devstral-Small-2507'"
+            ))),
+        "{logs:?}"
+    );
+    site.ok(&["destroy"], b"");
+    site.assert_no_server("destroy");
+}
+
+/// The command of the README's main job (the words after `target/release/phoenix`).
+fn readme_main_job() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains("phoenix recipe run") && l.contains("--host emulated"))
+        .expect("the README has no main job");
+    let (_, rest) = line
+        .split_once("target/release/phoenix ")
+        .expect("the main job runs target/release/phoenix");
+    rest.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Issue 11 "must show": the README's main job, run as written (from the repository, on
+/// the faithful emulator), serves the configured model, its weights on the model dataset.
+/// The readiness ladder compares `/v1/models`' name and `root` with the config, so a server
+/// that loaded Qwen/Qwen3-0.6B would fail the run.
+#[test]
+fn readme_main_job_serves_the_configured_model() {
+    let args = readme_main_job();
+    assert_eq!(
+        args[..4],
+        ["recipe", "run", "recipes/drdevstral.rhai", "--host"],
+        "{args:?}"
+    );
+    let site = Site::new(&example_config());
+    site.prepare();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = site
+        .command(&args)
+        .current_dir(repo(""))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("vLLM serves mistralai/Devstral-Small-2507 at http://"),
+        "{err}"
+    );
+    let key = site.reveal("vllm_api_key");
+    let (code, body) = http_get(site.server_addr(), "/v1/models", &key);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["id"], "mistralai/Devstral-Small-2507");
+    assert_eq!(v["data"][0]["root"], "mistralai/Devstral-Small-2507");
+    // ≈ 47 GB of weights on the dataset mounted at /models, none on the rootfs.
+    let on_dataset = site.du("/models/huggingface");
+    assert!(on_dataset >= 47_200_000_000, "{on_dataset}");
+    assert!(!site.rootfs("root/.cache/huggingface/hub").exists());
+    assert!(site.du("/") < 30_000_000_000);
+    site.ok(&["destroy"], b"");
+    site.assert_no_server("destroy");
+}
+
+/// Issue 11 "must show": weights downloaded onto the container's rootfs (a recipe without
+/// the dataset) fill its 64 GB next to the ≈ 29 GB image; the run fails naming the cause.
+#[test]
+fn weights_on_the_rootfs_fill_it_and_the_run_names_the_cause() {
+    let site = Site::new(&example_config()).with_recipe_edit("spec.models_dir = \"/models\";", "");
+    site.prepare();
+    let out = site.run(&[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the container is no longer running (the Docker container is gone and phoenix-vllm-901.service is activating/auto-restart): a disk is full (\"No space left on device\" in its log); the weights download into /root/.cache/huggingface: put them on the model dataset (`models_dir`) or give it more space"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("OSError: [Errno 28] No space left on device"),
+        "{}",
+        out.stderr
+    );
+    site.ok(&["destroy"], b"");
+    site.assert_no_server("destroy");
+}
+
+/// Issue 11: downloading is a stage of its own, with visible progress and its own limit:
+/// a download three times longer than the load limit does not fail the run.
+#[test]
+fn a_long_first_download_is_its_own_stage() {
+    let site = Site::new(&example_config()).with_recipe_edit(
+        r#"#{ timeout: "15m", download_timeout: "6h" }"#,
+        r#"#{ timeout: "1s", download_timeout: "1m", progress_every: "100ms" }"#,
+    );
+    site.prepare();
+    site.faults(&[], json!({"download_time": "3s"}));
+    let out = site.run(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("downloading the weights: ")
+            && out.stderr.contains(" in /models/huggingface ("),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(" GB of weights in ")
+            && out.stderr.contains("s (47.2 GB in /models/huggingface)"),
+        "{}",
+        out.stderr
     );
     site.ok(&["destroy"], b"");
     site.assert_no_server("destroy");

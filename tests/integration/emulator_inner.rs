@@ -14,27 +14,30 @@ use tempfile::TempDir;
 
 use crate::support::wait_until;
 
-/// phoenix's unit for container 901 (the vllm branch's golden `vllm-901.service`).
-const UNIT_901: &str = r#"# Written by phoenix: the vLLM server of container 901.
-# phoenix rewrites this file on every run; change the config entry instead.
-[Unit]
-Description=phoenix vLLM server of container 901
-After=docker.service network-online.target
-Wants=network-online.target
+/// A unit for container 901 as an operator writes one for the pinned image: the model
+/// with `--model`, the API key as `VLLM_API_KEY` from a 0600 env file, the Hugging Face cache
+/// on `/models` (written here, not read from phoenix's golden: the emulator is tested on
+/// its own).
+const UNIT_901: &str = r#"[Unit]
+Description=vLLM server
 Requires=docker.service
 
 [Service]
-Type=simple
-ExecStartPre=-/usr/bin/docker "rm" "-f" "phoenix-vllm-901"
-ExecStart=/usr/bin/docker "run" "--rm" "--name" "phoenix-vllm-901" "--gpus" "\"device=0,1\"" "--shm-size" "16g" "-p" "8000:8000" "-v" "/root/.cache/huggingface:/root/.cache/huggingface" "-v" "/models:/models" "-v" "/etc/phoenix-vllm:/etc/phoenix-vllm:ro" "vllm/vllm-openai:v0.11.0" "mistralai/Devstral-Small-2507" "--tensor-parallel-size" "2" "--max-model-len" "128000" "--kv-cache-dtype" "fp8" "--served-model-name" "mistralai/Devstral-Small-2507" "--host" "0.0.0.0" "--port" "8000" "--config" "/etc/phoenix-vllm/phoenix-vllm-901.yaml"
-ExecStop=/usr/bin/docker "stop" "phoenix-vllm-901"
+ExecStartPre=-/usr/bin/docker rm -f phoenix-vllm-901
+ExecStart=/usr/bin/docker run --rm --name phoenix-vllm-901 --gpus "\"device=0,1\"" --shm-size 16g -p 8000:8000 -v /models/huggingface:/root/.cache/huggingface -v /models:/models --env-file /etc/phoenix-vllm/phoenix-vllm-901.env vllm/vllm-openai:v0.11.0 --model mistralai/Devstral-Small-2507 --tensor-parallel-size 2 --max-model-len 128000 --kv-cache-dtype fp8 --host 0.0.0.0 --port 8000
+ExecStop=/usr/bin/docker stop phoenix-vllm-901
 Restart=on-failure
-RestartSec=10
-TimeoutStopSec=120
 
 [Install]
 WantedBy=multi-user.target
 "#;
+
+/// The unit of phoenix's first slice: a positional model, the key in a `--config` YAML.
+fn old_unit(image: &str) -> String {
+    format!(
+        "[Unit]\nRequires=docker.service\n[Service]\nExecStart=/usr/bin/docker run --rm --name phoenix-vllm-901 --gpus all -p 8000:8000 -v /root/.cache/huggingface:/root/.cache/huggingface -v /etc/phoenix-vllm:/etc/phoenix-vllm:ro {image} mistralai/Devstral-Small-2507 --served-model-name mistralai/Devstral-Small-2507 --host 0.0.0.0 --port 8000 --config /etc/phoenix-vllm/phoenix-vllm-901.yaml\nRestart=on-failure\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
 
 const MODEL: &str = "mistralai/Devstral-Small-2507";
 const IMAGE: &str = "vllm/vllm-openai:v0.11.0";
@@ -56,8 +59,14 @@ struct Emu {
 }
 
 impl Emu {
-    /// A host whose container 901 has `features` and, with `gpus`, the two GPUs.
+    /// A host whose container 901 has `features` and, with `gpus`, the two GPUs; its
+    /// rootfs holds 128 GiB (the image and a downloaded model fit).
     fn new(features: &str, gpus: bool, unprivileged: bool) -> Self {
+        Self::with_rootfs(features, gpus, unprivileged, "128")
+    }
+
+    /// The same with a rootfs of `gib` GiB.
+    fn with_rootfs(features: &str, gpus: bool, unprivileged: bool, gib: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("emulated");
         let state = dir.path().join("state");
@@ -83,7 +92,7 @@ impl Emu {
                 "--memory",
                 "4096",
                 "--rootfs",
-                "local-zfs:8",
+                &format!("local-zfs:{gib}"),
                 "--net0",
                 "name=eth0,bridge=vmbr0,ip=dhcp",
                 "--features",
@@ -221,7 +230,7 @@ impl Emu {
         self.exec_ok(&["systemctl", "restart", "docker.service"]);
     }
 
-    /// The API key file and phoenix's unit pushed, daemon reloaded.
+    /// The API key's env file and the unit pushed, daemon reloaded.
     fn unit_ready(&self, key: &str) {
         self.ok(
             "pct",
@@ -237,8 +246,8 @@ impl Emu {
             ],
         );
         self.push(
-            "/etc/phoenix-vllm/phoenix-vllm-901.yaml",
-            &format!("api-key: \"{key}\"\n"),
+            "/etc/phoenix-vllm/phoenix-vllm-901.env",
+            &format!("VLLM_API_KEY={key}\n"),
             "0600",
         );
         self.push(
@@ -260,6 +269,14 @@ impl Emu {
         ]);
         out.trim().parse().unwrap()
     }
+}
+
+/// `du -s -b PATH` inside container 901.
+fn du(emu: &Emu, path: &str) -> u64 {
+    let out = emu.exec_ok(&["du", "-s", "-b", path]);
+    let (n, p) = out.trim_end().split_once('\t').unwrap();
+    assert_eq!(p, path);
+    n.parse().unwrap()
 }
 
 /// Name `pid` as the owner of the root's emulated vLLM servers in `emu.json`.
@@ -663,6 +680,7 @@ fn vllm_unit_serves_on_the_loopback_address_and_stops() {
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"][0]["id"], MODEL);
+    assert_eq!(v["data"][0]["root"], MODEL);
     assert_eq!(v["data"][0]["max_model_len"], 128_000);
     // Docker's view.
     assert_eq!(
@@ -687,7 +705,22 @@ fn vllm_unit_serves_on_the_loopback_address_and_stops() {
         "running\n"
     );
     let all = emu.exec_ok(&["docker", "logs", "phoenix-vllm-901"]);
-    assert!(all.contains("vLLM API server version"), "{all}");
+    assert!(all.contains("vLLM API server version 0.11.0"), "{all}");
+    // vLLM's "non-default args" line names every argument, and not VLLM_API_KEY.
+    assert!(
+        all.contains("[utils.py:233] non-default args: {'host': '0.0.0.0', 'model': 'mistralai/Devstral-Small-2507', 'max_model_len': 128000, 'tensor_parallel_size': 2, 'kv_cache_dtype': 'fp8'}\n"),
+        "{all}"
+    );
+    // The weights were downloaded into the cache on /models.
+    assert!(
+        all.contains("Time spent downloading weights for mistralai/Devstral-Small-2507:"),
+        "{all}"
+    );
+    let weights = du(&emu, "/models/huggingface");
+    assert!(
+        (47_200_000_000..47_200_100_000).contains(&weights),
+        "{weights}"
+    );
     assert!(
         !all.contains("sk-emu-key"),
         "the key reached the log: {all}"
@@ -740,8 +773,9 @@ fn a_changed_unit_needs_daemon_reload() {
     emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
     // The new file serves on 8001, but systemd still has the old lines.
     let changed = UNIT_901
-        .replace("\"8000:8000\"", "\"8001:8001\"")
-        .replace("\"--port\" \"8000\"", "\"--port\" \"8001\"");
+        .replace("8000:8000", "8001:8001")
+        .replace("--port 8000", "--port 8001");
+    assert_ne!(changed, UNIT_901);
     emu.push(
         "/etc/systemd/system/phoenix-vllm-901.service",
         &changed,
@@ -845,7 +879,7 @@ fn vllm_mode_503_wrong_model_and_never_listen() {
 }
 
 #[test]
-fn vllm_arguments_are_checked_like_vllm_serve() {
+fn vllm_arguments_are_checked_like_the_api_server() {
     let emu = Emu::new("nesting=1", true, false);
     emu.docker_ready();
     let run = |extra: &[&str]| {
@@ -860,6 +894,7 @@ fn vllm_arguments_are_checked_like_vllm_serve() {
             "-p",
             "8000:8000",
             IMAGE,
+            "--model",
             MODEL,
         ];
         argv.extend_from_slice(extra);
@@ -882,6 +917,16 @@ fn vllm_arguments_are_checked_like_vllm_serve() {
     let o = run(&["--config", "/etc/phoenix-vllm/x.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("No such file or directory: '/etc/phoenix-vllm/x.yaml'"));
+    // The pinned image's api_server has no positional model (vllm-project/vllm#27389).
+    let o = run(&[MODEL]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).ends_with(&format!(
+            "api_server.py: error: unrecognized arguments: {MODEL}\n"
+        )),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A detached server on container 901; its pid once it listens.
@@ -900,6 +945,7 @@ fn detached_server(emu: &Emu) -> i32 {
         "-p",
         "8000:8000",
         IMAGE,
+        "--model",
         MODEL,
     ]);
     let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
@@ -1158,6 +1204,7 @@ fn an_exited_container_without_rm_stays_with_its_exit_code() {
         "-e",
         "A=b",
         IMAGE,
+        "--model",
         MODEL,
         "--tensor-parallel-size",
         "2",
@@ -1299,4 +1346,324 @@ fn the_driver_installer_installs_its_own_version_without_the_kernel_module() {
     emu.push(other, "phoenix-emu nvidia-installer 570.86.15\n", "0755");
     emu.exec_ok(&[other, "--no-kernel-module", "--silent"]);
     assert_eq!(emu.exec(&["nvidia-smi", "-L"]).status.code(), Some(18));
+}
+
+/// Wait until `docker inspect` no longer knows the vLLM container (`--rm` after an exit).
+fn until_removed(emu: &Emu) {
+    wait_until("the vLLM container to be removed", || {
+        !emu.exec(&["docker", "inspect", "phoenix-vllm-901"])
+            .status
+            .success()
+    });
+}
+
+/// Push the old unit for `image` and its `--config` YAML holding `key`; start it.
+fn start_old_unit(emu: &Emu, image: &str, key: &str) {
+    emu.exec_ok(&["mkdir", "-p", "-m", "0700", "/etc/phoenix-vllm"]);
+    emu.push(
+        "/etc/phoenix-vllm/phoenix-vllm-901.yaml",
+        &format!("api-key: \"{key}\"\n"),
+        "0600",
+    );
+    emu.push(
+        "/etc/systemd/system/phoenix-vllm-901.service",
+        &old_unit(image),
+        "0644",
+    );
+    emu.exec_ok(&["systemctl", "daemon-reload"]);
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+}
+
+/// Issue 11 / DESIGN.md §11: the pinned v0.11.0 image's api_server refuses the old unit's
+/// positional model (exit 2, vllm-project/vllm#27389): the container exits at once and the
+/// unit crash-loops, with argparse's message in the unit's journal.
+#[test]
+fn the_pinned_image_refuses_the_old_positional_model() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    start_old_unit(&emu, IMAGE, "sk-old");
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,SubState",
+            "phoenix-vllm-901"
+        ]),
+        "ActiveState=activating\nSubState=auto-restart\n"
+    );
+    let log = emu.exec_ok(&[
+        "journalctl",
+        "-u",
+        "phoenix-vllm-901",
+        "--no-pager",
+        "-o",
+        "cat",
+    ]);
+    assert!(
+        log.ends_with(
+            "api_server.py: error: unrecognized arguments: mistralai/Devstral-Small-2507\n"
+        ),
+        "{log}"
+    );
+}
+
+/// Issue 11 "must show": on an early-2026 image the old unit's positional is accepted and
+/// ignored (vllm-project/vllm PR #32292): the server loads its default, Qwen/Qwen3-0.6B,
+/// under the configured name, and prints the `--config` key in its "non-default args"
+/// line. phoenix's readiness ladder catches the wrong model from `/v1/models`' `root`.
+#[test]
+fn the_old_unit_serves_the_wrong_model_on_a_later_image_and_is_caught() {
+    use phoenix::api::http::HttpUrl;
+    use phoenix::api::vllm::{Liveness, Server, WaitOptions, wait_ladder};
+
+    struct Running;
+    impl Liveness for Running {
+        fn exited(&self) -> Option<String> {
+            None
+        }
+        fn logs(&self) -> String {
+            String::new()
+        }
+        fn cancelled(&self) -> bool {
+            false
+        }
+    }
+
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    start_old_unit(&emu, "vllm/vllm-openai:v0.14.0", "sk-old-yaml-key");
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    wait_up(addr);
+    let (code, body) = http(addr, "/v1/models", Some("sk-old-yaml-key")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["id"], MODEL);
+    assert_eq!(v["data"][0]["root"], "Qwen/Qwen3-0.6B");
+    // The key from the YAML is an argument: vLLM's log line prints it.
+    let log = emu.exec_ok(&["docker", "logs", "phoenix-vllm-901"]);
+    assert!(
+        log.contains("non-default args: {'host': '0.0.0.0', 'api_key': ['sk-old-yaml-key'], 'served_model_name': ['mistralai/Devstral-Small-2507']}"),
+        "{log}"
+    );
+    // The default model's weights were what got downloaded.
+    assert!(
+        log.contains("Time spent downloading weights for Qwen/Qwen3-0.6B:"),
+        "{log}"
+    );
+    let server = Server {
+        vmid: phoenix::types::Vmid::new(901).unwrap(),
+        url: HttpUrl::parse(&format!("http://{addr}/")).unwrap(),
+        model: MODEL.into(),
+        container: "phoenix-vllm-901".into(),
+        unit: "phoenix-vllm-901.service".into(),
+        api_key: Some(phoenix::secret::Secret::new(
+            phoenix::types::SecretName::new("vllm_api_key").unwrap(),
+            zeroize::Zeroizing::new(b"sk-old-yaml-key".to_vec()),
+        )),
+        model_root: Some(MODEL.into()),
+        weights_dir: None,
+    };
+    let opts = WaitOptions {
+        timeout: Duration::from_secs(5),
+        ..WaitOptions::default()
+    };
+    let e = wait_ladder(&server, &opts, &Running)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(stage: models): the server loaded \"Qwen/Qwen3-0.6B\" under the name \"mistralai/Devstral-Small-2507\", not the configured model"),
+        "{e}"
+    );
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+}
+
+/// The API key from an env file: in the server's environment (Docker's 0600 config, shown
+/// by `docker inspect`), never in its log line; docker/cli reads the file's value verbatim.
+#[test]
+fn an_env_file_key_stays_out_of_the_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = Emu::new("nesting=1", true, false);
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.unit_ready("sk-env = key");
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    wait_up(addr);
+    assert_eq!(http(addr, "/v1/models", Some("sk-env")).unwrap().0, 401);
+    assert_eq!(
+        http(addr, "/v1/models", Some("sk-env = key")).unwrap().0,
+        200
+    );
+    let log = emu.exec_ok(&["docker", "logs", "phoenix-vllm-901"]);
+    assert!(log.contains("non-default args: {"), "{log}");
+    assert!(!log.contains("sk-env"), "{log}");
+    let env = emu.exec_ok(&[
+        "docker",
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        "phoenix-vllm-901",
+    ]);
+    assert_eq!(env, "[\"VLLM_API_KEY=sk-env = key\"]\n");
+    let id = emu
+        .exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "phoenix-vllm-901",
+        ])
+        .trim()
+        .to_owned();
+    let config = emu.root.join(format!(
+        "var/lib/lxc/901/rootfs/var/lib/docker/containers/{id}/config.v2.json"
+    ));
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !std::fs::read_to_string(emu.root.join("var/lib/lxc/901/emu-state.json"))
+            .unwrap()
+            .contains("sk-env")
+    );
+    // Removed with the container.
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+    until_removed(&emu);
+    assert!(!config.exists());
+}
+
+/// Disks have sizes: the image takes ≈ 29 GB of the rootfs, and weights downloaded onto the
+/// rootfs fill a 64 GiB one ("No space left on device"), while on a dataset they fit.
+#[test]
+fn weights_on_a_64_gib_rootfs_fill_it() {
+    let emu = Emu::with_rootfs("nesting=1", true, false, "64");
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.docker_ready();
+    emu.exec_ok(&["docker", "pull", IMAGE]);
+    assert_eq!(du(&emu, "/var/lib/docker"), 29_000_000_000);
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    until_removed(&emu);
+    let log = emu.exec_ok(&[
+        "journalctl",
+        "-u",
+        "phoenix-vllm-901",
+        "--no-pager",
+        "-o",
+        "cat",
+    ]);
+    assert!(
+        log.contains("UserWarning: Not enough free disk space to download the file.")
+            && log.contains("OSError: [Errno 28] No space left on device:"),
+        "{log}"
+    );
+    assert_eq!(
+        emu.exec_ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState,SubState",
+            "phoenix-vllm-901"
+        ]),
+        "ActiveState=activating\nSubState=auto-restart\n"
+    );
+    // The rootfs is full: 64 GiB, of which the template holds 0.5 GB (less the few bytes of
+    // the removed container's config).
+    let used = du(&emu, "/") + 500_000_000;
+    assert!(((64u64 << 30) - 4096..=64 << 30).contains(&used), "{used}");
+
+    // A dataset mounted at /models holds them.
+    let emu = Emu::with_rootfs("nesting=1", true, false, "64");
+    emu.faults(serde_json::json!({"vllm": {"load_delay": "100ms"}}));
+    emu.ok("zfs", &["create", "-p", "rpool/phoenix/models/drdevstral"]);
+    emu.ok("pct", &["stop", "901"]);
+    emu.ok(
+        "pct",
+        &[
+            "set",
+            "901",
+            "--mp0",
+            "/rpool/phoenix/models/drdevstral,mp=/models",
+        ],
+    );
+    emu.ok("pct", &["start", "901"]);
+    emu.docker_ready();
+    emu.unit_ready("k");
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901.service"]);
+    let addr: SocketAddr = format!("{}:8000", emu.address()).parse().unwrap();
+    wait_up(addr);
+    let on_dataset = du(&emu, "/models/huggingface");
+    assert!(on_dataset >= 47_200_000_000, "{on_dataset}");
+    assert!(
+        emu.root
+            .join("hostfs/rpool/phoenix/models/drdevstral/huggingface/hub/models--mistralai--Devstral-Small-2507")
+            .is_dir()
+    );
+    assert!(du(&emu, "/") < 30_000_000_000);
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+}
+
+/// A pull whose layers do not fit fails as Docker's layer extraction does.
+#[test]
+fn an_image_larger_than_the_rootfs_does_not_pull() {
+    let emu = Emu::with_rootfs("nesting=1", true, false, "16");
+    emu.docker_ready();
+    let o = emu.exec(&["docker", "pull", IMAGE]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("failed to register layer: write /var/lib/docker/overlay2/")
+            && stderr(&o).contains(": no space left on device"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(emu.state()["docker"]["images"], serde_json::json!([]));
+}
+
+/// opencontainers/runc#4972: runc 1.3.3 under LXC's AppArmor profile cannot start any
+/// container (docker/cli gives "permission denied" exit 126); an unconfined LXC container
+/// can. A trivial entrypoint runs without the vLLM server.
+#[test]
+fn runc_1_3_3_under_apparmor_starts_no_container() {
+    let emu = Emu::new("nesting=1", true, false);
+    emu.docker_ready();
+    emu.exec_ok(&["docker", "pull", IMAGE]);
+    let probe = [
+        "docker",
+        "run",
+        "--rm",
+        "--gpus",
+        "\"device=0,1\"",
+        "--entrypoint",
+        "/bin/true",
+        IMAGE,
+    ];
+    let o = emu.exec(&probe);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(emu.exec_ok(&["docker", "ps", "-a", "-q"]), "");
+    let o = emu.exec(&[
+        "docker",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/opt/nothing",
+        IMAGE,
+    ]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(stderr(&o).contains("exec: \"/opt/nothing\": executable file not found in $PATH"));
+    emu.faults(serde_json::json!({"docker": {"runc": "1.3.3"}}));
+    let o = emu.exec(&probe);
+    assert_eq!(o.status.code(), Some(126));
+    assert!(
+        stderr(&o).contains("error during container init: open sysctl net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied"),
+        "{}",
+        stderr(&o)
+    );
+    let path = emu.root.join("etc/pve/lxc/901.conf");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("lxc.apparmor.profile: unconfined\n");
+    std::fs::write(&path, text).unwrap();
+    let o = emu.exec(&probe);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

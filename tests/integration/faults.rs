@@ -134,7 +134,7 @@ fn inner_is_query(argv: &[&str]) -> bool {
     let sub = argv.get(1).copied().unwrap_or("");
     match argv.first().copied().unwrap_or("") {
         "test" | "[" | "cat" | "ls" | "stat" | "id" | "getent" | "uname" | "readlink" | "head"
-        | "grep" | "which" | "true" | "dpkg-query" | "apt-cache" => true,
+        | "grep" | "which" | "true" | "dpkg-query" | "apt-cache" | "du" | "df" => true,
         "ip" => argv.contains(&"show"),
         "systemctl" => matches!(
             sub,

@@ -2,23 +2,33 @@
 //! container as a systemd service, and `vllm.wait_ready(server, opts)` walks the readiness
 //! ladder of DESIGN.md §5.
 //!
-//! Everything inside the container goes through the `lxc` primitives ([`lxc::exec`](crate::api::lxc::exec),
-//! [`lxc::push`](crate::api::lxc::push), [`lxc::address`](crate::api::lxc::address)) or, for read-only queries, the host's `ct_exec` with
-//! read-only intent (so `--dry-run` runs them for real). No shell anywhere: the unit's
-//! `ExecStart=` is written by a typed builder ([`UnitFile`]) that quotes every argument as a
-//! systemd word.
+//! Everything inside the container goes through the `lxc` primitives
+//! ([`lxc::exec`](crate::api::lxc::exec), [`lxc::push`](crate::api::lxc::push),
+//! [`lxc::address`](crate::api::lxc::address)) or, for read-only queries, the host's
+//! `ct_exec` with read-only intent (so `--dry-run` runs them for real). No shell anywhere:
+//! the unit's `ExecStart=` is written by a typed builder ([`UnitFile`]) that quotes every
+//! argument as a systemd word.
+//!
+//! What a real host needs (DESIGN.md §11): the model goes with `--model` (the pinned
+//! image's api_server entrypoint refuses or ignores a positional); the API key reaches vLLM
+//! as `VLLM_API_KEY` from a 0600 env file (a key in argv or a `--config` YAML is printed in
+//! vLLM's "non-default args" log line); weights download into the Hugging Face cache on the
+//! model dataset, never the rootfs, as a readiness stage of their own; Docker is proven to
+//! start a container before the service is written.
 //!
 //! Decisions where DESIGN.md is silent:
 //! - Names: the Docker container is `phoenix-vllm-<vmid>`, its unit
 //!   `/etc/systemd/system/phoenix-vllm-<vmid>.service`, its API key file
-//!   `/etc/phoenix-vllm/phoenix-vllm-<vmid>.yaml`.
+//!   `/etc/phoenix-vllm/phoenix-vllm-<vmid>.env` (0600, in a 0700 directory).
 //! - GPUs: the container sees its passed-through GPUs numbered from 0, so a config entry
 //!   with N GPUs gives `--gpus "device=0,…,N-1"` (one argv element, quotes included), `all`
 //!   gives `--gpus all`, no GPUs gives no `--gpus`.
 //! - `vllm_shm_size` set → `--shm-size`; unset → `--ipc=host` (vLLM's own advice).
-//! - `/etc/phoenix-vllm` is mounted (read-only) only when an API key file exists; the
-//!   Hugging Face cache `/root/.cache/huggingface` is always mounted (model downloads
-//!   survive restarts); `/models` only when the spec names `models_dir`.
+//! - The Hugging Face cache is `<models_dir>/huggingface` (on the dataset) when the spec
+//!   names `models_dir`, else `/root/.cache/huggingface` (the rootfs; a 47 GB model fills a
+//!   64 GB rootfs next to the ≈ 29 GB image); it is bound at `/root/.cache/huggingface` in the
+//!   vLLM container, and `models_dir` also at its own path (local models).
+//! - `--served-model-name` only when `vllm_served_model_name` differs from the model.
 //! - The image must be pinned: a tag other than `latest`, or a digest.
 //! - The pull is skipped when `docker image inspect` already finds the image.
 //! - Idempotence: an unchanged unit, unchanged secret files and an active, enabled service
@@ -112,6 +122,23 @@ pub enum VllmError {
         #[source]
         source: ApiError,
     },
+    /// Docker inside the container cannot start a container from the image (found before
+    /// the service was written).
+    #[error(
+        "Docker inside container {vmid} cannot start a container from {image} (docker run exit {code}): {stderr}\nwhat to do: {advice}"
+    )]
+    DockerCannotStart {
+        /// The container.
+        vmid: Vmid,
+        /// The image.
+        image: String,
+        /// `docker run`'s exit code.
+        code: i64,
+        /// Its stderr (redacted).
+        stderr: String,
+        /// What to do about it.
+        advice: &'static str,
+    },
     /// A primitive underneath failed.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -173,8 +200,9 @@ pub fn register(engine: &mut Engine) {
         .with_params_info(["vllm: Vllm", "ct: Map|int", "Map"])
         .with_comments([
             "/// Start the container's vLLM server (from its config entry) as a systemd service",
-            "/// running the pinned `vllm/vllm-openai` image. Returns the server",
-            "/// `#{ct, vmid, url, model, container, unit, api_key_set}`. Undo: stop and remove.",
+            "/// running the pinned `vllm/vllm-openai` image, after proving that Docker starts a",
+            "/// container from it. Returns the server `#{ct, vmid, url, model, model_root,",
+            "/// weights_dir, container, unit, api_key_set}`. Undo: stop and remove.",
         ])
         .register_into_engine(engine, move |api: VllmApi, ct: Dynamic| {
             start_fn(api, ct, Map::new())
@@ -184,7 +212,8 @@ pub fn register(engine: &mut Engine) {
         .with_comments([
             "/// Start with a spec: the config entry (`config.target()`), plus optional `hf_token`",
             "/// and `api_key` (secrets, delivered as 0600 files), `image` (pinned) and",
-            "/// `models_dir` (bound into the vLLM container at the same path).",
+            "/// `models_dir` (the model dataset's mount point: bound into the vLLM container at",
+            "/// the same path, and home of the Hugging Face cache, so weights download onto it).",
         ])
         .register_into_engine(engine, start_fn);
 
@@ -196,21 +225,33 @@ pub fn register(engine: &mut Engine) {
             wait_ready(api.runtime(), &s, &o).map_err(|e| script_error(e.into_api(CALL)))?;
         let mut m = server;
         m.insert("ready".into(), Dynamic::from_bool(ready.is_some()));
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
         m.insert(
             "waited_ms".into(),
-            Dynamic::from_int(ready.map_or(0, |r| {
-                i64::try_from(r.waited.as_millis()).unwrap_or(i64::MAX)
-            })),
+            Dynamic::from_int(ready.as_ref().map_or(0, |r| ms(r.waited))),
+        );
+        let downloaded = ready.as_ref().and_then(|r| r.downloaded);
+        m.insert(
+            "downloaded_bytes".into(),
+            Dynamic::from_int(downloaded.map_or(0, |(b, _)| bytes(b))),
+        );
+        m.insert(
+            "download_ms".into(),
+            Dynamic::from_int(downloaded.map_or(0, |(_, d)| ms(d))),
         );
         Ok(m)
     };
     FuncRegistration::new("wait_ready")
         .with_params_info(["vllm: Vllm", "server: Map", "Map"])
         .with_comments([
-            "/// Wait until the server answers: port open → GET /health 200 → the model listed by",
-            "/// GET /v1/models. Fails fast on a 503 (engine dead), a wrong model or an exited",
-            "/// container; times out after 15 min. Errors carry the stage, the last answer and",
-            "/// the container's last 50 log lines. Skipped in a dry run.",
+            "/// Wait until the server answers: weights downloading (the cache grows) → port open →",
+            "/// GET /health 200 → the model listed by GET /v1/models (name and loaded model). Fails",
+            "/// fast on a 503 (engine dead), a wrong model, an exited container or a full disk;",
+            "/// the download has its own 6 h limit, the load 15 min from the weights' last growth.",
+            "/// Errors carry the stage, the last answer and the container's last 50 log lines.",
+            "/// Returns the server map plus `ready`, `waited_ms`, `downloaded_bytes`, `download_ms`.",
+            "/// Skipped in a dry run.",
         ])
         .register_into_engine(engine, move |api: VllmApi, server: Map| {
             wait_fn(api, server, Map::new())
@@ -218,8 +259,10 @@ pub fn register(engine: &mut Engine) {
     FuncRegistration::new("wait_ready")
         .with_params_info(["vllm: Vllm", "server: Map", "opts: Map", "Map"])
         .with_comments([
-            "/// Wait with options: `timeout` (`\"15m\"`), `completion` (bool: also a one-token",
-            "/// completion), `poll` and `max_poll` (pause bounds), `request_timeout`.",
+            "/// Wait with options: `timeout` (load limit, `\"15m\"`, counted from the weights' last",
+            "/// growth), `download_timeout` (`\"6h\"`), `progress_every` (`\"5s\"`: how often the",
+            "/// weights' size is read), `completion` (bool: also a one-token completion), `poll`",
+            "/// and `max_poll` (pause bounds), `request_timeout`.",
         ])
         .register_into_engine(engine, wait_fn);
 }

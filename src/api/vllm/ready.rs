@@ -1,6 +1,21 @@
 //! The readiness ladder of DESIGN.md §5: connection refused/reset/EOF = loading →
 //! `GET /health` 200 → the configured model in `GET /v1/models` → (optional) a one-token
 //! completion; failing fast on an exited container, a 503 or the wrong model.
+//!
+//! Downloading the weights is a stage of its own (DESIGN.md §11): a first start of a 24B
+//! model fetches ≈ 47 GB before loading, which no load limit should count. While the port
+//! is closed the ladder reads the size of the weights directory (the Hugging Face cache,
+//! `du -sb` inside the container) every `progress_every` (5 s); while it grows the stage is
+//! `downloading`, logged with the bytes so far, bounded by `download_timeout` (6 h). The
+//! load limit `timeout` (15 min) counts from the last growth, so a healthy download of any
+//! length never trips it, and a download that stalls fails `timeout` after its last byte.
+//! HTTP polling keeps its fast start (interval = elapsed/16 from 25 ms), so a server that
+//! comes up is noticed within one poll.
+//!
+//! The wrong model is caught twice: the served name must be listed, and each entry's
+//! `root` (the model vLLM loaded, vllm-project/vllm `vllm/entrypoints/openai/serving_models.py`
+//! `show_available_models`) must be the configured model: an image that ignored the model
+//! argument and loaded its default (Qwen/Qwen3-0.6B) under the configured name is refused.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -51,6 +66,8 @@ impl fmt::Display for SeenText {
 /// How far the readiness ladder got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The port does not answer yet and the weights directory grows: downloading.
+    Downloading,
     /// The port does not answer yet (refused, reset, EOF): the model is loading.
     Loading,
     /// The port answers but `/health` is not 200 yet.
@@ -64,6 +81,7 @@ pub enum Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::Downloading => "downloading",
             Self::Loading => "loading",
             Self::Health => "health",
             Self::Models => "models",
@@ -75,10 +93,19 @@ impl fmt::Display for Stage {
 /// Why the ladder stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
-    /// The total timeout passed.
+    /// The load limit passed (counted from the weights' last growth, if any).
     Timeout {
-        /// How long phoenix waited.
+        /// How long phoenix waited in all.
         waited: Duration,
+        /// The weights' size and how long ago it last grew, when a download was seen.
+        weights: Option<(u64, Duration)>,
+    },
+    /// The download stage's own limit passed while the weights still grew.
+    DownloadTimeout {
+        /// How long the download ran.
+        waited: Duration,
+        /// The weights' size so far.
+        bytes: u64,
     },
     /// `/health` answered 503: the engine died.
     EngineDead,
@@ -89,10 +116,27 @@ pub enum NotReady {
         /// What the server lists.
         found: Vec<String>,
     },
+    /// `/v1/models` lists the served name, but vLLM loaded another model under it.
+    WrongRoot {
+        /// The served name.
+        name: String,
+        /// The configured model.
+        want: String,
+        /// The model vLLM loaded (`root`).
+        found: String,
+    },
     /// The container is no longer running.
     Exited {
         /// What Docker or systemd said.
         state: String,
+    },
+    /// The container stopped because a disk filled up (its log says `No space left on
+    /// device`), most likely with the weights.
+    DiskFull {
+        /// What Docker or systemd said.
+        state: String,
+        /// Where the weights go inside the LXC container.
+        weights_dir: Option<String>,
     },
     /// The API key was refused.
     Unauthorized {
@@ -109,7 +153,40 @@ pub enum NotReady {
 impl fmt::Display for NotReady {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Timeout { waited } => write!(f, "timed out after {:.1}s", waited.as_secs_f64()),
+            Self::Timeout {
+                waited,
+                weights: None,
+            } => write!(f, "timed out after {:.1}s", waited.as_secs_f64()),
+            Self::Timeout {
+                waited,
+                weights: Some((bytes, idle)),
+            } => write!(
+                f,
+                "timed out after {:.1}s: the weights ({}) stopped growing {:.1}s ago and the server did not answer since (a stalled download or a hung load)",
+                waited.as_secs_f64(),
+                human_bytes(*bytes),
+                idle.as_secs_f64()
+            ),
+            Self::DownloadTimeout { waited, bytes } => write!(
+                f,
+                "the download of the weights still ran after {:.1}s ({} so far): raise `download_timeout`",
+                waited.as_secs_f64(),
+                human_bytes(*bytes)
+            ),
+            Self::WrongRoot { name, want, found } => write!(
+                f,
+                "the server loaded {found:?} under the name {name:?}, not the configured model {want:?} (an image that ignores its model argument serves its default)"
+            ),
+            Self::DiskFull { state, weights_dir } => write!(
+                f,
+                "the container is no longer running ({state}): a disk is full (\"No space left on device\" in its log){}",
+                match weights_dir {
+                    Some(d) => format!(
+                        "; the weights download into {d}: put them on the model dataset (`models_dir`) or give it more space"
+                    ),
+                    None => String::new(),
+                }
+            ),
             Self::EngineDead => f.write_str("GET /health answered 503: the engine is dead"),
             Self::WrongModel { want, found } => write!(
                 f,
@@ -127,11 +204,31 @@ impl fmt::Display for NotReady {
     }
 }
 
+/// Bytes as `47.0 GB` (decimal units, as disk sizes and Hugging Face show them).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
 /// What `vllm.wait_ready` accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaitOptions {
-    /// Total limit (default 15 min).
+    /// The load limit (default 15 min), counted from the weights' last growth.
     pub timeout: Duration,
+    /// The download stage's own limit (default 6 h).
+    pub download_timeout: Duration,
+    /// How often the weights' size is read while the port is closed (default 5 s).
+    pub progress_every: Duration,
     /// Also ask for a one-token completion.
     pub completion: bool,
     /// Shortest pause between polls.
@@ -148,6 +245,8 @@ impl Default for WaitOptions {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(15 * 60),
+            download_timeout: Duration::from_secs(6 * 3600),
+            progress_every: Duration::from_secs(5),
             completion: false,
             poll_min: Duration::from_millis(25),
             poll_max: Duration::from_secs(2),
@@ -166,6 +265,8 @@ impl WaitOptions {
             m,
             &[
                 "timeout",
+                "download_timeout",
+                "progress_every",
                 "completion",
                 "poll",
                 "max_poll",
@@ -175,6 +276,12 @@ impl WaitOptions {
         let mut o = Self::default();
         if let Some(d) = opt_duration(CALL, m, "timeout")? {
             o.timeout = d;
+        }
+        if let Some(d) = opt_duration(CALL, m, "download_timeout")? {
+            o.download_timeout = d;
+        }
+        if let Some(d) = opt_duration(CALL, m, "progress_every")? {
+            o.progress_every = d.max(Duration::from_millis(10));
         }
         if let Some(d) = opt_duration(CALL, m, "poll")? {
             o.poll_min = d.max(Duration::from_millis(5));
@@ -209,6 +316,11 @@ pub trait Liveness {
     fn logs(&self) -> String;
     /// Whether a signal asked phoenix to stop.
     fn cancelled(&self) -> bool;
+    /// The size in bytes of the directory the weights download to, `None` when it cannot
+    /// be told (no such directory yet).
+    fn weights_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a successful wait saw.
@@ -218,16 +330,99 @@ pub struct Ready {
     pub waited: Duration,
     /// The model ids `/v1/models` listed.
     pub models: Vec<String>,
+    /// How many bytes the weights directory grew by while waiting, and for how long, when
+    /// a download was seen.
+    pub downloaded: Option<(u64, Duration)>,
+    /// The weights directory's size at the last reading (0 when never read).
+    pub weights_bytes: u64,
 }
 
 /// The ids in a `/v1/models` answer.
 pub fn model_ids(body: &str) -> Option<Vec<String>> {
+    Some(model_entries(body)?.into_iter().map(|(id, _)| id).collect())
+}
+
+/// The `(id, root)` pairs of a `/v1/models` answer (`root`: the model vLLM loaded).
+pub fn model_entries(body: &str) -> Option<Vec<(String, Option<String>)>> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     v.get("data")?
         .as_array()?
         .iter()
-        .map(|m| m.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+        .map(|m| {
+            let id = m.get("id").and_then(|i| i.as_str())?.to_owned();
+            let root = m.get("root").and_then(|r| r.as_str()).map(str::to_owned);
+            Some((id, root))
+        })
         .collect()
+}
+
+/// What the ladder knows about the download (the weights directory's growth).
+#[derive(Debug, Default)]
+struct Download {
+    /// The size at the first reading.
+    first: Option<u64>,
+    /// The size at the last reading.
+    bytes: u64,
+    /// When the first growth was seen.
+    began: Option<Instant>,
+    /// When the last growth was seen.
+    grew: Option<Instant>,
+    /// Whether the last reading grew.
+    growing: bool,
+    /// When progress was last logged.
+    logged: Option<Instant>,
+}
+
+impl Download {
+    /// Take a reading (every `every`); logs progress at the first growth, then at most every
+    /// 30 s. The download counts as going on while the last growth is at most two readings
+    /// old, so one reading that falls between two writes does not end it.
+    fn read(&mut self, bytes: Option<u64>, dir: &str, every: Duration) {
+        let now = Instant::now();
+        if let Some(b) = bytes {
+            let grew = self.first.is_some() && b > self.bytes;
+            self.first.get_or_insert(b);
+            self.bytes = b;
+            if grew {
+                let began = *self.began.get_or_insert(now);
+                self.grew = Some(now);
+                if self
+                    .logged
+                    .is_none_or(|l| l.elapsed() >= Duration::from_secs(30))
+                {
+                    self.logged = Some(now);
+                    tracing::info!(
+                        weights = %dir,
+                        bytes = b,
+                        "downloading the weights: {} in {dir} ({:.0}s)",
+                        human_bytes(b),
+                        began.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        let growing = self
+            .grew
+            .is_some_and(|g| g.elapsed() <= every * 2 + Duration::from_millis(50));
+        if self.growing && !growing {
+            tracing::info!(
+                weights = %dir,
+                bytes = self.bytes,
+                "the weights stopped growing at {}: loading",
+                human_bytes(self.bytes)
+            );
+        }
+        self.growing = growing;
+    }
+
+    /// Bytes grown and time taken, when a download was seen.
+    fn summary(&self) -> Option<(u64, Duration)> {
+        let (began, grew) = (self.began?, self.grew?);
+        Some((
+            self.bytes.saturating_sub(self.first.unwrap_or(0)),
+            grew - began,
+        ))
+    }
 }
 
 /// Walk the readiness ladder for `server`.
@@ -253,42 +448,71 @@ pub fn wait_ladder(
     let models = server.url.with_path("/v1/models");
     let completions = server.url.with_path("/v1/completions");
     let bearer = server.api_key.as_ref().map(Secret::expose);
+    let weights_dir = server
+        .weights_dir
+        .as_ref()
+        .map_or_else(String::new, ToString::to_string);
     let started = Instant::now();
     let mut last_live = started;
+    // The first reading of the weights' size is taken at once (the baseline).
+    let mut last_progress: Option<Instant> = None;
+    let mut download = Download::default();
     let mut stage = Stage::Loading;
     let mut last: Option<Seen>;
     let fail = |stage: Stage, reason: NotReady, last: Option<Seen>| {
+        let logs = live.logs();
+        let reason = match reason {
+            NotReady::Exited { state }
+                if logs
+                    .to_ascii_lowercase()
+                    .contains("no space left on device") =>
+            {
+                NotReady::DiskFull {
+                    state,
+                    weights_dir: server.weights_dir.as_ref().map(ToString::to_string),
+                }
+            }
+            r => r,
+        };
         VllmError::NotReady(Box::new(NotReadyError {
             container: server.container.clone(),
             url: server.url.to_string(),
             stage,
             reason,
             last: SeenText(last),
-            logs: live.logs(),
+            logs,
         }))
+    };
+    let ready = |models: Vec<String>, download: &Download| Ready {
+        waited: started.elapsed(),
+        models,
+        downloaded: download.summary(),
+        weights_bytes: download.bytes,
     };
     loop {
         if live.cancelled() {
             return Err(VllmError::Interrupted);
         }
         match stage {
-            Stage::Loading | Stage::Health => match http::send(&client, &health, None, None) {
-                Err(c) => {
-                    last = Some(Seen::Connection(c));
-                    stage = Stage::Loading;
+            Stage::Downloading | Stage::Loading | Stage::Health => {
+                match http::send(&client, &health, None, None) {
+                    Err(c) => {
+                        last = Some(Seen::Connection(c));
+                        stage = Stage::Loading;
+                    }
+                    Ok(r) if r.status == 200 => {
+                        stage = Stage::Models;
+                        continue;
+                    }
+                    Ok(r) if r.status == 503 => {
+                        return Err(fail(Stage::Health, NotReady::EngineDead, Some(r.seen())));
+                    }
+                    Ok(r) => {
+                        last = Some(r.seen());
+                        stage = Stage::Health;
+                    }
                 }
-                Ok(r) if r.status == 200 => {
-                    stage = Stage::Models;
-                    continue;
-                }
-                Ok(r) if r.status == 503 => {
-                    return Err(fail(Stage::Health, NotReady::EngineDead, Some(r.seen())));
-                }
-                Ok(r) => {
-                    last = Some(r.seen());
-                    stage = Stage::Health;
-                }
-            },
+            }
             Stage::Models => match http::send(&client, &models, bearer, None) {
                 Err(c) => {
                     // The server went away after /health: start over.
@@ -304,18 +528,29 @@ pub fn wait_ladder(
                 }
                 Ok(r) if r.status == 200 => {
                     last = Some(r.seen());
-                    match model_ids(&r.body) {
-                        Some(ids) if ids.contains(&server.model) => {
+                    let entries = model_entries(&r.body).unwrap_or_default();
+                    let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+                    let listed = entries.iter().find(|(id, _)| *id == server.model);
+                    match (listed, &server.model_root) {
+                        (Some((name, Some(root))), Some(want)) if root != want => {
+                            return Err(fail(
+                                Stage::Models,
+                                NotReady::WrongRoot {
+                                    name: name.clone(),
+                                    want: want.clone(),
+                                    found: root.clone(),
+                                },
+                                last,
+                            ));
+                        }
+                        (Some(_), _) => {
                             if !opts.completion {
-                                return Ok(Ready {
-                                    waited: started.elapsed(),
-                                    models: ids,
-                                });
+                                return Ok(ready(ids, &download));
                             }
                             stage = Stage::Completion;
                             continue;
                         }
-                        Some(ids) if !ids.is_empty() => {
+                        (None, _) if !ids.is_empty() => {
                             return Err(fail(
                                 Stage::Models,
                                 NotReady::WrongModel {
@@ -326,7 +561,7 @@ pub fn wait_ladder(
                             ));
                         }
                         // An empty list or a body that is not the list yet: poll again.
-                        _ => {}
+                        (None, _) => {}
                     }
                 }
                 Ok(r) => last = Some(r.seen()),
@@ -342,10 +577,7 @@ pub fn wait_ladder(
                 match http::send(&client, &completions, bearer, Some(JsonBody(&body))) {
                     Err(c) => last = Some(Seen::Connection(c)),
                     Ok(r) if r.status == 200 => {
-                        return Ok(Ready {
-                            waited: started.elapsed(),
-                            models: vec![server.model.clone()],
-                        });
+                        return Ok(ready(vec![server.model.clone()], &download));
                     }
                     Ok(r) if r.status == 401 || r.status == 403 => {
                         return Err(fail(
@@ -365,9 +597,43 @@ pub fn wait_ladder(
                 }
             }
         }
+        // While the port is closed, the weights' growth tells a download from a load.
+        if stage == Stage::Loading
+            && last_progress.is_none_or(|p| p.elapsed() >= opts.progress_every)
+        {
+            last_progress = Some(Instant::now());
+            download.read(live.weights_bytes(), &weights_dir, opts.progress_every);
+            if download.growing {
+                stage = Stage::Downloading;
+            }
+        } else if stage == Stage::Loading && download.growing {
+            stage = Stage::Downloading;
+        }
         let elapsed = started.elapsed();
-        if elapsed >= opts.timeout {
-            return Err(fail(stage, NotReady::Timeout { waited: elapsed }, last));
+        if let (true, Some(began)) = (download.growing, download.began) {
+            if began.elapsed() >= opts.download_timeout {
+                return Err(fail(
+                    Stage::Downloading,
+                    NotReady::DownloadTimeout {
+                        waited: began.elapsed(),
+                        bytes: download.bytes,
+                    },
+                    last,
+                ));
+            }
+        }
+        // The load limit counts from the weights' last growth (or from the start).
+        let since = download.grew.map_or(elapsed, |g| g.elapsed());
+        if since >= opts.timeout {
+            let weights = download.grew.map(|g| (download.bytes, g.elapsed()));
+            return Err(fail(
+                stage,
+                NotReady::Timeout {
+                    waited: elapsed,
+                    weights,
+                },
+                last,
+            ));
         }
         if last_live.elapsed() >= opts.liveness_every {
             last_live = Instant::now();
@@ -375,9 +641,7 @@ pub fn wait_ladder(
                 return Err(fail(stage, NotReady::Exited { state }, last));
             }
         }
-        let pause = opts
-            .pause(elapsed)
-            .min(opts.timeout.saturating_sub(elapsed));
+        let pause = opts.pause(elapsed).min(opts.timeout.saturating_sub(since));
         http::sleep_unless(pause, &|| live.cancelled());
     }
 }
@@ -468,6 +732,20 @@ impl Liveness for HostLiveness<'_> {
     fn cancelled(&self) -> bool {
         self.rt.cancel.is_cancelled()
     }
+
+    fn weights_bytes(&self) -> Option<u64> {
+        let (rt, s) = (self.rt, self.server);
+        let dir = s.weights_dir.as_ref()?;
+        // GNU du: `-s` one total, `-b` apparent bytes (a growing `.incomplete` file counts as
+        // written); exit 1 when the directory does not exist yet.
+        let out = query(rt, s.vmid, &["du", "-s", "-b", dir.as_str()], vec![0, 1])
+            .map_err(|e| tracing::debug!("weights size query failed: {e}"))
+            .ok()?;
+        if out.code != 0 {
+            return None;
+        }
+        out.stdout_text().split_whitespace().next()?.parse().ok()
+    }
 }
 
 /// `vllm.wait_ready(server, opts)`: the readiness ladder; skipped in a dry run.
@@ -512,6 +790,16 @@ pub fn wait_ready(
         }
         e => e,
     })?;
+    if let Some((bytes, took)) = ready.downloaded {
+        tracing::info!(
+            bytes,
+            "downloaded {} of weights in {:.1}s ({} in {})",
+            human_bytes(bytes),
+            took.as_secs_f64(),
+            human_bytes(ready.weights_bytes),
+            server.weights_dir.as_ref().map_or("?", |d| d.as_str())
+        );
+    }
     tracing::info!(url = %server.url, model = %server.model, waited_ms = ready.waited.as_millis() as u64, "vLLM server ready");
     Ok(Some(ready))
 }
@@ -565,6 +853,8 @@ mod tests {
             container: "phoenix-vllm-901".into(),
             unit: "phoenix-vllm-901.service".into(),
             api_key: key.map(|k| secret("vllm_api_key", k)),
+            model_root: Some("mistralai/Devstral-Small-2507".into()),
+            weights_dir: Some(AbsPath::new("/models/huggingface").unwrap()),
         }
     }
 
@@ -777,8 +1067,23 @@ mod tests {
         let mut m = Map::new();
         m.insert("timeout".into(), "2s".into());
         m.insert("completion".into(), Dynamic::from_bool(true));
+        m.insert("download_timeout".into(), "2h".into());
+        m.insert("progress_every".into(), "1s".into());
         let w = WaitOptions::from_map(&m).unwrap();
         assert_eq!((w.timeout, w.completion), (Duration::from_secs(2), true));
+        assert_eq!(
+            (w.download_timeout, w.progress_every),
+            (Duration::from_secs(7200), Duration::from_secs(1))
+        );
+        let d = WaitOptions::default();
+        assert_eq!(
+            (d.timeout, d.download_timeout, d.progress_every),
+            (
+                Duration::from_secs(900),
+                Duration::from_secs(6 * 3600),
+                Duration::from_secs(5)
+            )
+        );
         m.insert("attempts".into(), Dynamic::from_int(1));
         assert!(
             WaitOptions::from_map(&m)
@@ -786,6 +1091,155 @@ mod tests {
                 .to_string()
                 .contains("unknown option `attempts`")
         );
+    }
+
+    /// Liveness whose weights directory grows by 1 GB per reading for `grow` readings (from
+    /// 1 GB), then stays; the server turns ready at reading `ready_at` (0: never).
+    struct Downloading {
+        grow: usize,
+        ready_at: usize,
+        readings: AtomicUsize,
+        ready: Arc<AtomicBool>,
+        exited: Option<String>,
+        logs: String,
+    }
+
+    impl Downloading {
+        fn new(grow: usize, ready_at: usize) -> Self {
+            Self {
+                grow,
+                ready_at,
+                readings: AtomicUsize::new(0),
+                ready: Arc::new(AtomicBool::new(false)),
+                exited: None,
+                logs: "INFO loading".into(),
+            }
+        }
+
+        /// A server that accepts and closes (a published port while loading) until ready.
+        fn server(&self) -> SocketAddr {
+            let ready = Arc::clone(&self.ready);
+            let (addr, _) = server(move |_, req| ready.load(Ordering::SeqCst).then(|| route(req)));
+            addr
+        }
+    }
+
+    impl Liveness for Downloading {
+        fn exited(&self) -> Option<String> {
+            self.exited.clone()
+        }
+        fn logs(&self) -> String {
+            self.logs.clone()
+        }
+        fn cancelled(&self) -> bool {
+            false
+        }
+        fn weights_bytes(&self) -> Option<u64> {
+            let k = self.readings.fetch_add(1, Ordering::SeqCst) + 1;
+            if k == self.ready_at {
+                self.ready.store(true, Ordering::SeqCst);
+            }
+            Some(k.min(self.grow) as u64 * 1_000_000_000)
+        }
+    }
+
+    fn downloading_opts() -> WaitOptions {
+        WaitOptions {
+            timeout: Duration::from_millis(300),
+            progress_every: Duration::from_millis(10),
+            poll_max: Duration::from_millis(30),
+            liveness_every: Duration::from_millis(10),
+            ..WaitOptions::default()
+        }
+    }
+
+    /// Issue 11: a download longer than the load limit does not fail a healthy first start;
+    /// the load limit counts from the weights' last growth.
+    #[test]
+    fn a_download_longer_than_the_load_limit_is_its_own_stage() {
+        let live = Downloading::new(30, 34);
+        let addr = live.server();
+        let r = wait_ladder(&srv(addr, None), &downloading_opts(), &live).unwrap();
+        assert!(r.waited > Duration::from_millis(300), "{:?}", r.waited);
+        let (bytes, took) = r.downloaded.unwrap();
+        assert_eq!(bytes, 29_000_000_000);
+        assert!(took > Duration::ZERO);
+        assert_eq!(r.models, ["mistralai/Devstral-Small-2507"]);
+    }
+
+    #[test]
+    fn a_stalled_download_fails_the_load_limit_after_its_last_byte() {
+        let live = Downloading::new(5, 0);
+        let addr = live.server();
+        let e = wait_ladder(&srv(addr, None), &downloading_opts(), &live).unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("(stage: loading): timed out after")
+                && t.contains(": the weights (5.0 GB) stopped growing"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_download_has_its_own_limit() {
+        let live = Downloading::new(usize::MAX, 0);
+        let addr = live.server();
+        let mut o = downloading_opts();
+        o.download_timeout = Duration::from_millis(150);
+        let e = wait_ladder(&srv(addr, None), &o, &live).unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("(stage: downloading): the download of the weights still ran after")
+                && t.contains("raise `download_timeout`"),
+            "{t}"
+        );
+    }
+
+    /// Issue 11 "must show": weights that fill a disk end the container; the error names
+    /// the cause and where the weights went.
+    #[test]
+    fn a_full_disk_is_named_as_the_cause() {
+        let mut live = Downloading::new(3, 0);
+        live.exited = Some(
+            "the Docker container is gone and phoenix-vllm-901.service is activating/auto-restart"
+                .into(),
+        );
+        live.logs = "(EngineCore_DP0 pid=280) ERROR [core.py:708] OSError: [Errno 28] No space left on device: '/root/.cache/huggingface/hub/x.incomplete'".into();
+        let addr = live.server();
+        let mut s = srv(addr, None);
+        s.weights_dir = Some(AbsPath::new("/root/.cache/huggingface").unwrap());
+        let e = wait_ladder(&s, &downloading_opts(), &live).unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("the container is no longer running (the Docker container is gone and phoenix-vllm-901.service is activating/auto-restart): a disk is full (\"No space left on device\" in its log); the weights download into /root/.cache/huggingface: put them on the model dataset (`models_dir`) or give it more space"),
+            "{t}"
+        );
+    }
+
+    /// Issue 11 "must show": an image that ignored its model argument serves its default
+    /// under the configured name: `root` gives it away.
+    #[test]
+    fn a_default_model_under_the_configured_name_is_caught() {
+        let (addr, _) = server(|_, req| {
+            Some(if req.starts_with("GET /health") {
+                http(200, "")
+            } else {
+                http(
+                    200,
+                    r#"{"object":"list","data":[{"id":"mistralai/Devstral-Small-2507","object":"model","owned_by":"vllm","root":"Qwen/Qwen3-0.6B"}]}"#,
+                )
+            })
+        });
+        let e = wait_ladder(&srv(addr, None), &quick(), &FakeLive::running()).unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("(stage: models): the server loaded \"Qwen/Qwen3-0.6B\" under the name \"mistralai/Devstral-Small-2507\", not the configured model \"mistralai/Devstral-Small-2507\""),
+            "{t}"
+        );
+        // Without a configured root (an older server map) the name alone decides.
+        let mut s = srv(addr, None);
+        s.model_root = None;
+        wait_ladder(&s, &quick(), &FakeLive::running()).unwrap();
     }
 
     /// Liveness through the host: Docker's state first, systemd's when Docker no longer
@@ -800,6 +1254,10 @@ mod tests {
             server: &s,
         };
         assert_eq!(live.exited(), None);
+        // The weights directory's size, from `du -s -b` inside the container.
+        assert_eq!(live.weights_bytes(), None);
+        *f.ct.weights.lock().unwrap() = Some(47_200_000_000);
+        assert_eq!(live.weights_bytes(), Some(47_200_000_000));
         *f.ct.docker_state.lock().unwrap() = Some("exited".into());
         assert_eq!(
             live.exited().as_deref(),

@@ -57,11 +57,12 @@ pub struct ServerSpec {
     pub vllm: VllmConfig,
     /// The GPUs.
     pub gpus: DockerGpus,
-    /// A directory bound at the same path (`/models`), if the recipe asks.
+    /// The model dataset's mount point inside the container (`/models`), bound into the
+    /// vLLM container at the same path; the Hugging Face cache (downloads) lives on it.
     pub models_dir: Option<AbsPath>,
-    /// The Hugging Face token (delivered as a 0600 file).
+    /// The Hugging Face token (delivered as the 0600 file `token` in the cache).
     pub hf_token: Option<Secret>,
-    /// The API key (delivered in a 0600 YAML file read with `--config`).
+    /// The API key (delivered as `VLLM_API_KEY` in a 0600 env file, never argv or YAML).
     pub api_key: Option<Secret>,
 }
 
@@ -81,17 +82,29 @@ impl ServerSpec {
         abs(&format!("/etc/systemd/system/{}", self.unit_name()))
     }
 
-    /// The API key file's path.
-    pub fn config_path(&self) -> AbsPath {
-        abs(&format!("{CONFIG_DIR}/{}.yaml", self.container()))
+    /// The API key's env file (`VLLM_API_KEY=…`, read by `docker run --env-file`).
+    pub fn env_file_path(&self) -> AbsPath {
+        abs(&format!("{CONFIG_DIR}/{}.env", self.container()))
     }
 
-    /// The token file's path.
-    pub fn token_path() -> AbsPath {
-        abs(&format!("{HF_CACHE}/token"))
+    /// Where the Hugging Face cache (downloaded weights, the token) lives inside the LXC
+    /// container: on the model dataset (`<models_dir>/huggingface`) when there is one, else
+    /// `/root/.cache/huggingface` on the container's rootfs. It is bound into the vLLM
+    /// container at [`HF_CACHE`], where vLLM's downloads go (the image's default `HF_HOME`).
+    pub fn hf_cache_dir(&self) -> AbsPath {
+        match &self.models_dir {
+            Some(m) => abs(&format!("{}/huggingface", m.as_str().trim_end_matches('/'))),
+            None => abs(HF_CACHE),
+        }
     }
 
-    /// The name clients use (`--served-model-name`).
+    /// The token file's path inside the LXC container (`token` in the cache, where
+    /// `huggingface_hub` looks for it).
+    pub fn token_path(&self) -> AbsPath {
+        abs(&format!("{}/token", self.hf_cache_dir()))
+    }
+
+    /// The name clients use: `vllm_served_model_name`, else the model (vLLM's default).
     pub fn served_name(&self) -> String {
         self.vllm
             .served_model_name
@@ -102,6 +115,23 @@ impl ServerSpec {
     /// `docker pull IMAGE` (argv inside the container).
     pub fn pull_argv(&self) -> Vec<String> {
         vec!["docker".into(), "pull".into(), self.image.clone()]
+    }
+
+    /// The proof that Docker starts a container from the image with the service's GPUs:
+    /// `docker run --rm [--gpus …] --entrypoint /bin/true IMAGE` (argv inside the
+    /// container; the image is Ubuntu-based, `/bin/true` is coreutils').
+    pub fn probe_argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec!["docker".into(), "run".into(), "--rm".into()];
+        if let Some(g) = self.gpus.flag_value() {
+            a.push("--gpus".into());
+            a.push(g);
+        }
+        a.extend([
+            "--entrypoint".into(),
+            "/bin/true".into(),
+            self.image.clone(),
+        ]);
+        a
     }
 
     /// The arguments of `docker run …` (after the program).
@@ -126,16 +156,22 @@ impl ServerSpec {
             None => a.push("--ipc=host".into()),
         }
         a.extend(["-p".into(), format!("{port}:{port}")]);
-        a.extend(["-v".into(), format!("{HF_CACHE}:{HF_CACHE}")]);
+        a.extend(["-v".into(), format!("{}:{HF_CACHE}", self.hf_cache_dir())]);
         if let Some(m) = &self.models_dir {
             a.extend(["-v".into(), format!("{m}:{m}")]);
         }
         if self.api_key.is_some() {
-            a.extend(["-v".into(), format!("{CONFIG_DIR}:{CONFIG_DIR}:ro")]);
+            // vLLM reads `VLLM_API_KEY` from its environment and does not log it; a key
+            // given with `--api-key` or in a `--config` YAML shows in its "non-default args"
+            // log line (DESIGN.md §11, fixed upstream only by vllm-project/vllm#52523).
+            a.extend(["--env-file".into(), self.env_file_path().to_string()]);
         }
         a.push(self.image.clone());
-        // The image's entrypoint is `vllm serve`: the model is the positional argument.
-        a.push(v.model.to_string());
+        // `--model`, never a positional: the pinned image's entrypoint is
+        // `python3 -m vllm.entrypoints.openai.api_server`, which exits 2 on a positional
+        // (v0.11.0, vllm-project/vllm#27389) or ignores it and serves its default model
+        // (early-2026 images, vllm-project/vllm#32292) (DESIGN.md §11).
+        a.extend(["--model".into(), v.model.to_string()]);
         a.extend([
             "--tensor-parallel-size".into(),
             v.tensor_parallel_size.to_string(),
@@ -155,17 +191,14 @@ impl ServerSpec {
         if let Some(u) = v.gpu_memory_utilization {
             a.extend(["--gpu-memory-utilization".into(), u.to_string()]);
         }
-        a.extend([
-            "--served-model-name".into(),
-            self.served_name(),
-            "--host".into(),
-            "0.0.0.0".into(),
-            "--port".into(),
-            port,
-        ]);
-        if self.api_key.is_some() {
-            a.extend(["--config".into(), self.config_path().to_string()]);
+        if let Some(name) = v
+            .served_model_name
+            .as_ref()
+            .filter(|n| **n != v.model.to_string())
+        {
+            a.extend(["--served-model-name".into(), name.clone()]);
         }
+        a.extend(["--host".into(), "0.0.0.0".into(), "--port".into(), port]);
         a
     }
 }
@@ -318,12 +351,13 @@ mod tests {
                 "-p",
                 "8000:8000",
                 "-v",
-                "/root/.cache/huggingface:/root/.cache/huggingface",
+                "/models/huggingface:/root/.cache/huggingface",
                 "-v",
                 "/models:/models",
-                "-v",
-                "/etc/phoenix-vllm:/etc/phoenix-vllm:ro",
+                "--env-file",
+                "/etc/phoenix-vllm/phoenix-vllm-901.env",
                 "vllm/vllm-openai:v0.11.0",
+                "--model",
                 "mistralai/Devstral-Small-2507",
                 "--tensor-parallel-size",
                 "2",
@@ -331,14 +365,41 @@ mod tests {
                 "128000",
                 "--kv-cache-dtype",
                 "fp8",
-                "--served-model-name",
-                "mistralai/Devstral-Small-2507",
                 "--host",
                 "0.0.0.0",
                 "--port",
-                "8000",
-                "--config",
-                "/etc/phoenix-vllm/phoenix-vllm-901.yaml"
+                "8000"
+            ]
+        );
+        // The model only ever follows `--model` (issue 11: a positional is refused or
+        // ignored by the pinned image's entrypoint).
+        let a = s.run_args();
+        let image = a
+            .iter()
+            .position(|x| x == "vllm/vllm-openai:v0.11.0")
+            .unwrap();
+        assert_eq!(a[image + 1], "--model");
+        assert_eq!(
+            a.iter()
+                .filter(|x| *x == "mistralai/Devstral-Small-2507")
+                .count(),
+            1
+        );
+        // A served name equal to the model is vLLM's default: not repeated.
+        let mut named = example_spec();
+        named.vllm.served_model_name = Some("mistralai/Devstral-Small-2507".into());
+        assert_eq!(named.run_args(), a);
+        assert_eq!(
+            s.probe_argv(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--gpus",
+                "\"device=0,1\"",
+                "--entrypoint",
+                "/bin/true",
+                "vllm/vllm-openai:v0.11.0"
             ]
         );
     }
@@ -362,7 +423,13 @@ mod tests {
             "{joined}"
         );
         assert!(!joined.contains("/etc/phoenix-vllm"), "{joined}");
+        assert!(!joined.contains("--env-file"), "{joined}");
         assert!(!joined.contains("--config"), "{joined}");
+        // No dataset: the cache is the rootfs's.
+        assert!(
+            joined.contains("-v /root/.cache/huggingface:/root/.cache/huggingface vllm/"),
+            "{joined}"
+        );
         assert!(!joined.contains("--max-model-len"), "{joined}");
         assert!(!joined.contains("--quantization-config-type"), "{joined}");
         assert!(

@@ -1,12 +1,19 @@
-//! The steps of `vllm.start` inside the container: pull the image, deliver the secrets,
-//! write the unit, enable or restart the service; each step idempotent and journaled.
+//! The steps of `vllm.start` inside the container: pull the image, prove that Docker can
+//! start a container from it, deliver the secrets, write the unit, enable or restart the
+//! service; each step idempotent and journaled.
+//!
+//! Docker is proven before the service exists (DESIGN.md §11): inside an LXC container
+//! Docker can fail to start any container (runc 1.3.3 and AppArmor,
+//! opencontainers/runc#4972; the NVIDIA hook), and a unit written anyway would only
+//! crash-loop. The proof is one `docker run --rm --entrypoint /bin/true` of the pulled image
+//! with the service's GPUs, skipped when the service already runs (that proves it too).
 
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
 use zeroize::Zeroizing;
 
-use super::{CONFIG_DIR, HF_CACHE, PULL_TIMEOUT, QUERY_TIMEOUT, ServerSpec, UnitFile, VllmError};
+use super::{CONFIG_DIR, PULL_TIMEOUT, QUERY_TIMEOUT, ServerSpec, UnitFile, VllmError};
 use crate::api::http::HttpUrl;
 use crate::api::support::{self, opt_str, step, vmid_of};
 use crate::api::{ApiError, lxc};
@@ -31,11 +38,17 @@ pub struct Server {
     pub unit: String,
     /// The API key, when the API is protected.
     pub api_key: Option<Secret>,
+    /// The configured model (`vllm_model`): `GET /v1/models` names it as each entry's `root`,
+    /// so a server that loaded another model under the configured name is caught.
+    pub model_root: Option<String>,
+    /// Where the weights download to inside the LXC container (the Hugging Face cache),
+    /// whose growth shows download progress.
+    pub weights_dir: Option<AbsPath>,
 }
 
 impl Server {
-    /// The map recipes see: `#{ct, vmid, url, model, container, unit, api_key_set}` (plus the
-    /// opaque `api_key` secret when set, for `wait_ready`).
+    /// The map recipes see: `#{ct, vmid, url, model, model_root, weights_dir, container,
+    /// unit, api_key_set}` (plus the opaque `api_key` secret when set, for `wait_ready`).
     pub fn to_map(&self, rt: &Runtime) -> Map {
         let mut m = Map::new();
         m.insert(
@@ -45,6 +58,12 @@ impl Server {
         m.insert("vmid".into(), Dynamic::from_int(i64::from(self.vmid.get())));
         m.insert("url".into(), self.url.as_str().trim_end_matches('/').into());
         m.insert("model".into(), self.model.clone().into());
+        if let Some(r) = &self.model_root {
+            m.insert("model_root".into(), r.clone().into());
+        }
+        if let Some(w) = &self.weights_dir {
+            m.insert("weights_dir".into(), w.to_string().into());
+        }
         m.insert("container".into(), self.container.clone().into());
         m.insert("unit".into(), self.unit.clone().into());
         m.insert(
@@ -85,6 +104,10 @@ impl Server {
             unit: opt_str(call, m, "unit")?
                 .unwrap_or_else(|| format!("phoenix-vllm-{vmid}.service")),
             api_key,
+            model_root: opt_str(call, m, "model_root")?,
+            weights_dir: opt_str(call, m, "weights_dir")?
+                .map(|p| AbsPath::new(p).map_err(|source| ApiError::Type { call, source }))
+                .transpose()?,
         })
     }
 }
@@ -232,8 +255,8 @@ fn ensure_dir(
     }
 }
 
-/// `vllm.start(ct, spec)`: pull the image, deliver the secrets as 0600 files, write and
-/// enable the systemd unit. Idempotent.
+/// `vllm.start(ct, spec)`: pull the image, prove Docker can start it, deliver the secrets
+/// as 0600 files, write and enable the systemd unit. Idempotent.
 pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
     const CALL: &str = "vllm.start";
     let vmid = spec.vmid;
@@ -252,7 +275,7 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         .map_err(ApiError::from)?;
     }
     let unit_text = UnitFile::for_server(spec).render()?;
-    let yaml = spec.config_yaml()?;
+    let env_file = spec.env_file()?;
     let status = rt.host.ct_status(vmid).map_err(ApiError::from)?;
     if status != CtStatus::Running && !rt.dry_run {
         return Err(VllmError::Spec {
@@ -262,6 +285,12 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
     }
     // In a dry run the container may be one this run would create: nothing to ask it.
     let present = status == CtStatus::Running;
+    let unit = spec.unit_name();
+    let state = if present {
+        unit_state(rt, vmid, &unit)?
+    } else {
+        UnitState::default()
+    };
 
     // a. The image, as its own step so a failed pull is seen with its stderr.
     let have_image = present
@@ -291,25 +320,24 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         })?;
     }
 
-    // b. The Hugging Face token: the file `token` in the mounted cache, never env or argv.
-    let mut secrets_changed = false;
-    if let Some(token) = &spec.hf_token {
-        ensure_dir(rt, vmid, present, HF_CACHE, false)?;
-        secrets_changed |= put(
-            rt,
-            vmid,
-            present,
-            &ServerSpec::token_path(),
-            token.expose(),
-            0o600,
-        )?;
+    // b. Docker proven: a container from the image starts, before any file of the service
+    //    is written (a running service has proven it already).
+    if !state.up() {
+        prove_docker(rt, spec)?;
     }
 
-    // c. The API key: a 0600 YAML file read with `--config`.
-    match &yaml {
+    // c. The Hugging Face token: the file `token` in the mounted cache, never env or argv.
+    let mut secrets_changed = false;
+    if let Some(token) = &spec.hf_token {
+        ensure_dir(rt, vmid, present, spec.hf_cache_dir().as_str(), false)?;
+        secrets_changed |= put(rt, vmid, present, &spec.token_path(), token.expose(), 0o600)?;
+    }
+
+    // d. The API key: `VLLM_API_KEY` in a 0600 env file read by `docker run --env-file`.
+    match &env_file {
         Some(y) => {
             ensure_dir(rt, vmid, present, CONFIG_DIR, true)?;
-            secrets_changed |= put(rt, vmid, present, &spec.config_path(), y, 0o600)?;
+            secrets_changed |= put(rt, vmid, present, &spec.env_file_path(), y, 0o600)?;
         }
         None => tracing::warn!(
             %vmid,
@@ -318,8 +346,7 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         ),
     }
 
-    // d. The unit.
-    let unit = spec.unit_name();
+    // e. The unit.
     let unit_changed = put(
         rt,
         vmid,
@@ -329,12 +356,7 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         0o644,
     )?;
 
-    // e. Enable and start, or restart after a change, or nothing.
-    let state = if present {
-        unit_state(rt, vmid, &unit)?
-    } else {
-        UnitState::default()
-    };
+    // f. Enable and start, or restart after a change, or nothing.
     if unit_changed {
         support::check_cancel(rt)?;
         run(rt, vmid, &["systemctl", "daemon-reload"], QUERY_TIMEOUT)?;
@@ -395,7 +417,68 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         container: spec.container(),
         unit,
         api_key: spec.api_key.clone(),
+        model_root: Some(spec.vllm.model.to_string()),
+        weights_dir: Some(spec.hf_cache_dir()),
     })
+}
+
+/// How long the proof container may take (it only starts `/bin/true`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Start one container from the pulled image with a trivial entrypoint (and the service's
+/// GPUs); a failure names the cause and what to do.
+fn prove_docker(rt: &Runtime, spec: &ServerSpec) -> Result<(), VllmError> {
+    let argv = spec.probe_argv();
+    let out = lxc::exec(
+        rt,
+        spec.vmid,
+        argv,
+        lxc::ExecOptions {
+            timeout: Some(PROBE_TIMEOUT),
+            // Every exit code comes back: the failure is explained here.
+            ok_codes: (0..=255).collect(),
+            ..lxc::ExecOptions::default()
+        },
+    )?;
+    let code = out
+        .get("code")
+        .and_then(|c| c.as_int().ok())
+        .unwrap_or_default();
+    let planned = out
+        .get("planned")
+        .and_then(|p| p.as_bool().ok())
+        .unwrap_or(false);
+    if code == 0 || planned {
+        return Ok(());
+    }
+    let stderr = out
+        .get("stderr")
+        .and_then(|s| s.clone().into_string().ok())
+        .unwrap_or_default();
+    Err(VllmError::DockerCannotStart {
+        vmid: spec.vmid,
+        image: spec.image.clone(),
+        code,
+        stderr: stderr.trim().to_owned(),
+        advice: docker_advice(&stderr),
+    })
+}
+
+/// What to do about a `docker run` that could not start a container, from its stderr.
+pub fn docker_advice(stderr: &str) -> &'static str {
+    if stderr.contains("ip_unprivileged_port_start") {
+        // opencontainers/runc#4972 (runc 1.3.3, CVE-2025-52881 fixes) with LXC's AppArmor
+        // profile; moby/moby#51405, containerd/containerd#12484.
+        "runc (1.3.3 and later) cannot set the sysctl net.ipv4.ip_unprivileged_port_start under the host's LXC AppArmor profile (opencontainers/runc#4972): update the Proxmox host's lxc-pve/AppArmor rules, or give the container `lxc.apparmor.profile: unconfined`, or pin runc/containerd in the container to a release before 1.3.3"
+    } else if stderr.contains("nvidia-container-cli") {
+        "the NVIDIA container toolkit could not give the container its GPUs: check the GPU passthrough of the LXC container, `no-cgroups = true` for an unprivileged one, and that its NVIDIA userspace matches the host driver"
+    } else if stderr.contains("could not select device driver") {
+        "Docker has no NVIDIA runtime: install nvidia-container-toolkit in the container and run `nvidia-ctk runtime configure --runtime=docker`, then restart docker.service"
+    } else if stderr.contains("no space left on device") {
+        "the container's disk is full: give it a larger rootfs (`storage_size_gb`)"
+    } else {
+        "check Docker inside the container (`docker run --rm IMAGE`); nesting=1 must be set for Docker in LXC"
+    }
 }
 
 #[cfg(test)]
@@ -416,20 +499,21 @@ mod tests {
             mutations(&f.runner),
             [
                 "docker pull vllm/vllm-openai:v0.11.0",
-                "mkdir -p -m 0700 /root/.cache/huggingface",
-                "push /root/.cache/huggingface/token 0600",
+                "docker run --rm --gpus \"device=0,1\" --entrypoint /bin/true vllm/vllm-openai:v0.11.0",
+                "mkdir -p -m 0700 /models/huggingface",
+                "push /models/huggingface/token 0600",
                 "mkdir -p -m 0700 /etc/phoenix-vllm",
-                "push /etc/phoenix-vllm/phoenix-vllm-901.yaml 0600",
+                "push /etc/phoenix-vllm/phoenix-vllm-901.env 0600",
                 "push /etc/systemd/system/phoenix-vllm-901.service 0644",
                 "systemctl daemon-reload",
                 "systemctl enable --now phoenix-vllm-901.service",
             ]
         );
         let files = f.ct.files.lock().unwrap().clone();
-        assert_eq!(files["/root/.cache/huggingface/token"].0, b"hf_SECRETTOKEN");
+        assert_eq!(files["/models/huggingface/token"].0, b"hf_SECRETTOKEN");
         assert_eq!(
-            files["/etc/phoenix-vllm/phoenix-vllm-901.yaml"].0,
-            b"api-key: \"sk-SECRETKEY\"\n"
+            files["/etc/phoenix-vllm/phoenix-vllm-901.env"].0,
+            b"VLLM_API_KEY=sk-SECRETKEY\n"
         );
         let unit = String::from_utf8(
             files["/etc/systemd/system/phoenix-vllm-901.service"]
@@ -473,9 +557,9 @@ mod tests {
         assert_eq!(
             steps,
             [
-                "lxc.push:901:/root/.cache/huggingface/token",
+                "lxc.push:901:/models/huggingface/token",
                 "vllm.start:901:mkdir:/etc/phoenix-vllm",
-                "lxc.push:901:/etc/phoenix-vllm/phoenix-vllm-901.yaml",
+                "lxc.push:901:/etc/phoenix-vllm/phoenix-vllm-901.env",
                 "lxc.push:901:/etc/systemd/system/phoenix-vllm-901.service",
                 "vllm.start:901:container",
                 "vllm.start:901:service",
@@ -516,9 +600,50 @@ mod tests {
         assert_eq!(
             m,
             [
-                "push /etc/phoenix-vllm/phoenix-vllm-901.yaml 0600",
+                "push /etc/phoenix-vllm/phoenix-vllm-901.env 0600",
                 "systemctl restart phoenix-vllm-901.service"
             ]
+        );
+    }
+
+    /// Issue 11 item 4: Docker that cannot start a container (runc 1.3.3 under LXC's
+    /// AppArmor) fails the proof step, naming the cause and what to do, before any file of
+    /// the service is written.
+    #[test]
+    fn docker_that_cannot_start_a_container_fails_before_the_service() {
+        let f = fixture(false, true);
+        *f.ct.probe_fails.lock().unwrap() = Some((
+            126,
+            "docker: Error response from daemon: failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: open sysctl net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied: unknown.\n".into(),
+        ));
+        let map = spec_map(true);
+        let spec = resolve(&f.rt, vmid(), &map, Overrides::from_map(&map).unwrap()).unwrap();
+        let e = start(&f.rt, &spec).unwrap_err();
+        assert!(
+            matches!(e, VllmError::DockerCannotStart { code: 126, .. }),
+            "{e}"
+        );
+        let text = e.into_api("vllm.start").to_string();
+        assert!(
+            text.starts_with("vllm.start: Docker inside container 901 cannot start a container from vllm/vllm-openai:v0.11.0 (docker run exit 126): docker: Error response from daemon: failed to create task"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwhat to do: runc (1.3.3 and later) cannot set the sysctl net.ipv4.ip_unprivileged_port_start under the host's LXC AppArmor profile (opencontainers/runc#4972)"),
+            "{text}"
+        );
+        assert_eq!(
+            mutations(&f.runner),
+            [
+                "docker pull vllm/vllm-openai:v0.11.0",
+                "docker run --rm --gpus \"device=0,1\" --entrypoint /bin/true vllm/vllm-openai:v0.11.0"
+            ]
+        );
+        assert!(f.ct.files.lock().unwrap().is_empty());
+        // The NVIDIA hook is named too.
+        assert!(
+            docker_advice("stderr: nvidia-container-cli: mount error")
+                .contains("NVIDIA container toolkit")
         );
     }
 
@@ -559,6 +684,7 @@ mod tests {
             mutations(&f.runner),
             [
                 "docker pull vllm/vllm-openai:v0.11.0",
+                "docker run --rm --gpus \"device=0,1\" --entrypoint /bin/true vllm/vllm-openai:v0.11.0",
                 "push /etc/systemd/system/phoenix-vllm-901.service 0644",
                 "systemctl daemon-reload",
                 "systemctl enable --now phoenix-vllm-901.service",

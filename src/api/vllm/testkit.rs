@@ -75,6 +75,10 @@ pub(super) struct FakeCt {
     pub(super) driver: Mutex<String>,
     /// What `docker inspect` reports: `None` running, `Some("")` no such container.
     pub(super) docker_state: Mutex<Option<String>>,
+    /// What the proof container's `docker run` answers: `None` exit 0, else (code, stderr).
+    pub(super) probe_fails: Mutex<Option<(i32, String)>>,
+    /// What `du -s -b` of the weights directory reports (`None`: no such directory).
+    pub(super) weights: Mutex<Option<u64>>,
 }
 
 pub(super) fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
@@ -240,6 +244,26 @@ pub(super) fn answer(ct: &FakeCt, cmd: &HostCommand) -> CommandOutput {
                     None => out(0, "running\n", ""),
                     Some("") => out(1, "\n", "Error: No such object: phoenix-vllm-901"),
                     Some(state) => out(0, &format!("{state}\n"), ""),
+                },
+                [
+                    "docker",
+                    "run",
+                    "--rm",
+                    ..,
+                    "--entrypoint",
+                    "/bin/true",
+                    _image,
+                ] => match ct.probe_fails.lock().unwrap().clone() {
+                    None => out(0, "", ""),
+                    Some((code, stderr)) => out(code, "", &stderr),
+                },
+                ["du", "-s", "-b", dir] => match *ct.weights.lock().unwrap() {
+                    Some(b) => out(0, &format!("{b}\t{dir}\n"), ""),
+                    None => out(
+                        1,
+                        "",
+                        &format!("du: cannot access '{dir}': No such file or directory\n"),
+                    ),
                 },
                 ["docker", "logs", "--tail", "50", "phoenix-vllm-901"] => {
                     out(0, "INFO Starting vLLM API server\n", "WARNING slow disk\n")

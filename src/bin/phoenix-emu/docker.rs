@@ -15,15 +15,37 @@
 //!   GPU entries in its PVE config (indices count the container's `/dev/nvidiaN` entries),
 //!   and, in an unprivileged container, `no-cgroups = true` (else nvidia-container-cli's
 //!   cgroup error), each failing with exit 125 as the real stack does;
-//! - the vLLM arguments are checked as `vllm serve` does (unknown flag: exit 2 in the log);
+//! - the vLLM arguments are checked as the image's entrypoint checks them
+//!   ([`crate::vllm_args`]: unknown flag or, on v0.11.0, a positional model: exit 2 in the
+//!   log);
 //!   `--tensor-parallel-size` larger than the GPUs given fails after start (exit 1);
-//! - any well-formed image reference pulls successfully (a fault makes it fail);
+//! - any well-formed image reference pulls successfully when its layers fit (a fault makes
+//!   it fail);
 //! - `docker stop` ends the server and records exit code 0 (vLLM shuts down cleanly on
 //!   SIGTERM); `rm -f` kills it (137); `rm -f` of a missing container warns and exits 0
 //!   (Docker ≥ 20.10);
 //! - a `--rm` container whose process is gone counts as removed;
-//! - `-e` and `--env-file` are accepted as Docker accepts them, and `docker inspect` shows
-//!   them (`Config.Env`), so a test can see a secret that reached a container's environment.
+//! - `-e` and `--env-file` are accepted as Docker accepts them (the env file's lines as
+//!   docker/cli `opts/parse.go` `parseKeyValueFile` reads them: leading whitespace trimmed,
+//!   `#` comments, the value verbatim after the first `=`), and `docker inspect` shows them
+//!   (`Config.Env`), so a test can see a secret that reached a container's environment. As
+//!   Docker does, the environment is kept in the container's own root-only config,
+//!   `/var/lib/docker/containers/<id>/config.v2.json` (0600) in the container's rootfs,
+//!   removed with the container, never in the emulator's state file;
+//! - `--entrypoint` replaces the image's entrypoint: `true` (`/bin/true`, `/usr/bin/true`)
+//!   exits 0, `false` exits 1, anything else is not found (exit 127); without it a vLLM
+//!   image runs the emulated server, any other image exits 0;
+//! - images have sizes ([`image_bytes`]): a pull stores the unpacked layers in
+//!   `/var/lib/docker` on the container's rootfs (sparse accounting, [`crate::disk`]) and
+//!   fails with "no space left on device" when they do not fit;
+//! - runc inside LXC: with `{"docker":{"runc":"1.3.3"}}` in `faults.json` (the runc of the
+//!   container's Docker packages) every container start fails as runc 1.3.3 fails under
+//!   LXC's AppArmor profile (opencontainers/runc#4972, moby/moby#51405): "open sysctl
+//!   net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied", unless the
+//!   LXC container is unconfined (`lxc.apparmor.profile: unconfined`);
+//! - exit codes of a failed container start as docker/cli `cli/command/container/run.go`
+//!   `toStatusError` assigns them: 127 for "executable file not found"/"no such file or
+//!   directory", 126 for "permission denied", else 125.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,9 +91,6 @@ pub struct DockerContainer {
     pub run_argv: Vec<String>,
     /// The arguments after the image.
     pub args: Vec<String>,
-    /// `-e` values.
-    #[serde(default)]
-    pub env: Vec<String>,
     /// `--rm`.
     pub auto_remove: bool,
     /// `-p` as `(host, container)`.
@@ -98,18 +117,109 @@ pub struct DockerContainer {
     pub serve: Option<ServeSpec>,
 }
 
-/// The emulated vLLM server's parameters, read by the server process.
+/// The emulated vLLM server's parameters, read by the server process. Nothing secret: the
+/// server reads its API key itself (from its arguments, a `--config` file or the
+/// container's environment).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServeSpec {
     /// `ip:port` to listen on; `None`: the port is not published.
     pub addr: Option<String>,
     /// The served model name.
     pub served: String,
-    /// The `--config` file on this machine, if any (read by the server: the key is never
-    /// stored in the state).
-    pub config_file: Option<PathBuf>,
+    /// The model vLLM loads (`--model`, or the image's default).
+    #[serde(default)]
+    pub model: String,
     /// `--max-model-len`.
     pub max_model_len: Option<u64>,
+}
+
+/// Where Docker keeps container `id`'s config (its environment included), inside the
+/// container's rootfs: moby `daemon/container` `configFileName`, 0600.
+fn config_path(ct: &Ct<'_>, id: &str) -> PathBuf {
+    ct.path(&format!("/var/lib/docker/containers/{id}/config.v2.json"))
+}
+
+/// Write container `id`'s config (0600, as Docker's `ioutils.AtomicWriteFile(…, 0o600)`).
+fn save_config(ct: &Ct<'_>, id: &str, name: &str, env: &[String]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = config_path(ct, id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = json!({"ID": id, "Name": format!("/{name}"), "Config": {"Env": env}}).to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Container `id`'s environment (`KEY=value` entries), empty when it has none.
+pub fn container_env(ct: &Ct<'_>, id: &str) -> Vec<String> {
+    std::fs::read_to_string(config_path(ct, id))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| {
+            v["Config"]["Env"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Docker removed container `id`: its config and its writable layer go with it.
+pub fn forget(ct: &Ct<'_>, id: &str) {
+    for dir in [
+        format!("/var/lib/docker/containers/{id}"),
+        format!("/var/lib/docker/overlay2/{id}"),
+    ] {
+        let _ = std::fs::remove_dir_all(ct.path(&dir));
+    }
+}
+
+/// The unpacked size of `image` (DESIGN.md §11: `vllm/vllm-openai` ≈ 12 GB compressed,
+/// ≈ 29 GB unpacked); other images a nominal 100 MB.
+pub fn image_bytes(image: &str) -> u64 {
+    if image.starts_with("vllm/vllm-openai") {
+        29 * crate::disk::GB
+    } else {
+        crate::disk::GB / 10
+    }
+}
+
+/// The runc of the container's Docker, from `faults.json`'s `{"docker":{"runc":"X.Y.Z"}}`
+/// (unset: the runc of Ubuntu 24.04's original packages, which starts containers).
+fn runc_version(ct: &Ct<'_>) -> Option<(u32, u32, u32)> {
+    let text = std::fs::read(ct.root.join("faults.json")).ok()?;
+    let v: Value = serde_json::from_slice(&text).ok()?;
+    let cfg = match &v {
+        Value::Array(items) => items.iter().find_map(|i| i.get("docker")).cloned(),
+        other => other.get("docker").cloned(),
+    }?;
+    let mut parts = cfg.get("runc")?.as_str()?.split(['.', '-']);
+    let mut n = || parts.next().and_then(|x| x.parse::<u32>().ok());
+    Some((n()?, n()?, n().unwrap_or(0)))
+}
+
+/// Why runc cannot start a container here, if it cannot: runc 1.3.3 opens
+/// `/proc/sys/net/ipv4/ip_unprivileged_port_start` through a reopened fd, which LXC's
+/// AppArmor profile denies (opencontainers/runc#4972; moby/moby#51405;
+/// containerd/containerd#12484), unless the LXC container runs unconfined.
+fn runc_cannot_start(ct: &Ct<'_>) -> Option<String> {
+    let v = runc_version(ct)?;
+    let unconfined = ct
+        .conf
+        .lxc
+        .iter()
+        .any(|(k, v)| k == "lxc.apparmor.profile" && v.trim() == "unconfined");
+    (v >= (1, 3, 3) && !unconfined).then(|| {
+        "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: open sysctl net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied: unknown".to_owned()
+    })
 }
 
 /// Where a container's log lives.
@@ -211,7 +321,7 @@ fn terminate(pid: i32, grace: Duration) {
 
 /// Mark container `id` exited with `code` (removed when `--rm` or `remove`).
 fn mark_exited(ct: &Ct<'_>, id: &str, code: i32, remove: bool) {
-    let _ = container::update_state(ct.root, ct.vmid, |st| {
+    let removed = container::update_state(ct.root, ct.vmid, |st| {
         let mut gone = None;
         if let Some(c) = st.docker.containers.iter_mut().find(|c| c.id == id) {
             c.status = "exited".into();
@@ -221,10 +331,15 @@ fn mark_exited(ct: &Ct<'_>, id: &str, code: i32, remove: bool) {
                 gone = Some(c.name.clone());
             }
         }
+        let removed = gone.is_some();
         if let Some(n) = gone {
             st.docker.last_exit.insert(n, code);
         }
+        removed
     });
+    if removed.unwrap_or(false) {
+        forget(ct, id);
+    }
 }
 
 /// Stop container `name` if it runs (systemd's stop of a unit whose main process it is).
@@ -668,7 +783,7 @@ fn docker(ct: &Ct<'_>, args: &[String], service: bool, out: &mut Out) -> (i32, O
         "images" => (images(&st, &p, out), None),
         "run" => docker_run(ct, &st, &p, service, out),
         "ps" => (ps(&st, &p, out), None),
-        "inspect" => (inspect(&st, &p, out), None),
+        "inspect" => (inspect(ct, &st, &p, out), None),
         "logs" => (logs(ct, &st, &p, out), None),
         "stop" => (stop(ct, &st, &p, out), None),
         _ => (rm(ct, &st, &p, out), None),
@@ -759,9 +874,24 @@ fn info(st: &CtState, format: Option<&str>, out: &mut Out) -> i32 {
     0
 }
 
-/// Pull `image` (already normalized) into the state; the output lines.
+/// Pull `image` (already normalized) into the state; the output lines. Its unpacked layers
+/// take [`image_bytes`] of the rootfs under `/var/lib/docker`; when they do not fit the
+/// pull fails as Docker's layer extraction does (nothing is kept).
 fn do_pull(ct: &Ct<'_>, image: &str, out: &mut Out) -> Result<(), String> {
     let (repo, tag) = image.rsplit_once([':', '@']).unwrap_or((image, "latest"));
+    let st = container::load_state(ct.root, ct.vmid).map_err(|e| e.to_string())?;
+    if !st.docker.images.iter().any(|i| i == image) {
+        let layer = format!("/var/lib/docker/overlay2/{}/diff", digest(image));
+        let fs = crate::disk::fs_of(ct.root, ct.vmid, ct.conf, &layer);
+        let bytes = image_bytes(image);
+        if fs.avail() < bytes {
+            return Err(format!(
+                "failed to register layer: write {layer}/usr/local/lib/python3.12/dist-packages/torch/lib/libtorch_cuda.so: no space left on device"
+            ));
+        }
+        crate::disk::write_sparse(&ct.path(&format!("{layer}/layers")), bytes)
+            .map_err(|e| e.to_string())?;
+    }
     let had = container::update_state(ct.root, ct.vmid, |st| {
         let had = st.docker.images.iter().any(|i| i == image);
         if !had {
@@ -871,7 +1001,7 @@ fn images(st: &CtState, p: &Parsed, out: &mut Out) -> i32 {
     0
 }
 
-fn container_json(c: &DockerContainer) -> Value {
+fn container_json(ct: &Ct<'_>, c: &DockerContainer) -> Value {
     let (status, code) = effective(c);
     let running = status == "running";
     json!({
@@ -890,7 +1020,7 @@ fn container_json(c: &DockerContainer) -> Value {
         },
         "Image": format!("sha256:{}", digest(&c.image)),
         "Name": format!("/{}", c.name),
-        "Config": {"Image": c.image, "Env": c.env, "Cmd": c.args},
+        "Config": {"Image": c.image, "Env": container_env(ct, &c.id), "Cmd": c.args},
         "HostConfig": {
             "AutoRemove": c.auto_remove,
             "Binds": c.volumes,
@@ -955,7 +1085,7 @@ fn ps(st: &CtState, p: &Parsed, out: &mut Out) -> i32 {
         rows.push(json!({
             "ID": if p.has("no-trunc") { c.id.clone() } else { c.id[..12].to_owned() },
             "Image": c.image,
-            "Command": "\"vllm serve\"",
+            "Command": crate::vllm_proc::entrypoint_text(&c.image),
             "Names": c.name,
             "Status": status_text,
             "State": status,
@@ -996,7 +1126,7 @@ fn ps(st: &CtState, p: &Parsed, out: &mut Out) -> i32 {
     0
 }
 
-fn inspect(st: &CtState, p: &Parsed, out: &mut Out) -> i32 {
+fn inspect(ct: &Ct<'_>, st: &CtState, p: &Parsed, out: &mut Out) -> i32 {
     if p.args.is_empty() {
         out.err("\"docker inspect\" requires at least 1 argument.\n");
         return 1;
@@ -1010,7 +1140,7 @@ fn inspect(st: &CtState, p: &Parsed, out: &mut Out) -> i32 {
             .then(|| has_image(st, a))
             .flatten();
         match (c, i) {
-            (Some(c), _) => objs.push(container_json(c)),
+            (Some(c), _) => objs.push(container_json(ct, c)),
             (None, Some(i)) => objs.push(image_json(&i)),
             (None, None) => {
                 out.err(format!("Error: No such object: {a}\n"));
@@ -1242,6 +1372,54 @@ pub fn attached_gpus(ct: &Ct<'_>) -> Vec<u32> {
     crate::nvctk::visible_minors(ct)
 }
 
+/// An env file's `KEY=value` entries as docker/cli `opts/parse.go` `parseKeyValueFile`
+/// reads them: each line's leading whitespace trimmed, empty and `#` lines skipped, the
+/// variable name must not contain spaces, the value is taken verbatim after the first `=`
+/// (a line without `=` would take the variable from the client's environment, which
+/// phoenix's `pct exec` leaves empty: skipped).
+pub fn parse_env_file(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (var, value) = match line.split_once('=') {
+            Some((v, val)) => (v.trim_start_matches([' ', '\t']), Some(val)),
+            None => (line, None),
+        };
+        if var.contains([' ', '\t']) {
+            return Err(format!(
+                "poorly formatted environment: variable '{var}' contains whitespaces"
+            ));
+        }
+        if var.is_empty() {
+            return Err(format!(
+                "poorly formatted environment: no variable name on line '{line}'"
+            ));
+        }
+        if let Some(v) = value {
+            out.push(format!("{var}={v}"));
+        }
+    }
+    Ok(out)
+}
+
+/// A container start that fails in the runtime (runc, its hooks): the exit code docker/cli
+/// `toStatusError` gives it (127 not found, 126 permission denied, else 125).
+fn start_error(out: &mut Out, m: &str) -> (i32, Option<String>) {
+    out.err(format!("docker: Error response from daemon: {m}.\n"));
+    let code = if m.contains("executable file not found") || m.contains("no such file or directory")
+    {
+        127
+    } else if m.contains("permission denied") || m.contains("is a directory") {
+        126
+    } else {
+        125
+    };
+    (code, None)
+}
+
 /// A `docker run` failure before the container starts.
 fn run_error(out: &mut Out, m: &str) -> (i32, Option<String>) {
     out.err(format!("docker: {m}.\nSee 'docker run --help'.\n"));
@@ -1350,11 +1528,10 @@ fn docker_run(
     let mut env: Vec<String> = p.all("env").iter().map(|s| (*s).to_owned()).collect();
     for f in p.all("env-file") {
         match std::fs::read_to_string(container::resolve(ct.root, ct.vmid, ct.conf, f)) {
-            Ok(t) => env.extend(
-                t.lines()
-                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            ),
+            Ok(t) => match parse_env_file(&t) {
+                Ok(lines) => env.extend(lines),
+                Err(m) => return run_error(out, &m),
+            },
             Err(_) => return run_error(out, &format!("open {f}: no such file or directory")),
         }
     }
@@ -1445,10 +1622,54 @@ fn docker_run(
         }
         out.err(sub.stdout);
     }
+    if let Some(m) = runc_cannot_start(ct) {
+        return start_error(out, &m);
+    }
+    let entrypoint = p.get("entrypoint");
+    if let Some(e) = entrypoint {
+        let program = e.rsplit('/').next().unwrap_or(e);
+        let known = matches!(
+            e,
+            "true" | "false" | "/bin/true" | "/bin/false" | "/usr/bin/true" | "/usr/bin/false"
+        );
+        if !known {
+            return start_error(
+                out,
+                &format!(
+                    "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: exec: \"{e}\": executable file not found in $PATH: unknown"
+                ),
+            );
+        }
+        // A trivial entrypoint: the container starts, runs it and exits (removed with --rm).
+        let code = i32::from(program == "false");
+        if !auto_remove {
+            let record = DockerContainer {
+                id: random_id(),
+                name: name.clone(),
+                image: image.clone(),
+                run_argv: std::iter::once("run".to_owned()).chain(p_argv(p)).collect(),
+                args: cargs.to_vec(),
+                auto_remove,
+                status: "exited".into(),
+                exit_code: code,
+                created: now(),
+                ..DockerContainer::default()
+            };
+            if let Err(e) =
+                container::update_state(ct.root, ct.vmid, |st| st.docker.containers.push(record))
+            {
+                return daemon_error(out, &e.to_string());
+            }
+        }
+        return (code, None);
+    }
     let id = random_id();
     let log = log_path(ct, &id);
     if let Some(dir) = log.parent() {
         let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = save_config(ct, &id, &name, &env) {
+        return daemon_error(out, &e.to_string());
     }
     let is_vllm = image.starts_with("vllm/vllm-openai");
     let network_host = matches!(p.get("network").or(p.get("net")), Some("host"));
@@ -1458,7 +1679,6 @@ fn docker_run(
         image: image.clone(),
         run_argv: std::iter::once("run".to_owned()).chain(p_argv(p)).collect(),
         args: cargs.to_vec(),
-        env,
         auto_remove,
         ports: ports.clone(),
         volumes: p.all("volume").iter().map(|s| (*s).to_owned()).collect(),
@@ -1472,7 +1692,7 @@ fn docker_run(
     };
     // What the process does: a vLLM server, or nothing.
     let outcome: Result<ServeSpec, (i32, String)> = if is_vllm {
-        crate::vllm_proc::check_args(ct, cargs, &binds, visible_gpus).map(|(mut spec, port)| {
+        crate::vllm_proc::check_args(ct, &record, visible_gpus).map(|(mut spec, port)| {
             let addr = st.address.clone();
             let host_port = if network_host {
                 Some(port)

@@ -7,7 +7,8 @@
 //!
 //! Emulated: `ip -j -4 addr show dev eth0` (iproute2's JSON and text, with the
 //! container's loopback address), `cat`, `test`, `mkdir`, `rmdir`, `rm`, `chmod`, `chpasswd` (records
-//! which users got a password, never the password), `apt-get` ([`crate::apt`]),
+//! which users got a password, never the password), `du -s -b` ([`crate::disk`]: sizes as
+//! the emulated disks count them), `apt-get` ([`crate::apt`]),
 //! `systemctl`/`journalctl` ([`crate::systemd`]), and, once their package put the program
 //! into the rootfs, `curl` and `gpg` ([`crate::fetch`]), `docker` ([`crate::docker`]),
 //! `nvidia-ctk` and `nvidia-smi` ([`crate::nvctk`]): a program whose file is missing is not
@@ -56,6 +57,7 @@ fn lookup(name: &str) -> Option<(Program, Option<&'static str>)> {
         "apt-get" => (crate::apt::run, None),
         "systemctl" => (crate::systemd::systemctl, None),
         "journalctl" => (crate::systemd::journalctl, None),
+        "du" => (crate::disk::du_program, None),
         "curl" => (crate::fetch::curl, Some("/usr/bin/curl")),
         "gpg" => (crate::fetch::gpg, Some("/usr/bin/gpg")),
         "docker" => (crate::docker::run, Some("/usr/bin/docker")),

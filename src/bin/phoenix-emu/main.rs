@@ -18,7 +18,9 @@
 //! [`inner`]'s table answer: the base system's, `apt-get`, `systemctl`, and, once installed,
 //! `docker`, `nvidia-ctk`, `nvidia-smi`. `docker run vllm/vllm-openai…` starts this same
 //! executable as `phoenix-emu __vllm-serve ROOT VMID NAME` ([`vllm_proc`]), a detached
-//! process serving the emulated vLLM API ([`vllm`]) on the container's loopback address.
+//! process serving the emulated vLLM API ([`vllm`]) on the container's loopback address,
+//! its arguments read as the pinned image's entrypoint reads them ([`vllm_args`]). Disks
+//! have sizes ([`disk`]): rootfs, datasets, the image and the weights, as sparse accounting.
 //!
 //! This binary is deliberately not part of the phoenix library: it shares no code with it,
 //! so the production `pve` backend is tested against an independent implementation.
@@ -29,6 +31,7 @@ mod apt;
 mod argvlog;
 mod container;
 mod ctconf;
+mod disk;
 mod docker;
 mod faults;
 mod fetch;
@@ -45,6 +48,7 @@ mod pveversion;
 mod root;
 mod systemd;
 mod vllm;
+mod vllm_args;
 mod vllm_proc;
 mod zfs;
 

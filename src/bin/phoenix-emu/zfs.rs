@@ -1070,6 +1070,37 @@ fn set(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError> {
     Ok(0)
 }
 
+/// The dataset mounted at or above `host_path` (a path on the emulated host) and the bytes
+/// it may hold: its `refquota`, else its `quota`, else the pool's nominal free space (the
+/// `available` this emulator reports). Used by [`crate::disk`] for the sizes of bind-mounted
+/// datasets (added by the vllm helper for disk sizes; the pool's size stays this module's).
+pub fn space_for(root: &Root, host_path: &str) -> Option<(String, u64)> {
+    let p = load(root).ok()?;
+    let path = host_path.trim_end_matches('/');
+    let mut best: Option<(usize, &str)> = None;
+    for name in p.datasets.keys() {
+        let Some((mp, _)) = prop_value(&p, name, "mountpoint", true) else {
+            continue;
+        };
+        let mp = mp.trim_end_matches('/');
+        let inside = path == mp || path.starts_with(&format!("{mp}/"));
+        if mp.starts_with('/') && inside && best.is_none_or(|(n, _)| mp.len() > n) {
+            best = Some((mp.len(), name));
+        }
+    }
+    let (_, name) = best?;
+    let ds = p.datasets.get(name)?;
+    let limit = ["refquota", "quota"]
+        .iter()
+        .filter_map(|q| ds.props.get(*q))
+        .filter_map(|v| propstr::parse_size(v))
+        .find(|b| *b > 0);
+    Some((name.to_owned(), limit.unwrap_or(POOL_AVAILABLE)))
+}
+
+/// The pool's free space as `available` reports it (nominal).
+const POOL_AVAILABLE: u64 = 3_848_290_697_216;
+
 #[cfg(test)]
 mod tests {
     use super::*;
