@@ -59,6 +59,16 @@ pub enum Error {
         #[source]
         source: crate::script::RecipeError,
     },
+    /// The host preflight found problems (nothing was touched).
+    #[error(
+        "the host preflight found {errors} error(s) and {warnings} warning(s), listed above: nothing was changed"
+    )]
+    Preflight {
+        /// How many errors.
+        errors: usize,
+        /// How many warnings.
+        warnings: usize,
+    },
     /// Stopped by a signal.
     #[error("interrupted by signal {0}")]
     Interrupted(i32),
@@ -76,7 +86,11 @@ impl Error {
     /// The numeric exit code.
     pub fn code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Settings(_) | Self::Config(_) | Self::Datasets(_) => code::USAGE,
+            Self::Usage(_)
+            | Self::Settings(_)
+            | Self::Config(_)
+            | Self::Datasets(_)
+            | Self::Preflight { .. } => code::USAGE,
             Self::Secret(e) => e.exit_code(),
             Self::Recipe(e) => e.exit_code(),
             Self::LintFailed(_) => code::RUN_FAILED,

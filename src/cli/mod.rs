@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::settings::{FlagOverrides, HostKind, Settings};
 
 mod config;
+mod doctor;
 mod gpu;
 mod paths;
 mod recipe;
@@ -63,6 +64,8 @@ pub enum Command {
     /// Check the container config file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Check, read-only, that the host can take the config's containers (exit 2 if not).
+    Doctor(doctor::DoctorArgs),
     /// Remove everything phoenix's journal says it created (only phoenix-owned things).
     Destroy(state::DestroyArgs),
     /// Show what the journal says exists, per container.
@@ -143,6 +146,7 @@ pub fn run_with(
     match cli.command {
         Command::Recipe(c) => recipe::run(&ctx, c),
         Command::Config(c) => config::run(&ctx, c),
+        Command::Doctor(a) => doctor::run(&ctx, &a),
         Command::Destroy(a) => state::destroy(&ctx, a),
         Command::Status(a) => state::status(&ctx, a),
         Command::Secret(c) => secret::run(&ctx, c),
