@@ -61,7 +61,7 @@ pub enum Error {
     },
     /// The host preflight found problems (nothing was touched).
     #[error(
-        "the host preflight found {errors} error(s) and {warnings} warning(s), listed above: nothing was changed"
+        "the host preflight found {errors} error(s) and {warnings} warning(s) (its report says what to fix): nothing was changed"
     )]
     Preflight {
         /// How many errors.

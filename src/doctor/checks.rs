@@ -108,7 +108,10 @@ fn proxmox(ctx: &Ctx<'_>, out: &mut Vec<Finding>) -> bool {
         out.push(
             Finding::error(
                 Check::Proxmox,
-                format!("{} does not exist ({tool} is part of Proxmox VE)", path.display()),
+                format!(
+                    "{} does not exist ({tool} is part of Proxmox VE)",
+                    path.display()
+                ),
             )
             .subject(path.display().to_string())
             .fix("repair the Proxmox VE installation: apt install --reinstall proxmox-ve"),
@@ -165,31 +168,62 @@ fn vmids<'a>(ctx: &Ctx<'a>, out: &mut Vec<Finding>) -> Vec<&'a LxcConfig> {
                         .vmid(v),
                 ),
             },
-            Ok(Some(conf)) if conf.is_owned() => match conf.get("lock") {
-                Some(lock) => out.push(
-                    Finding::warning(
-                        Check::Vmid,
-                        format!("phoenix's container is locked by Proxmox (`lock: {lock}`): phoenix changes nothing in it until the lock is gone"),
-                    )
-                    .vmid(v)
-                    .fix(format!("wait for that operation to end; if none runs: pct unlock {v}")),
-                ),
-                None => out.push(
-                    Finding::ok(Check::Vmid, "the container exists and is phoenix's: it is reused")
-                        .vmid(v),
-                ),
-            },
-            Ok(Some(_)) => out.push(
-                Finding::error(
-                    Check::Vmid,
-                    "a container with this id exists and is not phoenix's (no `phoenix` tag): phoenix never changes or destroys it",
-                )
-                .vmid(v)
-                .fix(format!(
-                    "give this entry a free id in {} (`pvesh get /cluster/nextid` prints one), or remove that container yourself if it is unused: pct destroy {v}",
-                    ctx.config_path()
-                )),
-            ),
+            Ok(Some(conf)) => {
+                use crate::ownership::Container;
+                // The journal is read only for a container without the tag: it proves an
+                // interrupted create of phoenix's (DESIGN.md §11).
+                let whose = if crate::ownership::is_tagged(&conf) {
+                    Ok(Container::Tagged)
+                } else {
+                    crate::journal::read(&crate::journal::Journal::path_in(
+                        &ctx.settings.state_dir.value,
+                    ))
+                    .map(|records| crate::ownership::container(Some(&conf), &records, v))
+                };
+                match whose {
+                    Ok(Container::Tagged) => match conf.get("lock") {
+                        Some(lock) => out.push(
+                            Finding::warning(
+                                Check::Vmid,
+                                format!("phoenix's container is locked by Proxmox (`lock: {lock}`): phoenix changes nothing in it until the lock is gone"),
+                            )
+                            .vmid(v)
+                            .fix(format!("wait for that operation to end; if none runs: pct unlock {v}")),
+                        ),
+                        None => out.push(
+                            Finding::ok(Check::Vmid, "the container exists and is phoenix's: it is reused")
+                                .vmid(v),
+                        ),
+                    },
+                    Ok(Container::InterruptedCreate(_)) => {
+                        out.push(
+                            Finding::ok(
+                                Check::Vmid,
+                                "the container is what phoenix's interrupted create left (`lock: create`, proven by the journal): it is removed and created again",
+                            )
+                            .vmid(v),
+                        );
+                        create.push(*e);
+                    }
+                    Ok(Container::Absent | Container::Foreign) => {
+                        let what = if crate::ownership::is_create_stub(&conf) {
+                            "a container with this id is being created (`lock: create`) by something other than phoenix (its journal has no such create)"
+                        } else {
+                            "a container with this id exists and is not phoenix's (no `phoenix` tag): phoenix never changes or destroys it"
+                        };
+                        out.push(
+                            Finding::error(Check::Vmid, what).vmid(v).fix(format!(
+                                "give this entry a free id in {} (`pvesh get /cluster/nextid` prints one), or remove that container yourself if it is unused: pct destroy {v}",
+                                ctx.config_path()
+                            )),
+                        );
+                    }
+                    Err(err) => out.push(
+                        Finding::error(Check::Vmid, format!("cannot read phoenix's journal: {err}"))
+                            .vmid(v),
+                    ),
+                }
+            }
             Err(err) => out.push(
                 Finding::error(Check::Vmid, format!("cannot read the container's config: {err}"))
                     .vmid(v),
@@ -267,7 +301,9 @@ fn storages(ctx: &Ctx<'_>, create: &[&LxcConfig], out: &mut Vec<Finding>) {
             let fix = if st.status == "disabled" {
                 format!("enable it: pvesm set {sid} --disable 0")
             } else {
-                format!("bring it online (`pvesm status --storage {sid}` says why), or use another storage ({usable})")
+                format!(
+                    "bring it online (`pvesm status --storage {sid}` says why), or use another storage ({usable})"
+                )
             };
             out.push(with(
                 Finding::error(
@@ -375,9 +411,13 @@ fn templates(ctx: &Ctx<'_>, create: &[&LxcConfig], out: &mut Vec<Finding>) {
             continue;
         };
         let list = listed.entry(sid.to_owned()).or_insert_with(|| {
-            ctx.host
-                .storage_content(&storage, "vztmpl")
-                .map_err(|e| if unsupported(&e) { String::new() } else { e.to_string() })
+            ctx.host.storage_content(&storage, "vztmpl").map_err(|e| {
+                if unsupported(&e) {
+                    String::new()
+                } else {
+                    e.to_string()
+                }
+            })
         });
         match list {
             Err(e) if e.is_empty() => {}
@@ -521,7 +561,10 @@ fn resources(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             Check::Cores,
             format!("{msg}: they share them and slow each other down when busy at once"),
         )
-        .fix(format!("lower `cores` in {} if they run busy at once", ctx.config_path()))
+        .fix(format!(
+            "lower `cores` in {} if they run busy at once",
+            ctx.config_path()
+        ))
     } else {
         Finding::ok(Check::Cores, msg)
     });
@@ -720,7 +763,8 @@ fn device_nodes(ctx: &Ctx<'_>, gpus: &[crate::host::Gpu], out: &mut Vec<Finding>
         cmds.join(" && ")
     };
     let modprobe = ctx.host.nvidia_modprobe();
-    let foreign_unit = matches!(ctx.host.unit_text(NODES_UNIT), Ok(Some(t)) if !is_phoenix_unit(&t));
+    let foreign_unit =
+        matches!(ctx.host.unit_text(NODES_UNIT), Ok(Some(t)) if !is_phoenix_unit(&t));
     match modprobe {
         Some(p) if p.exists() && !foreign_unit => out.push(
             Finding::warning(

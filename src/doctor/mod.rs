@@ -58,6 +58,8 @@ use crate::settings::{HostKind, Settings};
 use crate::types::Vmid;
 
 mod checks;
+#[cfg(test)]
+mod tests;
 
 /// The version of the `--json` document.
 pub const JSON_VERSION: u32 = 1;

@@ -14,8 +14,8 @@
 //!   bridge, which only `ovs-vsctl br-exists` can tell;
 //! - storages are `pvesm status` rows (pve-storage `src/PVE/CLI/pvesm.pm` `$print_status`, at
 //!   0c56bad: `Name Type Status Total Used Available %`, sizes in KiB; `(KiB)` in the headings
-//!   since libpve-storage-perl 9.0.14) and volumes the first column of `pvesm list`
-//!   (`$print_content`: a `Volid Format Type Size VMID` heading, then one volume a line);
+//!   since libpve-storage-perl 9.0.14); volumes are read with
+//!   [`super::pve::parse_volume_list`];
 //! - guests other than containers: `/etc/pve/qemu-server/<vmid>.conf` (this node's VMs) and
 //!   `/etc/pve/nodes/<node>/{lxc,qemu-server}/<vmid>.conf` (every node of a cluster: pmxcfs
 //!   keeps each node's guests there, and `/etc/pve/lxc` is this node's `nodes/<node>/lxc`).
@@ -162,7 +162,11 @@ pub fn parse_pvesm_status(text: &str) -> std::result::Result<Vec<StorageStatus>,
     match lines.next() {
         None => return Ok(Vec::new()),
         Some(h) if h.split_whitespace().next() == Some("Name") => {}
-        Some(h) => return Err(format!("expected the `Name Type Status …` heading, got {h:?}")),
+        Some(h) => {
+            return Err(format!(
+                "expected the `Name Type Status …` heading, got {h:?}"
+            ));
+        }
     }
     let mut out = Vec::new();
     for l in lines {
@@ -184,26 +188,6 @@ pub fn parse_pvesm_status(text: &str) -> std::result::Result<Vec<StorageStatus>,
         });
     }
     Ok(out)
-}
-
-/// The volume ids of `pvesm list` output.
-pub fn parse_pvesm_list(text: &str) -> std::result::Result<Vec<String>, String> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    match lines.next() {
-        None => return Ok(Vec::new()),
-        Some(h) if h.split_whitespace().next() == Some("Volid") => {}
-        Some(h) => return Err(format!("expected the `Volid …` heading, got {h:?}")),
-    }
-    lines
-        .map(|l| {
-            let volid = l.split_whitespace().next().unwrap_or_default();
-            if volid.contains(':') {
-                Ok(volid.to_owned())
-            } else {
-                Err(format!("expected `STORAGE:VOLUME`, got {volid:?}"))
-            }
-        })
-        .collect()
 }
 
 /// A guest with id `vmid` that is not a container of this node: a VM of this node, or a
@@ -325,13 +309,6 @@ mod tests {
             parse_pvesm_status("storage 'x' does not exist\n").unwrap_err(),
             "expected the `Name Type Status …` heading, got \"storage 'x' does not exist\""
         );
-        let list = "Volid                                                   Format  Type      Size VMID\n\
-                    local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst tzst    vztmpl      57\n";
-        assert_eq!(
-            parse_pvesm_list(list).unwrap(),
-            ["local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst"]
-        );
-        assert_eq!(parse_pvesm_list("").unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -918,11 +918,9 @@ impl Host for PveHost {
         }
         let cmd = cmd.timeout(QUERY_TIMEOUT);
         let out = self.run(&cmd)?;
-        super::facts::parse_pvesm_status(&out.stdout_text()).map_err(|message| {
-            HostError::Parse {
-                command: cmd.to_string(),
-                message,
-            }
+        super::facts::parse_pvesm_status(&out.stdout_text()).map_err(|message| HostError::Parse {
+            command: cmd.to_string(),
+            message,
         })
     }
 
@@ -931,7 +929,7 @@ impl Host for PveHost {
             .args(["list", storage.as_str(), "--content", content])
             .timeout(QUERY_TIMEOUT);
         let out = self.run(&cmd)?;
-        super::facts::parse_pvesm_list(&out.stdout_text()).map_err(|message| HostError::Parse {
+        parse_volume_list(&out.stdout_text()).map_err(|message| HostError::Parse {
             command: cmd.to_string(),
             message,
         })

@@ -89,7 +89,9 @@ fn valid_name(name: &str) -> bool {
         && name.len() < 16
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// `/sys/class/net` and the device directories behind it, rebuilt.
@@ -144,10 +146,7 @@ mod tests {
     #[test]
     fn meminfo_lines_have_the_kernels_columns() {
         let m = meminfo(262_144);
-        assert!(
-            m.starts_with("MemTotal:       268435456 kB\n"),
-            "{m}"
-        );
+        assert!(m.starts_with("MemTotal:       268435456 kB\n"), "{m}");
         assert!(meminfo(1).starts_with("MemTotal:           1024 kB\n"));
     }
 
