@@ -62,6 +62,16 @@ pub enum Error {
     /// The operator answered no at a confirmation prompt: nothing was changed.
     #[error("not confirmed: nothing was changed")]
     Declined,
+    /// The host preflight found problems (nothing was touched).
+    #[error(
+        "the host preflight found {errors} error(s) and {warnings} warning(s) (its report says what to fix): nothing was changed"
+    )]
+    Preflight {
+        /// How many errors.
+        errors: usize,
+        /// How many warnings.
+        warnings: usize,
+    },
     /// Stopped by a signal.
     #[error("interrupted by signal {0}")]
     Interrupted(i32),
@@ -79,7 +89,11 @@ impl Error {
     /// The numeric exit code.
     pub fn code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Settings(_) | Self::Config(_) | Self::Datasets(_) => code::USAGE,
+            Self::Usage(_)
+            | Self::Settings(_)
+            | Self::Config(_)
+            | Self::Datasets(_)
+            | Self::Preflight { .. } => code::USAGE,
             Self::Secret(e) => e.exit_code(),
             Self::Recipe(e) => e.exit_code(),
             Self::LintFailed(_) | Self::Declined => code::RUN_FAILED,

@@ -12,6 +12,7 @@
 //! - [`settings`]: paths and tunables with their sources (flag > env > file > default).
 //! - [`types`]: validated newtypes for everything that reaches a command line.
 //! - [`datasets`]: where phoenix's ZFS datasets live (the models parent).
+//! - [`doctor`]: the read-only host preflight (`phoenix doctor`, and `up` before it acts).
 //! - [`exec`]: the one door for processes (argv only, no shell).
 //! - [`host`]: the [`host::Host`] trait and its backends (`pve`, which also drives the
 //!   emulated host, and `lxc`).
@@ -33,6 +34,7 @@ pub mod boundary;
 pub mod cli;
 pub mod config;
 pub mod datasets;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod exit;

@@ -165,8 +165,10 @@ pub struct Settings {
     pub pve_lxc_dir: Setting<PathBuf>,
     /// Device nodes (`PHOENIX_DEV_DIR`).
     pub dev_dir: Setting<PathBuf>,
-    /// sysfs, where the host's cgroup mode is read (`PHOENIX_SYS_DIR`).
+    /// sysfs, where the host's cgroup mode and bridges are read (`PHOENIX_SYS_DIR`).
     pub sys_dir: Setting<PathBuf>,
+    /// procfs, where the host's memory and CPUs are read (`PHOENIX_PROC_DIR`).
+    pub proc_dir: Setting<PathBuf>,
     /// The host's systemd unit directory (`PHOENIX_SYSTEMD_DIR`).
     pub systemd_dir: Setting<PathBuf>,
     /// The NVIDIA driver's `.run` installer on the host, pushed into containers that cannot
@@ -236,7 +238,12 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "PVE container configs",
     ),
     ("dev_dir", "PHOENIX_DEV_DIR", "device nodes"),
-    ("sys_dir", "PHOENIX_SYS_DIR", "sysfs (host cgroup mode)"),
+    (
+        "sys_dir",
+        "PHOENIX_SYS_DIR",
+        "sysfs (host cgroup mode, bridges)",
+    ),
+    ("proc_dir", "PHOENIX_PROC_DIR", "procfs (host memory, CPUs)"),
     (
         "systemd_dir",
         "PHOENIX_SYSTEMD_DIR",
@@ -490,6 +497,7 @@ impl Settings {
             )?,
             dev_dir: path("dev_dir", "PHOENIX_DEV_DIR", PathBuf::from("/dev"))?,
             sys_dir: path("sys_dir", "PHOENIX_SYS_DIR", PathBuf::from("/sys"))?,
+            proc_dir: path("proc_dir", "PHOENIX_PROC_DIR", PathBuf::from("/proc"))?,
             systemd_dir: path(
                 "systemd_dir",
                 "PHOENIX_SYSTEMD_DIR",
@@ -618,6 +626,7 @@ impl Settings {
             p(&self.pve_lxc_dir),
             p(&self.dev_dir),
             p(&self.sys_dir),
+            p(&self.proc_dir),
             p(&self.systemd_dir),
             o(&self.nvidia_installer),
             o(&self.nvidia_debs),

@@ -645,6 +645,8 @@ mod tests {
             nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
             systemd_dir: p("/nonexistent/systemd"),
             sys_dir: p("/nonexistent/sys"),
+            proc_dir: p("/nonexistent/proc"),
+            host_root: p("/nonexistent/hostfs"),
             lxc_dir: lxc,
             dev_dir: p("/dev"),
             lock_dir: p("/nonexistent/lock"),

@@ -19,6 +19,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use crate::settings::{FlagOverrides, HostKind, Settings};
 
 mod config;
+mod doctor;
 mod gpu;
 pub mod help;
 mod paths;
@@ -81,6 +82,8 @@ pub enum Command {
     /// Check the container config file.
     #[command(subcommand, arg_required_else_help = true)]
     Config(config::ConfigCommand),
+    /// Check, read-only, that the host can take the config's containers (exit 2 if not).
+    Doctor(doctor::DoctorArgs),
     /// Remove everything phoenix's journal says it created (only phoenix-owned things).
     #[command(after_help = after!(
         "  phoenix destroy --dry-run               # show what would be removed
@@ -230,6 +233,7 @@ pub fn run_with(
     match cli.command {
         Command::Recipe(c) => recipe::run(&ctx, c),
         Command::Config(c) => config::run(&ctx, c),
+        Command::Doctor(a) => doctor::run(&ctx, &a),
         Command::Destroy(a) => state::destroy(&ctx, a),
         Command::Status(a) => state::status(&ctx, a),
         Command::Secret(c) => secret::run(&ctx, c),

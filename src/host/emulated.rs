@@ -73,6 +73,8 @@ pub fn prepare(settings: &Settings) -> Result<PvePaths> {
         nvidia_modprobe: bin.join("nvidia-modprobe"),
         systemd_dir: root.join("etc/systemd/system"),
         sys_dir: root.join("sys"),
+        proc_dir: root.join("proc"),
+        host_root: root.join("hostfs"),
         lxc_dir: root.join("etc/pve/lxc"),
         dev_dir: root.join("dev"),
         lock_dir: root.join("run/lock/lxc"),

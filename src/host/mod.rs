@@ -23,6 +23,7 @@ use crate::settings::HostKind;
 use crate::types::{AbsPath, DatasetName, PropKey, PropValue, StorageId, Vmid};
 
 pub mod emulated;
+pub mod facts;
 pub mod lxc;
 pub mod pve;
 
@@ -434,6 +435,62 @@ pub trait Host: Send + Sync {
             backend: self.kind(),
             what: "list its containers",
         })
+    }
+    /// The absolute path of host tool `name` (`pct`, `pveversion`, `zfs`, …) this backend
+    /// runs; `None` when it runs no such tool. Only the path: whether it exists is the
+    /// caller's question (the preflight's).
+    fn tool_path(&self, name: &str) -> Option<PathBuf> {
+        let _ = name;
+        None
+    }
+    /// The host's size (memory, CPUs), read from procfs: a read-only query.
+    fn resources(&self) -> Result<facts::Resources> {
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "report its memory and CPUs",
+        })
+    }
+    /// What the network interface `name` is on the host (sysfs): a read-only query.
+    fn net_iface(&self, name: &str) -> Result<facts::NetIface> {
+        let _ = name;
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "report its network bridges",
+        })
+    }
+    /// The host's storages (`pvesm status`, only those holding `content` when given): a
+    /// read-only query.
+    fn storages(&self, content: Option<&str>) -> Result<Vec<facts::StorageStatus>> {
+        let _ = content;
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "list storages",
+        })
+    }
+    /// The volume ids of `content` on `storage` (`pvesm list STORAGE --content CONTENT`): a
+    /// read-only query.
+    fn storage_content(&self, storage: &StorageId, content: &str) -> Result<Vec<String>> {
+        let _ = (storage, content);
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "list storage content",
+        })
+    }
+    /// Whether the host file `path` (an absolute template path) is a regular file: a
+    /// read-only query.
+    fn host_file_exists(&self, path: &AbsPath) -> Result<bool> {
+        let _ = path;
+        Err(HostError::Unsupported {
+            backend: self.kind(),
+            what: "look up host files",
+        })
+    }
+    /// A guest with id `vmid` that is not one of this node's containers (a VM, or a guest
+    /// of another cluster node), in words; ask only when [`Host::ct_config`] found no
+    /// container `vmid`.
+    fn other_guest(&self, vmid: Vmid) -> Result<Option<String>> {
+        let _ = vmid;
+        Ok(None)
     }
     /// Push the host file `src` to `dest` inside the container with `mode`, without reading
     /// it into memory (`pct push` streams it). `src` comes from settings, never a recipe.

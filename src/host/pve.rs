@@ -64,8 +64,13 @@ pub struct PvePaths {
     pub nvidia_modprobe: PathBuf,
     /// The host's systemd unit directory (`/etc/systemd/system`).
     pub systemd_dir: PathBuf,
-    /// sysfs (`/sys`), where the cgroup mode is read.
+    /// sysfs (`/sys`), where the cgroup mode and the network bridges are read.
     pub sys_dir: PathBuf,
+    /// procfs (`/proc`), where the host's memory and CPUs are read.
+    pub proc_dir: PathBuf,
+    /// Where the host's own files are (`/`; the emulated host's `hostfs/`): an absolute
+    /// template path is looked up below it.
+    pub host_root: PathBuf,
     /// `/etc/pve/lxc`.
     pub lxc_dir: PathBuf,
     /// `/dev`.
@@ -92,6 +97,8 @@ impl PvePaths {
             nvidia_modprobe: s.tool("nvidia-modprobe"),
             systemd_dir: s.systemd_dir.value.clone(),
             sys_dir: s.sys_dir.value.clone(),
+            proc_dir: s.proc_dir.value.clone(),
+            host_root: PathBuf::from("/"),
             lxc_dir: s.pve_lxc_dir.value.clone(),
             dev_dir: s.dev_dir.value.clone(),
             lock_dir: PathBuf::from("/run/lock/lxc"),
@@ -877,6 +884,72 @@ impl Host for PveHost {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    fn tool_path(&self, name: &str) -> Option<PathBuf> {
+        let p = &self.paths;
+        Some(
+            match name {
+                "pct" => &p.pct,
+                "pvesm" => &p.pvesm,
+                "pveversion" => &p.pveversion,
+                "zfs" => &p.zfs,
+                "nvidia-smi" => &p.nvidia_smi,
+                "systemctl" => &p.systemctl,
+                "nvidia-modprobe" => &p.nvidia_modprobe,
+                _ => return None,
+            }
+            .clone(),
+        )
+    }
+
+    fn resources(&self) -> Result<super::facts::Resources> {
+        super::facts::read_resources(&self.paths.proc_dir)
+    }
+
+    fn net_iface(&self, name: &str) -> Result<super::facts::NetIface> {
+        super::facts::read_net_iface(&self.paths.sys_dir, name)
+    }
+
+    fn storages(&self, content: Option<&str>) -> Result<Vec<super::facts::StorageStatus>> {
+        let mut cmd = HostCommand::new(&self.paths.pvesm).arg("status");
+        if let Some(c) = content {
+            cmd = cmd.args(["--content", c]);
+        }
+        let cmd = cmd.timeout(QUERY_TIMEOUT);
+        let out = self.run(&cmd)?;
+        super::facts::parse_pvesm_status(&out.stdout_text()).map_err(|message| HostError::Parse {
+            command: cmd.to_string(),
+            message,
+        })
+    }
+
+    fn storage_content(&self, storage: &StorageId, content: &str) -> Result<Vec<String>> {
+        let cmd = HostCommand::new(&self.paths.pvesm)
+            .args(["list", storage.as_str(), "--content", content])
+            .timeout(QUERY_TIMEOUT);
+        let out = self.run(&cmd)?;
+        parse_volume_list(&out.stdout_text()).map_err(|message| HostError::Parse {
+            command: cmd.to_string(),
+            message,
+        })
+    }
+
+    fn host_file_exists(&self, path: &AbsPath) -> Result<bool> {
+        let p = self
+            .paths
+            .host_root
+            .join(path.as_str().trim_start_matches('/'));
+        Ok(p.is_file())
+    }
+
+    fn other_guest(&self, vmid: Vmid) -> Result<Option<String>> {
+        // `/etc/pve/lxc` is this node's `nodes/<node>/lxc`; its parent is `/etc/pve`.
+        Ok(self
+            .paths
+            .lxc_dir
+            .parent()
+            .and_then(|pve| super::facts::other_guest(pve, vmid)))
     }
 
     fn ct_push_file(&self, vmid: Vmid, src: &Path, dest: &AbsPath, mode: u32) -> Result<()> {

@@ -157,6 +157,8 @@ fn host_with(
         },
         systemd_dir: root.join("systemd"),
         sys_dir: root.join("sys"),
+        proc_dir: root.join("proc"),
+        host_root: root.join("hostfs"),
         lxc_dir,
         dev_dir: dev,
         lock_dir: root.join("lock"),

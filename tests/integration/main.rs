@@ -3,6 +3,7 @@
 mod acceptance;
 mod boundary;
 mod config;
+mod doctor;
 mod emulator;
 mod emulator_gpu;
 mod emulator_inner;

@@ -3,7 +3,7 @@
 //! real host do, so the emulator does.
 //!
 //! - **Boot.** The first call on a root boots the host (`run/emu-booted` marks it). Every
-//!   boot mounts `/sys/fs/cgroup` as the settings' `cgroup` says (v2: a cgroup2 mount whose
+//!   boot makes the kernel's `/proc` and `/sys/class/net` ([`crate::kernel`]), mounts `/sys/fs/cgroup` as the settings' `cgroup` says (v2: a cgroup2 mount whose
 //!   root holds `cgroup.controllers`; v1: the device controller at `sys/fs/cgroup/devices`,
 //!   cgroup2 only at `sys/fs/cgroup/unified`, as a host booted with
 //!   `systemd.unified_cgroup_hierarchy=0`), and creates `/dev/nvidia<minor>` for each GPU
@@ -161,6 +161,7 @@ pub fn ensure_booted(root: &Root) -> Result<(), RootError> {
         return Ok(());
     }
     mount_cgroup(root)?;
+    crate::kernel::boot(root)?;
     let base = boot_nodes(root);
     if !base.is_empty() {
         for n in base.iter().chain(lazy_nodes().iter()) {
@@ -259,6 +260,7 @@ fn reboot(root: &Root) -> Result<(), RootError> {
             }
         }
         mount_cgroup(root)?;
+        crate::kernel::boot(root)?;
         for n in boot_nodes(root) {
             make_node(root, &n)?;
         }

@@ -37,6 +37,7 @@ mod faults;
 mod fetch;
 mod hostsys;
 mod inner;
+mod kernel;
 mod nvctk;
 mod nvidia;
 mod opts;

@@ -2,11 +2,13 @@
 //!
 //! Layout (created by phoenix's `host::emulated::prepare`, completed lazily here):
 //! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, `pools`,
-//!   `storages`, `templates`, and an optional `owner` `{"pid":N,"start":T}` whose end also
+//!   `storages`, `templates`, the kernel's `bridges`, `memory_mib` and `cpus`
+//!   ([`crate::kernel`]), and an optional `owner` `{"pid":N,"start":T}` whose end also
 //!   ends the emulated vLLM servers);
 //! - `.emu-seeded`: marks that the fresh host's template files were written
 //!   ([`crate::pvesm::seed`]); `var/lib/vz/…`: the `dir` storages' files;
 //! - `bin/`: the tool symlinks; `dev/`: device nodes; `etc/pve/lxc/<vmid>.conf`;
+//! - `proc/{meminfo,cpuinfo}`, `sys/class/net/…`: the kernel's view, made at boot;
 //! - `var/lib/lxc/<vmid>/rootfs` and `…/emu-state.json`: each container's files and state;
 //! - `zfs.json`: the emulated ZFS datasets; `hostfs/`: the host paths datasets mount on;
 //! - `run/lock/lxc/pve-config-<vmid>.lock`: PVE's per-container config lock (phoenix takes
@@ -109,6 +111,16 @@ pub struct Settings {
     /// MIG mode is enabled on every GPU (`nvidia-smi -q`: `MIG Mode / Current: Enabled`).
     #[serde(default)]
     pub mig: bool,
+    /// The host's Linux bridges (`/sys/class/net/<name>/bridge`), from the next boot
+    /// ([`crate::kernel`]). Default: `vmbr0`, the one the Proxmox VE installer makes.
+    #[serde(default = "default_bridges")]
+    pub bridges: Vec<String>,
+    /// Physical memory in MiB (`MemTotal` of `/proc/meminfo`), from the next boot.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Logical CPUs (`/proc/cpuinfo`), from the next boot.
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
     /// The cgroup hierarchy the host was booted with (takes effect at the next boot).
     #[serde(default)]
     pub cgroup: CgroupMode,
@@ -148,6 +160,20 @@ pub enum CgroupMode {
     /// hierarchy (`/sys/fs/cgroup/devices`), cgroup2 only at `/sys/fs/cgroup/unified`.
     #[serde(rename = "v1")]
     V1,
+}
+
+fn default_bridges() -> Vec<String> {
+    vec!["vmbr0".to_owned()]
+}
+
+/// A two-GPU H100 server: 256 GiB.
+fn default_memory_mib() -> u64 {
+    262_144
+}
+
+/// One 32-core socket, two threads per core.
+fn default_cpus() -> u32 {
+    64
 }
 
 fn default_pools() -> Vec<String> {
