@@ -83,6 +83,13 @@ pub enum Command {
     #[command(subcommand, arg_required_else_help = true)]
     Config(config::ConfigCommand),
     /// Check, read-only, that the host can take the config's containers (exit 2 if not).
+    #[command(after_help = after!(
+        "  phoenix doctor                          # every entry of the config
+  phoenix doctor --lxc 901 --json         # one entry, as data
+  phoenix doctor --host emulated          # the emulated host (no Proxmox here)",
+        "0 no errors (warnings allowed) · 2 errors found (each says how to fix it), or a usage, \
+         settings or config error · 1 the host could not be asked"
+    ))]
     Doctor(doctor::DoctorArgs),
     /// Remove everything phoenix's journal says it created (only phoenix-owned things).
     #[command(after_help = after!(

@@ -975,10 +975,15 @@ fn readme_main_job_serves_the_configured_model() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{err}");
+    // The result block on stdout names the configured model.
     assert!(
-        err.contains("vLLM serves mistralai/Devstral-Small-2507 at http://"),
-        "{err}"
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["model", "mistralai/Devstral-Small-2507"]),
+        "{stdout}"
     );
     let key = site.reveal("vllm_api_key");
     let (code, body) = http_get(site.server_addr(), "/v1/models", &key);

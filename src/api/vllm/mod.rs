@@ -438,11 +438,13 @@ mod tests {
         );
     }
 
-    /// The stdlib modules and the recipe parse, and define what recipes call.
+    /// The stdlib modules and the recipe parse with phoenix's own engine (its limits and
+    /// disabled symbols), and define what recipes call.
     #[test]
     fn stdlib_and_recipe_parse() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let engine = rhai::Engine::new();
+        let engine =
+            crate::script::engine::new_engine(crate::script::engine::EngineOptions::default());
         for (file, fns) in [
             (
                 "stdlib/docker.rhai",
@@ -466,8 +468,7 @@ mod tests {
             ("recipes/drdevstral.rhai", &[][..]),
         ] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
-            let ast = engine
-                .compile(&text)
+            let ast = crate::script::engine::compile(&engine, &text)
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             let defined: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
             for f in fns {
