@@ -392,6 +392,13 @@ fn stdin_bytes(
     usage: SecretUse,
 ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     if let Some(secret) = v.read_lock::<Secret>() {
+        // A rendered template's line breaks are the recipe's own text (each secret in it
+        // was checked as one line by `secret.template`): it may span lines on stdin.
+        let usage = if secret.is_rendered() {
+            SecretUse::File
+        } else {
+            usage
+        };
         secret_bytes(call, &secret.to_string(), secret.expose(), usage)?;
         return Ok(Zeroizing::new(secret.expose().to_vec()));
     }

@@ -16,12 +16,32 @@
 //! runner must call [`swallowed_misuse`] once more after the script ends (a misuse in the
 //! last expression) and once before it starts (to clear a stale slot). A misuse caught with
 //! `try`/`catch` is thus reported anyway: a recipe cannot ignore it.
+//!
+//! # Templates
+//! `secret.template(text, #{ key: secret, … })` renders `text` with each `{key}` placeholder
+//! replaced by that secret's bytes and returns the result as a new opaque `Secret` (named
+//! `template-<the secrets' names>`), so an app's `.env` or config file holding a token can
+//! be written with `lxc.push` (0600 by default) or fed to a stdin-taking primitive without
+//! the token ever becoming a Rhai string. Decisions (module-level so lint and docs agree):
+//! - placeholders are `{name}` with `name` a Rhai identifier (`[A-Za-z_][A-Za-z0-9_]*`);
+//!   `{{` and `}}` stand for literal braces (as in Rust's `format!` and Python's
+//!   `str.format`), any other `{` or `}` is refused with its byte offset;
+//! - every placeholder must have a value and every value must be used: a typo on either
+//!   side is refused naming it, not rendered as an empty string;
+//! - values must be `Secret`s: plain text belongs in `text` itself;
+//! - a value is substituted into a line of text, so it is checked like a secret written
+//!   into a line format (no control characters: a newline in an API key would add a line
+//!   of the secret's author's choosing — `crate::boundary::values`) and must be UTF-8;
+//! - the rendered value is registered with the run's redactor under the new name (it, its
+//!   base64 and its hex forms never appear in logs, errors, plans or the journal), on top
+//!   of each secret it holds, which the store registered already.
 
 use std::cell::RefCell;
 
 use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString};
 
 use crate::api::{ApiError, SharedApiError, script_error};
+use crate::boundary::values::{SecretUse, secret_bytes};
 use crate::secret::{Secret, SecretError, SecretStore};
 use crate::types::SecretName;
 
@@ -86,6 +106,179 @@ pub fn ensure(rt: &crate::runtime::Runtime, name: &str) -> Result<Secret, ApiErr
     rt.secrets.set(&name, hex.as_bytes())?;
     tracing::info!(secret = %name, "secret generated and stored");
     Ok(rt.secrets.get(&name)?)
+}
+
+/// One piece of a parsed template.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece<'a> {
+    /// Literal text (braces already unescaped).
+    Text(String),
+    /// A `{name}` placeholder.
+    Placeholder(&'a str),
+}
+
+const TEMPLATE: &str = "secret.template";
+
+/// Split a template into text and `{name}` placeholders (`{{`/`}}` are literal braces).
+fn parse_template(text: &str) -> Result<Vec<Piece<'_>>, ApiError> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut rest = text.char_indices().peekable();
+    while let Some((i, c)) = rest.next() {
+        match c {
+            '{' if rest.peek().map(|&(_, c)| c) == Some('{') => {
+                rest.next();
+                literal.push('{');
+            }
+            '}' if rest.peek().map(|&(_, c)| c) == Some('}') => {
+                rest.next();
+                literal.push('}');
+            }
+            '{' => {
+                let Some(len) = text[i + 1..].find('}') else {
+                    return Err(ApiError::spec(
+                        TEMPLATE,
+                        format!(
+                            "the `{{` at byte {i} is never closed (write `{{{{` for a literal brace)"
+                        ),
+                    ));
+                };
+                let name = &text[i + 1..i + 1 + len];
+                let ident = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ident {
+                    return Err(ApiError::spec(
+                        TEMPLATE,
+                        format!(
+                            "`{{{}}}` at byte {i} is not a placeholder: a name is a letter or `_` then letters, digits or `_` (write `{{{{` for a literal brace)",
+                            name.escape_debug()
+                        ),
+                    ));
+                }
+                if !literal.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                }
+                pieces.push(Piece::Placeholder(name));
+                while rest.peek().is_some_and(|&(j, _)| j <= i + 1 + len) {
+                    rest.next();
+                }
+            }
+            '}' => {
+                return Err(ApiError::spec(
+                    TEMPLATE,
+                    format!(
+                        "the `}}` at byte {i} closes no placeholder (write `}}}}` for a literal brace)"
+                    ),
+                ));
+            }
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() {
+        pieces.push(Piece::Text(literal));
+    }
+    Ok(pieces)
+}
+
+/// `secret.template(text, values)`: `text` with each `{name}` replaced by the secret
+/// `values[name]`, as a new opaque [`Secret`] (module docs, "Templates"). The caller
+/// registers the result with the run's redactor.
+pub fn template(text: &str, values: &[(&str, &Secret)]) -> Result<Secret, ApiError> {
+    let pieces = parse_template(text)?;
+    let value_of = |name: &str| values.iter().find(|(k, _)| *k == name).map(|(_, s)| *s);
+    let given = || {
+        let mut names: Vec<&str> = values.iter().map(|(k, _)| *k).collect();
+        names.sort_unstable();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let used: Vec<&str> = pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder(n) => Some(*n),
+            Piece::Text(_) => None,
+        })
+        .collect();
+    if let Some(missing) = used.iter().find(|n| value_of(n).is_none()) {
+        return Err(ApiError::spec(
+            TEMPLATE,
+            format!(
+                "the placeholder `{{{missing}}}` has no value in the map (given: {})",
+                given()
+            ),
+        ));
+    }
+    let mut unused: Vec<&str> = values
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| !used.contains(k))
+        .collect();
+    unused.sort_unstable();
+    if let Some(first) = unused.first() {
+        return Err(ApiError::spec(
+            TEMPLATE,
+            format!("`{first}` is given but the text has no `{{{first}}}` placeholder"),
+        ));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (key, secret) in values {
+        let what = format!("{secret} (placeholder `{{{key}}}`)");
+        secret_bytes(TEMPLATE, &what, secret.expose(), SecretUse::Line)?;
+        if std::str::from_utf8(secret.expose()).is_err() {
+            return Err(ApiError::spec(
+                TEMPLATE,
+                format!("{what} is not UTF-8 text and cannot be rendered into text"),
+            ));
+        }
+        if !names.contains(&secret.name().as_str()) {
+            names.push(secret.name().as_str());
+        }
+    }
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(text.len()));
+    for piece in &pieces {
+        match piece {
+            Piece::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Piece::Placeholder(n) => {
+                out.extend_from_slice(value_of(n).expect("checked above").expose());
+            }
+        }
+    }
+    if out.len() > crate::secret::MAX_VALUE_LEN {
+        return Err(ApiError::spec(
+            TEMPLATE,
+            format!(
+                "the rendered text is {} bytes, more than a secret may hold ({})",
+                out.len(),
+                crate::secret::MAX_VALUE_LEN
+            ),
+        ));
+    }
+    // `template-<names>` when that is a valid name (≤ 64 characters), else `template`.
+    let name = SecretName::new(format!("template-{}", names.join("-")))
+        .or_else(|_| SecretName::new("template"))
+        .expect("`template` is a valid secret name");
+    Ok(Secret::rendered(name, out))
+}
+
+/// The `(key, Secret)` pairs of a template's value map; a value that is not a Secret is
+/// refused naming its key and type.
+fn template_values(values: &rhai::Map) -> Result<Vec<(&str, Secret)>, ApiError> {
+    values
+        .iter()
+        .map(|(k, v)| match v.read_lock::<Secret>() {
+            Some(s) => Ok((k.as_str(), s.clone())),
+            None => Err(ApiError::spec(
+                TEMPLATE,
+                format!(
+                    "the value of `{k}` must be a Secret (from secret.get or secret.ensure), found {}: plain text belongs in the template text",
+                    v.type_name()
+                ),
+            )),
+        })
+        .collect()
 }
 
 /// The pending misuse of a secret on this thread, if any, as a termination token for the
@@ -156,6 +349,31 @@ pub fn register(engine: &mut Engine) {
             |api: SecretApi, name: &str| -> Result<Secret, Box<EvalAltResult>> {
                 let rt = api.runtime();
                 let secret = ensure(rt, name).map_err(script_error)?;
+                if let Ok(text) = std::str::from_utf8(secret.expose()) {
+                    rt.redactor.register(secret.name().as_str(), text);
+                }
+                Ok(secret)
+            },
+        );
+
+    FuncRegistration::new("template")
+        .with_comments([
+            "/// `text` with each `{name}` placeholder replaced by the secret `values.name`, as a",
+            "/// new opaque `Secret` — e.g. an app's env file holding an API key:",
+            "/// `secret.template(\"API_KEY={key}\\n\", #{ key: secret.get(\"vllm_api_key\") })`.",
+            "/// Pass it to `lxc.push` (mode 0600 by default) or as `stdin`. `{{` and `}}` are",
+            "/// literal braces. A placeholder without a value, a value without a placeholder and a",
+            "/// value that is not a Secret are refused, naming them. The result is redacted like",
+            "/// any secret.",
+        ])
+        .with_params_info(["secret: SecretApi", "text: &str", "values: Map", "Secret"])
+        .register_into_engine(
+            engine,
+            |api: SecretApi, text: &str, values: rhai::Map| -> Result<Secret, Box<EvalAltResult>> {
+                let rt = api.runtime();
+                let values = template_values(&values).map_err(script_error)?;
+                let pairs: Vec<(&str, &Secret)> = values.iter().map(|(k, s)| (*k, s)).collect();
+                let secret = template(text, &pairs).map_err(script_error)?;
                 if let Ok(text) = std::str::from_utf8(secret.expose()) {
                     rt.redactor.register(secret.name().as_str(), text);
                 }
@@ -318,6 +536,121 @@ mod tests {
             .unwrap();
         assert_eq!(t, "Secret");
         assert!(swallowed_misuse().is_none());
+    }
+
+    fn secret(name: &str, value: &str) -> Secret {
+        Secret::new(
+            SecretName::new(name).unwrap(),
+            Zeroizing::new(value.as_bytes().to_vec()),
+        )
+    }
+
+    #[test]
+    fn a_template_renders_placeholders_and_literal_braces_into_a_named_secret() {
+        let key = secret("vllm_api_key", "sk-0123456789");
+        let other = secret("db_pass", "pa55word");
+        let out = template(
+            "OPENAI_API_KEY={key}\nDB={db}\nJSON={{\"k\": \"{key}\"}}\n",
+            &[("key", &key), ("db", &other)],
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(out.expose()).unwrap(),
+            "OPENAI_API_KEY=sk-0123456789\nDB=pa55word\nJSON={\"k\": \"sk-0123456789\"}\n"
+        );
+        assert_eq!(out.to_string(), "«secret:template-vllm_api_key-db_pass»");
+        // Names too long for a secret name fall back to `template`.
+        let long = secret(&"a".repeat(60), "value1234");
+        let out = template("{x}", &[("x", &long)]).unwrap();
+        assert_eq!(out.name().as_str(), "template");
+    }
+
+    #[test]
+    fn a_template_refuses_missing_unknown_and_malformed_placeholders_naming_them() {
+        let key = secret("vllm_api_key", "sk-0123456789");
+        for (text, values, want) in [
+            (
+                "A={key}\nB={keyy}\n",
+                vec![("key", &key)],
+                "secret.template: the placeholder `{keyy}` has no value in the map (given: key)",
+            ),
+            (
+                "A={key}\n",
+                vec![("key", &key), ("extra", &key)],
+                "secret.template: `extra` is given but the text has no `{extra}` placeholder",
+            ),
+            (
+                "A={}\n",
+                vec![],
+                "secret.template: `{}` at byte 2 is not a placeholder: a name is a letter or `_` then letters, digits or `_` (write `{{` for a literal brace)",
+            ),
+            (
+                "A={a key}",
+                vec![],
+                "secret.template: `{a key}` at byte 2 is not a placeholder",
+            ),
+            (
+                "A={key",
+                vec![("key", &key)],
+                "secret.template: the `{` at byte 2 is never closed (write `{{` for a literal brace)",
+            ),
+            (
+                "A=}{key}",
+                vec![("key", &key)],
+                "secret.template: the `}` at byte 2 closes no placeholder (write `}}` for a literal brace)",
+            ),
+            (
+                "no placeholders",
+                vec![("key", &key)],
+                "secret.template: `key` is given but the text has no `{key}` placeholder",
+            ),
+        ] {
+            let err = template(text, &values).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_template_refuses_a_value_that_would_add_lines_without_showing_it() {
+        let bad = secret("api_key", "sk-1\nLD_PRELOAD=/tmp/x.so");
+        let err = template("KEY={k}\n", &[("k", &bad)])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "secret.template: refused by the boundary (values): «secret:api_key» (placeholder `{k}`) holds the control character 0x0a at byte 4: it would add lines to the file or stdin it is written into; store the value without it (`phoenix secret set`)"
+        );
+        assert!(!err.contains("LD_PRELOAD"));
+    }
+
+    #[test]
+    fn a_template_in_a_recipe_takes_only_secrets_and_stays_opaque() {
+        let mut e = engine();
+        e.on_progress(|_| swallowed_misuse());
+        // No runtime: call the typed conversion the registered function uses.
+        let mut map = rhai::Map::new();
+        map.insert("key".into(), Dynamic::from("plain text"));
+        map.insert("n".into(), Dynamic::from(42_i64));
+        let err = template_values(&map).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "secret.template: the value of `key` must be a Secret (from secret.get or secret.ensure), found string: plain text belongs in the template text"
+        );
+        // A rendered template is a Secret like any other: every conversion is refused.
+        let rendered = template(
+            "T={s}",
+            &[("s", &scope().get_value::<Secret>("s").unwrap())],
+        )
+        .unwrap();
+        let mut scope = Scope::new();
+        scope.push("t", rendered);
+        let _ = swallowed_misuse();
+        let err = e
+            .eval_with_scope::<Dynamic>(&mut scope, r#"let x = "a" + t; x"#)
+            .unwrap_err();
+        let (text, _) = refusal(&err);
+        assert!(text.contains("«secret:template-hf_token»"), "{text}");
+        assert!(text.contains(MESSAGE), "{text}");
     }
 
     #[test]

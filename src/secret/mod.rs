@@ -34,6 +34,9 @@ pub use store::{
 pub struct Secret {
     name: SecretName,
     value: Arc<Zeroizing<Vec<u8>>>,
+    /// Rendered by `secret.template` from text the recipe wrote (its lines are the
+    /// recipe's, each secret in it already checked as one line).
+    rendered: bool,
 }
 
 impl Secret {
@@ -42,7 +45,22 @@ impl Secret {
         Self {
             name,
             value: Arc::new(value),
+            rendered: false,
         }
+    }
+
+    /// Wrap text rendered by `secret.template` (see [`Secret::is_rendered`]).
+    pub fn rendered(name: SecretName, value: Zeroizing<Vec<u8>>) -> Self {
+        Self {
+            rendered: true,
+            ..Self::new(name, value)
+        }
+    }
+
+    /// Whether this is a rendered template: its line breaks come from the recipe's text,
+    /// so stdin may carry it as a whole file rather than as one line.
+    pub fn is_rendered(&self) -> bool {
+        self.rendered
     }
 
     /// The secret's name.

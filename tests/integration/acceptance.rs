@@ -529,7 +529,7 @@ fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 /// Every regular file under `dir`, recursively (symlinks not followed).
-fn walk(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -790,7 +790,7 @@ fn t110_kill_during_creation_then_destroy_then_rerun() {
 /// The ways a secret's bytes could be written down: as is, hex, and base64 at each of
 /// the three byte alignments (the part of the encoding that does not depend on the
 /// neighbouring bytes), standard and URL-safe alphabets.
-fn encodings(secret: &str) -> Vec<String> {
+pub(crate) fn encodings(secret: &str) -> Vec<String> {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     let b = secret.as_bytes();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -806,12 +806,16 @@ fn encodings(secret: &str) -> Vec<String> {
     out
 }
 
-fn contains(hay: &[u8], needle: &str) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Files under the site that hold `secret` in any encoding, except `allowed`.
-fn files_holding(site: &Site, secret: &str, allowed: &[PathBuf]) -> Vec<(PathBuf, String)> {
+pub(crate) fn files_holding(
+    site: &Site,
+    secret: &str,
+    allowed: &[PathBuf],
+) -> Vec<(PathBuf, String)> {
     let encs = encodings(secret);
     let mut found = Vec::new();
     for path in walk(site.tmp.path()) {
@@ -830,7 +834,7 @@ fn files_holding(site: &Site, secret: &str, allowed: &[PathBuf]) -> Vec<(PathBuf
     found
 }
 
-fn mode(path: &Path) -> u32 {
+pub(crate) fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 

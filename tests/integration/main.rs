@@ -19,4 +19,5 @@ mod real_lxc;
 mod recipe;
 mod secret;
 mod support;
+mod template;
 mod wait;
