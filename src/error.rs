@@ -72,6 +72,14 @@ pub enum Error {
         /// How many warnings.
         warnings: usize,
     },
+    /// `phoenix recipe test` failed: the run, an endpoint, or the cleanup (each named).
+    #[error("recipe test failed: {}", problems.join("; "))]
+    TestFailed {
+        /// What failed, one entry each.
+        problems: Vec<String>,
+        /// Whether something was left after the cleanup (exit 3, else 1).
+        leftovers: bool,
+    },
     /// Stopped by a signal.
     #[error("interrupted by signal {0}")]
     Interrupted(i32),
@@ -100,6 +108,13 @@ impl Error {
             Self::Host(e) if e.is_wrong_host() => code::USAGE,
             Self::Journal(_) | Self::Host(_) | Self::Output(_) => code::RUN_FAILED,
             Self::Incomplete { .. } | Self::RollbackIncomplete { .. } => code::INCOMPLETE,
+            Self::TestFailed { leftovers, .. } => {
+                if *leftovers {
+                    code::INCOMPLETE
+                } else {
+                    code::RUN_FAILED
+                }
+            }
             Self::Interrupted(sig) => signal_code(*sig),
         }
     }

@@ -87,15 +87,8 @@ pub fn ensure(rt: &crate::runtime::Runtime, name: &str) -> Result<Secret, ApiErr
     if has(&rt.secrets, name.as_str())? {
         return Ok(rt.secrets.get(&name)?);
     }
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    {
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(bytes.as_mut()))
-            .map_err(|e| ApiError::spec(CALL, format!("cannot read /dev/urandom: {e}")))?;
-    }
-    let hex: zeroize::Zeroizing<String> =
-        zeroize::Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    let hex =
+        random_hex().map_err(|e| ApiError::spec(CALL, format!("cannot read /dev/urandom: {e}")))?;
     if rt.dry_run {
         rt.note(format!("generate secret {name} and store it encrypted"));
         return Ok(Secret::new(
@@ -279,6 +272,17 @@ fn template_values(values: &rhai::Map) -> Result<Vec<(&str, Secret)>, ApiError> 
             )),
         })
         .collect()
+}
+
+/// 32 random bytes from `/dev/urandom` as 64 lowercase hex characters (a generated
+/// secret's value).
+pub fn random_hex() -> std::io::Result<zeroize::Zeroizing<String>> {
+    use std::io::Read;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(bytes.as_mut()))?;
+    Ok(zeroize::Zeroizing::new(
+        bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
 }
 
 /// The pending misuse of a secret on this thread, if any, as a termination token for the

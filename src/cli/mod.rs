@@ -24,6 +24,7 @@ mod gpu;
 pub mod help;
 mod paths;
 mod recipe;
+mod recipe_test;
 pub mod result;
 mod secret;
 mod state;
@@ -232,11 +233,10 @@ pub fn run_with(
         settings,
         redactor: redactor.clone(),
     };
-    crate::logging::init(
-        ctx.verbosity(),
-        Some(&ctx.settings.log_dir.value),
-        &ctx.redactor,
-    );
+    // `recipe test` touches none of the operator's paths: its log lines go to stderr only.
+    let log_dir = (!matches!(cli.command, Command::Recipe(recipe::RecipeCommand::Test(_))))
+        .then_some(ctx.settings.log_dir.value.as_path());
+    crate::logging::init(ctx.verbosity(), log_dir, &ctx.redactor);
     match cli.command {
         Command::Recipe(c) => recipe::run(&ctx, c),
         Command::Config(c) => config::run(&ctx, c),
@@ -250,9 +250,33 @@ pub fn run_with(
     }
 }
 
+thread_local! {
+    /// Where [`out`] writes instead of stdout while [`captured`] runs a command inside
+    /// another one (`recipe test` runs `recipe run` and `destroy` and reports on them).
+    static CAPTURE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with this thread's [`out`] collected into a string instead of stdout.
+pub(crate) fn captured<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let outer = CAPTURE.with(|c| c.borrow_mut().replace(String::new()));
+    let value = f();
+    let text = CAPTURE.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (value, text.unwrap_or_default())
+}
+
 /// Write `text` to stdout, turning a closed pipe into a quiet success.
 pub(crate) fn out(text: &str) -> crate::Result<()> {
     use std::io::Write;
+    let taken = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+        Some(buf) => {
+            buf.push_str(text);
+            true
+        }
+        None => false,
+    });
+    if taken {
+        return Ok(());
+    }
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

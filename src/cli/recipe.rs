@@ -1,4 +1,4 @@
-//! `phoenix recipe run|lint|api`.
+//! `phoenix recipe run|test|lint|api` (`test` in [`super::recipe_test`]).
 //!
 //! `recipe run` does everything that can fail without touching the host first, in this
 //! order, so a bad config, recipe or secret key exits 2 with nothing changed (DESIGN.md §6):
@@ -41,6 +41,22 @@ and the command that removes it all. --json prints the same as one document.",
          secret-key error, nothing touched · 3 the rollback left something · 130/143 interrupted"
     ))]
     Run(RunArgs),
+    /// Run a recipe on a throw-away emulated host, remove what it made, check nothing is left.
+    #[command(after_help = after!(
+        "  phoenix recipe test recipes/open-webui.rhai --config recipes/cookbook.json
+  phoenix recipe test recipes/drdevstral.rhai --lxc 901 --json
+
+Everything lives in a temporary directory (state, secrets, the emulated host) that is
+removed at the end: nothing of this machine's phoenix is read but the config and the
+recipe, nothing is written outside it. Each secret the recipe reads with a literal
+secret.get(\"NAME\") gets a random stand-in. stdout says what the run created, which
+endpoint answered, what the cleanup did and what was left. For CI, next to
+`phoenix recipe lint --format github` (docs/recipes.md).",
+        "0 the run succeeded, every endpoint answered, nothing was left · 1 the run failed or \
+         an endpoint did not answer (cleaned up all the same) · 2 usage, config or recipe error, \
+         nothing made · 3 something was left after the cleanup · 130/143 interrupted"
+    ))]
+    Test(super::recipe_test::TestArgs),
     /// Check recipes without running them (exit 1 on errors, 0 with only warnings).
     #[command(after_help = after!(
         "  phoenix recipe lint recipes/ stdlib/
@@ -91,6 +107,7 @@ pub struct RunArgs {
 pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
     match cmd {
         RecipeCommand::Run(args) => run_recipe(ctx, &args),
+        RecipeCommand::Test(args) => super::recipe_test::run(ctx, &args),
         RecipeCommand::Lint { paths, format } => {
             let linter = lint::Linter::new(Stdlib::from_settings(&ctx.settings));
             let findings = linter.lint_paths(&paths);
@@ -126,7 +143,10 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
 }
 
 /// Everything checked before the host is touched (exit 2 on any failure).
-fn prepare(ctx: &Context, args: &RunArgs) -> crate::Result<(crate::config::Config, Recipe)> {
+pub(super) fn prepare(
+    ctx: &Context,
+    args: &RunArgs,
+) -> crate::Result<(crate::config::Config, Recipe)> {
     let settings = &ctx.settings;
     let config = crate::config::load(&settings.config.value)?;
     if let Some(v) = args.lxc.iter().find(|v| config.get(**v).is_none()) {
@@ -172,7 +192,7 @@ fn preflight(
     }
 }
 
-fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
+pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     let started = std::time::Instant::now();
     let settings = &ctx.settings;
     let (config, recipe) = prepare(ctx, args)?;

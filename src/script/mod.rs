@@ -311,6 +311,24 @@ impl Recipe {
             .any(|f| f.calls.iter().any(|c| c.handle() == Some("secret")))
     }
 
+    /// The secret names the recipe (or a module it imports) reads with a literal
+    /// `secret.get("NAME")`, sorted and deduplicated (`phoenix recipe test` stores a
+    /// stand-in for each in its throw-away store).
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::iter::once(&self.facts)
+            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .flat_map(|f| f.calls.iter())
+            .filter(|c| c.is_method_on("secret", "get"))
+            .filter_map(|c| match c.args.first() {
+                Some(facts::Literal::Str(name)) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Whether the recipe may create a secret (`secret.ensure`).
     pub fn creates_secrets(&self) -> bool {
         std::iter::once(&self.facts)
@@ -1145,6 +1163,12 @@ mod tests {
         );
         assert!(via.uses_secrets());
         assert_eq!(via.modules.len(), 2);
+        assert_eq!(via.secret_names(), ["x"]);
+        let (many, _d) = compile_with(
+            "let n = \"dyn\"; secret.get(\"b\"); secret.get(\"a\"); secret.get(n); secret.get(\"b\"); secret.has(\"c\");",
+            &[],
+        );
+        assert_eq!(many.secret_names(), ["a", "b"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod paths;
 mod primitives;
 mod real_lxc;
 mod recipe;
+mod recipe_test;
 mod secret;
 mod support;
 mod template;
