@@ -43,8 +43,8 @@ and the command that removes it all. --json prints the same as one document.",
     Run(RunArgs),
     /// Run a recipe on a throw-away emulated host, remove what it made, check nothing is left.
     #[command(after_help = after!(
-        "  phoenix recipe test recipes/open-webui.rhai --config recipes/cookbook.json
-  phoenix recipe test recipes/drdevstral.rhai --lxc 901 --json
+        "  phoenix recipe test recipes/drdevstral.rhai --config recipes/phoenix_lxc_configs.json
+  phoenix recipe test my-recipe.rhai --lxc 902 --json
 
 Everything lives in a temporary directory (state, secrets, the emulated host) that is
 removed at the end: nothing of this machine's phoenix is read but the config and the
