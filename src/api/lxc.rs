@@ -844,3 +844,32 @@ pub fn register(engine: &mut Engine) {
                 .map_err(script_error)
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::SecretName;
+
+    #[test]
+    fn stdin_takes_a_rendered_template_whole_but_a_stored_secret_as_one_line() {
+        let name = || SecretName::new("k").unwrap();
+        let text = b"KEY=abc\nURL=http://127.0.0.1\n".to_vec();
+        let rendered = Dynamic::from(Secret::rendered(name(), Zeroizing::new(text.clone())));
+        let bytes = stdin_bytes("lxc.exec", &rendered, SecretUse::Line).unwrap();
+        assert_eq!(bytes.as_slice(), text.as_slice());
+        let stored = Dynamic::from(Secret::new(name(), Zeroizing::new(text)));
+        let err = stdin_bytes("lxc.exec", &stored, SecretUse::Line)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("«secret:k» holds the control character 0x0a at byte 7"),
+            "{err}"
+        );
+        // A rendered template is still refused other control characters.
+        let escape = Dynamic::from(Secret::rendered(
+            name(),
+            Zeroizing::new(b"a\x1b[2Jb".to_vec()),
+        ));
+        assert!(stdin_bytes("lxc.exec", &escape, SecretUse::Line).is_err());
+    }
+}

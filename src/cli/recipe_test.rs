@@ -115,6 +115,14 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
     };
     // Everything that can be refused without making anything: config, --lxc, recipe.
     let (_, recipe) = super::recipe::prepare(ctx, &run_args)?;
+    if ctx.settings.host.value != HostKind::Emulated
+        && ctx.settings.host.source == crate::settings::Source::Flag
+    {
+        tracing::warn!(
+            host = %ctx.settings.host.value,
+            "--host is ignored: recipe test always runs on a throw-away emulated host"
+        );
+    }
     let names = recipe
         .secret_names()
         .into_iter()
