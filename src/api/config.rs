@@ -124,6 +124,14 @@ pub fn entry_map(c: &LxcConfig) -> Map {
     put("vllm_port", opt(v.map(|v| i64::from(v.port))));
     put("vllm_image", opt(v.and_then(|v| v.image.clone())));
     put("recipe", opt(c.recipe.clone()));
+    put(
+        "portainer_role",
+        opt(c.portainer_role.map(|r| r.as_str().to_owned())),
+    );
+    put(
+        "openai_backend",
+        opt(c.openai_backend.map(|v| i64::from(v.get()))),
+    );
     m
 }
 

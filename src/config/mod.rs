@@ -169,6 +169,30 @@ pub struct LxcConfig {
     pub vllm: Option<VllmConfig>,
     /// The recipe that serves this entry, if named (e.g. `drdevstral.rhai`).
     pub recipe: Option<String>,
+    /// The Portainer part this container plays (`portainer_role`), if any.
+    pub portainer_role: Option<PortainerRole>,
+    /// The entry whose vLLM server this container's application uses (`openai_backend`).
+    pub openai_backend: Option<Vmid>,
+}
+
+/// `portainer_role`: what a container is to Portainer (recipes/portainer.rhai,
+/// stdlib/portainer.rhai).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PortainerRole {
+    /// Runs the Portainer server.
+    Server,
+    /// Runs a Portainer agent next to its own workload (e.g. a vLLM container).
+    Agent,
+}
+
+impl PortainerRole {
+    /// The config file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Agent => "agent",
+        }
+    }
 }
 
 /// `network_config`.

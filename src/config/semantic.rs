@@ -19,7 +19,8 @@ use serde_json::{Map, Value};
 use super::position::escape_token;
 use super::schema::describe;
 use super::{
-    At, Features, Finding, IpConfig, KvCacheDtype, LxcConfig, Network, QUANTIZATIONS, VllmConfig,
+    At, Features, Finding, IpConfig, KvCacheDtype, LxcConfig, Network, PortainerRole,
+    QUANTIZATIONS, VllmConfig,
 };
 use crate::types::{
     BridgeName, GpuRef, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, Size,
@@ -60,6 +61,7 @@ pub(crate) fn build(doc: &Value, flagged: &HashSet<String>) -> Outcome {
             c.out.lxc.insert(entry.vmid, entry);
         }
     }
+    c.backends(entries);
     c.out
 }
 
@@ -269,6 +271,8 @@ impl Checker<'_> {
         let gpus = self.gpus(e, &base);
         let vllm = self.vllm(e, &base, &gpus);
         let recipe = self.typed(e, &base, "recipe", false, |s| check_recipe(&s).map(|()| s));
+        let portainer_role = self.portainer_role(e, &base);
+        let openai_backend = self.openai_backend(e, &base);
 
         if let Ok(Some(n)) = &name {
             self.unique(
@@ -313,7 +317,80 @@ impl Checker<'_> {
             gpus: gpus.ok()?,
             vllm: vllm.ok()?,
             recipe: recipe.ok()?,
+            portainer_role: portainer_role.ok()?,
+            openai_backend: openai_backend.ok()?,
         })
+    }
+
+    /// `portainer_role`: `"server"` or `"agent"`.
+    fn portainer_role(&mut self, e: &Map<String, Value>, base: &str) -> Field<PortainerRole> {
+        match self.text(e, base, "portainer_role", false)? {
+            None => Ok(None),
+            Some("server") => Ok(Some(PortainerRole::Server)),
+            Some("agent") => Ok(Some(PortainerRole::Agent)),
+            Some(other) => {
+                self.bad(
+                    &format!("{base}/portainer_role"),
+                    At::Value,
+                    "\"server\" or \"agent\"",
+                    format!("\"{other}\""),
+                );
+                Err(Bad)
+            }
+        }
+    }
+
+    /// `openai_backend`: a vmid (that it names an entry with a vLLM server is checked once
+    /// every entry is known, in [`build`]).
+    fn openai_backend(&mut self, e: &Map<String, Value>, base: &str) -> Field<Vmid> {
+        let Some(n) = self.int(
+            e,
+            base,
+            "openai_backend",
+            false,
+            Vmid::MIN,
+            Vmid::MAX,
+        )?
+        else {
+            return Ok(None);
+        };
+        match n.to_string().parse::<Vmid>() {
+            Ok(v) => Ok(Some(v)),
+            Err(err) => {
+                self.bad(
+                    &format!("{base}/openai_backend"),
+                    At::Value,
+                    "a vmid",
+                    format!("{}; {}", err.shown, err.reason),
+                );
+                Err(Bad)
+            }
+        }
+    }
+
+    /// Every `openai_backend` names another entry of the file that has a `vllm_model`.
+    fn backends(&mut self, entries: &Map<String, Value>) {
+        for (key, value) in entries {
+            let Some(n) = value.get("openai_backend").and_then(Value::as_u64) else {
+                continue;
+            };
+            let pointer = format!("/lxc_configs/{}/openai_backend", escape_token(key));
+            let target = entries.get(&n.to_string());
+            let found = match target {
+                None => format!("{n}, which is not an entry of this file"),
+                Some(_) if n.to_string() == *key => format!("{n}, this entry itself"),
+                Some(t) if t.get("vllm_model").is_none() => {
+                    format!("{n}, an entry without `vllm_model`")
+                }
+                Some(_) => continue,
+            };
+            self.bad(
+                &pointer,
+                At::Value,
+                "the vmid of another entry of this file that has `vllm_model`",
+                found,
+            );
+        }
     }
 
     /// Record `value` as used at `pointer`; a second user is a problem.
@@ -1033,6 +1110,61 @@ mod tests {
             json!({"gpu_assignment": null, "vllm_tensor_parallel_size": 1}),
         );
         assert!(o.findings.is_empty());
+    }
+
+    /// Issue 16: `portainer_role` and `openai_backend` are typed, and a backend must be
+    /// another entry of the file with a vLLM server.
+    #[test]
+    fn cookbook_fields() {
+        let o = one(entry(), json!({"portainer_role": "agent"}));
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        let c = &o.lxc[&Vmid::new(901).unwrap()];
+        assert_eq!(c.portainer_role, Some(PortainerRole::Agent));
+        assert_eq!(c.openai_backend, None);
+        let o = one(entry(), json!({"portainer_role": "master"}));
+        assert_eq!(pointers(&o), ["/lxc_configs/901/portainer_role"]);
+        assert_eq!(o.findings[0].found, "\"master\"");
+
+        let vllm = entry();
+        let mut ui = entry();
+        for k in [
+            "vllm_model",
+            "vllm_tensor_parallel_size",
+            "vllm_max_model_len",
+            "vllm_kv_cache_dtype",
+            "vllm_shm_size",
+            "vllm_port",
+            "gpu_assignment",
+        ] {
+            ui.as_object_mut().unwrap().remove(k);
+        }
+        ui["name"] = json!("webui");
+        ui["network_config"]["ip"] = json!("10.0.0.120/24");
+        ui["openai_backend"] = json!(901);
+        let o = run(json!({ "901": vllm.clone(), "910": ui.clone() }));
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        assert_eq!(
+            o.lxc[&Vmid::new(910).unwrap()].openai_backend,
+            Some(Vmid::new(901).unwrap())
+        );
+        for (backend, found) in [
+            (902, "902, which is not an entry of this file"),
+            (910, "910, this entry itself"),
+        ] {
+            ui["openai_backend"] = json!(backend);
+            let o = run(json!({ "901": vllm.clone(), "910": ui.clone() }));
+            assert_eq!(pointers(&o), ["/lxc_configs/910/openai_backend"]);
+            assert_eq!(o.findings[0].found, found);
+        }
+        // An entry without vLLM is no backend.
+        let mut plain = ui.clone();
+        plain.as_object_mut().unwrap().remove("openai_backend");
+        plain["name"] = json!("plain");
+        plain["network_config"]["ip"] = json!("10.0.0.121/24");
+        ui["openai_backend"] = json!(911);
+        let o = run(json!({ "901": vllm, "910": ui, "911": plain }));
+        assert_eq!(pointers(&o), ["/lxc_configs/910/openai_backend"]);
+        assert_eq!(o.findings[0].found, "911, an entry without `vllm_model`");
     }
 
     #[test]

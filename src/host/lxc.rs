@@ -982,6 +982,8 @@ mod tests {
             gpus: None,
             vllm: None,
             recipe: None,
+            portainer_role: None,
+            openai_backend: None,
         }
     }
 

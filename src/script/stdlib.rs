@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("docker", include_str!("../../stdlib/docker.rhai")),
     ("nvidia", include_str!("../../stdlib/nvidia.rhai")),
+    ("portainer", include_str!("../../stdlib/portainer.rhai")),
     ("steps", include_str!("../../stdlib/steps.rhai")),
     ("systemd", include_str!("../../stdlib/systemd.rhai")),
 ];
@@ -208,7 +209,7 @@ mod tests {
         let err = Stdlib::Embedded.source("nosuch").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "import \"nosuch\": no such stdlib module (available: docker, nvidia, steps, systemd)"
+            "import \"nosuch\": no such stdlib module (available: docker, nvidia, portainer, steps, systemd)"
         );
     }
 

@@ -1667,3 +1667,278 @@ fn runc_1_3_3_under_apparmor_starts_no_container() {
     let o = emu.exec(&probe);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// Issue 16 item 4: apt knows the packages the cookbook installs under their noble names,
+/// and a name no fetched archive has fails as apt-get does before anything is installed.
+#[test]
+fn issue16_apt_knows_noble_names_and_fails_on_unknown_ones() {
+    let emu = Emu::new("nesting=1", false, false);
+    emu.exec_ok(&["apt-get", "-q", "update"]);
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.extend_from_slice(&["git", "jq", "htop", "tmux", "nginx", "python3"]);
+    let out = emu.exec_ok(&argv);
+    assert!(
+        out.contains("Setting up jq (1.7.1-3ubuntu0.24.04.1) ..."),
+        "{out}"
+    );
+    assert_eq!(
+        emu.exec(&["test", "-x", "/usr/sbin/nginx"]).status.code(),
+        Some(0)
+    );
+    // A typo: exit 100 with apt's message, and the good names in the same command stay out.
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.extend_from_slice(&["rsync", "ngnix"]);
+    let o = emu.exec(&argv);
+    assert_eq!(o.status.code(), Some(100));
+    assert_eq!(stderr(&o), "E: Unable to locate package ngnix\n");
+    assert_eq!(
+        emu.exec(&["test", "-e", "/usr/bin/rsync"]).status.code(),
+        Some(1)
+    );
+    let installed = emu.state()["apt"]["installed"].clone();
+    assert!(
+        !installed.as_array().unwrap().iter().any(|p| p == "rsync"),
+        "{installed}"
+    );
+    // Docker's packages are not in Ubuntu's archive.
+    let o = emu.exec(&["apt-get", "install", "-y", "docker-ce"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert_eq!(stderr(&o), "E: Unable to locate package docker-ce\n");
+}
+
+/// Issue 16 item 4: Docker's repository set up as its install guide says (the armored key
+/// as `docker.asc`, the list with `signed-by`), its packages, and `purge` taking them away
+/// again with the daemon stopped, as an undo step of recipes/docker-ce.rhai does.
+#[test]
+fn issue16_docker_repository_by_hand_and_purge() {
+    let emu = Emu::new("nesting=1", false, false);
+    emu.exec_ok(&["apt-get", "-q", "update"]);
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.extend_from_slice(&["ca-certificates", "curl"]);
+    emu.exec_ok(&argv);
+    let list = "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable\n";
+    emu.push("/etc/apt/sources.list.d/docker.list", list, "0644");
+    // Without the key the repository is not signed.
+    let o = emu.exec(&["apt-get", "-q", "update"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert!(
+        stderr(&o).contains("NO_PUBKEY 8D81803C0EBFCD88"),
+        "{}",
+        stderr(&o)
+    );
+    emu.exec_ok(&[
+        "curl",
+        "-fsSL",
+        "-o",
+        "/etc/apt/keyrings/docker.asc",
+        "https://download.docker.com/linux/ubuntu/gpg",
+    ]);
+    let out = emu.exec_ok(&["apt-get", "-q", "update"]);
+    assert!(
+        out.contains("Get:2 https://download.docker.com/linux/ubuntu noble InRelease"),
+        "{out}"
+    );
+    // docker-ce pulls in what it needs at any version.
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.push("docker-ce");
+    let out = emu.exec_ok(&argv);
+    assert!(
+        out.contains("docker-ce containerd.io docker-ce-cli"),
+        "{out}"
+    );
+    assert_eq!(
+        emu.exec_ok(&["docker", "version", "--format", "{{.Server.Version}}"])
+            .trim(),
+        "26.1.3"
+    );
+    // dpkg: a name that is not installed is only a warning; what an installed package
+    // needs is not removed alone.
+    let o = emu.exec(&["dpkg", "--purge", "jq", "no-such-package"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stderr(&o),
+        "dpkg: warning: ignoring request to remove jq which isn't installed\ndpkg: warning: ignoring request to remove no-such-package which isn't installed\n"
+    );
+    let o = emu.exec(&["dpkg", "--purge", "docker-ce-cli"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("dependency problems prevent removal of docker-ce-cli:\n docker-ce depends on docker-ce-cli."),
+        "{}",
+        stderr(&o)
+    );
+    // Purge without -y asks and aborts; with -y the packages and the daemon go.
+    let o = emu.exec(&["apt-get", "purge", "docker-ce"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = emu.exec(&["apt-get", "purge", "-y", "no-such-package"]);
+    assert_eq!(o.status.code(), Some(100));
+    assert_eq!(stderr(&o), "E: Unable to locate package no-such-package\n");
+    let out = emu.exec_ok(&["apt-get", "purge", "-y", "-q", "containerd.io", "jq"]);
+    // What depends on containerd.io goes with it; jq was never installed.
+    assert!(
+        out.contains("Package 'jq' is not installed, so not removed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("The following packages will be REMOVED:\n  containerd.io* docker-ce*"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Purging configuration files for docker-ce (5:28.5.1-1~ubuntu.24.04~noble) ..."
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        emu.exec(&["test", "-e", "/usr/bin/dockerd"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        emu.exec(&["systemctl", "is-active", "--quiet", "docker.service"])
+            .status
+            .code(),
+        Some(3)
+    );
+    // The CLI stays (nothing it needs went).
+    assert_eq!(
+        emu.exec(&["test", "-x", "/usr/bin/docker"]).status.code(),
+        Some(0)
+    );
+}
+
+/// Issue 16 item 4: the registries know the images the recipes run, with their published
+/// tags; anything else fails as `docker pull` fails against Docker Hub or ghcr.io.
+#[test]
+fn issue16_docker_pull_knows_the_cookbook_images_and_refuses_the_rest() {
+    let emu = Emu::new("nesting=1", false, false);
+    emu.exec_ok(&["apt-get", "update"]);
+    emu.exec_ok(&["apt-get", "install", "-y", "docker.io"]);
+    for image in [
+        "ghcr.io/open-webui/open-webui:v0.6.18",
+        "portainer/portainer-ce:2.21.5",
+        "portainer/agent:2.21.5",
+        "busybox:1.36",
+        "docker.io/library/ubuntu:24.04",
+    ] {
+        let out = emu.exec_ok(&["docker", "pull", image]);
+        assert!(
+            out.contains("Status: Downloaded newer image for"),
+            "{image}: {out}"
+        );
+    }
+    let refused = [
+        (
+            "portainer/portainer-ce:9.9.9",
+            "Error response from daemon: manifest for portainer/portainer-ce:9.9.9 not found: manifest unknown: manifest unknown\n",
+        ),
+        (
+            "portainr/portainer-ce:2.21.5",
+            "Error response from daemon: pull access denied for portainr/portainer-ce, repository does not exist or may require 'docker login': denied: requested access to the resource is denied\n",
+        ),
+        (
+            "ghcr.io/open-webui/open-webui:v9.9.9",
+            "Error response from daemon: manifest unknown\n",
+        ),
+        (
+            "ghcr.io/open-webui/open-webiu:v0.6.18",
+            "Error response from daemon: Head \"https://ghcr.io/v2/open-webui/open-webiu/manifests/v0.6.18\": denied\n",
+        ),
+        (
+            "registry.example:5000/x/y:1",
+            "Error response from daemon: Get \"https://registry.example:5000/v2/\": dial tcp: lookup registry.example: no such host\n",
+        ),
+    ];
+    for (image, message) in refused {
+        let o = emu.exec(&["docker", "pull", image]);
+        assert_eq!(o.status.code(), Some(1), "{image}");
+        assert_eq!(stderr(&o), message, "{image}");
+    }
+    // `docker run` of an unknown image: the pull's error, exit 125, no container.
+    let o = emu.exec(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "ghcr.io/open-webui/open-webui:v9",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("manifest unknown"), "{}", stderr(&o));
+    assert_eq!(emu.exec(&["docker", "inspect", "w"]).status.code(), Some(1));
+    let images = emu.state()["docker"]["images"].clone();
+    assert_eq!(images.as_array().unwrap().len(), 5, "{images}");
+}
+
+/// Issue 16: Open WebUI and Portainer run as servers (they do not exit at once) and answer
+/// the paths an operator checks on the published port; Open WebUI's log names no value of
+/// its environment.
+#[test]
+fn issue16_web_application_images_serve_until_removed() {
+    let emu = Emu::new("nesting=1", false, false);
+    emu.exec_ok(&["apt-get", "update"]);
+    emu.exec_ok(&["apt-get", "install", "-y", "docker.io"]);
+    emu.push(
+        "/etc/open-webui.env",
+        "OPENAI_API_BASE_URL=http://127.0.0.9:8000/v1\nOPENAI_API_KEY=sk-emu-webui-key\n",
+        "0600",
+    );
+    emu.exec_ok(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "open-webui",
+        "--restart=always",
+        "-p",
+        "3000:8080",
+        "--env-file",
+        "/etc/open-webui.env",
+        "ghcr.io/open-webui/open-webui:v0.6.18",
+    ]);
+    emu.exec_ok(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        "portainer",
+        "-p",
+        "9000:9000",
+        "portainer/portainer-ce:2.21.5",
+    ]);
+    let addr = emu.address();
+    let get = |port: u16, path: &str| -> (u16, String) {
+        let at: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        wait_up(at);
+        http(at, path, None).unwrap()
+    };
+    assert_eq!(get(3000, "/health"), (200, r#"{"status":true}"#.to_owned()));
+    let (code, body) = get(9000, "/api/system/status");
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""Version":"2.21.5""#), "{body}");
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            "open-webui"
+        ])
+        .trim(),
+        "true"
+    );
+    let logs = emu.exec(&["docker", "logs", "open-webui"]);
+    let text = format!("{}{}", stdout(&logs), stderr(&logs));
+    assert!(
+        text.contains("OpenAI API connections configured: 1"),
+        "{text}"
+    );
+    assert!(!text.contains("sk-emu-webui-key"), "{text}");
+    emu.exec_ok(&["docker", "rm", "-f", "open-webui"]);
+    assert_eq!(
+        emu.exec(&["docker", "inspect", "open-webui"]).status.code(),
+        Some(1)
+    );
+}

@@ -3,6 +3,7 @@
 mod acceptance;
 mod boundary;
 mod config;
+mod cookbook;
 mod doctor;
 mod emulator;
 mod emulator_gpu;

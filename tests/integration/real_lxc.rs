@@ -109,6 +109,8 @@ fn entry(vmid: Vmid, template: &Path) -> LxcConfig {
         gpus: None,
         vllm: None,
         recipe: None,
+        portainer_role: None,
+        openai_backend: None,
     }
 }
 

@@ -1,12 +1,13 @@
-//! `apt-get` inside an emulated container: `update` and `install`.
+//! `apt-get` inside an emulated container (`update`, `install`, `remove`, `purge`) and
+//! `dpkg --remove|--purge`.
 //!
 //! The emulated archives know a handful of packages ([`PACKAGES`]); installing one records
 //! it in the container's state and writes its files into the rootfs (so `test -x
 //! /usr/bin/docker` sees it), and `docker.io`'s maintainer script enables and starts
 //! `docker.service`, as Debian's does.
 //!
-//! Two archives: Ubuntu's (always reachable: the distribution's mirror) and NVIDIA's
-//! libnvidia-container repository, which Ubuntu does not carry. `nvidia-container-toolkit` is
+//! Archives: Ubuntu's (always reachable: the distribution's mirror), NVIDIA's
+//! libnvidia-container repository, which Ubuntu does not carry, and Docker's (below). `nvidia-container-toolkit` is
 //! installable only after `apt-get update` fetched NVIDIA's repository, which needs a source
 //! file under `/etc/apt/sources.list.d/` naming
 //! `https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /` with a `signed-by`
@@ -26,6 +27,16 @@
 //! Debian archive, as dpkg-deb says. Dependencies must be met by the other files of the same
 //! command, installed packages or a fetched repository, else apt's "unmet dependencies"
 //! (exit 100).
+//!
+//! Ubuntu's archive holds the packages of [`PACKAGES`] under their Ubuntu 24.04 (noble)
+//! names and versions (packages.ubuntu.com/noble): what the recipes in `recipes/` and
+//! `stdlib/` install, and a few tools config entries commonly name. A third archive is
+//! Docker's own repository (download.docker.com/linux/ubuntu, suite `noble`, component
+//! `stable`), set up as Docker's install guide says, with the five packages the guide
+//! installs. A name that no fetched archive has fails as apt-get does: `E: Unable to locate
+//! package NAME`, exit 100 (apt `apt-private/private-install.cc`, the "Unable to locate
+//! package %s" error of `TryToInstall`/cacheset's `PackageContainer` when no package
+//! matches), before anything is installed.
 //!
 //! Decisions:
 //! - a fresh template has empty package lists: `install` before any `update` cannot locate
@@ -66,7 +77,60 @@ enum Origin {
     Ubuntu,
     /// NVIDIA's libnvidia-container repository.
     Nvidia,
+    /// Docker's own repository for Ubuntu (download.docker.com).
+    Docker,
 }
+
+/// A third-party apt repository the emulated internet serves.
+struct Repo {
+    /// Which packages it publishes.
+    origin: Origin,
+    /// Its URL as apt shows it (`$(ARCH)` expanded, no trailing `/`).
+    url: &'static str,
+    /// The suite of its `deb` line (`/` for a flat repository).
+    suite: &'static str,
+    /// The host apt resolves.
+    host: &'static str,
+    /// The long id of the key that signs its `InRelease`.
+    key_id: &'static str,
+    /// Its key as the vendor serves it (ASCII-armored): apt ≥ 1.4 accepts it as is in
+    /// `signed-by` when the file ends in `.asc` (apt `sources.list(5)`, "signed-by").
+    armored: &'static str,
+    /// The same key after `gpg --dearmor` (a binary keyring in reality).
+    keyring: &'static str,
+    /// The size apt prints for its `InRelease`.
+    release_size: &'static str,
+}
+
+/// The third-party repositories the emulated internet serves.
+const REPOS: &[Repo] = &[
+    Repo {
+        origin: Origin::Nvidia,
+        url: NVIDIA_REPO,
+        suite: "/",
+        host: "nvidia.github.io",
+        key_id: "DDCAE044F796ECB0",
+        armored: NVIDIA_GPGKEY,
+        keyring: NVIDIA_KEYRING,
+        release_size: "1,477 B",
+    },
+    // Docker's install guide for Ubuntu ("Install using the apt repository",
+    // docs.docker.com/engine/install/ubuntu/): key from
+    // https://download.docker.com/linux/ubuntu/gpg saved as /etc/apt/keyrings/docker.asc,
+    // `deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc]
+    // https://download.docker.com/linux/ubuntu noble stable`. The key's fingerprint is the
+    // one the guide publishes, 9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88.
+    Repo {
+        origin: Origin::Docker,
+        url: DOCKER_REPO,
+        suite: "noble",
+        host: "download.docker.com",
+        key_id: "8D81803C0EBFCD88",
+        armored: DOCKER_GPGKEY,
+        keyring: DOCKER_KEYRING,
+        release_size: "48.8 kB",
+    },
+];
 
 /// One package of the emulated archives.
 struct Package {
@@ -75,6 +139,8 @@ struct Package {
     origin: Origin,
     /// Packages it needs at exactly its own version.
     depends: &'static [&'static str],
+    /// Packages it needs at any version.
+    needs: &'static [&'static str],
     /// `(path, mode, content)` written into the rootfs.
     files: &'static [(&'static str, u32, &'static str)],
     /// Units its maintainer script enables and starts.
@@ -92,6 +158,16 @@ pub const NVIDIA_GPGKEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nphoenix
 /// The same key after `gpg --dearmor` (a binary keyring in reality).
 pub const NVIDIA_KEYRING: &str = "phoenix-emu keyring DDCAE044F796ECB0\n";
 
+/// Docker's repository for Ubuntu (the `deb` line's URL).
+pub const DOCKER_REPO: &str = "https://download.docker.com/linux/ubuntu";
+
+/// Docker's signing key as `https://download.docker.com/linux/ubuntu/gpg` serves it
+/// (emulated: armored text naming the key id).
+pub const DOCKER_GPGKEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nphoenix-emu Docker Release (CE deb) key 8D81803C0EBFCD88\n-----END PGP PUBLIC KEY BLOCK-----\n";
+
+/// Docker's key after `gpg --dearmor`.
+pub const DOCKER_KEYRING: &str = "phoenix-emu keyring 8D81803C0EBFCD88\n";
+
 /// `docker.service` as Debian's docker.io ships it (shortened).
 pub const DOCKER_UNIT: &str = "[Unit]\nDescription=Docker Application Container Engine\nAfter=network-online.target containerd.service\nWants=network-online.target\nRequires=docker.socket\n\n[Service]\nType=notify\nExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock\nExecReload=/bin/kill -s HUP $MAINPID\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n";
 
@@ -101,6 +177,9 @@ pub const CTK_CONFIG: &str = "#accept-nvidia-visible-devices-as-volume-mounts = 
 
 const STUB: &str = "phoenix-emu stub\n";
 
+/// apt's explanation before a list of unmet dependencies.
+const UNMET: &str = "Some packages could not be installed. This may mean that you have\nrequested an impossible situation or if you are using the unstable\ndistribution that some required packages have not yet been created\nor been moved out of Incoming.\nThe following information may help to resolve the situation:\n\nThe following packages have unmet dependencies:\n";
+
 /// The emulated archive.
 const PACKAGES: &[Package] = &[
     Package {
@@ -108,6 +187,7 @@ const PACKAGES: &[Package] = &[
         version: "26.1.3-0ubuntu1~24.04.1",
         origin: Origin::Ubuntu,
         depends: &[],
+        needs: &[],
         files: &[
             ("/usr/bin/docker", 0o755, STUB),
             ("/usr/sbin/dockerd", 0o755, STUB),
@@ -120,6 +200,7 @@ const PACKAGES: &[Package] = &[
         version: "1.17.8-1",
         origin: Origin::Nvidia,
         depends: &["nvidia-container-toolkit-base", "libnvidia-container-tools"],
+        needs: &[],
         files: &[("/usr/bin/nvidia-container-runtime-hook", 0o755, STUB)],
         services: &[],
     },
@@ -128,6 +209,7 @@ const PACKAGES: &[Package] = &[
         version: "1.17.8-1",
         origin: Origin::Nvidia,
         depends: &[],
+        needs: &[],
         files: &[
             ("/usr/bin/nvidia-ctk", 0o755, STUB),
             ("/usr/bin/nvidia-container-runtime", 0o755, STUB),
@@ -145,6 +227,7 @@ const PACKAGES: &[Package] = &[
         version: "1.17.8-1",
         origin: Origin::Nvidia,
         depends: &["libnvidia-container1"],
+        needs: &[],
         files: &[("/usr/bin/nvidia-container-cli", 0o755, STUB)],
         services: &[],
     },
@@ -153,6 +236,7 @@ const PACKAGES: &[Package] = &[
         version: "1.17.8-1",
         origin: Origin::Nvidia,
         depends: &[],
+        needs: &[],
         files: &[(
             "/usr/lib/x86_64-linux-gnu/libnvidia-container.so.1",
             0o644,
@@ -165,6 +249,7 @@ const PACKAGES: &[Package] = &[
         version: "20240203",
         origin: Origin::Ubuntu,
         depends: &[],
+        needs: &[],
         files: &[("/etc/ssl/certs/ca-certificates.crt", 0o644, STUB)],
         services: &[],
     },
@@ -173,6 +258,7 @@ const PACKAGES: &[Package] = &[
         version: "8.5.0-2ubuntu10.6",
         origin: Origin::Ubuntu,
         depends: &[],
+        needs: &[],
         files: &[("/usr/bin/curl", 0o755, STUB)],
         services: &[],
     },
@@ -181,6 +267,7 @@ const PACKAGES: &[Package] = &[
         version: "2.4.4-2ubuntu17.3",
         origin: Origin::Ubuntu,
         depends: &[],
+        needs: &[],
         files: &[("/usr/bin/gpg", 0o755, STUB)],
         services: &[],
     },
@@ -189,8 +276,202 @@ const PACKAGES: &[Package] = &[
         name: "gnupg2",
         version: "2.4.4-2ubuntu17.3",
         origin: Origin::Ubuntu,
-        depends: &["gnupg"],
+        depends: &[],
+        needs: &["gnupg"],
         files: &[],
+        services: &[],
+    },
+    // More of Ubuntu 24.04's archive, under their noble names and versions
+    // (packages.ubuntu.com/noble/<name>, noble-updates where it has a newer one): what the
+    // cookbook's recipes and common `packages` entries install. Each brings its main
+    // program; services are not emulated for them.
+    Package {
+        name: "git",
+        version: "1:2.43.0-1ubuntu7.3",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/git", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "jq",
+        version: "1.7.1-3ubuntu0.24.04.1",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/jq", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "htop",
+        version: "3.3.0-4build1",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/htop", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "tmux",
+        version: "3.4-1ubuntu0.1",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/tmux", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "wget",
+        version: "1.21.4-1ubuntu4.1",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/wget", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "vim",
+        version: "2:9.1.0016-1ubuntu7.9",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/vim.basic", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "unzip",
+        version: "6.0-28ubuntu4.1",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/unzip", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "rsync",
+        version: "3.2.7-1ubuntu1.2",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/rsync", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "python3",
+        version: "3.12.3-0ubuntu2",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/python3", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "python3-pip",
+        version: "24.0+dfsg-1ubuntu1.3",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/pip3", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "build-essential",
+        version: "12.10ubuntu1",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[(
+            "/usr/share/build-essential/essential-packages-list",
+            0o644,
+            STUB,
+        )],
+        services: &[],
+    },
+    Package {
+        name: "lsb-release",
+        version: "12.0-2",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/lsb_release", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "apt-transport-https",
+        version: "2.8.3",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/share/doc/apt-transport-https/copyright", 0o644, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "nginx",
+        version: "1.24.0-2ubuntu7.5",
+        origin: Origin::Ubuntu,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/sbin/nginx", 0o755, STUB)],
+        services: &[],
+    },
+    // Docker's repository for noble (download.docker.com/linux/ubuntu/dists/noble/
+    // stable), the five packages its install guide installs; `docker-ce` needs the CLI and
+    // containerd (its control file's Depends) and its maintainer script starts
+    // docker.service, as docker.io's does.
+    Package {
+        name: "docker-ce",
+        version: "5:28.5.1-1~ubuntu.24.04~noble",
+        origin: Origin::Docker,
+        depends: &[],
+        needs: &["containerd.io", "docker-ce-cli"],
+        files: &[
+            ("/usr/bin/dockerd", 0o755, STUB),
+            ("/lib/systemd/system/docker.service", 0o644, DOCKER_UNIT),
+        ],
+        services: &["docker.service"],
+    },
+    Package {
+        name: "docker-ce-cli",
+        version: "5:28.5.1-1~ubuntu.24.04~noble",
+        origin: Origin::Docker,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/bin/docker", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "containerd.io",
+        version: "1.7.28-1~ubuntu.24.04~noble",
+        origin: Origin::Docker,
+        depends: &[],
+        needs: &[],
+        files: &[
+            ("/usr/bin/containerd", 0o755, STUB),
+            ("/usr/bin/runc", 0o755, STUB),
+        ],
+        services: &[],
+    },
+    Package {
+        name: "docker-buildx-plugin",
+        version: "0.29.1-1~ubuntu.24.04~noble",
+        origin: Origin::Docker,
+        depends: &[],
+        needs: &[],
+        files: &[("/usr/libexec/docker/cli-plugins/docker-buildx", 0o755, STUB)],
+        services: &[],
+    },
+    Package {
+        name: "docker-compose-plugin",
+        version: "2.40.0-1~ubuntu.24.04~noble",
+        origin: Origin::Docker,
+        depends: &[],
+        needs: &[],
+        files: &[(
+            "/usr/libexec/docker/cli-plugins/docker-compose",
+            0o755,
+            STUB,
+        )],
         services: &[],
     },
 ];
@@ -257,6 +538,8 @@ pub fn run(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
             update(ct, out)
         }
         "install" => install(ct, pkgs, yes, out),
+        "remove" => remove(ct, pkgs, yes, false, out),
+        "purge" => remove(ct, pkgs, yes, true, out),
         other => {
             out.err(format!("E: Invalid operation {other}\n"));
             100
@@ -312,7 +595,8 @@ fn sources(ct: &Ct<'_>) -> Vec<(Option<String>, String, String)> {
     out
 }
 
-/// `apt-get update`: Ubuntu's mirror, then each extra source.
+/// `apt-get update`: Ubuntu's mirror, then each extra source ([`REPOS`]; anything else is a
+/// 404 without a Release file, as apt reports a repository that does not exist).
 fn update(ct: &Ct<'_>, out: &mut Out) -> i32 {
     let online = ct.root.settings.ct_network == crate::root::CtNetwork::Internet;
     out.out("Hit:1 http://archive.ubuntu.com/ubuntu noble InRelease\n");
@@ -321,7 +605,7 @@ fn update(ct: &Ct<'_>, out: &mut Out) -> i32 {
     let mut warnings = String::new();
     for (n, (signed_by, url, suite)) in sources(ct).into_iter().enumerate() {
         let n = n + 2;
-        if url != NVIDIA_REPO || suite != "/" {
+        let Some(repo) = REPOS.iter().find(|r| r.url == url && r.suite == suite) else {
             out.out(format!(
                 "Err:{n} {url} {suite} Release\n  404  Not Found [IP: 185.199.108.153 443]\n"
             ));
@@ -330,31 +614,47 @@ fn update(ct: &Ct<'_>, out: &mut Out) -> i32 {
             ));
             code = 100;
             continue;
-        }
+        };
+        // A flat repository (`URL /`) shows as `URL  InRelease`, a suite as `URL SUITE InRelease`.
+        let label = if suite == "/" {
+            format!("{url} ")
+        } else {
+            format!("{url} {suite}")
+        };
+        let host = repo.host;
         if !online {
             out.out(format!(
-                "Ign:{n} {url}  InRelease\nErr:{n} {url}  InRelease\n  Temporary failure resolving 'nvidia.github.io'\n"
+                "Ign:{n} {label} InRelease\nErr:{n} {label} InRelease\n  Temporary failure resolving '{host}'\n"
             ));
             warnings.push_str(&format!(
-                "W: Failed to fetch {url}/InRelease  Temporary failure resolving 'nvidia.github.io'\nW: Some index files failed to download. They have been ignored, or old ones used instead.\n"
+                "W: Failed to fetch {url}/{}InRelease  Temporary failure resolving '{host}'\nW: Some index files failed to download. They have been ignored, or old ones used instead.\n",
+                if suite == "/" { String::new() } else { format!("dists/{suite}/") }
             ));
             continue;
         }
         let key_ok = signed_by.as_deref().is_some_and(|k| {
-            std::fs::read_to_string(ct.path(k)).is_ok_and(|t| t == NVIDIA_KEYRING)
+            std::fs::read_to_string(ct.path(k))
+                .is_ok_and(|t| t == repo.keyring || (k.ends_with(".asc") && t == repo.armored))
         });
+        let key = repo.key_id;
+        let size = repo.release_size;
         if !key_ok {
             out.out(format!(
-                "Get:{n} {url}  InRelease [1,477 B]\nErr:{n} {url}  InRelease\n  The following signatures couldn't be verified because the public key is not available: NO_PUBKEY DDCAE044F796ECB0\n"
+                "Get:{n} {label} InRelease [{size}]\nErr:{n} {label} InRelease\n  The following signatures couldn't be verified because the public key is not available: NO_PUBKEY {key}\n"
             ));
             warnings.push_str(&format!(
-                "W: GPG error: {url}  InRelease: The following signatures couldn't be verified because the public key is not available: NO_PUBKEY DDCAE044F796ECB0\nE: The repository '{url}  InRelease' is not signed.\nN: Updating from such a repository can't be done securely, and is therefore disabled by default.\nN: See apt-secure(8) manpage for repository creation and user configuration details.\n"
+                "W: GPG error: {label} InRelease: The following signatures couldn't be verified because the public key is not available: NO_PUBKEY {key}\nE: The repository '{label} InRelease' is not signed.\nN: Updating from such a repository can't be done securely, and is therefore disabled by default.\nN: See apt-secure(8) manpage for repository creation and user configuration details.\n"
             ));
             code = 100;
             continue;
         }
+        let index = if suite == "/" {
+            format!("{url}  Packages")
+        } else {
+            format!("{url} {suite}/stable amd64 Packages")
+        };
         out.out(format!(
-            "Get:{n} {url}  InRelease [1,477 B]\nGet:{} {url}  Packages [25.2 kB]\n",
+            "Get:{n} {label} InRelease [{size}]\nGet:{} {index} [25.2 kB]\n",
             n + 1
         ));
         fetched.push(url);
@@ -379,6 +679,7 @@ struct Candidate {
     files: Vec<(String, u32, String)>,
     services: Vec<&'static str>,
     depends: Vec<String>,
+    needs: Vec<String>,
 }
 
 impl Candidate {
@@ -393,6 +694,7 @@ impl Candidate {
                 .collect(),
             services: p.services.to_vec(),
             depends: p.depends.iter().map(|d| (*d).to_owned()).collect(),
+            needs: p.needs.iter().map(|d| (*d).to_owned()).collect(),
         }
     }
 }
@@ -401,7 +703,10 @@ impl Candidate {
 fn available(st: &container::CtState, p: &Package) -> bool {
     match p.origin {
         Origin::Ubuntu => st.apt.updated,
-        Origin::Nvidia => st.apt.repos.iter().any(|r| r == NVIDIA_REPO),
+        origin => REPOS
+            .iter()
+            .filter(|r| r.origin == origin)
+            .any(|r| st.apt.repos.iter().any(|f| f == r.url)),
     }
 }
 
@@ -424,6 +729,7 @@ fn driver_package(name: &str, version: &str) -> Option<Candidate> {
             )],
             services: Vec::new(),
             depends: vec![format!("libnvidia-compute-{b}")],
+            needs: Vec::new(),
         });
     }
     branch("libnvidia-compute-").map(|_| Candidate {
@@ -443,6 +749,7 @@ fn driver_package(name: &str, version: &str) -> Option<Candidate> {
         ],
         services: Vec::new(),
         depends: Vec::new(),
+        needs: Vec::new(),
     })
 }
 
@@ -529,9 +836,27 @@ fn install(ct: &Ct<'_>, names: &[&str], yes: bool, out: &mut Out) -> i32 {
             {
                 Some(p) => todo.push(Candidate::of(p, p.version)),
                 None => {
-                    out.out("Some packages could not be installed. This may mean that you have\nrequested an impossible situation or if you are using the unstable\ndistribution that some required packages have not yet been created\nor been moved out of Incoming.\nThe following information may help to resolve the situation:\n\nThe following packages have unmet dependencies:\n");
+                    out.out(UNMET);
                     out.out(format!(
                         " {} : Depends: {dep} (= {want}) but it is not installable\n",
+                        todo[i].name
+                    ));
+                    out.err("E: Unable to correct problems, you have held broken packages.\n");
+                    return 100;
+                }
+            }
+        }
+        // Dependencies at any version: installed, from this command, or the archive's.
+        for dep in todo[i].needs.clone() {
+            if installed(&st, &dep) || todo.iter().any(|t| t.name == dep) {
+                continue;
+            }
+            match PACKAGES.iter().find(|p| p.name == dep && available(&st, p)) {
+                Some(p) => todo.push(Candidate::of(p, p.version)),
+                None => {
+                    out.out(UNMET);
+                    out.out(format!(
+                        " {} : Depends: {dep} but it is not installable\n",
                         todo[i].name
                     ));
                     out.err("E: Unable to correct problems, you have held broken packages.\n");
@@ -584,6 +909,191 @@ fn install(ct: &Ct<'_>, names: &[&str], yes: bool, out: &mut Out) -> i32 {
         return 100;
     }
     0
+}
+
+/// The installed packages that need `name` (at its version or any).
+fn dependents(st: &container::CtState, name: &str) -> Vec<String> {
+    st.apt
+        .installed
+        .iter()
+        .filter(|i| {
+            PACKAGES.iter().any(|p| {
+                p.name == i.as_str() && (p.depends.contains(&name) || p.needs.contains(&name))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// `apt-get remove|purge PKG…`: each package and the installed packages that depend on it
+/// go, with their files; a service a removed package ran is stopped and disabled first (its
+/// `prerm`, as Debian's docker.io and Docker's docker-ce do). A package the lists know but
+/// that is not installed is "not installed, so not removed" (exit 0); one they do not know
+/// cannot be located (exit 100), as apt-get says.
+fn remove(ct: &Ct<'_>, names: &[&str], yes: bool, purge: bool, out: &mut Out) -> i32 {
+    let st = container::load_state(ct.root, ct.vmid).unwrap_or_default();
+    out.out(
+        "Reading package lists...\nBuilding dependency tree...\nReading state information...\n",
+    );
+    let mut gone: Vec<String> = Vec::new();
+    for n in names {
+        if installed(&st, n) {
+            if !gone.iter().any(|g| g == n) {
+                gone.push((*n).to_owned());
+            }
+            continue;
+        }
+        if PACKAGES.iter().any(|p| p.name == *n && available(&st, p)) {
+            out.out(format!("Package '{n}' is not installed, so not removed\n"));
+            continue;
+        }
+        out.err(format!("E: Unable to locate package {n}\n"));
+        return 100;
+    }
+    // What depends on a removed package goes with it.
+    let mut i = 0;
+    while i < gone.len() {
+        for d in dependents(&st, &gone[i]) {
+            if !gone.contains(&d) {
+                gone.push(d);
+            }
+        }
+        i += 1;
+    }
+    if gone.is_empty() {
+        out.out("0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n");
+        return 0;
+    }
+    out.out("The following packages will be REMOVED:\n ");
+    for g in &gone {
+        out.out(format!(" {g}{}", if purge { "*" } else { "" }));
+    }
+    out.out(format!(
+        "\n0 upgraded, 0 newly installed, {} to remove and 0 not upgraded.\n",
+        gone.len()
+    ));
+    if !yes {
+        out.out("Do you want to continue? [Y/n] Abort.\n");
+        return 1;
+    }
+    take_away(ct, &st, &gone, purge, out)
+}
+
+/// Remove the installed packages `gone` (their files; a service they ran stopped and
+/// disabled first, as their `prerm` does), purging their configuration with `purge`.
+fn take_away(
+    ct: &Ct<'_>,
+    st: &container::CtState,
+    gone: &[String],
+    purge: bool,
+    out: &mut Out,
+) -> i32 {
+    let pkgs: Vec<&Package> = gone
+        .iter()
+        .filter_map(|g| PACKAGES.iter().find(|p| p.name == g.as_str()))
+        .collect();
+    if pkgs
+        .iter()
+        .any(|p| p.services.contains(&crate::systemd::DOCKER_SERVICE))
+    {
+        crate::docker::daemon_stopping(ct);
+    }
+    for g in gone {
+        let version = st.apt.versions.get(g).cloned().unwrap_or_default();
+        out.out(format!("Removing {g} ({version}) ...\n"));
+        if let Some(p) = PACKAGES.iter().find(|p| p.name == g.as_str()) {
+            for (path, _, _) in p.files {
+                let _ = std::fs::remove_file(container::resolve(ct.root, ct.vmid, ct.conf, path));
+            }
+        }
+        if purge {
+            out.out(format!(
+                "Purging configuration files for {g} ({version}) ...\n"
+            ));
+        }
+    }
+    let res = container::update_state(ct.root, ct.vmid, |st| {
+        st.apt.installed.retain(|i| !gone.contains(i));
+        st.apt.versions.retain(|k, _| !gone.contains(k));
+        for p in &pkgs {
+            for unit in p.services {
+                if let Some(u) = st.systemd.units.get_mut(*unit) {
+                    u.active = false;
+                    u.enabled = false;
+                    u.failed = false;
+                }
+            }
+        }
+    });
+    if let Err(e) = res {
+        out.err(format!("E: {e}\n"));
+        return 100;
+    }
+    0
+}
+
+/// `dpkg --remove|-r|--purge|-P PKG…`: removes installed packages without asking and
+/// without apt's archive: a name that is not installed (known or not) is only a warning,
+/// "ignoring request to remove X which isn't installed", and the exit stays 0 (dpkg
+/// `src/main/remove.c`, `deferred_remove`); a package another installed package (not
+/// removed with it) depends on is refused, "dependency problems prevent removal", exit 1.
+/// This is what makes `dpkg --purge` a safe undo step for an `apt-get install` that may
+/// have failed before installing anything.
+pub fn dpkg(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
+    let Some((action, names)) = args.split_first() else {
+        out.err("dpkg: error: need an action option\n\nType dpkg --help for help about installing and deinstalling packages [*];\nUse 'apt' or 'aptitude' for user-friendly package management;\nType dpkg -Dhelp for a list of dpkg debug flag values;\nType dpkg --force-help for a list of forcing options;\nType dpkg-deb --help for help about manipulating *.deb files;\n\nOptions marked [*] produce a lot of output - pipe it through 'less' or 'more' !\n");
+        return 2;
+    };
+    let purge = match action.as_str() {
+        "--purge" | "-P" => true,
+        "--remove" | "-r" => false,
+        other => {
+            out.err(format!("dpkg: error: unknown option {other}\n\nType dpkg --help for help about installing and deinstalling packages [*];\n"));
+            return 2;
+        }
+    };
+    if names.is_empty() {
+        out.err(format!(
+            "dpkg: error: {action} needs at least one package name argument\n"
+        ));
+        return 2;
+    }
+    let st = container::load_state(ct.root, ct.vmid).unwrap_or_default();
+    let mut gone: Vec<String> = Vec::new();
+    for n in names {
+        if installed(&st, n) {
+            if !gone.contains(n) {
+                gone.push(n.clone());
+            }
+        } else {
+            out.err(format!(
+                "dpkg: warning: ignoring request to remove {n} which isn't installed\n"
+            ));
+        }
+    }
+    for g in &gone {
+        let blockers: Vec<String> = dependents(&st, g)
+            .into_iter()
+            .filter(|d| !gone.contains(d))
+            .collect();
+        if !blockers.is_empty() {
+            let mut m = format!("dpkg: dependency problems prevent removal of {g}:\n");
+            for b in &blockers {
+                m.push_str(&format!(" {b} depends on {g}.\n"));
+            }
+            m.push_str(&format!("\ndpkg: error processing package {g} (--{}):\n dependency problems - not removing\nErrors were encountered while processing:\n {g}\n", if purge { "purge" } else { "remove" }));
+            out.err(m);
+            return 1;
+        }
+    }
+    if gone.is_empty() {
+        return 0;
+    }
+    out.out("(Reading database ... 16234 files and directories currently installed.)\n");
+    match take_away(ct, &st, &gone, purge, out) {
+        0 => 0,
+        _ => 2,
+    }
 }
 
 /// Write one file of a package into the rootfs.

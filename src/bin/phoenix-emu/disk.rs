@@ -26,6 +26,8 @@ use crate::root::Root;
 
 /// 10⁹ bytes.
 pub const GB: u64 = 1_000_000_000;
+/// 10⁶ bytes.
+pub const MB: u64 = 1_000_000;
 /// What the unpacked CT template occupies on a fresh rootfs.
 pub const TEMPLATE_BYTES: u64 = GB / 2;
 /// The host's own disk, for bind mounts outside every emulated dataset.

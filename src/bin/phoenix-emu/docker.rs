@@ -9,7 +9,9 @@
 //!
 //! `docker run` of an image named `vllm/vllm-openai…` starts the emulated vLLM server
 //! ([`crate::vllm_proc`]) as a detached process on the container's loopback address at
-//! the published host port; other images run nothing and exit 0 at once. Decisions:
+//! the published host port; Open WebUI and Portainer images start the emulated web
+//! application ([`crate::webapp`]) the same way; other images run nothing and exit 0 at
+//! once. Decisions:
 //! - `--gpus` is parsed with Docker's CSV rules, so `device=0,1` without the quotes is
 //!   refused as Docker refuses it; GPUs need `nvidia-container-toolkit` in the container,
 //!   GPU entries in its PVE config (indices count the container's `/dev/nvidiaN` entries),
@@ -19,8 +21,9 @@
 //!   ([`crate::vllm_args`]: unknown flag or, on v0.11.0, a positional model: exit 2 in the
 //!   log);
 //!   `--tensor-parallel-size` larger than the GPUs given fails after start (exit 1);
-//! - any well-formed image reference pulls successfully when its layers fit (a fault makes
-//!   it fail);
+//! - the registries know the images of [`IMAGES`] with their published tags; any other
+//!   reference fails to pull as Docker Hub or ghcr.io answers ([`known_image`]), and a pull
+//!   that fits the disk succeeds (a fault makes it fail);
 //! - `docker stop` ends the server and records exit code 0 (vLLM shuts down cleanly on
 //!   SIGTERM); `rm -f` kills it (137); `rm -f` of a missing container warns and exits 0
 //!   (Docker ≥ 20.10);
@@ -115,6 +118,9 @@ pub struct DockerContainer {
     /// What the emulated vLLM server needs, for vLLM images.
     #[serde(default)]
     pub serve: Option<ServeSpec>,
+    /// What an emulated web application needs, for its images ([`crate::webapp`]).
+    #[serde(default)]
+    pub app: Option<crate::webapp::AppSpec>,
 }
 
 /// The emulated vLLM server's parameters, read by the server process. Nothing secret: the
@@ -182,14 +188,173 @@ pub fn forget(ct: &Ct<'_>, id: &str) {
     }
 }
 
-/// The unpacked size of `image` (DESIGN.md §11: `vllm/vllm-openai` ≈ 12 GB compressed,
-/// ≈ 29 GB unpacked); other images a nominal 100 MB.
-pub fn image_bytes(image: &str) -> u64 {
-    if image.starts_with("vllm/vllm-openai") {
-        29 * crate::disk::GB
-    } else {
-        crate::disk::GB / 10
+/// What a container of an image runs when no `--entrypoint` replaces its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// The emulated vLLM server ([`crate::vllm_proc`]).
+    Vllm,
+    /// A web application ([`crate::webapp`]) of this kind listening on this container port.
+    App(crate::webapp::Kind, u16),
+    /// Nothing: it exits 0 at once.
+    Exit,
+}
+
+/// One repository of the emulated registries.
+pub struct KnownImage {
+    /// The repository as [`normalize_image`] writes it (`vllm/vllm-openai`,
+    /// `ghcr.io/open-webui/open-webui`).
+    pub repo: &'static str,
+    /// The tags it publishes.
+    pub tags: &'static [&'static str],
+    /// Its unpacked size.
+    pub bytes: u64,
+    /// What its entrypoint does.
+    pub runs: Runs,
+}
+
+/// The images the emulated registries serve: the ones phoenix's recipes and tests run, with
+/// tags that exist upstream. Sources: Docker Hub's tag lists (hub.docker.com/r/vllm/vllm-openai/tags,
+/// one tag per vllm-project/vllm release; hub.docker.com/r/portainer/portainer-ce/tags and
+/// /r/portainer/agent/tags, one per portainer/portainer release, server and agent released
+/// together; hub.docker.com/_/busybox, /_/ubuntu, /_/hello-world) and GitHub's container
+/// registry (github.com/open-webui/open-webui/pkgs/container/open-webui: a `vX.Y.Z` tag per
+/// release, `main` following the branch; v0.6.18 is the release of 2025-07-19 in
+/// open-webui's CHANGELOG.md). Sizes: DESIGN.md §11 for vLLM (≈ 29 GB unpacked), the others
+/// rounded from the registries' compressed sizes.
+pub const IMAGES: &[KnownImage] = &[
+    KnownImage {
+        repo: "vllm/vllm-openai",
+        tags: &[
+            "v0.8.5",
+            "v0.9.0",
+            "v0.9.1",
+            "v0.9.2",
+            "v0.10.0",
+            "v0.10.1",
+            "v0.10.1.1",
+            "v0.10.2",
+            "v0.11.0",
+            "v0.11.1",
+            "v0.11.2",
+            "v0.12.0",
+            "v0.13.0",
+            "v0.14.0",
+            "v0.14.1",
+            "latest",
+            "nightly",
+        ],
+        bytes: 29 * crate::disk::GB,
+        runs: Runs::Vllm,
+    },
+    KnownImage {
+        repo: "ghcr.io/open-webui/open-webui",
+        tags: &["v0.6.5", "v0.6.18", "main"],
+        bytes: 4 * crate::disk::GB,
+        runs: Runs::App(crate::webapp::Kind::OpenWebui, 8080),
+    },
+    KnownImage {
+        repo: "portainer/portainer-ce",
+        tags: &["2.20.3", "2.21.5", "lts", "latest"],
+        bytes: 300 * crate::disk::MB,
+        runs: Runs::App(crate::webapp::Kind::Portainer, 9000),
+    },
+    KnownImage {
+        repo: "portainer/agent",
+        tags: &["2.20.3", "2.21.5", "lts", "latest"],
+        bytes: 170 * crate::disk::MB,
+        runs: Runs::App(crate::webapp::Kind::PortainerAgent, 9001),
+    },
+    KnownImage {
+        repo: "busybox",
+        tags: &["1.36", "1.36.1", "1.37", "1.37.0", "latest"],
+        bytes: 5 * crate::disk::MB,
+        runs: Runs::Exit,
+    },
+    KnownImage {
+        repo: "ubuntu",
+        tags: &["22.04", "jammy", "24.04", "noble", "latest"],
+        bytes: 80 * crate::disk::MB,
+        runs: Runs::Exit,
+    },
+    KnownImage {
+        repo: "hello-world",
+        tags: &["latest"],
+        bytes: crate::disk::MB,
+        runs: Runs::Exit,
+    },
+];
+
+/// The registry host of a normalised reference: its first component when that has a `.`
+/// or a `:` or is `localhost` (docker/distribution `reference/normalize.go`
+/// `splitDockerDomain`), else Docker Hub.
+fn registry_of(repo: &str) -> Option<&str> {
+    let (first, _) = repo.split_once('/')?;
+    (first.contains(['.', ':']) || first == "localhost").then_some(first)
+}
+
+/// The known image of a normalised reference (`repo:tag` or `repo@sha256:…`), or the
+/// daemon's pull error for it, as the registries answer:
+/// - Docker Hub, unknown repository: moby `distribution/errors.go` `translatePullError`'s
+///   "pull access denied for R, repository does not exist or may require 'docker login'",
+///   with the registry's "denied: requested access to the resource is denied";
+/// - Docker Hub, unknown tag: moby `distribution/pull_v2.go` `notFoundError`, "manifest for
+///   R:T not found: manifest unknown: manifest unknown";
+/// - ghcr.io, unknown repository (or private): `Head "https://ghcr.io/v2/R/manifests/T":
+///   denied`, unknown tag: `manifest unknown` (both as users report them, e.g.
+///   imagegenius/docker-ai-chat-app#1, dexidp/dex#2328);
+/// - any other registry does not resolve here: `Get "https://HOST/v2/": dial tcp: lookup
+///   HOST: no such host`.
+///
+/// A digest of a known repository is accepted (the emulator cannot check digests).
+pub fn known_image(image: &str) -> Result<&'static KnownImage, String> {
+    let (repo, tag) = match image.split_once('@') {
+        Some((r, _)) => (r, None),
+        None => match image.rsplit_once(':') {
+            Some((r, t)) => (r, Some(t)),
+            None => (image, Some("latest")),
+        },
+    };
+    let found = IMAGES.iter().find(|k| k.repo == repo);
+    match registry_of(repo) {
+        None => {
+            let Some(k) = found else {
+                return Err(format!(
+                    "pull access denied for {repo}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied"
+                ));
+            };
+            match tag {
+                Some(t) if !k.tags.contains(&t) => Err(format!(
+                    "manifest for {image} not found: manifest unknown: manifest unknown"
+                )),
+                _ => Ok(k),
+            }
+        }
+        Some("ghcr.io") => {
+            let path = repo.trim_start_matches("ghcr.io/");
+            let Some(k) = found else {
+                return Err(format!(
+                    "Head \"https://ghcr.io/v2/{path}/manifests/{}\": denied",
+                    tag.unwrap_or("latest")
+                ));
+            };
+            match tag {
+                Some(t) if !k.tags.contains(&t) => Err("manifest unknown".to_owned()),
+                _ => Ok(k),
+            }
+        }
+        Some(host) => {
+            let name = host.split(':').next().unwrap_or(host);
+            Err(format!(
+                "Get \"https://{host}/v2/\": dial tcp: lookup {name}: no such host"
+            ))
+        }
     }
+}
+
+/// The unpacked size of `image` (its [`IMAGES`] entry; 100 MB for an image pulled before
+/// the table knew it).
+pub fn image_bytes(image: &str) -> u64 {
+    known_image(image).map_or(crate::disk::GB / 10, |k| k.bytes)
 }
 
 /// The runc of the container's Docker, from `faults.json`'s `{"docker":{"runc":"X.Y.Z"}}`
@@ -599,8 +764,25 @@ pub fn normalize_image(r: &str) -> Option<String> {
             _ => (r, ":latest".to_owned()),
         }
     };
-    let name_ok = !name.is_empty()
-        && name.split('/').all(|part| {
+    // A registry host may carry a port (`registry.local:5000/x/y`): docker/distribution
+    // `reference/regexp.go` `domainAndPort`.
+    let path = match name.split_once('/') {
+        Some((host, rest)) if host.contains(':') => {
+            let (h, port) = host.split_once(':').unwrap_or((host, ""));
+            let ok = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+                && !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit());
+            if !ok {
+                return None;
+            }
+            rest
+        }
+        _ => name,
+    };
+    let name_ok = !path.is_empty()
+        && path.split('/').all(|part| {
             !part.is_empty()
                 && part
                     .chars()
@@ -881,6 +1063,7 @@ fn do_pull(ct: &Ct<'_>, image: &str, out: &mut Out) -> Result<(), String> {
     let (repo, tag) = image.rsplit_once([':', '@']).unwrap_or((image, "latest"));
     let st = container::load_state(ct.root, ct.vmid).map_err(|e| e.to_string())?;
     if !st.docker.images.iter().any(|i| i == image) {
+        known_image(image)?;
         let layer = format!("/var/lib/docker/overlay2/{}/diff", digest(image));
         let fs = crate::disk::fs_of(ct.root, ct.vmid, ct.conf, &layer);
         let bytes = image_bytes(image);
@@ -1671,7 +1854,8 @@ fn docker_run(
     if let Err(e) = save_config(ct, &id, &name, &env) {
         return daemon_error(out, &e.to_string());
     }
-    let is_vllm = image.starts_with("vllm/vllm-openai");
+    let runs = known_image(&image).map_or(Runs::Exit, |k| k.runs);
+    let is_vllm = runs == Runs::Vllm;
     let network_host = matches!(p.get("network").or(p.get("net")), Some("host"));
     let mut record = DockerContainer {
         id: id.clone(),
@@ -1689,7 +1873,30 @@ fn docker_run(
         removed: false,
         created: now(),
         serve: None,
+        app: None,
     };
+    if let Runs::App(kind, port) = runs {
+        let addr = &st.address;
+        let host_port = if network_host {
+            Some(port)
+        } else {
+            ports.iter().find(|(_, c)| *c == port).map(|(h, _)| *h)
+        };
+        let count = |k: &str| {
+            env.iter()
+                .filter_map(|e| e.split_once('='))
+                .find(|(n, _)| *n == k)
+                .map_or(0, |(_, v)| v.split(';').filter(|x| !x.is_empty()).count())
+        };
+        record.app = Some(crate::webapp::AppSpec {
+            kind,
+            addr: host_port
+                .filter(|_| !addr.is_empty())
+                .map(|h| format!("{addr}:{h}")),
+            tag: image.rsplit_once(':').map_or("", |(_, t)| t).to_owned(),
+            openai_connections: count("OPENAI_API_BASE_URLS").max(count("OPENAI_API_BASE_URL")),
+        });
+    }
     // What the process does: a vLLM server, or nothing.
     let outcome: Result<ServeSpec, (i32, String)> = if is_vllm {
         crate::vllm_proc::check_args(ct, &record, visible_gpus).map(|(mut spec, port)| {
@@ -1704,6 +1911,8 @@ fn docker_run(
                 .map(|h| format!("{addr}:{h}"));
             spec
         })
+    } else if record.app.is_some() {
+        Ok(ServeSpec::default())
     } else {
         Err((0, String::new()))
     };
@@ -1734,7 +1943,9 @@ fn docker_run(
             return (code, Some(name));
         }
     };
-    record.serve = Some(spec);
+    if is_vllm {
+        record.serve = Some(spec);
+    }
     // Record first (status created), then start, then record the pid: the server only
     // serves while the record names it.
     // The name is checked again under the lock: two concurrent runs cannot both take it.

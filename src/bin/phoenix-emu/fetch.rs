@@ -2,7 +2,8 @@
 //! --dearmor` (from `gnupg`), enough for NVIDIA's install guide of the container toolkit and
 //! for downloading the driver's `.run` installer.
 //!
-//! The emulated internet serves three things: NVIDIA's repository key
+//! The emulated internet serves four things: Docker's repository key
+//! (`https://download.docker.com/linux/ubuntu/gpg`), NVIDIA's repository key
 //! (`https://nvidia.github.io/libnvidia-container/gpgkey`), its list file
 //! (`…/stable/deb/nvidia-container-toolkit.list`) and the driver installer of the host's
 //! version under `https://us.download.nvidia.com/tesla/<version>/` (where NVIDIA publishes
@@ -16,7 +17,7 @@
 //! `-o/--output`, input from a file or stdin; an existing output needs `--yes`, and in
 //! `--batch` mode it cannot ask ("Sorry, we are in batchmode - can't get input", exit 2).
 
-use crate::apt::{NVIDIA_GPGKEY, NVIDIA_KEYRING};
+use crate::apt::{DOCKER_GPGKEY, DOCKER_KEYRING, NVIDIA_GPGKEY, NVIDIA_KEYRING};
 use crate::inner::Ct;
 use crate::out::Out;
 use crate::root::CtNetwork;
@@ -25,6 +26,10 @@ use crate::root::CtNetwork;
 fn serve(ct: &Ct<'_>, url: &str) -> Result<String, u16> {
     if url == "https://nvidia.github.io/libnvidia-container/gpgkey" {
         return Ok(NVIDIA_GPGKEY.to_owned());
+    }
+    // Docker's install guide for Ubuntu (docs.docker.com/engine/install/ubuntu/).
+    if url == "https://download.docker.com/linux/ubuntu/gpg" {
+        return Ok(DOCKER_GPGKEY.to_owned());
     }
     if url
         == "https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list"
@@ -173,6 +178,8 @@ pub fn gpg(ct: &Ct<'_>, args: &[String], stdin: &[u8], out: &mut Out) -> i32 {
     let text = String::from_utf8_lossy(&data);
     let dearmored = if text == NVIDIA_GPGKEY {
         NVIDIA_KEYRING.to_owned()
+    } else if text == DOCKER_GPGKEY {
+        DOCKER_KEYRING.to_owned()
     } else if text.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
         "phoenix-emu keyring (another key)\n".to_owned()
     } else {

@@ -55,6 +55,7 @@ fn lookup(name: &str) -> Option<(Program, Option<&'static str>)> {
         "chmod" => (chmod, None),
         "chpasswd" => (chpasswd, None),
         "apt-get" => (crate::apt::run, None),
+        "dpkg" => (crate::apt::dpkg, None),
         "systemctl" => (crate::systemd::systemctl, None),
         "journalctl" => (crate::systemd::journalctl, None),
         "du" => (crate::disk::du_program, None),

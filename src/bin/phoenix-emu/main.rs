@@ -51,6 +51,7 @@ mod systemd;
 mod vllm;
 mod vllm_args;
 mod vllm_proc;
+mod webapp;
 mod zfs;
 
 /// The test suite's one wait helper (tests/integration/wait.rs), shared by these unit tests

@@ -417,7 +417,18 @@ pub fn main(args: &[String]) -> i32 {
         std::thread::sleep(Duration::from_millis(10));
     };
     let Some(spec) = record.serve.clone() else {
-        return 0;
+        // A web application image ([`crate::webapp`]) rather than vLLM.
+        return match &record.app {
+            Some(app) => {
+                let code = crate::webapp::run(app, &alive);
+                if code == 0 {
+                    code
+                } else {
+                    finish(&root, vmid, name, me, code)
+                }
+            }
+            None => 0,
+        };
     };
     let Ok(Some(conf)) = container::load_conf(&root, vmid) else {
         return 0;
