@@ -16,6 +16,10 @@
 //!   secret the recipe (or a module it imports) reads with a literal `secret.get("NAME")`;
 //!   `secret.ensure` generates its own as on a real host. Each is registered with the
 //!   redactor, so no stand-in reaches the output either.
+//! - **Prerequisites.** An entry that needs another one running (`openai_backend`: Open
+//!   WebUI asks the host for its vLLM server's address) gets that entry provisioned first,
+//!   on the same throw-away host, by the recipe that entry names; its secrets are seeded
+//!   too, and the cleanup removes it with the rest.
 //! - **The run** is `phoenix recipe run` itself (same checks, journal, boundary), without
 //!   rollback: the cleanup is `phoenix destroy` itself, run afterwards whether the run
 //!   succeeded, failed or was interrupted.
@@ -114,7 +118,14 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
         json: true,
     };
     // Everything that can be refused without making anything: config, --lxc, recipe.
-    let (_, recipe) = super::recipe::prepare(ctx, &run_args)?;
+    let (config, recipe) = super::recipe::prepare(ctx, &run_args)?;
+    let prereqs = prerequisites(&config, &args.lxc, &recipe.name)?;
+    let stdlib = crate::script::stdlib::Stdlib::from_settings(&ctx.settings);
+    let mut pre_recipes = Vec::new();
+    for (vmid, path) in &prereqs {
+        let r = crate::script::Recipe::read(path, &stdlib)?;
+        pre_recipes.push((*vmid, path.clone(), r));
+    }
     if ctx.settings.host.value != HostKind::Emulated
         && ctx.settings.host.source == crate::settings::Source::Flag
     {
@@ -125,6 +136,9 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
     }
     let names = recipe
         .secret_names()
+        .into_iter()
+        .chain(pre_recipes.iter().flat_map(|(_, _, r)| r.secret_names()))
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|n| {
             SecretName::new(&n).map_err(|e| {
@@ -162,16 +176,48 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
     let units_dir = tctx.settings.emu_root.value.join("etc/systemd/system");
     let units_before = unit_files(&units_dir);
 
-    let (outcome, text) = super::captured(|| super::recipe::run_recipe(&tctx, &run_args));
+    // The entries the served one needs running first, each by its own recipe.
+    let mut pre_error = None;
+    for (vmid, path, _) in &pre_recipes {
+        tracing::info!(lxc = %vmid, recipe = %path.display(), "recipe test: provisioning a prerequisite first");
+        let pre = RunArgs {
+            recipe: path.clone(),
+            lxc: vec![*vmid],
+            dry_run: false,
+            rollback_on_failure: false,
+            json: true,
+        };
+        let (res, _) = super::captured(|| super::recipe::run_recipe(&tctx, &pre));
+        if let Err(e) = res {
+            pre_error = Some((
+                format!(
+                    "prerequisite {vmid} ({}) failed: ",
+                    path.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                ),
+                e,
+            ));
+            break;
+        }
+    }
+    let (outcome, text, pre_prefix) = match pre_error {
+        Some((prefix, e)) => (Err(e), String::new(), prefix),
+        None => {
+            let (o, t) = super::captured(|| super::recipe::run_recipe(&tctx, &run_args));
+            (o, t, String::new())
+        }
+    };
     let mut run_doc: Option<serde_json::Value> = serde_json::from_str(&text).ok();
     if let Some(doc) = run_doc.as_mut().and_then(|d| d.as_object_mut()) {
         // The throw-away host is cleaned up here: its `destroy` command means nothing after.
         doc.remove("destroy");
     }
-    let run_error = outcome
-        .as_ref()
-        .err()
-        .map(|e| tctx.redactor.redact(&super::result::chain(e)));
+    let run_error = outcome.as_ref().err().map(|e| {
+        format!(
+            "{pre_prefix}{}",
+            tctx.redactor.redact(&super::result::chain(e))
+        )
+    });
 
     let journal_path = Journal::path_in(&tctx.settings.state_dir.value);
     let records = journal::read(&journal_path).unwrap_or_default();
@@ -261,6 +307,48 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
         problems,
         leftovers: left,
     })
+}
+
+/// The entries the served entry needs running before its recipe can run, with the recipe
+/// that provisions each (its `recipe` field, relative to the config file's directory): its
+/// `openai_backend` (e.g. Open WebUI's vLLM server, whose address the recipe asks the host
+/// for). The served entry is the first `--lxc`, else the recipe's default entry. Refused
+/// (exit 2, nothing made) when a prerequisite names no recipe.
+fn prerequisites(
+    config: &crate::config::Config,
+    lxc: &[Vmid],
+    recipe_name: &str,
+) -> crate::Result<Vec<(Vmid, PathBuf)>> {
+    let target = match lxc.first() {
+        Some(v) => config.get(*v),
+        None => crate::runtime::default_target(config, recipe_name),
+    };
+    let Some(target) = target else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for vmid in target.openai_backend.iter().copied() {
+        if lxc.contains(&vmid) {
+            continue;
+        }
+        let entry = config.get(vmid).ok_or_else(|| {
+            crate::Error::Usage(format!(
+                "{}: openai_backend {vmid} of entry {} is not an entry",
+                config.path.display(),
+                target.vmid
+            ))
+        })?;
+        let Some(r) = &entry.recipe else {
+            return Err(crate::Error::Usage(format!(
+                "{}: entry {} needs entry {vmid} running first (openai_backend), which names no recipe",
+                config.path.display(),
+                target.vmid
+            )));
+        };
+        let dir = config.path.parent().unwrap_or_else(|| Path::new("."));
+        out.push((vmid, dir.join(r)));
+    }
+    Ok(out)
 }
 
 /// Settings for the throw-away host under `dir`: `--host emulated` with only the state

@@ -343,15 +343,7 @@ impl Checker<'_> {
     /// `openai_backend`: a vmid (that it names an entry with a vLLM server is checked once
     /// every entry is known, in [`build`]).
     fn openai_backend(&mut self, e: &Map<String, Value>, base: &str) -> Field<Vmid> {
-        let Some(n) = self.int(
-            e,
-            base,
-            "openai_backend",
-            false,
-            Vmid::MIN,
-            Vmid::MAX,
-        )?
-        else {
+        let Some(n) = self.int(e, base, "openai_backend", false, Vmid::MIN, Vmid::MAX)? else {
             return Ok(None);
         };
         match n.to_string().parse::<Vmid>() {

@@ -190,6 +190,7 @@ fn issue16_every_recipe_and_stdlib_module_passes_lint() {
         }
     }
     for want in [
+        "recipes/open-webui.rhai",
         "recipes/portainer.rhai",
         "recipes/docker-ce.rhai",
         "recipes/drdevstral.rhai",
@@ -378,4 +379,276 @@ fn issue16_a_package_typo_fails_with_apts_message_and_leaves_nothing() {
         out.stderr
     );
     k.assert_nothing_left();
+}
+
+/// Issue 16 must-show: Open WebUI in a GPU-less container, pointed at the vLLM entry's
+/// endpoint as the host reports it, its API key rendered by `secret.template` into a 0600
+/// env file: the key is in no argv, log or journal, and every file holding it is a 0600 file
+/// inside a container; destroy leaves nothing.
+#[test]
+fn issue16_open_webui_gets_the_api_key_only_as_a_0600_file() {
+    let k = Kitchen::new();
+    // Without its backend running, nothing is created.
+    let path = repo("recipes/open-webui.rhai").display().to_string();
+    let out = k.phoenix(&[
+        "recipe",
+        "run",
+        &path,
+        "--config",
+        &config(),
+        "--lxc",
+        "910",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("the vLLM container 901 (drdevstral) is not running"),
+        "{}",
+        out.stderr
+    );
+    k.assert_nothing_left();
+
+    let vllm = k.run("drdevstral.rhai", "901");
+    let backend = result_value(&vllm.stdout, "endpoint");
+    let backend = backend.trim_end_matches(" (vLLM, OpenAI API)").to_owned();
+    assert!(
+        backend.starts_with("http://127.") && backend.ends_with(":8000/v1"),
+        "{backend}"
+    );
+    let out = k.run("open-webui.rhai", "910");
+    let endpoint = result_value(&out.stdout, "endpoint");
+    assert!(endpoint.ends_with(":3000 (Open WebUI)"), "{}", out.stdout);
+    assert_eq!(result_value(&out.stdout, "open webui backend"), backend);
+
+    // The env file: 0600, the key and the backend the host reported.
+    let key = k.secret("vllm_api_key");
+    let session = k.secret("open_webui_secret_key");
+    let env_file = k
+        .root()
+        .join("var/lib/lxc/910/rootfs/etc/open-webui/open-webui.env");
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        format!(
+            "OPENAI_API_BASE_URL={backend}\nOPENAI_API_KEY={key}\nWEBUI_SECRET_KEY={session}\nENABLE_OLLAMA_API=false\n"
+        )
+    );
+    // Docker ran it from the file, pinned.
+    let run = k
+        .execs("910")
+        .into_iter()
+        .find(|a| a.len() > 1 && a[1] == "run")
+        .expect("docker run in 910");
+    assert_eq!(
+        run,
+        strs(&[
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            "open-webui",
+            "--restart=always",
+            "-p",
+            "3000:8080",
+            "--env-file",
+            "/etc/open-webui/open-webui.env",
+            "-v",
+            "open-webui:/app/backend/data",
+            "ghcr.io/open-webui/open-webui:v0.6.18",
+        ])
+    );
+    // Where the keys are: only 0600 files inside the containers (the env file, Docker's
+    // own root-only container config, the vLLM server's key file in 901); never argv.log,
+    // phoenix's log or journal, the emulator's state, or a container log.
+    for secret in [&key, &session] {
+        let holders = k.files_holding(secret);
+        assert!(
+            holders.contains(&(
+                PathBuf::from(
+                    "phoenix/emulated/emulated/var/lib/lxc/910/rootfs/etc/open-webui/open-webui.env"
+                ),
+                0o600
+            )),
+            "{holders:?}"
+        );
+        for (file, mode) in &holders {
+            let f = file.to_str().unwrap();
+            assert!(
+                f.starts_with("phoenix/emulated/emulated/var/lib/lxc/") && f.contains("/rootfs/"),
+                "{f} holds a secret"
+            );
+            assert_eq!(*mode, 0o600, "{f}");
+        }
+    }
+    // A second run changes nothing in Docker.
+    let before = k.execs("910").len();
+    k.run("open-webui.rhai", "910");
+    let again = k.execs("910")[before..].to_vec();
+    assert!(
+        !again
+            .iter()
+            .any(|a| a.len() > 1 && (a[1] == "run" || a[1] == "pull")),
+        "{again:?}"
+    );
+    let ui = endpoint
+        .trim_end_matches(" (Open WebUI)")
+        .trim_start_matches("http://")
+        .to_owned();
+    k.ok(&["destroy", "--yes"]);
+    k.assert_nothing_left();
+    assert_refused(&ui);
+}
+
+/// Whether a `recipe test` report ends with "left nothing" (its label column is as wide
+/// as the widest label).
+fn left_nothing(report: &str) -> bool {
+    report
+        .lines()
+        .last()
+        .is_some_and(|l| l.split_whitespace().collect::<Vec<_>>() == ["left", "nothing"])
+}
+
+impl Kitchen {
+    /// `phoenix recipe test recipes/<recipe>` with the example config; its throw-away host
+    /// lives under `tmp/` (TMPDIR), which must be empty again afterwards, and the
+    /// installation's own state is never made.
+    fn recipe_test(&self, recipe: &Path) -> Out {
+        let tmp = self.tmp.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+            .args(["recipe", "test"])
+            .arg(recipe)
+            .args(["--config", &config()])
+            .current_dir(self.tmp.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("XDG_STATE_HOME", self.tmp.path())
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+        assert!(
+            !self.tmp.path().join("phoenix").exists(),
+            "the installation's own state was made"
+        );
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Issue 16 must-show: every cookbook recipe passes `phoenix recipe test` with the example
+/// config (Open WebUI with its vLLM backend provisioned first): exit 0, its endpoints
+/// answered, nothing left.
+#[test]
+fn issue16_every_cookbook_recipe_passes_recipe_test() {
+    let k = Kitchen::new();
+    for (recipe, endpoints) in [
+        (
+            "open-webui.rhai",
+            &[":8000/v1 (vLLM):", ":3000 (Open WebUI):"][..],
+        ),
+        ("portainer.rhai", &[":9000 (Portainer):"][..]),
+        ("docker-ce.rhai", &[][..]),
+        ("drdevstral.rhai", &[":8000/v1 (vLLM):"][..]),
+    ] {
+        let out = k.recipe_test(&repo(&format!("recipes/{recipe}")));
+        assert_eq!(out.code, 0, "{recipe}: {out:?}");
+        assert!(
+            out.stdout.starts_with(&format!(
+                "recipe test of {recipe} on a throw-away emulated host: PASS\n"
+            )),
+            "{}",
+            out.stdout
+        );
+        assert!(left_nothing(&out.stdout), "{}", out.stdout);
+        let answered: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("  endpoint "))
+            .collect();
+        assert_eq!(answered.len(), endpoints.len(), "{recipe}: {}", out.stdout);
+        for (line, want) in answered.iter().zip(endpoints) {
+            assert!(
+                line.contains(want) && line.contains(": answered HTTP 200 to GET "),
+                "{recipe}: {line}"
+            );
+        }
+    }
+}
+
+/// Issue 16 must-show: a recipe with a typo in a package name fails `recipe test` with
+/// apt's message and leaves nothing.
+#[test]
+fn issue16_recipe_test_of_a_package_typo_fails_with_apts_message() {
+    let k = Kitchen::new();
+    let text = std::fs::read_to_string(repo("recipes/docker-ce.rhai")).unwrap();
+    let typo = k.tmp.path().join("docker-ce.rhai");
+    std::fs::write(
+        &typo,
+        text.replace("\"docker-compose-plugin\"", "\"docker-compose-plugn\""),
+    )
+    .unwrap();
+    let out = k.recipe_test(&typo);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with("recipe test of docker-ce.rhai on a throw-away emulated host: FAIL\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("E: Unable to locate package docker-compose-plugn"),
+        "{}",
+        out.stdout
+    );
+    assert!(left_nothing(&out.stdout), "{}", out.stdout);
+}
+
+/// `recipe test` of an entry whose backend names no recipe is refused before anything is
+/// made (exit 2), naming the entries.
+#[test]
+fn issue16_recipe_test_refuses_a_backend_without_a_recipe() {
+    let k = Kitchen::new();
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(config()).unwrap()).unwrap();
+    doc["lxc_configs"]["901"]
+        .as_object_mut()
+        .unwrap()
+        .remove("recipe");
+    doc.as_object_mut().unwrap().remove("$schema");
+    let cfg = k.tmp.path().join("cookbook.json");
+    std::fs::write(&cfg, doc.to_string()).unwrap();
+    let tmp = k.tmp.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_phoenix"))
+        .args(["recipe", "test"])
+        .arg(repo("recipes/open-webui.rhai"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("XDG_STATE_HOME", k.tmp.path())
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "entry 910 needs entry 901 running first (openai_backend), which names no recipe"
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }

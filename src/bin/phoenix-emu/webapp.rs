@@ -16,7 +16,8 @@
 //! - the Portainer agent (port 9001) speaks only TLS with the server's signature: it is not
 //!   emulated beyond running (no listener).
 //!
-//! Anything else is a 404 with FastAPI's (Open WebUI) or Portainer's error body.
+//! Both serve their web UI at `/` (200, HTML). Anything else is a 404 with FastAPI's (Open
+//! WebUI) or Portainer's error body.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -49,12 +50,21 @@ pub struct AppSpec {
     pub openai_connections: usize,
 }
 
+/// Open WebUI's page (shortened).
+const INDEX_OPEN_WEBUI: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\" /><title>Open WebUI</title></head><body><div id=\"app\"></div></body></html>\n";
+
+/// Portainer's page (shortened).
+const INDEX_PORTAINER: &str = "<!doctype html>\n<html lang=\"en\" ng-app=\"portainer\"><head><meta charset=\"utf-8\" /><title>Portainer</title></head><body></body></html>\n";
+
 /// How often `alive()` is asked.
 const ALIVE_EVERY: Duration = Duration::from_millis(200);
 
 /// The answer to one request.
 fn respond(spec: &AppSpec, method: &str, path: &str) -> (u16, String) {
     match (spec.kind, method, path) {
+        // Both serve their web UI's single page at `/`.
+        (Kind::OpenWebui, "GET", "/") => (200, INDEX_OPEN_WEBUI.to_owned()),
+        (Kind::Portainer, "GET", "/") => (200, INDEX_PORTAINER.to_owned()),
         (Kind::OpenWebui, "GET", "/health") => (200, r#"{"status":true}"#.to_owned()),
         (Kind::OpenWebui, _, _) => (404, r#"{"detail":"Not Found"}"#.to_owned()),
         (Kind::Portainer, "GET", "/api/system/status") => (
@@ -109,8 +119,13 @@ fn handle(mut stream: TcpStream, spec: &AppSpec) -> io::Result<()> {
     };
     let (status, body) = respond(spec, &method, &path);
     let reason = if status == 200 { "OK" } else { "Not Found" };
+    let kind = if body.starts_with("<!doctype") {
+        "text/html; charset=utf-8"
+    } else {
+        "application/json"
+    };
     let text = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\ncontent-type: {kind}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(text.as_bytes())
@@ -206,6 +221,7 @@ mod tests {
             (200, r#"{"status":true}"#.into())
         );
         assert_eq!(respond(&w, "GET", "/api/system/status").0, 404);
+        assert_eq!(respond(&w, "GET", "/").0, 200);
         let p = spec(Kind::Portainer);
         let (code, body) = respond(&p, "GET", "/api/system/status");
         assert_eq!(code, 200);
