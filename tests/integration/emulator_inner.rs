@@ -1936,6 +1936,32 @@ fn issue16_web_application_images_serve_until_removed() {
         "{text}"
     );
     assert!(!text.contains("sk-emu-webui-key"), "{text}");
+    // The container reboots: Docker brings back the `--restart=always` one only, as a new
+    // process.
+    let pid = |name: &str| {
+        emu.exec_ok(&["docker", "inspect", "--format", "{{.State.Pid}}", name])
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+    };
+    let before = pid("open-webui");
+    emu.ok("pct", &["stop", "901"]);
+    wait_gone(before, "pct stop");
+    emu.ok("pct", &["start", "901"]);
+    let after = pid("open-webui");
+    assert!(after != 0 && after != before, "{before} -> {after}");
+    assert_eq!(get(3000, "/health"), (200, r#"{"status":true}"#.to_owned()));
+    assert_eq!(
+        emu.exec_ok(&[
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            "portainer"
+        ])
+        .trim(),
+        "false"
+    );
     emu.exec_ok(&["docker", "rm", "-f", "open-webui"]);
     assert_eq!(
         emu.exec(&["docker", "inspect", "open-webui"]).status.code(),

@@ -46,6 +46,9 @@
 //!   LXC's AppArmor profile (opencontainers/runc#4972, moby/moby#51405): "open sysctl
 //!   net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied", unless the
 //!   LXC container is unconfined (`lxc.apparmor.profile: unconfined`);
+//! - a web application container run with `--restart=always` (or `unless-stopped`, when it
+//!   was running) starts again when the emulated container boots and the daemon runs
+//!   ([`restart_policy_at_boot`]), as Docker's restart policy does; others stay exited;
 //! - exit codes of a failed container start as docker/cli `cli/command/container/run.go`
 //!   `toStatusError` assigns them: 127 for "executable file not found"/"no such file or
 //!   directory", 126 for "permission denied", else 125.
@@ -121,6 +124,80 @@ pub struct DockerContainer {
     /// What an emulated web application needs, for its images ([`crate::webapp`]).
     #[serde(default)]
     pub app: Option<crate::webapp::AppSpec>,
+    /// Its restart policy brings it back when the daemon starts again (set at boot).
+    #[serde(default)]
+    pub restart_at_boot: bool,
+}
+
+/// The `--restart` policy of a `docker run` argv (`no` when absent).
+fn restart_policy(run_argv: &[String]) -> String {
+    let mut it = run_argv.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--restart=") {
+            return v.to_owned();
+        }
+        if a == "--restart" {
+            return it.next().cloned().unwrap_or_default();
+        }
+    }
+    "no".to_owned()
+}
+
+/// Whether Docker starts container `c` again when the daemon starts: policy `always`, or
+/// `unless-stopped` when it was running when the daemon went away (docs.docker.com, "Start
+/// containers automatically": always restarts a manually stopped container only when the
+/// daemon restarts; unless-stopped does not restart one that was stopped). Only web
+/// application containers are brought back here (the vLLM unit runs `--rm` containers
+/// under systemd).
+pub fn restarts_at_daemon_start(c: &DockerContainer, was_running: bool) -> bool {
+    if c.app.is_none() || c.auto_remove {
+        return false;
+    }
+    let policy = restart_policy(&c.run_argv);
+    let policy = policy.split(':').next().unwrap_or("");
+    policy == "always" || (policy == "unless-stopped" && was_running)
+}
+
+/// After a boot: start the containers marked [`DockerContainer::restart_at_boot`] again when
+/// the daemon runs.
+pub fn restart_policy_at_boot(ct: &Ct<'_>) {
+    let st = container::load_state(ct.root, ct.vmid).unwrap_or_default();
+    let daemon = crate::systemd::docker_running(&st);
+    let names: Vec<(String, String)> = st
+        .docker
+        .containers
+        .iter()
+        .filter(|c| c.restart_at_boot && !c.removed)
+        .map(|c| (c.id.clone(), c.name.clone()))
+        .collect();
+    for (id, name) in names {
+        let marked = container::update_state(ct.root, ct.vmid, |st| {
+            if let Some(c) = st.docker.containers.iter_mut().find(|c| c.id == id) {
+                c.restart_at_boot = false;
+                if daemon {
+                    c.status = "created".into();
+                    c.pid = None;
+                    return true;
+                }
+            }
+            false
+        });
+        if !matches!(marked, Ok(true)) {
+            continue;
+        }
+        let log = log_path(ct, &id);
+        match crate::vllm_proc::spawn(ct.root, ct.vmid, &name, &log) {
+            Ok(pid) => {
+                let _ = container::update_state(ct.root, ct.vmid, |st| {
+                    if let Some(c) = st.docker.containers.iter_mut().find(|c| c.id == id) {
+                        c.pid = Some(pid);
+                        c.status = "running".into();
+                    }
+                });
+            }
+            Err(_) => mark_exited(ct, &id, 127, false),
+        }
+    }
 }
 
 /// The emulated vLLM server's parameters, read by the server process. Nothing secret: the
@@ -1874,6 +1951,7 @@ fn docker_run(
         created: now(),
         serve: None,
         app: None,
+        restart_at_boot: false,
     };
     if let Runs::App(kind, port) = runs {
         let addr = &st.address;

@@ -702,6 +702,10 @@ pub fn boot(root: &crate::root::Root, vmid: u32) {
     let enabled = container::update_state(root, vmid, |st| {
         let mut gone = Vec::new();
         for c in &mut st.docker.containers {
+            let was_running = c.status == "running";
+            if !c.removed && crate::docker::restarts_at_daemon_start(c, was_running) {
+                c.restart_at_boot = true;
+            }
             if c.status == "running" || c.status == "created" {
                 c.status = "exited".into();
                 c.exit_code = 137;
@@ -730,6 +734,8 @@ pub fn boot(root: &crate::root::Root, vmid: u32) {
     for name in enabled.unwrap_or_default() {
         start(&ct, &name, &mut Out::default());
     }
+    // Docker restarts its `--restart` containers when the daemon starts.
+    crate::docker::restart_policy_at_boot(&ct);
 }
 
 /// `journalctl -u UNIT [-n N] [--no-pager] [-o cat]`: the main container's log.
