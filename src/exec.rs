@@ -132,23 +132,34 @@ impl HostCommand {
     }
 }
 
+/// argv rendered for humans only, shell-like: each element quoted when it needs it.
+/// Nothing ever parses this back (and nothing runs it: there is no shell in phoenix).
+pub fn display_argv<S: AsRef<str>>(argv: &[S]) -> String {
+    let mut out = String::new();
+    for (i, a) in argv.iter().enumerate() {
+        let a = a.as_ref();
+        if i > 0 {
+            out.push(' ');
+        }
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
+        if plain {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', "'\\''"));
+            out.push('\'');
+        }
+    }
+    out
+}
+
 impl fmt::Display for HostCommand {
     /// Shell-like rendering for humans only; each element is quoted when it needs it.
     /// Nothing ever parses this back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, a) in self.argv().iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
-            if plain {
-                f.write_str(a)?;
-            } else {
-                write!(f, "'{}'", a.replace('\'', "'\\''"))?;
-            }
-        }
+        f.write_str(&display_argv(&self.argv()))?;
         if self.stdin_len() > 0 {
             write!(f, " <stdin: {} bytes>", self.stdin_len())?;
         }

@@ -22,6 +22,8 @@
 //! - [`runtime`]: the state one recipe run shares with its primitives.
 //! - [`boundary`]: what a recipe may touch (DESIGN.md §12): the one choke point every
 //!   primitive asks, below `api` and `script`.
+//! - [`progress`]: what phoenix waits for and for how long, on stderr (spinners on a
+//!   terminal, heartbeat lines otherwise), one tracker per container.
 //! - [`report`]: what a run reports to the operator (recipe outputs, `--json` version,
 //!   follow-up commands spelled as the operator typed phoenix).
 //! - [`api`]: the primitives, one file per recipe-facing family.
@@ -44,6 +46,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod markers;
 pub mod ownership;
+pub mod progress;
 pub mod report;
 pub mod runtime;
 pub mod script;

@@ -73,7 +73,8 @@ pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostErr
 /// rollback while another run adopted the dataset). A step found gone afterwards loses its
 /// marker in `marker_dir` (when that run wrote it), so a rollback leaves no marker claiming
 /// it is done. With `dry_run`, nothing is executed or recorded; the report lists what would
-/// be undone.
+/// be undone. Each step executed shows as progress on `progress` (`undo destroy
+/// container 901`: `pct destroy` can take a while).
 pub fn undo_outstanding(
     journal: &Journal,
     items: &[Outstanding],
@@ -81,6 +82,7 @@ pub fn undo_outstanding(
     watch: &[Vmid],
     marker_dir: &Path,
     dry_run: bool,
+    progress: &crate::progress::Tracker,
 ) -> UndoReport {
     let mut report = UndoReport::default();
     // A dry run removes no mount: it ignores those of the containers it would undo.
@@ -125,8 +127,14 @@ pub fn undo_outstanding(
             report.undone.push(label);
             continue;
         }
+        let shown = progress.step(format!("undo {label}"));
         let result = host_of(&item.run)
             .and_then(|host| execute(host.as_ref(), &item.undo, &item.run, item.done));
+        if result.is_ok() {
+            shown.done();
+        } else {
+            drop(shown);
+        }
         match result {
             Ok(outcome) => {
                 if let Err(e) = journal.undone(item.seq) {
@@ -334,6 +342,7 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         &recorded_containers(&records),
         &rt.settings.marker_dir.value,
         false,
+        &rt.progress,
     ))
 }
 

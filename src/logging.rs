@@ -38,13 +38,20 @@ use crate::exec::Redactor;
 pub struct Redacting<W> {
     inner: W,
     redactor: Redactor,
+    /// `inner` is the terminal that shows progress lines ([`crate::progress::suspend`]).
+    live: bool,
 }
 
 impl<W: std::io::Write> std::io::Write for Redacting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        self.inner
-            .write_all(self.redactor.redact(&text).as_bytes())?;
+        let text = self.redactor.redact(&text);
+        if self.live {
+            // Above the terminal's live progress lines, not through them.
+            crate::progress::suspend(|| self.inner.write_all(text.as_bytes()))?;
+        } else {
+            self.inner.write_all(text.as_bytes())?;
+        }
         Ok(buf.len())
     }
 
@@ -57,6 +64,8 @@ impl<W: std::io::Write> std::io::Write for Redacting<W> {
 pub struct RedactingMakeWriter<M> {
     inner: M,
     redactor: Redactor,
+    /// Writes to stderr, where progress lines live.
+    live: bool,
 }
 
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
@@ -66,6 +75,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
         Redacting {
             inner: self.inner.make_writer(),
             redactor: self.redactor.clone(),
+            live: self.live,
         }
     }
 
@@ -73,6 +83,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
         Redacting {
             inner: self.inner.make_writer_for(meta),
             redactor: self.redactor.clone(),
+            live: self.live,
         }
     }
 }
@@ -109,6 +120,7 @@ pub fn init(verbosity: i8, log_dir: Option<&Path>, redactor: &Redactor) {
         .with_writer(RedactingMakeWriter {
             inner: std::io::stderr.with_max_level(tracing::Level::TRACE),
             redactor: redactor.clone(),
+            live: true,
         })
         .with_ansi(color)
         .with_target(false)
@@ -120,6 +132,7 @@ pub fn init(verbosity: i8, log_dir: Option<&Path>, redactor: &Redactor) {
             .with_writer(RedactingMakeWriter {
                 inner: LazyLog::new(dir),
                 redactor: redactor.clone(),
+                live: false,
             })
             .with_filter(EnvFilter::new("warn,phoenix=debug"))
     });

@@ -42,6 +42,9 @@ pub struct Runtime {
     pub run_id: String,
     /// Dry-run plan lines for changes that are not commands (config lines phoenix writes).
     pub notes: std::sync::Mutex<Vec<String>>,
+    /// Where this run's steps show their progress (one tracker per container run; the
+    /// default shows nothing).
+    pub progress: crate::progress::Tracker,
 }
 
 impl std::fmt::Debug for Runtime {

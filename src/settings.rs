@@ -203,6 +203,9 @@ pub struct Settings {
     pub script_cpu: Setting<std::time::Duration>,
     /// Memory a recipe may hold, closures included (`PHOENIX_SCRIPT_MEMORY`, e.g. `512m`).
     pub script_memory: Setting<u64>,
+    /// How often a heartbeat line shows a running step when stderr is not a terminal
+    /// (`PHOENIX_PROGRESS_INTERVAL`, default `15s`).
+    pub progress_interval: Setting<std::time::Duration>,
 }
 
 /// The pinned vLLM image (never `latest` by default).
@@ -305,6 +308,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "script_memory",
         "PHOENIX_SCRIPT_MEMORY",
         "memory a recipe may hold",
+    ),
+    (
+        "progress_interval",
+        "PHOENIX_PROGRESS_INTERVAL",
+        "heartbeat of a running step (stderr not a terminal)",
     ),
 ];
 
@@ -581,6 +589,29 @@ impl Settings {
                     source: t.source,
                 }
             },
+            progress_interval: {
+                let t = text("progress_interval", "PHOENIX_PROGRESS_INTERVAL", "15s");
+                let value = t
+                    .value
+                    .parse::<crate::types::DurationSpec>()
+                    .map_err(|e| SettingsError::Value {
+                        key: "progress_interval",
+                        source_kind: t.source,
+                        message: e.to_string(),
+                    })?
+                    .0;
+                if value.is_zero() {
+                    return Err(SettingsError::Value {
+                        key: "progress_interval",
+                        source_kind: t.source,
+                        message: format!("{:?} is not a positive duration", t.value),
+                    });
+                }
+                Setting {
+                    value,
+                    source: t.source,
+                }
+            },
             mount_roots: match lookup("mount_roots", "PHOENIX_MOUNT_ROOTS") {
                 Some((v, source)) => Setting {
                     value: v
@@ -665,6 +696,10 @@ impl Settings {
             (
                 Some(format!("{}m", self.script_memory.value >> 20)),
                 self.script_memory.source,
+            ),
+            (
+                Some(crate::types::DurationSpec(self.progress_interval.value).to_string()),
+                self.progress_interval.source,
             ),
         ];
         KEYS.iter()

@@ -430,6 +430,13 @@ pub fn exec(
     let read_only = opts.read_only
         && crate::boundary::argv::is_probe(&argv)
         && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
+    // A command that changes the container is a step on screen (`apt-get install …` can
+    // take minutes); a recipe's read-only checks stay quiet.
+    let shown = if opts.read_only {
+        None
+    } else {
+        support::exec_step(rt, vmid, &argv)
+    };
     let out = rt.host.ct_exec(
         vmid,
         &ExecRequest {
@@ -440,6 +447,9 @@ pub fn exec(
             read_only,
         },
     )?;
+    if let Some(shown) = shown {
+        shown.done();
+    }
     let mut m = Map::new();
     m.insert("code".into(), Dynamic::from_int(i64::from(out.code)));
     m.insert(

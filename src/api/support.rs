@@ -24,12 +24,14 @@ pub fn step<T>(
 ) -> Result<T, ApiError> {
     check_cancel(rt)?;
     let seq = rt.journal.intent(name, undo)?;
-    let started = std::time::Instant::now();
-    if rt.dry_run {
+    // The one place a journaled step shows progress (a `start` line or a live spinner,
+    // heartbeats while it runs, `done`/`failed` with the time): crate::progress.
+    let shown = if rt.dry_run {
         tracing::info!("plan  {name}");
+        None
     } else {
-        tracing::info!("start {name}");
-    }
+        Some(rt.progress.step(name))
+    };
     let value = act().map_err(|e| {
         // A signal kills the running command, which then fails in whatever way its
         // primitive reports (a host error, a failed exec): the cause is the signal, so the
@@ -41,8 +43,8 @@ pub fn step<T>(
         }
     })?;
     rt.journal.done(seq)?;
-    if !rt.dry_run {
-        tracing::info!("done  {name} ({} ms)", started.elapsed().as_millis());
+    if let Some(shown) = shown {
+        shown.done();
         if let Err(e) =
             crate::markers::write_marker(&rt.settings.marker_dir.value, name, &rt.run_id)
         {
@@ -51,6 +53,24 @@ pub fn step<T>(
         }
     }
     Ok(value)
+}
+
+/// Show a command run inside container `vmid` as a step (`lxc.exec:901 apt-get install -y
+/// docker.io`, display-quoted, cut at 100 characters, redacted by the tracker); `None` in a
+/// dry run, where nothing runs.
+pub fn exec_step(
+    rt: &Runtime,
+    vmid: crate::types::Vmid,
+    argv: &[String],
+) -> Option<crate::progress::Step> {
+    if rt.dry_run {
+        return None;
+    }
+    let mut shown = crate::exec::display_argv(argv);
+    if shown.chars().count() > 100 {
+        shown = shown.chars().take(99).collect::<String>() + "…";
+    }
+    Some(rt.progress.step(format!("lxc.exec:{vmid} {shown}")))
 }
 
 /// Fail with [`ApiError::Interrupted`] when a signal asked phoenix to stop.

@@ -156,6 +156,10 @@ pub struct Context {
     pub redactor: crate::exec::Redactor,
     /// How phoenix was invoked, to spell follow-up commands.
     pub invocation: crate::report::Invocation,
+    /// Where steps show their progress on stderr (spinners on a terminal, heartbeat lines
+    /// otherwise, nothing with `-q`); a command that runs containers makes one tracker per
+    /// container from it.
+    pub progress: crate::progress::Progress,
 }
 
 impl Context {
@@ -229,6 +233,11 @@ pub fn run_with(
     })?;
     let ctx = Context {
         invocation: crate::report::Invocation::new(args.first(), &settings),
+        progress: crate::progress::Progress::new(
+            crate::progress::Mode::detect(cli.global.quiet),
+            settings.progress_interval.value,
+            redactor.clone(),
+        ),
         global: cli.global,
         settings,
         redactor: redactor.clone(),

@@ -303,6 +303,7 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         cancel,
         run_id,
         notes: std::sync::Mutex::new(Vec::new()),
+        progress: ctx.progress.tracker(None),
     });
     // One phoenix process per container at a time: a second one fails naming the holder.
     let mut locked: Vec<crate::types::Vmid> = rt.selected.clone();

@@ -135,6 +135,7 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
         &lifecycle::recorded_containers(&records),
         &ctx.settings.marker_dir.value,
         args.dry_run,
+        &ctx.progress.tracker(None),
     );
     let mut text = String::new();
     for line in report.lines() {

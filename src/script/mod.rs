@@ -770,6 +770,7 @@ mod tests {
             cancel: CancelFlag::default(),
             run_id: "test-run".to_owned(),
             notes: std::sync::Mutex::default(),
+            progress: crate::progress::Tracker::default(),
         };
         (Arc::new(rt), tmp)
     }

@@ -141,7 +141,7 @@ impl Site {
             .join(rel)
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_phoenix"));
         c.args(args)
             .current_dir(self.tmp.path())
@@ -185,7 +185,7 @@ impl Site {
         out
     }
 
-    fn run_args(&self, flags: &[&str]) -> Vec<String> {
+    pub(crate) fn run_args(&self, flags: &[&str]) -> Vec<String> {
         let mut args = vec![
             "recipe".to_owned(),
             "run".to_owned(),
@@ -294,7 +294,7 @@ impl Site {
     }
 
     /// Wait until this site's servers are gone; panic naming `what` if they stay.
-    fn assert_no_server(&self, what: &str) {
+    pub(crate) fn assert_no_server(&self, what: &str) {
         wait_until(
             &format!("{what}: the vLLM server processes to exit"),
             || self.servers().is_empty(),

@@ -16,6 +16,7 @@ mod lint;
 mod operator;
 mod paths;
 mod primitives;
+mod progress;
 mod real_lxc;
 mod recipe;
 mod recipe_test;

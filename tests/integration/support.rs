@@ -74,6 +74,7 @@ pub fn runtime(
         cancel: CancelFlag::default(),
         run_id,
         notes: std::sync::Mutex::new(Vec::new()),
+        progress: phoenix::progress::Tracker::default(),
     })
 }
 

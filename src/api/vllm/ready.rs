@@ -321,6 +321,11 @@ pub trait Liveness {
     fn weights_bytes(&self) -> Option<u64> {
         None
     }
+    /// The ladder is at `stage` (each poll); `bytes`: the weights' size while downloading.
+    /// Shown as progress (crate::progress), nothing else.
+    fn report(&self, stage: Stage, bytes: Option<u64>) {
+        let _ = (stage, bytes);
+    }
 }
 
 /// What a successful wait saw.
@@ -493,6 +498,10 @@ pub fn wait_ladder(
         if live.cancelled() {
             return Err(VllmError::Interrupted);
         }
+        live.report(
+            stage,
+            (stage == Stage::Downloading).then_some(download.bytes),
+        );
         match stage {
             Stage::Downloading | Stage::Loading | Stage::Health => {
                 match http::send(&client, &health, None, None) {
@@ -646,10 +655,49 @@ pub fn wait_ladder(
     }
 }
 
-/// Liveness from the container through the host.
+/// Liveness from the container through the host, and the wait's progress step.
 struct HostLiveness<'a> {
     rt: &'a Runtime,
     server: &'a Server,
+    /// The wait as a progress step: its stage, the weights' bytes, the log's last line.
+    step: crate::progress::Step,
+    /// How often the server's last log line is read for the progress line.
+    log_every: Duration,
+    /// When it was last read (the start of the wait, before the first read).
+    log_read: std::sync::Mutex<Instant>,
+}
+
+impl<'a> HostLiveness<'a> {
+    /// The liveness of `server`, its wait shown as a progress step.
+    fn new(rt: &'a Runtime, server: &'a Server, opts: &WaitOptions) -> Self {
+        Self {
+            rt,
+            server,
+            step: rt
+                .progress
+                .step(format!("vllm.wait_ready:{} {}", server.vmid, server.url)),
+            log_every: opts.progress_every,
+            log_read: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// The last line of the server's log (`docker logs --tail 1`: its last line, on
+    /// stdout or stderr as the server wrote it), redacted by the step.
+    fn last_log_line(&self) -> Option<String> {
+        let (rt, s) = (self.rt, self.server);
+        let out = query(
+            rt,
+            s.vmid,
+            &["docker", "logs", "--tail", "1", &s.container],
+            vec![0],
+        )
+        .ok()?;
+        let text = format!("{}{}", out.stdout_text(), out.stderr_text());
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+    }
 }
 
 impl Liveness for HostLiveness<'_> {
@@ -733,6 +781,27 @@ impl Liveness for HostLiveness<'_> {
         self.rt.cancel.is_cancelled()
     }
 
+    fn report(&self, stage: Stage, bytes: Option<u64>) {
+        self.step.note(bytes.map(human_bytes));
+        self.step.stage(&stage.to_string());
+        if !self.rt.progress.visible() {
+            return;
+        }
+        let due = {
+            let mut read = self.log_read.lock().unwrap_or_else(|e| e.into_inner());
+            let due = read.elapsed() >= self.log_every;
+            if due {
+                *read = Instant::now();
+            }
+            due
+        };
+        if due {
+            if let Some(line) = self.last_log_line() {
+                self.step.log_line(Some(&line));
+            }
+        }
+    }
+
     fn weights_bytes(&self) -> Option<u64> {
         let (rt, s) = (self.rt, self.server);
         let dir = s.weights_dir.as_ref()?;
@@ -780,7 +849,8 @@ pub fn wait_ready(
         tracing::info!(url = %server.url, "dry run: not waiting for the vLLM server");
         return Ok(None);
     }
-    let ready = wait_ladder(server, opts, &HostLiveness { rt, server }).map_err(|e| match e {
+    let live = HostLiveness::new(rt, server, opts);
+    let ready = wait_ladder(server, opts, &live).map_err(|e| match e {
         // A server's body is shown in the error: hide any secret value it may echo.
         VllmError::NotReady(mut b) => {
             if let SeenText(Some(Seen::Status { body, .. })) = &mut b.last {
@@ -790,6 +860,7 @@ pub fn wait_ready(
         }
         e => e,
     })?;
+    live.step.done();
     if let Some((bytes, took)) = ready.downloaded {
         tracing::info!(
             bytes,
@@ -820,6 +891,8 @@ mod tests {
         exited: Option<String>,
         checks: AtomicUsize,
         cancel: AtomicBool,
+        /// The stages reported, each change once.
+        stages: Mutex<Vec<Stage>>,
     }
 
     impl FakeLive {
@@ -828,6 +901,7 @@ mod tests {
                 exited: None,
                 checks: AtomicUsize::new(0),
                 cancel: AtomicBool::new(false),
+                stages: Mutex::new(Vec::new()),
             }
         }
     }
@@ -842,6 +916,13 @@ mod tests {
         }
         fn cancelled(&self) -> bool {
             self.cancel.load(Ordering::SeqCst)
+        }
+        fn report(&self, stage: Stage, bytes: Option<u64>) {
+            assert_eq!(bytes, None, "no download here");
+            let mut s = self.stages.lock().unwrap();
+            if s.last() != Some(&stage) {
+                s.push(stage);
+            }
         }
     }
 
@@ -911,6 +992,11 @@ mod tests {
         let r = wait_ladder(&srv(addr, None), &quick(), &*live).unwrap();
         assert_eq!(r.models, ["mistralai/Devstral-Small-2507"]);
         assert!(live.checks.load(Ordering::SeqCst) >= 2);
+        // Progress saw each stage the ladder went through.
+        assert_eq!(
+            *live.stages.lock().unwrap(),
+            [Stage::Loading, Stage::Models]
+        );
     }
 
     #[test]
@@ -1102,6 +1188,8 @@ mod tests {
         ready: Arc<AtomicBool>,
         exited: Option<String>,
         logs: String,
+        /// What the ladder reported to progress.
+        reports: Mutex<Vec<(Stage, Option<u64>)>>,
     }
 
     impl Downloading {
@@ -1113,6 +1201,7 @@ mod tests {
                 ready: Arc::new(AtomicBool::new(false)),
                 exited: None,
                 logs: "INFO loading".into(),
+                reports: Mutex::new(Vec::new()),
             }
         }
 
@@ -1141,6 +1230,9 @@ mod tests {
             }
             Some(k.min(self.grow) as u64 * 1_000_000_000)
         }
+        fn report(&self, stage: Stage, bytes: Option<u64>) {
+            self.reports.lock().unwrap().push((stage, bytes));
+        }
     }
 
     fn downloading_opts() -> WaitOptions {
@@ -1165,6 +1257,21 @@ mod tests {
         assert_eq!(bytes, 29_000_000_000);
         assert!(took > Duration::ZERO);
         assert_eq!(r.models, ["mistralai/Devstral-Small-2507"]);
+        // Progress showed the download with its bytes, then the later stages.
+        let reports = live.reports.lock().unwrap();
+        assert!(
+            reports
+                .iter()
+                .any(|(s, b)| *s == Stage::Downloading && b.is_some_and(|b| b >= 2_000_000_000)),
+            "{reports:?}"
+        );
+        assert!(
+            reports
+                .iter()
+                .all(|(s, b)| b.is_some() == (*s == Stage::Downloading)),
+            "{reports:?}"
+        );
+        assert_eq!(reports.last().map(|r| r.0), Some(Stage::Models));
     }
 
     #[test]
@@ -1249,10 +1356,7 @@ mod tests {
         let f = fixture(false, true);
         let port = closed_port();
         let s = srv(port.addr(), None);
-        let live = HostLiveness {
-            rt: &f.rt,
-            server: &s,
-        };
+        let live = HostLiveness::new(&f.rt, &s, &WaitOptions::default());
         assert_eq!(live.exited(), None);
         // The weights directory's size, from `du -s -b` inside the container.
         assert_eq!(live.weights_bytes(), None);

@@ -351,6 +351,7 @@ pub(super) fn fixture(dry_run: bool, running: bool) -> Fixture {
         cancel: crate::exec::CancelFlag::default(),
         run_id: "r1".into(),
         notes: Mutex::new(Vec::new()),
+        progress: crate::progress::Tracker::default(),
     });
     Fixture {
         _dir: dir,
