@@ -12,6 +12,9 @@
 //!
 //! The log file always gets phoenix's debug lines and other crates' warnings.
 //!
+//! Progress lines ([`crate::progress`]) are events of target `phoenix::progress`; on a
+//! terminal, every line is printed above the live spinner lines, not through them.
+//!
 //! Secrets never enter argv or messages by construction; as a last line of defence every
 //! line, on stderr and in the file, passes through the run's [`Redactor`] (which knows
 //! every value of the secret store during a recipe run, also base64/hex-encoded: DESIGN.md

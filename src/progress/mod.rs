@@ -6,8 +6,8 @@
 //!   step — a spinner, the step, its stage and the elapsed time (`indicatif`); a finished
 //!   step leaves a `done` line above the live ones. Log lines printed meanwhile go above
 //!   the live lines ([`suspend`], used by [`crate::logging`]).
-//! - [`Mode::Lines`] (stderr is a pipe or a file): a `start` line when a step begins, a line
-//!   when its stage changes, a heartbeat line every `interval` (default 15 s, setting
+//! - [`Mode::Lines`] (stderr is a pipe or a file): a `start` (a change) or `wait` line when
+//!   a step begins, a line when its stage changes, a heartbeat line every `interval` (default 15 s, setting
 //!   `progress_interval`) while it runs, and a `done`/`failed` line with the time it took.
 //!   These lines go through `tracing` (target `phoenix::progress`), so they reach the JSON
 //!   log file too and pass the redactor.
@@ -30,7 +30,7 @@
 //! journaled step, `lxc.exec` every command that changes a container, `vllm.wait_ready`
 //! its readiness stage (downloading with bytes, loading, health, models) and the server's
 //! last log line. A caller that waits on something else (`up` waiting for an `after:`
-//! container) makes a step for it the same way.
+//! container) makes a step for it the same way ([`Tracker::wait`]).
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -364,11 +364,22 @@ impl Tracker {
         self.inner.label.as_deref()
     }
 
-    /// Begin a step described by `what` (`lxc.create:901`, `lxc.exec:901 apt-get install
-    /// -y docker.io`); it runs until [`Step::done`] or until dropped (failed).
+    /// Begin a step that changes something, described by `what` (`lxc.create:901`,
+    /// `lxc.exec:901 apt-get install -y docker.io`); it runs until [`Step::done`] or until
+    /// dropped (failed). Lines mode shows `start WHAT`.
     pub fn step(&self, what: impl Into<String>) -> Step {
+        self.begin("start", what.into())
+    }
+
+    /// Begin a step that only waits (`vllm.wait_ready:901 …`, another container):
+    /// the same as [`Tracker::step`], shown as `wait  WHAT`.
+    pub fn wait(&self, what: impl Into<String>) -> Step {
+        self.begin("wait ", what.into())
+    }
+
+    fn begin(&self, verb: &str, what: String) -> Step {
         let state = Arc::new(StepState {
-            what: self.inner.progress.redactor.redact(&what.into()),
+            what: self.inner.progress.redactor.redact(&what),
             started: Instant::now(),
             view: Mutex::new(View {
                 last_line: Some(Instant::now()),
@@ -380,7 +391,7 @@ impl Tracker {
         p.ensure_ticking();
         p.emit(
             EventKind::Start,
-            format!("{}start {}", self.inner.prefix(), state.what),
+            format!("{}{verb} {}", self.inner.prefix(), state.what),
         );
         self.inner.redraw();
         Step {

@@ -43,12 +43,12 @@ fn heartbeat_where(rx: &Receiver<Event>, pred: impl Fn(&str) -> bool) -> Event {
 fn a_running_step_sends_heartbeats_with_its_stage_note_and_log_line() {
     let (p, rx) = sink(Duration::from_millis(20), Redactor::default());
     let t = p.tracker(None);
-    let step = t.step("vllm.wait_ready:901 phoenix-vllm-901");
+    let step = t.wait("vllm.wait_ready:901 phoenix-vllm-901");
     assert_eq!(
         rx.recv().unwrap(),
         Event {
             kind: EventKind::Start,
-            text: "start vllm.wait_ready:901 phoenix-vllm-901".into()
+            text: "wait  vllm.wait_ready:901 phoenix-vllm-901".into()
         }
     );
     step.stage("downloading");
@@ -87,6 +87,7 @@ fn heartbeats_name_the_container_and_its_innermost_step() {
     let a = p.tracker(Some("901"));
     let b = p.tracker(Some("902"));
     let outer = a.step("lxc.start:901");
+    assert_eq!(next(&rx, EventKind::Start).text, "901: start lxc.start:901");
     let inner = a.step("lxc.exec:901 apt-get install -y docker.io");
     let other = b.step("lxc.create:902");
     // Each container's heartbeat names it and its innermost step.

@@ -146,7 +146,12 @@ fn piped_steps_and_heartbeats_are_lines_and_quiet_hides_them() {
         err.contains(" INFO start lxc.exec:901 docker run --rm --gpus '\"device=0,1\"' --entrypoint /bin/true vllm/vllm-openai:v0.11.0\n"),
         "{err}"
     );
-    // The wait: its stage as a line, then heartbeats naming stage and elapsed time.
+    // The wait (a wait, not a change): its stage as a line, then heartbeats naming stage
+    // and elapsed time.
+    assert!(
+        err.contains(" INFO wait  vllm.wait_ready:901 http://"),
+        "{err}"
+    );
     let stage =
         regex::Regex::new(r" INFO vllm\.wait_ready:901 http://[0-9.]+:8000/ · loading \[\d+s\]\n")
             .unwrap();

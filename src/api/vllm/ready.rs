@@ -675,7 +675,7 @@ impl<'a> HostLiveness<'a> {
             server,
             step: rt
                 .progress
-                .step(format!("vllm.wait_ready:{} {}", server.vmid, server.url)),
+                .wait(format!("vllm.wait_ready:{} {}", server.vmid, server.url)),
             log_every: opts.progress_every,
             log_read: std::sync::Mutex::new(Instant::now()),
         }
