@@ -157,6 +157,7 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
         invocation: crate::report::Invocation::new(None, &settings),
         settings,
         redactor: ctx.redactor.clone(),
+        progress: ctx.progress.clone(),
     };
     tracing::info!(dir = %dir.path().display(), "recipe test: a throw-away emulated host");
 
