@@ -563,11 +563,11 @@ impl Step {
     pub fn stage(&self, stage: &str) {
         let changed = {
             let mut v = lock(&self.state.view);
+            // A stage line does not put the heartbeat off: heartbeats keep their rhythm.
             if v.stage.as_deref() == Some(stage) {
                 false
             } else {
                 v.stage = Some(stage.to_owned());
-                v.last_line = Some(Instant::now());
                 true
             }
         };
