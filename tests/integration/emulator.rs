@@ -712,6 +712,30 @@ fn every_call_is_logged_as_one_json_line() {
 }
 
 #[test]
+fn a_latency_profile_with_a_bad_value_fails_the_call_naming_the_key() {
+    let emu = Emu::new();
+    let mut settings = emu.settings();
+    settings["latency"] = serde_json::json!({"pct": "0ms", "pct start": "later"});
+    std::fs::write(emu.root.join("emu.json"), settings.to_string()).unwrap();
+    // A good value delays and works (no timing asserted: only that the call is answered).
+    emu.create("931");
+    let o = emu.run("pct", &["start", "931"]);
+    assert_eq!(o.status.code(), Some(70), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "phoenix-emu: emu.json: latency.\"pct start\" = \"later\" is not a duration\n"
+    );
+    // Nothing ran: the container is still stopped, and the refused call is not logged.
+    assert_eq!(emu.ok("pct", &["status", "931"]), "status: stopped\n");
+    let tools: Vec<String> = emu
+        .log()
+        .iter()
+        .map(|e| e["argv"][0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tools, ["create", "status"]);
+}
+
+#[test]
 fn parallel_calls_log_whole_lines() {
     let emu = std::sync::Arc::new(Emu::new());
     let handles: Vec<_> = (0..8)

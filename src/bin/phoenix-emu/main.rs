@@ -9,6 +9,8 @@
 //! Every call:
 //! 1. reads the root's settings (`emu.json`, written by phoenix's `host::emulated::prepare`)
 //!    and boots the emulated host if it is not up ([`hostsys`]: its `/dev`, `/sys`, units);
+//!    Under a latency profile ([`latency`]) the call first sleeps as long as the real
+//!    tool would take;
 //! 2. looks up `faults.json` for an injected fault matching `tool + argv` (for `pct exec` the
 //!    inner program's argv), counting `times` down under the root lock;
 //! 3. runs the tool against the state under the root, answering in the real tool's format;
@@ -38,6 +40,7 @@ mod fetch;
 mod hostsys;
 mod inner;
 mod kernel;
+mod latency;
 mod nvctk;
 mod nvidia;
 mod opts;
@@ -130,6 +133,16 @@ fn run(argv: Vec<OsString>) -> i32 {
     if let Err(e) = pvesm::seed(&root) {
         eprintln!("phoenix-emu: {e}");
         return 70;
+    }
+
+    // The latency profile: the real tool's start-up cost, before it does anything.
+    match latency::for_call(&root.settings.latency, &tool, &args) {
+        Ok(Some(d)) => std::thread::sleep(d),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("phoenix-emu: {e}");
+            return 70;
+        }
     }
 
     // Only `pct exec` forwards stdin (lxc-attach does); other tools never read it, so a

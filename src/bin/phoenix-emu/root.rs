@@ -2,7 +2,7 @@
 //!
 //! Layout (created by phoenix's `host::emulated::prepare`, completed lazily here):
 //! - `emu.json`: settings (`pve_version`, `gpus`, `loopback_prefix`, `node`, `pools`,
-//!   `storages`, `templates`, the kernel's `bridges`, `memory_mib` and `cpus`
+//!   `storages`, `templates`, the `latency` profile ([`crate::latency`]), the kernel's `bridges`, `memory_mib` and `cpus`
 //!   ([`crate::kernel`]), and an optional `owner` `{"pid":N,"start":T}` whose end also
 //!   ends the emulated vLLM servers);
 //! - `.emu-seeded`: marks that the fresh host's template files were written
@@ -133,6 +133,9 @@ pub struct Settings {
     /// The container templates a fresh host has (volume ids on a `dir` storage).
     #[serde(default = "crate::pvesm::default_templates")]
     pub templates: Vec<String>,
+    /// The latency profile ([`crate::latency`]): how long calls take (default: no delay).
+    #[serde(default)]
+    pub latency: std::collections::BTreeMap<String, String>,
 }
 
 /// What a container can reach over the network.

@@ -33,7 +33,8 @@
 //!
 //! Decisions: the default load delay is 1 s, a whole first download takes 500 ms
 //! (`{"vllm":{"load_delay":"200ms","download_time":"2s"}}` in `faults.json` changes them, read
-//! when the server starts); `max_model_len` is `--max-model-len` or 4096; a model given as
+//! when the server starts; without it, `emu.json`'s latency profile's `"vllm load"`
+//! ([`crate::latency`]) sets the load delay); `max_model_len` is `--max-model-len` or 4096; a model given as
 //! an absolute path is a local directory (no download).
 
 use std::fs::OpenOptions;
@@ -178,7 +179,8 @@ pub fn spawn(root: &Root, vmid: u32, name: &str, log: &Path) -> std::io::Result<
 /// The `vllm` object of `faults.json` as a behaviour (defaults when absent).
 fn behaviour(root: &Root) -> Result<Behaviour, String> {
     let mut b = Behaviour {
-        load_delay: DEFAULT_LOAD_DELAY,
+        load_delay: crate::latency::vllm_load(&root.settings.latency)?
+            .unwrap_or(DEFAULT_LOAD_DELAY),
         download_time: DEFAULT_DOWNLOAD_TIME,
         ..Behaviour::default()
     };
@@ -630,5 +632,35 @@ mod tests {
         container::save_state(&root, 901, &st).unwrap();
         std::fs::remove_file(container::conf_path(&root, 901)).unwrap();
         assert!(!still_mine(&root, 901, "v", 42), "container destroyed");
+    }
+
+    #[test]
+    fn the_latency_profile_sets_the_load_delay_unless_faults_json_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let emu = dir.path().join("emu.json");
+        std::fs::write(&emu, "{}").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert_eq!(behaviour(&root).unwrap().load_delay, DEFAULT_LOAD_DELAY);
+
+        std::fs::write(&emu, r#"{"latency":{"pct":"300ms","vllm load":"3s"}}"#).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert_eq!(behaviour(&root).unwrap().load_delay, Duration::from_secs(3));
+        std::fs::write(
+            dir.path().join("faults.json"),
+            r#"{"faults":[],"vllm":{"load_delay":"200ms"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            behaviour(&root).unwrap().load_delay,
+            Duration::from_millis(200)
+        );
+
+        std::fs::remove_file(dir.path().join("faults.json")).unwrap();
+        std::fs::write(&emu, r#"{"latency":{"vllm load":"later"}}"#).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert_eq!(
+            behaviour(&root).unwrap_err(),
+            r#"emu.json: latency."vllm load" = "later" is not a duration"#
+        );
     }
 }
