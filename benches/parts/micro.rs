@@ -1,23 +1,26 @@
-//! `cargo bench --bench phoenix-bench`: phoenix's hot paths, timed side by side in one
-//! run and printed as tables (never asserted: these machines are shared and noisy).
+//! P3 and P4: phoenix's in-process hot paths, each timed over several runs.
 //!
-//! - config: a generated 1,000-container config (every other container a vLLM server with
-//!   two GPUs, static addresses, MACs, features) through `phoenix::config::load_str`
-//!   (parse, position scan, schema, semantic checks). Goal ≤ 50 ms per load.
-//! - lint: 100 copies of the largest recipe or stdlib module through the linter (compile,
-//!   AST walk, metadata checks). Goal ≤ 500 ms for all 100.
-//! - readiness: `phoenix::api::vllm::wait_ladder` against a loopback server in this process
-//!   that behaves as the emulated vLLM server does (the port refuses connections for the
-//!   2 s load delay, then `/health` answers 200 and `/v1/models` lists the model), 5 runs.
-//!   Measured: from the instant the server's port was bound (recorded by the server
-//!   thread, the moment it starts answering) to `wait_ladder` returning. Goal ≤ 250 ms.
+//! - P4 config: a generated 1,000-container config (every other container a vLLM server
+//!   with two GPUs, static addresses, MACs, features) through `phoenix::config::load_str`
+//!   (parse, position scan, schema, semantic checks): what `phoenix config validate` does
+//!   after reading the file. Goal ≤ 50 ms per load.
+//! - P4 lint: 100 copies of the largest recipe or stdlib module through the linter
+//!   (compile, AST walk, metadata checks). Goal ≤ 500 ms for all 100.
+//! - P3 readiness: `phoenix::api::vllm::wait_ladder` against a loopback server in this
+//!   process that behaves as the emulated vLLM server does (the port refuses connections
+//!   for the 2 s load delay, then `/health` answers 200 and `/v1/models` lists the model),
+//!   5 runs. Measured: from the instant the server's port was bound (recorded by the
+//!   server thread, the moment it starts answering) to `wait_ladder` returning. Goal
+//!   ≤ 100 ms.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CONTAINERS: usize = 1_000;
-const RUNS: usize = 30;
+/// Entries of the generated config.
+pub const CONTAINERS: usize = 1_000;
+/// Loads timed.
+pub const RUNS: usize = 30;
 
 fn generate(n: usize) -> String {
     let mut s = String::from(
@@ -74,14 +77,25 @@ fn generate(n: usize) -> String {
     s
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+/// P4 config: the first load (which also compiles the embedded schema) and [`RUNS`]
+/// further loads of a generated [`CONTAINERS`]-entry config.
+pub struct ConfigFigures {
+    /// The size of the generated file in bytes.
+    pub bytes: usize,
+    /// The first load, schema compilation included.
+    pub first: Duration,
+    /// `serde_json` parse alone (what any JSON config costs).
+    pub parse: Stats,
+    /// The schema validator alone.
+    pub schema: Stats,
+    /// `load_str`, every pass.
+    pub load: Stats,
 }
 
-fn main() {
+/// P4 config: load a generated 1,000-container config as `config validate` does.
+pub fn config_bench() -> ConfigFigures {
     let text = generate(CONTAINERS);
     let path = Path::new("bench.json");
-    // The first load also compiles the embedded schema; time it on its own.
     let start = Instant::now();
     let config = match phoenix::config::load_str(path, &text) {
         Ok(c) => c,
@@ -100,32 +114,25 @@ fn main() {
         .build(&schema)
         .expect("schema compiles");
     let doc: serde_json::Value = serde_json::from_str(&text).expect("generated JSON");
-
-    println!(
-        "config load_str: {CONTAINERS} containers, {} KiB, {RUNS} runs (first load incl. schema compile: {})",
-        text.len() / 1024,
-        ms(first)
-    );
-    println!("{:<22} {:>10} {:>10} {:>10}", "", "min", "median", "max");
-    row("serde_json parse", || {
-        serde_json::from_str::<serde_json::Value>(&text).is_ok()
-    });
-    row("schema is_valid", || validator.is_valid(&doc));
-    row("load_str (all passes)", || {
-        phoenix::config::load_str(path, &text).is_ok()
-    });
-    println!();
-    lint_bench();
-    println!();
-    readiness_bench();
+    ConfigFigures {
+        bytes: text.len(),
+        first,
+        parse: timed("serde_json parse", RUNS, || {
+            serde_json::from_str::<serde_json::Value>(&text).is_ok()
+        }),
+        schema: timed("schema is_valid", RUNS, || validator.is_valid(&doc)),
+        load: timed("load_str", RUNS, || {
+            phoenix::config::load_str(path, &text).is_ok()
+        }),
+    }
 }
 
 /// The served model of the readiness bench.
 const MODEL: &str = "mistralai/Devstral-Small-2507";
 /// The emulated server's load delay in the readiness bench.
-const LOAD_DELAY: Duration = Duration::from_secs(2);
+pub const LOAD_DELAY: Duration = Duration::from_secs(2);
 /// Runs of the readiness bench.
-const READY_RUNS: usize = 5;
+pub const READY_RUNS: usize = 5;
 
 /// A liveness that always reports a running container (the server is in this process).
 struct Running;
@@ -196,14 +203,10 @@ fn late_vllm(addr: std::net::SocketAddr, delay: Duration) -> std::sync::mpsc::Re
     rx
 }
 
-/// How long after a server became ready `wait_ladder` returned, over [`READY_RUNS`] runs.
-fn readiness_bench() {
+/// P3: how long after a server became ready `wait_ladder` returned, and the whole wait,
+/// over [`READY_RUNS`] runs.
+pub fn readiness_bench() -> (Stats, Stats) {
     use phoenix::api::vllm::{Server, WaitOptions, wait_ladder};
-    println!(
-        "readiness: wait_ladder vs a loopback server with a {} s load delay, {READY_RUNS} runs",
-        LOAD_DELAY.as_secs()
-    );
-    println!("{:<22} {:>10} {:>10} {:>10}", "", "min", "median", "max");
     let mut noticed = Vec::new();
     let mut total = Vec::new();
     for _ in 0..READY_RUNS {
@@ -236,19 +239,11 @@ fn readiness_bench() {
         noticed.push(done.saturating_duration_since(bound));
         total.push(done - start);
     }
-    for (label, mut times) in [("ready → returned", noticed), ("total wait", total)] {
-        times.sort();
-        println!(
-            "{label:<22} {:>10} {:>10} {:>10}",
-            ms(times[0]),
-            ms(times[READY_RUNS / 2]),
-            ms(times[READY_RUNS - 1])
-        );
-    }
+    (Stats::of(noticed), Stats::of(total))
 }
 
-/// Lint 100 copies of the largest file in `recipes/` and `stdlib/`.
-fn lint_bench() {
+/// P4 lint: the file linted (path, bytes) and the time of 100 lints of it, over 10 rounds.
+pub fn lint_bench() -> Option<(String, u64, Stats)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<(u64, std::path::PathBuf)> = ["recipes", "stdlib"]
         .iter()
@@ -263,37 +258,49 @@ fn lint_bench() {
         .map(|p| (std::fs::metadata(&p).map_or(0, |m| m.len()), p))
         .collect();
     files.sort();
-    let Some((size, largest)) = files.pop() else {
-        println!("lint: no recipe found");
-        return;
-    };
+    let (size, largest) = files.pop()?;
     let source = std::fs::read_to_string(&largest).expect("recipe is readable");
-    let name = largest.display().to_string();
+    let name = largest
+        .strip_prefix(root)
+        .unwrap_or(&largest)
+        .display()
+        .to_string();
     let linter = phoenix::script::lint::Linter::new(phoenix::script::stdlib::Stdlib::Embedded);
-    println!("lint: 100 copies of {name} ({size} bytes), {} rounds", 10);
-    println!("{:<22} {:>10} {:>10} {:>10}", "", "min", "median", "max");
-    let mut times: Vec<Duration> = (0..10)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..100 {
-                std::hint::black_box(linter.lint_source(&name, &source));
-            }
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    println!(
-        "{:<22} {:>10} {:>10} {:>10}",
-        "lint ×100",
-        ms(times[0]),
-        ms(times[5]),
-        ms(times[9])
-    );
+    let stats = timed("lint ×100", 10, || {
+        for _ in 0..100 {
+            std::hint::black_box(linter.lint_source(&name, &source));
+        }
+        true
+    });
+    Some((name, size, stats))
 }
 
-/// Time `f` over `RUNS` runs and print min/median/max.
-fn row(label: &str, mut f: impl FnMut() -> bool) {
-    let mut times: Vec<Duration> = (0..RUNS)
+/// Min, median and max of a set of timings.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// The fastest.
+    pub min: Duration,
+    /// The median (the upper one of an even count).
+    pub median: Duration,
+    /// The slowest.
+    pub max: Duration,
+}
+
+impl Stats {
+    /// The figures of `times` (not empty).
+    pub fn of(mut times: Vec<Duration>) -> Self {
+        times.sort();
+        Self {
+            min: times[0],
+            median: times[times.len() / 2],
+            max: times[times.len() - 1],
+        }
+    }
+}
+
+/// Time `f` over `runs` runs.
+fn timed(label: &str, runs: usize, mut f: impl FnMut() -> bool) -> Stats {
+    let times: Vec<Duration> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             let ok = f();
@@ -302,11 +309,5 @@ fn row(label: &str, mut f: impl FnMut() -> bool) {
             t
         })
         .collect();
-    times.sort();
-    println!(
-        "{label:<22} {:>10} {:>10} {:>10}",
-        ms(times[0]),
-        ms(times[RUNS / 2]),
-        ms(times[RUNS - 1])
-    );
+    Stats::of(times)
 }
