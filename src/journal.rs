@@ -67,6 +67,18 @@ pub enum UndoStep {
         /// The dataset.
         name: DatasetName,
     },
+    /// Give the root directory of a phoenix-owned dataset back to the owner it had before
+    /// phoenix gave it to an unprivileged container's mapped root.
+    RestoreDatasetOwner {
+        /// The container it was given to (which mounts it).
+        vmid: Vmid,
+        /// The dataset (its mountpoint is looked up when undone).
+        name: DatasetName,
+        /// The owner before.
+        uid: u32,
+        /// The group before.
+        gid: u32,
+    },
     /// Remove a file phoenix wrote inside a container.
     RemoveFile {
         /// The container.
@@ -111,7 +123,8 @@ impl UndoStep {
             | Self::RemoveFile { vmid, .. }
             | Self::RemoveDir { vmid, .. }
             | Self::ReleaseNodesUnit { vmid, .. }
-            | Self::Exec { vmid, .. } => Some(*vmid),
+            | Self::Exec { vmid, .. }
+            | Self::RestoreDatasetOwner { vmid, .. } => Some(*vmid),
             Self::DestroyDataset { .. } => None,
         }
     }

@@ -98,7 +98,16 @@ pub fn undo_outstanding(
     };
     for item in items.iter().rev() {
         let label = describe(item);
-        if let UndoStep::DestroyDataset { name } = &item.undo {
+        let shared = match &item.undo {
+            UndoStep::DestroyDataset { name } => Some((name, watch.clone())),
+            // The container it was given to still mounts it (its mount is undone later);
+            // another one that does may need to write it too.
+            UndoStep::RestoreDatasetOwner { vmid, name, .. } => {
+                Some((name, watch.iter().copied().filter(|v| v != vmid).collect()))
+            }
+            _ => None,
+        };
+        if let Some((name, watch)) = shared {
             // Checked when its turn comes: the containers undone before it no longer mount it.
             let mounted = host_of(&item.run).and_then(|h| mounted_by(h.as_ref(), name, &watch));
             if let Ok(Some(vmid)) = mounted {
@@ -179,6 +188,12 @@ pub fn describe(item: &Outstanding) -> String {
             format!("remove {} from {vmid}", keys.join(","))
         }
         UndoStep::DestroyDataset { name } => format!("destroy dataset {name}"),
+        UndoStep::RestoreDatasetOwner {
+            vmid,
+            name,
+            uid,
+            gid,
+        } => format!("give dataset {name} back to {uid}:{gid} (from {vmid})"),
         UndoStep::RemoveFile { vmid, path } => format!("remove {path} in {vmid}"),
         UndoStep::RemoveDir { vmid, path } => format!("remove directory {path} in {vmid}"),
         UndoStep::ReleaseNodesUnit { vmid, unit } => {

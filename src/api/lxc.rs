@@ -24,7 +24,7 @@ use crate::host::{CreateSpec, CtConfig, CtStatus, ExecRequest};
 use crate::journal::UndoStep;
 use crate::runtime::Runtime;
 use crate::secret::Secret;
-use crate::types::{AbsPath, Vmid};
+use crate::types::{AbsPath, DatasetName, Vmid};
 
 crate::api::handle!(
     /// The `lxc` object recipes call methods on.
@@ -590,14 +590,30 @@ pub fn mount(
     const CALL: &str = "lxc.mount";
     let boundary = rt.boundary();
     // The container first (a static check when it is not this run's), then the source.
-    let conf = boundary
-        .container(CALL, vmid, Access::Change)?
-        .unwrap_or_default();
-    let host_path = boundary.mount_source(CALL, source)?;
+    let found = boundary.container(CALL, vmid, Access::Change)?;
+    let source = boundary.mount_source(CALL, source)?;
+    // Whose root the container's root is: its config's word, or (a dry run's container
+    // that an earlier recorded step creates) the config entry's.
+    let root_ids = ct_root_ids(
+        found.as_ref(),
+        rt.config.get(vmid).is_some_and(|e| e.unprivileged),
+    )
+    .map_err(|m| ApiError::spec(CALL, format!("container {vmid}: {m}")))?;
+    let conf = found.unwrap_or_default();
+    let host_path = source.path.clone();
+    // A phoenix dataset (not a plain host path, which stays the operator's) becomes the
+    // container root's own, so an unprivileged container can write it.
+    let share = |rt: &Runtime| -> Result<(), ApiError> {
+        match (&source.dataset, root_ids) {
+            (Some(ds), Some(ids)) => give_to_ct_root(rt, vmid, ds, &host_path, ct_path, ids),
+            _ => Ok(()),
+        }
+    };
     let want_mp = format!("mp={ct_path}");
     for (k, v) in &conf.entries {
         if k.starts_with("mp") && v.split(',').any(|p| p == want_mp) {
             if v.split(',').next() == Some(host_path.as_str()) {
+                share(rt)?;
                 return Ok(k.clone());
             }
             return Err(ApiError::spec(
@@ -624,7 +640,97 @@ pub fn mount(
         },
         || Ok(rt.host.ct_set(vmid, &[(slot.clone(), value.clone())])?),
     )?;
+    share(rt)?;
     Ok(slot)
+}
+
+/// The host uid and gid a container's root is, `None` for the host's root (a privileged
+/// container without `lxc.idmap` lines). As pve-container `src/PVE/LXC.pm`
+/// `parse_id_maps` (proxmox/pve-container 94f5585): the `lxc.idmap` lines (`u|g CT HOST
+/// LEN`) map container id 0 to their host id, any other line is an error ("failed to
+/// parse idmap"); without such lines an unprivileged container gets `u 0 100000 65536`
+/// and `g 0 100000 65536`. `conf` is `None` for a container a dry run has not created
+/// yet: then `unprivileged` (the config entry's) decides.
+pub fn ct_root_ids(
+    conf: Option<&CtConfig>,
+    unprivileged: bool,
+) -> Result<Option<(u32, u32)>, String> {
+    let Some(conf) = conf else {
+        return Ok(unprivileged.then_some((100_000, 100_000)));
+    };
+    let maps = conf.all("lxc.idmap");
+    if maps.is_empty() {
+        // PVE writes `unprivileged: 1` (and nothing for a privileged container).
+        return Ok((conf.get("unprivileged") == Some("1")).then_some((100_000, 100_000)));
+    }
+    let (mut uid, mut gid) = (0, 0);
+    for m in maps {
+        let fields: Vec<&str> = m.split_whitespace().collect();
+        let parsed = match fields.as_slice() {
+            [kind @ ("u" | "g"), ct, host, len] => ct
+                .parse::<u32>()
+                .ok()
+                .zip(host.parse::<u32>().ok())
+                .filter(|_| len.parse::<u32>().is_ok())
+                .map(|(ct, host)| (*kind, ct, host)),
+            _ => None,
+        };
+        match parsed {
+            Some(("u", 0, host)) => uid = host,
+            Some(("g", 0, host)) => gid = host,
+            Some(_) => {}
+            None => return Err(format!("failed to parse idmap: {m}")),
+        }
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// An unprivileged container's root is a host uid (100000 by default) that cannot write
+/// a directory owned by the host's root, which is what a fresh dataset's root directory
+/// is; Proxmox VE gives the volumes it allocates to the mapped root (`mkfs` with
+/// `root_owner`, pve-container `src/PVE/LXC.pm`), never a bind-mounted host directory
+/// (DESIGN.md §11). So phoenix gives the dataset's root directory to `ids`, as its own
+/// step whose undo gives it back; nothing when it is `ids`' already (a re-run) or `ids`
+/// is the host's root.
+fn give_to_ct_root(
+    rt: &Runtime,
+    vmid: Vmid,
+    dataset: &DatasetName,
+    host_path: &AbsPath,
+    ct_path: &AbsPath,
+    (uid, gid): (u32, u32),
+) -> Result<(), ApiError> {
+    if (uid, gid) == (0, 0) {
+        return Ok(());
+    }
+    // In a dry run a dataset of an earlier (recorded) step does not exist: it would be
+    // root's when made.
+    let before = match rt.host.host_path_owner(host_path)? {
+        Some(owner) => owner,
+        None if rt.dry_run => (0, 0),
+        None => {
+            return Err(ApiError::spec(
+                "lxc.mount",
+                format!(
+                    "{host_path}, the mountpoint of dataset {dataset}, does not exist on the host"
+                ),
+            ));
+        }
+    };
+    if before == (uid, gid) {
+        return Ok(());
+    }
+    step(
+        rt,
+        &format!("lxc.mount:{vmid}:{ct_path}:owner"),
+        UndoStep::RestoreDatasetOwner {
+            vmid,
+            name: dataset.clone(),
+            uid: before.0,
+            gid: before.1,
+        },
+        || Ok(rt.host.host_chown(host_path, uid, gid)?),
+    )
 }
 
 /// `lxc.address(ct)`: the IPv4 the host reports for the container's interface.
@@ -881,5 +987,39 @@ mod tests {
             Zeroizing::new(b"a\x1b[2Jb".to_vec()),
         ));
         assert!(stdin_bytes("lxc.exec", &escape, SecretUse::Line).is_err());
+    }
+
+    #[test]
+    fn the_ct_root_follows_the_idmap_else_the_unprivileged_default() {
+        let ids = |text: &str| ct_root_ids(Some(&CtConfig::parse(text)), false);
+        assert_eq!(ids("arch: amd64\n"), Ok(None));
+        assert_eq!(ids("unprivileged: 1\n"), Ok(Some((100_000, 100_000))));
+        // The container's word wins over the config entry's; without one, the entry's.
+        assert_eq!(
+            ct_root_ids(Some(&CtConfig::parse("unprivileged: 0\n")), true),
+            Ok(None)
+        );
+        assert_eq!(ct_root_ids(None, true), Ok(Some((100_000, 100_000))));
+        assert_eq!(ct_root_ids(None, false), Ok(None));
+        // Only the lines for container id 0 name root's host ids.
+        assert_eq!(
+            ids(
+                "unprivileged: 1\nlxc.idmap: u 0 200000 1000\nlxc.idmap: u 1000 1000 1\nlxc.idmap: g 0 300000 65536\n"
+            ),
+            Ok(Some((200_000, 300_000)))
+        );
+        // Lines without one for id 0 leave root unmapped (host id 0).
+        assert_eq!(
+            ids("lxc.idmap: u 1000 1000 1\nlxc.idmap: g 1000 1000 1\n"),
+            Ok(Some((0, 0)))
+        );
+        assert_eq!(
+            ids("unprivileged: 1\nlxc.idmap: u 0 lots 65536\n"),
+            Err("failed to parse idmap: u 0 lots 65536".to_owned())
+        );
+        assert_eq!(
+            ids("lxc.idmap: x 0 1 1\n"),
+            Err("failed to parse idmap: x 0 1 1".to_owned())
+        );
     }
 }

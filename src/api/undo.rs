@@ -14,6 +14,7 @@ use super::{ApiError, script_error};
 use crate::host::{CtStatus, ExecRequest, Host, HostError};
 use crate::journal::UndoStep;
 use crate::runtime::Runtime;
+use crate::types::AbsPath;
 
 crate::api::handle!(
     /// The `undo` object recipes call methods on.
@@ -149,6 +150,31 @@ pub fn execute(
                     Ok(Outcome::Undone)
                 }
             }
+        }
+        UndoStep::RestoreDatasetOwner { name, uid, gid, .. } => {
+            // Only the root directory of a dataset that is phoenix's (by its own
+            // `phoenix:owner`), never a path the journal names.
+            match crate::ownership::dataset(host, name)? {
+                crate::ownership::Dataset::Absent => return Ok(Outcome::AlreadyGone),
+                crate::ownership::Dataset::Foreign => {
+                    return Ok(Outcome::NotOurs(format!(
+                        "dataset {name} sets no phoenix:owner property of its own"
+                    )));
+                }
+                crate::ownership::Dataset::Owned { .. } => {}
+            }
+            let Some(mp) = host.zfs_mountpoint(name)? else {
+                return Ok(Outcome::AlreadyGone);
+            };
+            let mp = AbsPath::new(mp.clone()).map_err(|e| HostError::Parse {
+                command: format!("zfs get mountpoint {name}"),
+                message: e.to_string(),
+            })?;
+            if host.host_path_owner(&mp)?.is_none_or(|o| o == (*uid, *gid)) {
+                return Ok(Outcome::AlreadyGone);
+            }
+            host.host_chown(&mp, *uid, *gid)?;
+            Ok(Outcome::Undone)
         }
         UndoStep::RemoveFile { vmid, path } => {
             if host.ct_status(*vmid)? != CtStatus::Running {
@@ -304,6 +330,8 @@ mod tests {
             nvidia_smi: p("/usr/bin/nvidia-smi"),
             systemctl: p("/usr/bin/systemctl"),
             nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
+            stat: p("/usr/bin/stat"),
+            chown: p("/usr/bin/chown"),
             systemd_dir: p("/nonexistent/systemd"),
             sys_dir: p("/nonexistent/sys"),
             proc_dir: p("/nonexistent/proc"),

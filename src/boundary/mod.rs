@@ -163,6 +163,16 @@ pub enum Access {
     Read,
 }
 
+/// Where a bind mount comes from ([`Boundary::mount_source`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSource {
+    /// The host path written into the container's config.
+    pub path: AbsPath,
+    /// The phoenix dataset mounted there, when the source is one (a plain host path below
+    /// a mount root is not).
+    pub dataset: Option<DatasetName>,
+}
+
 /// The boundary of one run: a view over its config, selection, settings, host and journal.
 pub struct Boundary<'a> {
     /// The loaded config.
@@ -314,17 +324,25 @@ impl Boundary<'_> {
 
     /// The host path of a bind mount `source` (a dataset name or an absolute host path).
     /// A dataset must be below the models parent and phoenix's; a path inside a mount
-    /// root and nowhere protected. Returns the path written into the container's config.
-    pub fn mount_source(&self, call: &'static str, source: &str) -> Result<AbsPath, BoundaryError> {
+    /// root and nowhere protected. Returns the path written into the container's config,
+    /// and the dataset when the source is one of phoenix's (by name or by mountpoint).
+    pub fn mount_source(
+        &self,
+        call: &'static str,
+        source: &str,
+    ) -> Result<MountSource, BoundaryError> {
         let as_abs = |p: String| {
             AbsPath::new(p).map_err(|e| Refusal::new(call, Rule::HostPaths, e.to_string()))
         };
         if source.starts_with('/') {
-            if let Some(mp) = self.dataset_mountpoint(call, source)? {
-                return Ok(mp);
+            if let Some(found) = self.dataset_mountpoint(call, source)? {
+                return Ok(found);
             }
             let real = paths::check_host_path(call, source, &self.mount_roots, &self.protected)?;
-            return Ok(as_abs(real.display().to_string())?);
+            return Ok(MountSource {
+                path: as_abs(real.display().to_string())?,
+                dataset: None,
+            });
         }
         self.dataset_source(call, source)
     }
@@ -336,7 +354,7 @@ impl Boundary<'_> {
         &self,
         call: &'static str,
         source: &str,
-    ) -> Result<Option<AbsPath>, BoundaryError> {
+    ) -> Result<Option<MountSource>, BoundaryError> {
         let lex = paths::lexical(std::path::Path::new(source));
         if let Some(p) = paths::protected_by(&lex, &self.protected) {
             return Err(Refusal::new(
@@ -372,11 +390,15 @@ impl Boundary<'_> {
             Err(BoundaryError::Refused(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok((source.as_str() == lex.as_os_str()).then_some(source))
+        Ok((source.path.as_str() == lex.as_os_str()).then_some(source))
     }
 
     /// The mountpoint of dataset `source` (below the models parent, phoenix's).
-    fn dataset_source(&self, call: &'static str, source: &str) -> Result<AbsPath, BoundaryError> {
+    fn dataset_source(
+        &self,
+        call: &'static str,
+        source: &str,
+    ) -> Result<MountSource, BoundaryError> {
         let as_abs = |p: String| {
             AbsPath::new(p).map_err(|e| Refusal::new(call, Rule::HostPaths, e.to_string()))
         };
@@ -387,7 +409,10 @@ impl Boundary<'_> {
         let Some(local) = self.host.zfs_local_props(&ds)? else {
             if self.dry_run {
                 // Created by an earlier (recorded) step: its mountpoint is a placeholder.
-                return Ok(as_abs(format!("/{ds}"))?);
+                return Ok(MountSource {
+                    path: as_abs(format!("/{ds}"))?,
+                    dataset: Some(ds),
+                });
             }
             return Err(Refusal::new(
                 call,
@@ -432,7 +457,10 @@ impl Boundary<'_> {
             )
             .into());
         }
-        Ok(as_abs(lex.display().to_string())?)
+        Ok(MountSource {
+            path: as_abs(lex.display().to_string())?,
+            dataset: Some(ds),
+        })
     }
 
     /// May a recipe record `step` with `undo.push`? Only a command for a container it may
@@ -535,8 +563,8 @@ pub fn preflight(
 
 /// May `destroy` or a rollback carry out `step`? Checked again at execution, since the
 /// journal is a file: a command or change only in a container that is phoenix's (tag) or
-/// whose creation the outstanding steps prove, and never a shell. `DestroyContainer` and
-/// `DestroyDataset` check their own tags when executed.
+/// whose creation the outstanding steps prove, and never a shell. `DestroyContainer`,
+/// `DestroyDataset` and `RestoreDatasetOwner` check their own tags when executed.
 pub fn undo_may_run(
     host: &dyn Host,
     step: &UndoStep,
@@ -547,7 +575,9 @@ pub fn undo_may_run(
         argv::check_exec(CALL, argv)?;
     }
     let vmid = match step {
-        UndoStep::DestroyContainer { .. } | UndoStep::DestroyDataset { .. } => return Ok(()),
+        UndoStep::DestroyContainer { .. }
+        | UndoStep::DestroyDataset { .. }
+        | UndoStep::RestoreDatasetOwner { .. } => return Ok(()),
         other => other.vmid(),
     };
     let Some(vmid) = vmid else { return Ok(()) };
@@ -643,6 +673,8 @@ mod tests {
             nvidia_smi: p("/usr/bin/nvidia-smi"),
             systemctl: p("/usr/bin/systemctl"),
             nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
+            stat: p("/usr/bin/stat"),
+            chown: p("/usr/bin/chown"),
             systemd_dir: p("/nonexistent/systemd"),
             sys_dir: p("/nonexistent/sys"),
             proc_dir: p("/nonexistent/proc"),
@@ -768,10 +800,11 @@ mod tests {
         );
         assert_eq!(r.rule, Rule::Ownership, "{r}");
         assert_eq!(
-            b.mount_source("lxc.mount", "tank/models/mine")
-                .unwrap()
-                .as_str(),
-            "/tank/models/mine"
+            b.mount_source("lxc.mount", "tank/models/mine").unwrap(),
+            MountSource {
+                path: AbsPath::new("/tank/models/mine".to_owned()).unwrap(),
+                dataset: Some(DatasetName::new("tank/models/mine").unwrap()),
+            }
         );
     }
 

@@ -386,6 +386,9 @@ fn made(undo: &UndoStep) -> String {
             format!("config keys {} of container {vmid}", keys.join(","))
         }
         UndoStep::DestroyDataset { name } => format!("dataset {name}"),
+        UndoStep::RestoreDatasetOwner { vmid, name, .. } => {
+            format!("owner of dataset {name} (given to container {vmid})")
+        }
         UndoStep::RemoveFile { vmid, path } => format!("file {path} in container {vmid}"),
         UndoStep::RemoveDir { vmid, path } => format!("directory {path} in container {vmid}"),
         UndoStep::ReleaseNodesUnit { vmid, unit } => {

@@ -186,6 +186,8 @@ impl Node {
                 nvidia_smi: bin("nvidia-smi"),
                 systemctl: bin("systemctl"),
                 nvidia_modprobe: bin("nvidia-modprobe"),
+                stat: bin("stat"),
+                chown: bin("chown"),
                 systemd_dir: self.path("etc/systemd/system"),
                 sys_dir: self.path("sys"),
                 proc_dir: self.path("proc"),

@@ -30,7 +30,7 @@ use super::{HostError, Result};
 use crate::settings::{Settings, Source};
 
 /// The tools the emulator plays, as installed under `$ROOT/bin`.
-pub const EMU_TOOLS: [&str; 7] = [
+pub const EMU_TOOLS: [&str; 9] = [
     "pct",
     "pvesm",
     "pveversion",
@@ -38,6 +38,8 @@ pub const EMU_TOOLS: [&str; 7] = [
     "nvidia-smi",
     "systemctl",
     "nvidia-modprobe",
+    "stat",
+    "chown",
 ];
 
 /// Environment variable naming the `phoenix-emu` binary explicitly.
@@ -71,6 +73,8 @@ pub fn prepare(settings: &Settings) -> Result<PvePaths> {
         nvidia_smi: bin.join("nvidia-smi"),
         systemctl: bin.join("systemctl"),
         nvidia_modprobe: bin.join("nvidia-modprobe"),
+        stat: bin.join("stat"),
+        chown: bin.join("chown"),
         systemd_dir: root.join("etc/systemd/system"),
         sys_dir: root.join("sys"),
         proc_dir: root.join("proc"),

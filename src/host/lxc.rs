@@ -918,6 +918,18 @@ impl Host for LxcHost {
         Err(unsupported("free storage volumes"))
     }
 
+    fn host_path_owner(&self, _path: &AbsPath) -> Result<Option<(u32, u32)>> {
+        Err(unsupported(
+            "manage ZFS datasets (bind-mount an existing host directory instead)",
+        ))
+    }
+
+    fn host_chown(&self, _path: &AbsPath, _uid: u32, _gid: u32) -> Result<()> {
+        Err(unsupported(
+            "manage ZFS datasets (bind-mount an existing host directory instead)",
+        ))
+    }
+
     fn zfs_pools(&self) -> Result<Vec<String>> {
         Err(unsupported(
             "manage ZFS datasets (bind-mount an existing host directory instead)",

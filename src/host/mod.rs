@@ -417,6 +417,12 @@ pub trait Host: Send + Sync {
     fn zfs_local_props(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>>;
     /// The dataset's mountpoint on the host.
     fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>>;
+    /// The owner `(uid, gid)` of a host path (`stat -c %u:%g`), `None` when it does not
+    /// exist (a read-only query).
+    fn host_path_owner(&self, path: &AbsPath) -> Result<Option<(u32, u32)>>;
+    /// Give a host path to `uid:gid` (`chown`): the root directory of a dataset an
+    /// unprivileged container mounts.
+    fn host_chown(&self, path: &AbsPath, uid: u32, gid: u32) -> Result<()>;
     /// The names of the host's ZFS pools (a read-only query).
     fn zfs_pools(&self) -> Result<Vec<String>>;
     /// The GPUs of this host.

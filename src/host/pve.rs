@@ -62,6 +62,10 @@ pub struct PvePaths {
     pub systemctl: PathBuf,
     /// `nvidia-modprobe` (named in the boot-time unit phoenix installs).
     pub nvidia_modprobe: PathBuf,
+    /// `stat` (the owner of a dataset's directory).
+    pub stat: PathBuf,
+    /// `chown` (a dataset an unprivileged container writes).
+    pub chown: PathBuf,
     /// The host's systemd unit directory (`/etc/systemd/system`).
     pub systemd_dir: PathBuf,
     /// sysfs (`/sys`), where the cgroup mode and the network bridges are read.
@@ -95,6 +99,8 @@ impl PvePaths {
             nvidia_smi: s.tool("nvidia-smi"),
             systemctl: s.tool("systemctl"),
             nvidia_modprobe: s.tool("nvidia-modprobe"),
+            stat: s.tool("stat"),
+            chown: s.tool("chown"),
             systemd_dir: s.systemd_dir.value.clone(),
             sys_dir: s.sys_dir.value.clone(),
             proc_dir: s.proc_dir.value.clone(),
@@ -804,6 +810,43 @@ impl Host for PveHost {
             .zfs_get(name)?
             .and_then(|p| p.get("mountpoint").cloned())
             .filter(|m| m.starts_with('/')))
+    }
+
+    fn host_path_owner(&self, path: &AbsPath) -> Result<Option<(u32, u32)>> {
+        let cmd = HostCommand::new(&self.paths.stat)
+            .args(["-c", "%u:%g", path.as_str()])
+            .timeout(QUERY_TIMEOUT);
+        let out = match self.runner.run(&cmd) {
+            Ok(out) => out,
+            // GNU stat: `stat: cannot statx 'PATH': No such file or directory`.
+            Err(ExecError::Status { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                return Ok(None);
+            }
+            Err(ExecError::Interrupted { .. }) => return Err(HostError::Interrupted),
+            Err(e) => return Err(e.into()),
+        };
+        let text = out.stdout_text();
+        text.trim()
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+            .map(Some)
+            .ok_or_else(|| HostError::Parse {
+                command: cmd.to_string(),
+                message: format!("expected `UID:GID`, got {:?}", text.trim()),
+            })
+    }
+
+    fn host_chown(&self, path: &AbsPath, uid: u32, gid: u32) -> Result<()> {
+        self.run(
+            &HostCommand::new(&self.paths.chown)
+                .arg(format!("{uid}:{gid}"))
+                .arg(path.as_str())
+                .timeout(QUERY_TIMEOUT)
+                .mutating(),
+        )
+        .map(drop)
     }
 
     fn zfs_pools(&self) -> Result<Vec<String>> {

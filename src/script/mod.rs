@@ -689,6 +689,12 @@ mod tests {
         fn zfs_pools(&self) -> host::Result<Vec<String>> {
             no("zfs_pools")
         }
+        fn host_path_owner(&self, _: &AbsPath) -> host::Result<Option<(u32, u32)>> {
+            no("host_path_owner")
+        }
+        fn host_chown(&self, _: &AbsPath, _: u32, _: u32) -> host::Result<()> {
+            no("host_chown")
+        }
         fn zfs_local_props(
             &self,
             _: &DatasetName,

@@ -1968,3 +1968,72 @@ fn issue16_web_application_images_serve_until_removed() {
         Some(1)
     );
 }
+
+/// An unprivileged container's root (host uid 100000) writes a bind mount only when the
+/// host directory is its own: mkdir, `test -w` and `pct push` are refused before the
+/// host's `chown` and work after it; a privileged container's root is the host's.
+#[test]
+fn an_unprivileged_root_writes_a_bind_mount_only_once_it_owns_the_host_directory() {
+    let mount = |emu: &Emu| {
+        emu.ok("zfs", &["create", "-p", "rpool/phoenix/models/share"]);
+        emu.ok("pct", &["stop", "901"]);
+        emu.ok(
+            "pct",
+            &[
+                "set",
+                "901",
+                "--mp0",
+                "/rpool/phoenix/models/share,mp=/models",
+            ],
+        );
+        emu.ok("pct", &["start", "901"]);
+    };
+    let emu = Emu::new("nesting=1", false, true);
+    mount(&emu);
+    assert_eq!(
+        emu.ok("stat", &["-c", "%u:%g %U", "/rpool/phoenix/models/share"]),
+        "0:0 root\n"
+    );
+    let o = emu.exec(&["mkdir", "-p", "/models/huggingface"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "mkdir: cannot create directory '/models/huggingface': Permission denied\n"
+    );
+    assert_eq!(emu.exec(&["test", "-w", "/models"]).status.code(), Some(1));
+    let src = emu.root.join("push.tmp");
+    std::fs::write(&src, "t").unwrap();
+    let o = emu.run(
+        "pct",
+        &["push", "901", src.to_str().unwrap(), "/models/token"],
+    );
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("failed to create file: /models/token: Permission denied"),
+        "{}",
+        stderr(&o)
+    );
+
+    emu.ok("chown", &["100000:100000", "/rpool/phoenix/models/share"]);
+    assert_eq!(
+        emu.ok("stat", &["-c", "%u:%g", "/rpool/phoenix/models/share"]),
+        "100000:100000\n"
+    );
+    emu.exec_ok(&["mkdir", "-p", "/models/huggingface"]);
+    emu.exec_ok(&["test", "-w", "/models"]);
+    emu.push("/models/token", "t", "0600");
+    // The dataset's records go with it: a new one of the same name is root's again.
+    emu.ok("pct", &["stop", "901"]);
+    emu.ok("pct", &["set", "901", "--delete", "mp0"]);
+    emu.ok("zfs", &["destroy", "-r", "rpool/phoenix/models/share"]);
+    emu.ok("zfs", &["create", "rpool/phoenix/models/share"]);
+    assert_eq!(
+        emu.ok("stat", &["-c", "%u:%g", "/rpool/phoenix/models/share"]),
+        "0:0\n"
+    );
+
+    let emu = Emu::new("nesting=1", false, false);
+    mount(&emu);
+    emu.exec_ok(&["mkdir", "-p", "/models/huggingface"]);
+    emu.push("/models/token", "t", "0600");
+}

@@ -155,6 +155,8 @@ fn host_with(
         } else {
             Path::new("/usr/bin/nvidia-modprobe").to_owned()
         },
+        stat: Path::new("/usr/bin/stat").to_owned(),
+        chown: Path::new("/usr/bin/chown").to_owned(),
         systemd_dir: root.join("systemd"),
         sys_dir: root.join("sys"),
         proc_dir: root.join("proc"),

@@ -39,6 +39,12 @@ impl Host {
     }
 
     fn phoenix(&self, args: &[&str]) -> (i32, String) {
+        let (code, _, err) = self.phoenix_out(args);
+        (code, err)
+    }
+
+    /// `phoenix args…`: exit code, stdout and stderr.
+    fn phoenix_out(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_phoenix"))
             .args(args)
             .args(["--host", "emulated", "--config"])
@@ -53,6 +59,7 @@ impl Host {
             .unwrap();
         (
             out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
@@ -232,4 +239,272 @@ fn gpu_list_json_reports_the_fixture() {
     assert_eq!(gpus[0]["minor"], 0);
     assert_eq!(gpus[1]["index"], 1);
     assert_eq!(gpus[1]["minor"], 1);
+}
+
+/// A flow that gives a dataset to a container and writes it from inside.
+const SHARE: &str = r#"let e = config.target();
+let ct = lxc.create(e);
+let mp = zfs.dataset("rpool/phoenix/models/share", #{});
+lxc.mount(ct, mp, "/models");
+lxc.start(ct);
+lxc.exec(ct, ["mkdir", "-p", "/models/huggingface"]);
+"#;
+
+impl Host {
+    /// Entry 901 as `edit` leaves it; `flow` as `share.rhai`.
+    fn with_entry(edit: impl FnOnce(&mut serde_json::Value), flow: &str) -> Self {
+        let h = Self::new();
+        let path = h.path("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut config["lxc_configs"]["901"]);
+        std::fs::write(&path, config.to_string()).unwrap();
+        std::fs::write(h.path("share.rhai"), flow).unwrap();
+        h
+    }
+
+    fn run_share(&self) {
+        let flow = self.path("share.rhai");
+        let (code, err) = self.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
+        assert_eq!(code, 0, "{err}");
+    }
+
+    /// Every `stat`/`chown` call in the emulator's argv.log, as `tool arg…`.
+    fn owner_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("emu/argv.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["tool"] == "stat" || v["tool"] == "chown")
+            .map(|v| {
+                let argv: Vec<&str> = v["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect();
+                format!("{} {}", v["tool"].as_str().unwrap(), argv.join(" "))
+            })
+            .collect()
+    }
+
+    /// The owner step's records in the journal: each `intent` whose undo gives a dataset
+    /// back, and the kinds of the records that follow it up (`done`, `undone`).
+    fn owner_records(&self) -> Vec<(serde_json::Value, Vec<String>)> {
+        let records: Vec<serde_json::Value> =
+            std::fs::read_to_string(self.path("state/journal.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        records
+            .iter()
+            .filter(|r| r["kind"] == "intent" && r["undo"]["op"] == "restore_dataset_owner")
+            .map(|i| {
+                let after = records
+                    .iter()
+                    // Sequence numbers are the journal's, across runs.
+                    .filter(|r| r["of"] == i["seq"])
+                    .map(|r| r["kind"].as_str().unwrap().to_owned())
+                    .collect();
+                (i.clone(), after)
+            })
+            .collect()
+    }
+
+    /// The emulated host's owner of `path` (`uid:gid`): its record of what `chown` did
+    /// (root's when there is none, as a dataset's new directory is).
+    fn owner(&self, path: &str) -> String {
+        let owners: serde_json::Value =
+            match std::fs::read_to_string(self.path("emu/hostfs-owners.json")) {
+                Ok(t) => serde_json::from_str(&t).unwrap(),
+                Err(_) => serde_json::json!({}),
+            };
+        match owners.get(path) {
+            Some(ids) => format!("{}:{}", ids[0], ids[1]),
+            None => "0:0".to_owned(),
+        }
+    }
+}
+
+/// One owner step, named for 901's `/models`, that gives the dataset back to `uid:gid`.
+fn assert_owner_step(
+    records: &[(serde_json::Value, Vec<String>)],
+    uid: u32,
+    gid: u32,
+    after: &[&str],
+) {
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (intent, follow) = &records[0];
+    assert_eq!(intent["step"], "lxc.mount:901:/models:owner", "{intent}");
+    assert_eq!(
+        intent["undo"],
+        serde_json::json!({
+            "op": "restore_dataset_owner",
+            "vmid": 901,
+            "name": "rpool/phoenix/models/share",
+            "uid": uid,
+            "gid": gid,
+        }),
+        "{intent}"
+    );
+    assert_eq!(follow, after, "{intent}");
+}
+
+#[test]
+fn an_unprivileged_container_gets_its_dataset_as_100000_journaled_once() {
+    let h = Host::with_entry(
+        |e| {
+            e["unprivileged"] = true.into();
+            e["gpu_assignment"] = serde_json::json!([0]);
+            e["vllm_tensor_parallel_size"] = 1.into();
+        },
+        SHARE,
+    );
+    h.run_share();
+    assert_eq!(h.owner("/rpool/phoenix/models/share"), "100000:100000");
+    assert_eq!(
+        h.owner_calls(),
+        [
+            "stat -c %u:%g /rpool/phoenix/models/share",
+            "chown 100000:100000 /rpool/phoenix/models/share",
+        ]
+    );
+    let first = h.owner_records();
+    assert_owner_step(&first, 0, 0, &["done"]);
+
+    // A re-run reads the owner and changes nothing: no chown, no new step.
+    h.run_share();
+    assert_eq!(
+        h.owner_calls()[2..],
+        ["stat -c %u:%g /rpool/phoenix/models/share"]
+    );
+    assert_eq!(h.owner_records(), first);
+
+    // destroy --keep-data keeps the dataset and gives it back to the host's root.
+    let (code, err) = h.phoenix(&["destroy", "--keep-data", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("give dataset rpool/phoenix/models/share back to 0:0 (from 901)"),
+        "{err}"
+    );
+    assert_eq!(
+        h.owner_calls()[3..],
+        [
+            "stat -c %u:%g /rpool/phoenix/models/share",
+            "chown 0:0 /rpool/phoenix/models/share"
+        ]
+    );
+    assert_eq!(h.owner("/rpool/phoenix/models/share"), "0:0");
+    assert_owner_step(&h.owner_records(), 0, 0, &["done", "undone"]);
+}
+
+#[test]
+fn the_dataset_goes_to_the_ids_the_containers_idmap_maps_root_to() {
+    let h = Host::with_entry(
+        |e| {
+            e["unprivileged"] = true.into();
+            e["gpu_assignment"] = serde_json::json!([0]);
+            e["vllm_tensor_parallel_size"] = 1.into();
+        },
+        "lxc.create(config.target());\n",
+    );
+    h.run_share();
+    // The operator's own mapping (PVE keeps raw lxc.* keys at the end of the config).
+    let conf_path = h.path("emu/etc/pve/lxc/901.conf");
+    let mut conf = std::fs::read_to_string(&conf_path).unwrap();
+    conf.push_str(
+        "lxc.idmap: u 0 200000 1000\nlxc.idmap: u 1000 1000 1\nlxc.idmap: g 0 300000 65536\n",
+    );
+    std::fs::write(&conf_path, conf).unwrap();
+    std::fs::write(h.path("share.rhai"), SHARE).unwrap();
+    h.run_share();
+    assert_eq!(h.owner("/rpool/phoenix/models/share"), "200000:300000");
+    assert_eq!(
+        h.owner_calls(),
+        [
+            "stat -c %u:%g /rpool/phoenix/models/share",
+            "chown 200000:300000 /rpool/phoenix/models/share",
+        ]
+    );
+    assert_owner_step(&h.owner_records(), 0, 0, &["done"]);
+    // destroy gives it back before the dataset goes.
+    let (code, err) = h.phoenix(&["destroy", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        h.owner_calls()
+            .contains(&"chown 0:0 /rpool/phoenix/models/share".to_owned())
+    );
+    assert!(!h.path("emu/hostfs/rpool/phoenix/models/share").exists());
+}
+
+#[test]
+fn a_malformed_idmap_line_fails_the_mount_naming_it_and_changes_nothing() {
+    let h = Host::with_entry(
+        |e| {
+            e["gpu_assignment"] = serde_json::json!([0]);
+            e["vllm_tensor_parallel_size"] = 1.into();
+        },
+        "lxc.create(config.target());\n",
+    );
+    h.run_share();
+    let conf_path = h.path("emu/etc/pve/lxc/901.conf");
+    let mut conf = std::fs::read_to_string(&conf_path).unwrap();
+    conf.push_str("lxc.idmap: u 0 lots 65536\n");
+    std::fs::write(&conf_path, &conf).unwrap();
+    std::fs::write(h.path("share.rhai"), SHARE).unwrap();
+    let flow = h.path("share.rhai");
+    let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("lxc.mount")
+            && err.contains("container 901: failed to parse idmap: u 0 lots 65536"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&conf_path).unwrap(), conf);
+    assert!(
+        h.owner_calls().iter().all(|c| !c.starts_with("chown")),
+        "{:?}",
+        h.owner_calls()
+    );
+}
+
+#[test]
+fn a_privileged_container_leaves_the_dataset_as_it_is() {
+    let h = Host::with_entry(
+        |e| {
+            e["gpu_assignment"] = serde_json::json!([0]);
+            e["vllm_tensor_parallel_size"] = 1.into();
+        },
+        SHARE,
+    );
+    h.run_share();
+    assert_eq!(h.owner_calls(), Vec::<String>::new());
+    assert_eq!(h.owner_records(), []);
+    assert_eq!(h.owner("/rpool/phoenix/models/share"), "0:0");
+}
+
+#[test]
+fn destroying_one_container_leaves_the_dataset_to_another_that_mounts_it() {
+    let h = Host::with_entry(
+        |e| {
+            e["unprivileged"] = true.into();
+            e["gpu_assignment"] = serde_json::json!([0]);
+            e["vllm_tensor_parallel_size"] = 1.into();
+        },
+        SHARE,
+    );
+    h.run_share();
+    // 902 (unprivileged, same default mapping) mounts the same dataset: already its root's.
+    let flow = h.path("share.rhai");
+    let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "902"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(h.owner_calls().len(), 3, "{:?}", h.owner_calls());
+    let (code, out, err) = h.phoenix_out(&["destroy", "--lxc", "901", "--yes"]);
+    assert!(
+        out.contains("give dataset rpool/phoenix/models/share back to 0:0 (from 901) [lxc.mount:901:/models:owner] (mounted by container 902)"),
+        "{code} {out} {err}"
+    );
+    assert_eq!(h.owner("/rpool/phoenix/models/share"), "100000:100000");
+    assert!(h.owner_calls().iter().all(|c| !c.starts_with("chown 0:0")));
 }

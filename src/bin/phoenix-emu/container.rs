@@ -222,6 +222,37 @@ pub fn resolve(root: &Root, vmid: u32, conf: &CtConf, path: &str) -> PathBuf {
     }
 }
 
+/// The host directory of the bind mount (`mpN` with an absolute source) that holds
+/// `path` inside the container, if one does (the longest mount point wins, as in
+/// [`resolve`]).
+pub fn host_bind_of(conf: &CtConf, path: &str) -> Option<String> {
+    let parts = normalize(path);
+    let mut best: Option<(usize, Option<String>)> = None;
+    for (key, value) in &conf.opts {
+        if !key.starts_with("mp") || !key[2..].chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(mp) = propstr::parse(propstr::MP, value) else {
+            continue;
+        };
+        let (Some(volume), Some(target)) = (mp.get("volume"), mp.get("mp")) else {
+            continue;
+        };
+        let target = normalize(target);
+        if parts.len() < target.len() || parts[..target.len()] != target[..] {
+            continue;
+        }
+        if best.as_ref().is_some_and(|(n, _)| *n >= target.len()) {
+            continue;
+        }
+        best = Some((
+            target.len(),
+            volume.starts_with('/').then(|| volume.clone()),
+        ));
+    }
+    best.and_then(|(_, source)| source)
+}
+
 /// Whether the config passes `/dev/...` through.
 fn passes_device(conf: &CtConf, dev: &str) -> bool {
     let by_dev = conf.opts.iter().any(|(k, v)| {

@@ -38,6 +38,18 @@ impl Ct<'_> {
     pub fn path(&self, path: &str) -> std::path::PathBuf {
         container::resolve(self.root, self.vmid, self.conf, path)
     }
+
+    /// Whether the container's root may write at `path`: below a bind mount, only when
+    /// the host directory is owned by the host uid the container's root is
+    /// ([`crate::hostfs::ct_may_write`]).
+    pub fn may_write(&self, path: &str) -> bool {
+        match container::host_bind_of(self.conf, path) {
+            None => true,
+            Some(source) => {
+                crate::hostfs::ct_may_write(self.root, self.conf, &source).unwrap_or(false)
+            }
+        }
+    }
 }
 
 type Program = fn(&Ct<'_>, &[String], &[u8], &mut Out) -> i32;
@@ -357,7 +369,8 @@ fn test(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
             let p = ct.path(path);
             let m = std::fs::metadata(&p);
             match op.as_str() {
-                "-e" | "-r" | "-w" => m.is_ok(),
+                "-e" | "-r" => m.is_ok(),
+                "-w" => m.is_ok() && ct.may_write(path),
                 "-f" => m.is_ok_and(|m| m.is_file()),
                 "-d" => m.is_ok_and(|m| m.is_dir()),
                 "-s" => m.is_ok_and(|m| m.len() > 0),
@@ -413,6 +426,13 @@ fn mkdir(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
     let mut code = 0;
     for d in dirs {
         let p = ct.path(d);
+        if !ct.may_write(d) {
+            out.err(format!(
+                "mkdir: cannot create directory '{d}': Permission denied\n"
+            ));
+            code = 1;
+            continue;
+        }
         let r = if parents {
             std::fs::create_dir_all(&p)
         } else {

@@ -37,6 +37,7 @@ mod disk;
 mod docker;
 mod faults;
 mod fetch;
+mod hostfs;
 mod hostsys;
 mod inner;
 mod kernel;
@@ -80,6 +81,8 @@ pub(crate) const TOOLS: &[&str] = &[
     "nvidia-smi",
     "systemctl",
     "nvidia-modprobe",
+    "stat",
+    "chown",
 ];
 
 fn main() -> ExitCode {
@@ -296,6 +299,8 @@ pub(crate) fn run_tool(
         "nvidia-smi" => nvidia::run(root, args, out),
         "systemctl" => hostsys::systemctl(root, args, out),
         "nvidia-modprobe" => hostsys::nvidia_modprobe(root, args, out),
+        "stat" => hostfs::stat(root, args, out),
+        "chown" => hostfs::chown(root, args, out),
         _ => {
             out.err(format!("phoenix-emu: unknown tool {tool}\n"));
             2

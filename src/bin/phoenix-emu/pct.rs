@@ -1198,6 +1198,18 @@ fn push(root: &Root, rest: &[String]) -> Res {
     let mut source = std::fs::File::open(file)
         .map_err(|_| PctErr::Die(format!("failed to open {file} for reading")))?;
     let target = container::resolve(root, vmid, &conf, dest);
+    // For an unprivileged CT pct enters its user namespace and becomes its root before it
+    // creates the file (pve-container `src/PVE/CLI/pct.pm` `push`, 94f5585): below a bind
+    // mount whose host directory that root does not own, the create is refused.
+    if unprivileged {
+        if let Some(source) = container::host_bind_of(&conf, dest) {
+            if !crate::hostfs::ct_may_write(root, &conf, &source)? {
+                return Err(PctErr::Die(format!(
+                    "failed to create file: {dest}: Permission denied"
+                )));
+            }
+        }
+    }
     let existed = target.exists();
     let mut sink = std::fs::File::create(&target)
         .map_err(|e| PctErr::Die(format!("failed to create file: {dest}: {}", io_text(&e))))?;

@@ -313,6 +313,14 @@ fn download(
     if cached {
         return Ok(None);
     }
+    // The server runs as the container's root: in an unprivileged container a dataset
+    // bind-mounted from a directory the mapped root does not own refuses the cache's
+    // directories (huggingface_hub `file_download.py` `os.makedirs`, a PermissionError).
+    if !ct.may_write(&in_ct(&repo)) {
+        return Err(Stopped::Failed(format!(
+            "PermissionError: [Errno 13] Permission denied: '{repo}'\n"
+        )));
+    }
     let fs = disk::fs_of(ct.root, ct.vmid, ct.conf, &in_ct(&repo));
     let started = Instant::now();
     let write_small = |rel: &str, text: &str| -> Result<(), Stopped> {

@@ -491,6 +491,8 @@ pub fn destroy_internal(root: &Root, name: &str) -> Result<(), RootError> {
 fn mount_dir(root: &Root, p: &Pools, name: &str) {
     if let Some((mp, _)) = prop_value(p, name, "mountpoint", true) {
         if mp.starts_with('/') {
+            // A new dataset's root directory is root's (zfs runs as root).
+            let _ = crate::hostfs::set_owner_locked(root, &mp, None);
             let _ = std::fs::create_dir_all(root.join("hostfs").join(mp.trim_start_matches('/')));
         }
     }
@@ -979,8 +981,12 @@ fn destroy(root: &Root, args: &[String], out: &mut Out) -> Result<i32, RootError
     p.datasets
         .retain(|n, _| n != name && !n.starts_with(&prefix));
     save(root, &p)?;
-    for m in mounts {
+    for m in &mounts {
         let _ = std::fs::remove_dir_all(root.join("hostfs").join(m.trim_start_matches('/')));
+    }
+    // Their owners go with them (the root lock is held).
+    if let Some(m) = mounts.first() {
+        crate::hostfs::set_owner_locked(root, m, None)?;
     }
     Ok(0)
 }
