@@ -302,7 +302,7 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         plan,
         cancel,
         run_id,
-        notes: std::sync::Mutex::new(Vec::new()),
+        notes: crate::plan::Notes::default(),
         progress: ctx.progress.tracker(None),
     });
     // One phoenix process per container at a time: a second one fails naming the holder.
@@ -345,22 +345,21 @@ fn finish_run(
     args: &RunArgs,
     started: std::time::Instant,
 ) -> crate::Result<()> {
-    if let Some(runner) = &rt.plan {
-        let plan = crate::lifecycle::plan_text(rt);
+    if rt.plan.is_some() {
+        // Honest by construction: in a dry run only commands the host backend marks
+        // read-only ran — its own queries and the boundary's built-in probes
+        // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
+        let plan = rt.plan();
         if args.json {
             let mut doc = run_result(ctx, rt, recipe, started, outcome.as_ref().err());
-            doc.plan = Some(plan.lines().map(str::to_owned).collect());
+            doc.plan = Some(plan.change_lines());
             print_json(&doc)?;
         } else {
-            let n = plan.lines().count();
-            // Honest by construction: in a dry run only commands the host backend marks
-            // read-only ran — its own queries and the boundary's built-in probes
-            // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
             super::out(&format!(
-                "dry run of {}: {n} change(s) would be made; {} read-only quer{} ran; nothing was changed\n{plan}",
+                "Dry run of {} on the {} host: nothing was changed.\n\n{}",
                 recipe.name,
-                runner.ran(),
-                if runner.ran() == 1 { "y" } else { "ies" }
+                rt.settings.host.value,
+                plan.render()
             ))?;
         }
     } else if args.json || outcome.is_ok() {
