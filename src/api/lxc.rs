@@ -494,14 +494,15 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Exit codes that count as success.
     pub ok_codes: Vec<i32>,
-    /// The command only reads (a check): `--dry-run` runs it for real.
+    /// The recipe says the command only reads. A dry run still runs it only when it is one
+    /// of the boundary's built-in probes ([`crate::boundary::argv::is_probe`]).
     pub read_only: bool,
 }
 
 impl ExecOptions {
     fn from_map(map: &Map) -> Result<Self, ApiError> {
         const CALL: &str = "lxc.exec";
-        known_keys(CALL, map, &["stdin", "timeout", "ok_codes", "read_only"])?;
+        known_keys(CALL, map, super::options::EXEC.keys)?;
         let read_only = match map.get("read_only") {
             None => false,
             Some(v) => v.as_bool().map_err(|t| {
@@ -882,7 +883,9 @@ pub fn register(engine: &mut Engine) {
         .with_comments([
             "/// Run `argv` inside the container with options: `stdin` (string or secret),",
             "/// `timeout` (`\"30s\"`), `ok_codes` (exit codes that count as success),",
-            "/// `read_only` (a check that changes nothing: `--dry-run` runs it for real).",
+            "/// `read_only` (says the command only reads; `--dry-run` still runs nothing a recipe",
+            "/// marks: only phoenix's built-in probes such as `test -x PATH`, `cat FILE` or",
+            "/// `systemctl is-active UNIT` run in a dry run, and only in a container that exists).",
         ])
         .register_into_engine(engine, exec_fn);
 
@@ -997,7 +1000,7 @@ pub fn register(engine: &mut Engine) {
         .register_into_engine(
             engine,
             move |api: LxcApi, ct: Dynamic, source: &str, ct_path: &str, opts: Map| {
-                known_keys("lxc.mount", &opts, &["ro"]).map_err(script_error)?;
+                known_keys("lxc.mount", &opts, super::options::MOUNT.keys).map_err(script_error)?;
                 let ro = opts
                     .get("ro")
                     .and_then(|v| v.as_bool().ok())

@@ -261,7 +261,7 @@ pub fn register(engine: &mut Engine) {
         ])
         .register_into_engine(engine, |api: UndoApi, step: Map| -> RhaiResult<()> {
             const CALL: &str = "undo.push";
-            known_keys(CALL, &step, &["ct", "argv"]).map_err(script_error)?;
+            known_keys(CALL, &step, super::options::UNDO_STEP.keys).map_err(script_error)?;
             let ct = step
                 .get("ct")
                 .ok_or_else(|| script_error(ApiError::spec(CALL, "missing `ct`")))?;

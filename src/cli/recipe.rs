@@ -60,8 +60,10 @@ endpoint answered, what the cleanup did and what was left. For CI, next to
     /// Check recipes without running them (exit 1 on errors, 0 with only warnings).
     #[command(after_help = after!(
         "  phoenix recipe lint recipes/ stdlib/
+  phoenix recipe lint --deny-warnings recipes/drdevstral.rhai
   phoenix recipe lint --format github recipes/drdevstral.rhai",
-        "0 no errors (warnings allowed) · 1 errors found · 2 usage"
+        "0 no errors (warnings allowed unless --deny-warnings) · 1 errors found (or warnings, \
+         with --deny-warnings) · 2 usage"
     ))]
     Lint {
         /// Recipe files, or directories whose *.rhai files are checked.
@@ -70,6 +72,9 @@ endpoint answered, what the cleanup did and what was left. For CI, next to
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: lint::Format,
+        /// Fail (exit 1) on warnings too, as on errors.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Print the recipe API reference, generated from the engine.
     #[command(after_help = after!(
@@ -108,7 +113,11 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
     match cmd {
         RecipeCommand::Run(args) => run_recipe(ctx, &args),
         RecipeCommand::Test(args) => super::recipe_test::run(ctx, &args),
-        RecipeCommand::Lint { paths, format } => {
+        RecipeCommand::Lint {
+            paths,
+            format,
+            deny_warnings,
+        } => {
             let linter = lint::Linter::new(Stdlib::from_settings(&ctx.settings));
             let findings = linter.lint_paths(&paths);
             if format == lint::Format::Json {
@@ -122,9 +131,11 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
             } else {
                 super::out(&lint::render(&findings, format))?;
             }
-            match lint::errors(&findings) {
-                0 => Ok(()),
-                n => Err(crate::Error::LintFailed(n)),
+            match (lint::errors(&findings), findings.len()) {
+                (0, 0) => Ok(()),
+                (0, n) if deny_warnings => Err(crate::Error::LintWarnings(n)),
+                (0, _) => Ok(()),
+                (n, _) => Err(crate::Error::LintFailed(n)),
             }
         }
         RecipeCommand::Api { format } => {
