@@ -48,7 +48,8 @@ fn dry_run_prints_marks_tool_names_diffs_checks_and_counts() {
         "let ct = lxc.create(config.target());\n\
          lxc.push(ct, \"/etc/app.conf\", \"a = 1\\nb = 3\\n\");\n\
          lxc.push(ct, \"/etc/app.env\", \"TOKEN=not-for-eyes\\n\", 0o600);\n\
-         lxc.exec(ct, [\"apt-get\", \"update\"]);\n",
+         lxc.exec(ct, [\"apt-get\", \"update\"]);\n\
+         log.info(\"all set\");\n",
     );
     let before = crate::support::emu_snapshot(&site.root());
     let out = site.run(
@@ -85,8 +86,17 @@ Read-only checks (change nothing):
 Plan: 1 to create, 3 to change, 0 to remove.
 "
     );
-    // Only success lines of a real run are absent: no `done` step, no result block.
+    // No success line of a real run: no `done` step, no result block, and a recipe's own
+    // line says it is a dry run.
     assert!(!out.stderr.contains("done "), "{}", out.stderr);
+    assert!(out.stderr.contains("dry run: all set"), "{}", out.stderr);
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.contains("all set") && !l.contains("dry run: all set")),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stdout.contains("not-for-eyes"));
     assert!(!out.stdout.contains(&site.root().display().to_string()));
     assert_eq!(crate::support::emu_snapshot(&site.root()), before);
