@@ -32,6 +32,9 @@ pub enum Error {
     /// Lint found errors.
     #[error("lint found {0} error(s)")]
     LintFailed(usize),
+    /// Lint found only warnings, and `--deny-warnings` makes them fail.
+    #[error("lint found {0} warning(s), denied by --deny-warnings")]
+    LintWarnings(usize),
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
@@ -104,7 +107,7 @@ impl Error {
             | Self::Preflight { .. } => code::USAGE,
             Self::Secret(e) => e.exit_code(),
             Self::Recipe(e) => e.exit_code(),
-            Self::LintFailed(_) | Self::Declined => code::RUN_FAILED,
+            Self::LintFailed(_) | Self::LintWarnings(_) | Self::Declined => code::RUN_FAILED,
             Self::Host(e) if e.is_wrong_host() => code::USAGE,
             Self::Journal(_) | Self::Host(_) | Self::Output(_) => code::RUN_FAILED,
             Self::Incomplete { .. } | Self::RollbackIncomplete { .. } => code::INCOMPLETE,

@@ -637,7 +637,7 @@ pub struct RecordingRunner {
     calls: Mutex<Vec<HostCommand>>,
     responder: Box<Responder>,
     inner: Option<Arc<dyn Runner>>,
-    ran: std::sync::atomic::AtomicUsize,
+    ran: Mutex<Vec<HostCommand>>,
 }
 
 impl Default for RecordingRunner {
@@ -661,7 +661,7 @@ impl RecordingRunner {
             calls: Mutex::new(Vec::new()),
             responder: Box::new(responder),
             inner: None,
-            ran: std::sync::atomic::AtomicUsize::new(0),
+            ran: Mutex::new(Vec::new()),
         }
     }
 
@@ -672,7 +672,7 @@ impl RecordingRunner {
             calls: Mutex::new(Vec::new()),
             responder: Box::new(|_| CommandOutput::default()),
             inner: Some(inner),
-            ran: std::sync::atomic::AtomicUsize::new(0),
+            ran: Mutex::new(Vec::new()),
         }
     }
 
@@ -683,7 +683,17 @@ impl RecordingRunner {
 
     /// How many read-only commands the dry-run runner passed on to run for real.
     pub fn ran(&self) -> usize {
-        self.ran.load(Ordering::SeqCst)
+        self.ran.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The read-only commands the dry-run runner passed on to run for real, in order.
+    pub fn ran_calls(&self) -> Vec<HostCommand> {
+        self.ran.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many commands were recorded so far (where a plan note belongs).
+    pub fn recorded(&self) -> usize {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -691,7 +701,10 @@ impl Runner for RecordingRunner {
     fn run(&self, cmd: &HostCommand) -> Result<CommandOutput, ExecError> {
         if let Some(inner) = &self.inner {
             if !cmd.is_mutating() {
-                self.ran.fetch_add(1, Ordering::SeqCst);
+                self.ran
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(cmd.clone());
                 return inner.run(cmd);
             }
         }

@@ -55,6 +55,14 @@ pub enum UndoStep {
         /// The saved copy.
         backup: PathBuf,
     },
+    /// Put back config options phoenix changed in place with `pct set` (drift from the
+    /// config entry): each option with its value before (`None`: it was not set).
+    RestoreOptions {
+        /// The container.
+        vmid: Vmid,
+        /// `(option, old value)`.
+        options: Vec<(String, Option<String>)>,
+    },
     /// Remove config keys phoenix added (`pct set --delete mp0,dev0`).
     DeleteConfigKeys {
         /// The container.
@@ -119,6 +127,7 @@ impl UndoStep {
             Self::DestroyContainer { vmid, .. }
             | Self::StopContainer { vmid }
             | Self::RestoreConfig { vmid, .. }
+            | Self::RestoreOptions { vmid, .. }
             | Self::DeleteConfigKeys { vmid, .. }
             | Self::RemoveFile { vmid, .. }
             | Self::RemoveDir { vmid, .. }

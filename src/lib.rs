@@ -20,6 +20,7 @@
 //! - [`ownership`]: whose a container is (the `phoenix` tag, or the journal's intent).
 //! - [`secret`]: opaque secrets and the age-encrypted store.
 //! - [`runtime`]: the state one recipe run shares with its primitives.
+//! - [`plan`]: the `--dry-run` plan (`+`/`~`/`-` changes, file diffs, read-only checks).
 //! - [`boundary`]: what a recipe may touch (DESIGN.md §12): the one choke point every
 //!   primitive asks, below `api` and `script`.
 //! - [`progress`]: what phoenix waits for and for how long, on stderr (spinners on a
@@ -46,6 +47,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod markers;
 pub mod ownership;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod runtime;

@@ -184,6 +184,14 @@ pub fn describe(item: &Outstanding) -> String {
         UndoStep::DestroyContainer { vmid, .. } => format!("destroy container {vmid}"),
         UndoStep::StopContainer { vmid } => format!("stop container {vmid}"),
         UndoStep::RestoreConfig { vmid, .. } => format!("restore config of {vmid}"),
+        UndoStep::RestoreOptions { vmid, options } => format!(
+            "restore {} of {vmid}",
+            options
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         UndoStep::DeleteConfigKeys { vmid, keys } => {
             format!("remove {} from {vmid}", keys.join(","))
         }
@@ -359,23 +367,6 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         false,
         &rt.progress,
     ))
-}
-
-/// The dry-run plan: every mutating command recorded, and every change that is not a
-/// command, in order, with secrets redacted.
-pub fn plan_text(rt: &crate::runtime::Runtime) -> String {
-    let mut out = String::new();
-    if let Some(plan) = &rt.plan {
-        for cmd in plan.calls() {
-            out.push_str(&rt.redactor.redact(&cmd.to_string()));
-            out.push('\n');
-        }
-    }
-    for note in rt.notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        out.push_str(&rt.redactor.redact(note));
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -40,8 +40,9 @@ pub struct Runtime {
     pub cancel: CancelFlag,
     /// This run's id (also in tags and the journal).
     pub run_id: String,
-    /// Dry-run plan lines for changes that are not commands (config lines phoenix writes).
-    pub notes: std::sync::Mutex<Vec<String>>,
+    /// Dry-run plan notes: changes that are not commands (config lines phoenix writes, a
+    /// secret generated) and the content of files a push would write ([`crate::plan`]).
+    pub notes: crate::plan::Notes,
     /// Where this run's steps show their progress (one tracker per container run; the
     /// default shows nothing).
     pub progress: crate::progress::Tracker,
@@ -115,12 +116,32 @@ impl Runtime {
         }
     }
 
-    /// Add a plan line (dry run) for a change that is not a host command.
-    pub fn note(&self, line: String) {
+    /// Add a plan line (dry run) for a change that is not a host command: `action` says
+    /// whether it creates, changes or removes something.
+    pub fn note(&self, action: crate::plan::Action, line: String) {
+        self.notes.change(self.recorded(), action, line);
+    }
+
+    /// Note (dry run) the content a push to `path` in `vmid` would write over `old`
+    /// (`None`: no such file yet), shown as a diff under the push in the plan.
+    pub fn note_file(&self, vmid: Vmid, path: &str, old: Option<&[u8]>, new: &[u8], mode: u32) {
         self.notes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(line);
+            .file(self.recorded(), &vmid.to_string(), path, old, new, mode);
+    }
+
+    /// The commands the dry run recorded so far.
+    fn recorded(&self) -> usize {
+        self.plan.as_ref().map_or(0, |p| p.recorded())
+    }
+
+    /// The dry run's plan ([`crate::plan::Plan`]); empty outside a dry run.
+    pub fn plan(&self) -> crate::plan::Plan {
+        match &self.plan {
+            Some(p) => {
+                crate::plan::Plan::build(&p.calls(), &p.ran_calls(), &self.notes, &self.redactor)
+            }
+            None => crate::plan::Plan::default(),
+        }
     }
 
     /// The entry a recipe serves by default (DESIGN.md §10): the one selected with

@@ -388,7 +388,10 @@ fn ensure_nodes_unit(rt: &Runtime, vmid: Vmid, all: &[Gpu], claim: bool) -> Resu
             // In a dry run the file is a plan line; the systemctl commands are recorded by
             // the dry run's runner like every other change.
             if rt.dry_run {
-                rt.note(format!("write host unit {NODES_UNIT}"));
+                rt.note(
+                    crate::plan::Action::Create,
+                    format!("write host unit {NODES_UNIT}"),
+                );
             } else {
                 rt.host.unit_write(NODES_UNIT, &want)?;
             }
@@ -428,9 +431,10 @@ pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gp
         Ok(n) => n,
         // A dry run did not run the unit that makes the lazy nodes.
         Err(e) if rt.dry_run => {
-            rt.note(format!(
-                "gpu.attach:{vmid}: planned once the device nodes exist ({e})"
-            ));
+            rt.note(
+                crate::plan::Action::Change,
+                format!("gpu.attach:{vmid}: planned once the device nodes exist ({e})"),
+            );
             return Ok(gpus);
         }
         Err(e) => return Err(e.into()),
@@ -499,7 +503,10 @@ pub fn attach(rt: &Runtime, vmid: Vmid, selector: &GpuSelector) -> Result<Vec<Gp
             || {
                 if rt.dry_run {
                     for (k, v) in &lines {
-                        rt.note(format!("append to {vmid}.conf: {k}: {v}"));
+                        rt.note(
+                            crate::plan::Action::Change,
+                            format!("append to {vmid}.conf: {k}: {v}"),
+                        );
                     }
                     return Ok(());
                 }

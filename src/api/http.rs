@@ -366,18 +366,7 @@ impl ProbeSpec {
     /// The spec from `http.probe`'s options map.
     pub fn from_map(url: &str, opts: &Map) -> Result<Self, ApiError> {
         const CALL: &str = "http.probe";
-        known_keys(
-            CALL,
-            opts,
-            &[
-                "attempts",
-                "delay",
-                "backoff",
-                "max_delay",
-                "timeout",
-                "expect",
-            ],
-        )?;
+        known_keys(CALL, opts, super::options::PROBE.keys)?;
         let url = HttpUrl::parse(url).map_err(|e| http_api_error(CALL, &e))?;
         let mut spec = Self::new(url);
         if let Some(a) = opt_int(CALL, opts, "attempts")? {

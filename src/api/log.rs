@@ -8,6 +8,9 @@
 //! The debug level is `log.verbose(msg)`, not `log.debug(msg)`: `debug` (like `print`) is a
 //! Rhai keyword, so `log.debug(…)` does not even parse ("'debug' is a reserved keyword").
 //! Rhai's own `debug(msg)` also reaches the logger at debug level (see the engine).
+//!
+//! In a `--dry-run` every line starts with `dry run: ` (unless the recipe wrote it so), so a
+//! recipe's "docker installed"-style line never reads as the success of a real run.
 
 use rhai::{Engine, FuncRegistration};
 
@@ -32,7 +35,10 @@ pub enum Level {
 /// Emit `message` at `level` for the run of `api`, redacted. Returns the text logged.
 pub fn emit(api: &LogApi, level: Level, message: &str) -> String {
     let rt = api.runtime();
-    let text = rt.redactor.redact(message);
+    let mut text = rt.redactor.redact(message);
+    if rt.dry_run && !text.starts_with("dry run") {
+        text = format!("dry run: {text}");
+    }
     let recipe = rt.recipe_name.as_str();
     match level {
         Level::Debug => tracing::debug!(target: "phoenix::recipe", recipe, "{text}"),

@@ -99,34 +99,133 @@ fn strip_nulls(v: &mut serde_json::Value) {
     }
 }
 
+/// One config option that `pct set` changes in place: its value on the host now and the
+/// one the config entry wants (`None`: not set, removed with `pct set --delete`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOption {
+    /// The option (`memory`, `net0`, …).
+    pub key: String,
+    /// The host's value now.
+    pub have: Option<String>,
+    /// The value the entry wants.
+    pub want: Option<String>,
+}
+
+/// How an existing container differs from the entry it should match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// Options PVE changes in place with `pct set`: pve-container's `update_pct_config`
+    /// (src/PVE/LXC/Config.pm) takes every option of the config but `unprivileged` ("unable
+    /// to modify read-only option"); on a running container `hostname`, `cores` and
+    /// `onboot` apply at once (`$LXC_FASTPLUG_OPTIONS`), `memory`, `swap` and `netN` are
+    /// hot-plugged (`vmconfig_hotplug_pending`), and `nameserver` stays pending until the
+    /// container's next start.
+    pub settable: Vec<SetOption>,
+    /// Differences `pct set` cannot fix, each saying what to do.
+    pub fixed: Vec<String>,
+}
+
+impl Drift {
+    /// Whether the container matches its entry.
+    pub fn is_empty(&self) -> bool {
+        self.settable.is_empty() && self.fixed.is_empty()
+    }
+}
+
+/// The `key=value` parts of a property string such as `net0`, in order.
+fn prop_parts(value: &str) -> Vec<(String, String)> {
+    value
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (String::new(), p.to_owned()),
+        })
+        .collect()
+}
+
 /// Differences between an existing container's config and the entry it should match.
-pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |key: &str, want: String| {
-        // PVE omits `unprivileged: 0` (privileged was the default before PVE 9).
-        let default = if key == "unprivileged" {
-            "0"
-        } else {
-            "(unset)"
-        };
-        let have = conf.get(key).unwrap_or(default);
+pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Drift {
+    let vmid = e.vmid;
+    let mut d = Drift::default();
+    let mut set = |key: &str, default: Option<&str>, want: Option<String>| {
+        let have = conf.get(key).or(default).map(str::to_owned);
         if have != want {
-            out.push(format!("{key}: host has {have:?}, config wants {want:?}"));
+            d.settable.push(SetOption {
+                key: key.to_owned(),
+                have: conf.get(key).map(str::to_owned),
+                want,
+            });
         }
     };
-    check("hostname", e.name.to_string());
-    check("memory", e.memory_mb.to_string());
-    check("cores", e.cores.to_string());
-    check("swap", e.swap_mb.to_string());
-    check(
-        "unprivileged",
-        if e.unprivileged { "1" } else { "0" }.to_owned(),
+    set("hostname", None, Some(e.name.to_string()));
+    set("memory", None, Some(e.memory_mb.to_string()));
+    set("swap", None, Some(e.swap_mb.to_string()));
+    set("cores", None, Some(e.cores.to_string()));
+    // PVE's default for an absent `onboot` is off.
+    set(
+        "onboot",
+        Some("0"),
+        Some(if e.onboot { "1" } else { "0" }.to_owned()),
     );
+    let dns: Vec<String> = e.network.dns.iter().map(ToString::to_string).collect();
+    set("nameserver", None, (!dns.is_empty()).then(|| dns.join(" ")));
+    // net0: the entry's fields replace the host's in its own property string, so what PVE
+    // added (`hwaddr`, `type=veth`) stays as it is.
+    let net0 = conf.get("net0").unwrap_or("");
+    let mut parts = prop_parts(net0);
+    let gw = match (&e.network.ip, e.network.gw) {
+        (crate::config::IpConfig::Static(_), Some(gw)) => Some(gw.to_string()),
+        _ => None,
+    };
+    for (k, want) in [
+        ("name", Some(e.network.name.to_string())),
+        ("bridge", Some(e.network.bridge.to_string())),
+        ("ip", Some(e.network.ip.to_string())),
+        ("gw", gw),
+    ] {
+        let at = parts.iter().position(|(pk, _)| pk == k);
+        match (at, want) {
+            (Some(i), Some(w)) => parts[i].1 = w,
+            (None, Some(w)) => parts.push((k.to_owned(), w)),
+            (Some(i), None) => {
+                parts.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+    let want_net0 = parts
+        .iter()
+        .map(|(k, v)| {
+            if k.is_empty() {
+                v.clone()
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    if want_net0 != net0 {
+        d.settable.push(SetOption {
+            key: "net0".into(),
+            have: conf.get("net0").map(str::to_owned),
+            want: Some(want_net0),
+        });
+    }
+    // PVE omits `unprivileged: 0` (privileged was the default before PVE 9).
+    let have_unpriv = conf.get("unprivileged").unwrap_or("0");
+    let want_unpriv = if e.unprivileged { "1" } else { "0" };
+    if have_unpriv != want_unpriv {
+        d.fixed.push(format!(
+            "unprivileged: host has {have_unpriv:?}, config wants {want_unpriv:?}; PVE cannot change it in place: destroy the container (`phoenix destroy --lxc {vmid}`) and run again"
+        ));
+    }
     let rootfs = conf.get("rootfs").unwrap_or("");
     let storage = rootfs.split(':').next().unwrap_or("");
     if storage != e.storage_pool.as_str() {
-        out.push(format!(
-            "rootfs storage: host has {storage:?}, config wants {:?}",
+        d.fixed.push(format!(
+            "rootfs storage: host has {storage:?}, config wants {:?}; move the disk with `pct move-volume {vmid} rootfs {}` (stopped container), or destroy the container and run again",
+            e.storage_pool.as_str(),
             e.storage_pool.as_str()
         ));
     }
@@ -134,29 +233,73 @@ pub fn drift(conf: &CtConfig, e: &LxcConfig) -> Vec<String> {
         .split(',')
         .find_map(|p| p.strip_prefix("size="))
         .unwrap_or("");
-    if size != format!("{}G", e.storage_size_gb) {
-        out.push(format!(
-            "rootfs size: host has {size:?}, config wants \"{}G\"",
-            e.storage_size_gb
+    let want_size = format!("{}G", e.storage_size_gb);
+    if size != want_size {
+        let have_gb = size.strip_suffix('G').and_then(|s| s.parse::<u64>().ok());
+        let what = match have_gb {
+            Some(h) if h < u64::from(e.storage_size_gb) => format!(
+                "grow it with `pct resize {vmid} rootfs {want_size}`"
+            ),
+            Some(_) => "PVE cannot shrink a disk: destroy the container and run again, or change the config".to_owned(),
+            None => format!("check it with `pct config {vmid}`"),
+        };
+        d.fixed.push(format!(
+            "rootfs size: host has {size:?}, config wants {want_size:?}; {what}"
         ));
     }
-    let net0 = conf.get("net0").unwrap_or("");
-    for (k, want) in [
-        ("name", e.network.name.to_string()),
-        ("bridge", e.network.bridge.to_string()),
-        ("ip", e.network.ip.to_string()),
-    ] {
-        let have = net0
-            .split(',')
-            .find_map(|p| p.strip_prefix(&format!("{k}=")))
-            .unwrap_or("");
-        if have != want {
-            out.push(format!(
-                "net0 {k}: host has {have:?}, config wants {want:?}"
-            ));
-        }
+    d
+}
+
+/// Set the options of `vmid` that drifted from its entry with `pct set` (a `~` change in a
+/// dry run's plan); the journal keeps the old values, so rollback and `destroy` restore
+/// them.
+fn apply_drift(rt: &Runtime, vmid: Vmid, settable: &[SetOption]) -> Result<(), ApiError> {
+    let shown: Vec<String> = settable
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} -> {}",
+                o.key,
+                o.have.as_deref().unwrap_or("(unset)"),
+                o.want.as_deref().unwrap_or("(unset)")
+            )
+        })
+        .collect();
+    tracing::warn!(%vmid, "container differs from its config entry; setting in place: {}", shown.join("; "));
+    if settable.iter().any(|o| o.key == "nameserver")
+        && rt.host.ct_status(vmid)? == CtStatus::Running
+    {
+        tracing::info!(%vmid, "PVE applies a nameserver change to a running container at its next start");
     }
-    out
+    let set: Vec<(String, String)> = settable
+        .iter()
+        .filter_map(|o| o.want.clone().map(|w| (o.key.clone(), w)))
+        .collect();
+    let delete: Vec<String> = settable
+        .iter()
+        .filter(|o| o.want.is_none())
+        .map(|o| o.key.clone())
+        .collect();
+    step(
+        rt,
+        &format!("lxc.set:{vmid}"),
+        UndoStep::RestoreOptions {
+            vmid,
+            options: settable
+                .iter()
+                .map(|o| (o.key.clone(), o.have.clone()))
+                .collect(),
+        },
+        || {
+            if !set.is_empty() {
+                rt.host.ct_set(vmid, &set)?;
+            }
+            if !delete.is_empty() {
+                rt.host.ct_delete_keys(vmid, &delete)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Remove what an interrupted create of phoenix's left at `vmid` (the journal's intent
@@ -168,7 +311,7 @@ fn recover_interrupted_create(
     item: &crate::journal::Outstanding,
 ) -> Result<(), ApiError> {
     if rt.dry_run {
-        rt.note(format!(
+        rt.note(crate::plan::Action::Remove, format!(
             "remove the unfinished create of container {vmid} (run {}): pct unlock {vmid}; pct destroy {vmid}; free its new volumes",
             item.run
         ));
@@ -222,16 +365,29 @@ pub fn create(rt: &Runtime, entry: &LxcConfig) -> Result<Map, ApiError> {
     }
     if let Some(conf) = existing {
         let d = drift(&conf, entry);
-        if !d.is_empty() {
+        if !d.fixed.is_empty() {
+            let mut lines = d.fixed.clone();
+            lines.extend(d.settable.iter().map(|o| {
+                format!(
+                    "{}: host has {:?}, config wants {:?} (pct set can change it in place)",
+                    o.key,
+                    o.have.as_deref().unwrap_or("(unset)"),
+                    o.want.as_deref().unwrap_or("(unset)")
+                )
+            }));
             return Err(ApiError::spec(
                 CALL,
                 format!(
-                    "container {vmid} exists and differs from its config entry (drift):\n  {}\nchange the config back, or destroy the container with `phoenix destroy --lxc {vmid}`",
-                    d.join("\n  ")
+                    "container {vmid} exists and differs from its config entry in what PVE cannot change in place:\n  {}\nchange the config back, or destroy the container with `phoenix destroy --lxc {vmid}`",
+                    lines.join("\n  ")
                 ),
             ));
         }
-        tracing::info!(%vmid, "container exists and matches its config");
+        if d.settable.is_empty() {
+            tracing::info!(%vmid, "container exists and matches its config");
+        } else {
+            apply_drift(rt, vmid, &d.settable)?;
+        }
         return Ok(container_map(vmid, Some(entry)));
     }
     let spec = CreateSpec {
@@ -338,14 +494,15 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Exit codes that count as success.
     pub ok_codes: Vec<i32>,
-    /// The command only reads (a check): `--dry-run` runs it for real.
+    /// The recipe says the command only reads. A dry run still runs it only when it is one
+    /// of the boundary's built-in probes ([`crate::boundary::argv::is_probe`]).
     pub read_only: bool,
 }
 
 impl ExecOptions {
     fn from_map(map: &Map) -> Result<Self, ApiError> {
         const CALL: &str = "lxc.exec";
-        known_keys(CALL, map, &["stdin", "timeout", "ok_codes", "read_only"])?;
+        known_keys(CALL, map, super::options::EXEC.keys)?;
         let read_only = match map.get("read_only") {
             None => false,
             Some(v) => v.as_bool().map_err(|t| {
@@ -560,6 +717,15 @@ pub fn push(
     };
     if current.as_deref().is_some_and(|c| c.as_slice() == content) {
         return Ok(());
+    }
+    if rt.dry_run {
+        rt.note_file(
+            vmid,
+            path.as_str(),
+            current.as_deref().map(Vec::as_slice),
+            content,
+            mode,
+        );
     }
     let name = format!("lxc.push:{vmid}:{path}");
     if current.is_some() {
@@ -823,7 +989,9 @@ pub fn register(engine: &mut Engine) {
         .with_comments([
             "/// Run `argv` inside the container with options: `stdin` (string or secret),",
             "/// `timeout` (`\"30s\"`), `ok_codes` (exit codes that count as success),",
-            "/// `read_only` (a check that changes nothing: `--dry-run` runs it for real).",
+            "/// `read_only` (says the command only reads; `--dry-run` still runs nothing a recipe",
+            "/// marks: only phoenix's built-in probes such as `test -x PATH`, `cat FILE` or",
+            "/// `systemctl is-active UNIT` run in a dry run, and only in a container that exists).",
         ])
         .register_into_engine(engine, exec_fn);
 
@@ -938,7 +1106,7 @@ pub fn register(engine: &mut Engine) {
         .register_into_engine(
             engine,
             move |api: LxcApi, ct: Dynamic, source: &str, ct_path: &str, opts: Map| {
-                known_keys("lxc.mount", &opts, &["ro"]).map_err(script_error)?;
+                known_keys("lxc.mount", &opts, super::options::MOUNT.keys).map_err(script_error)?;
                 let ro = opts
                     .get("ro")
                     .and_then(|v| v.as_bool().ok())

@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod http;
 pub mod log;
 pub mod lxc;
+pub mod options;
 pub mod output;
 pub mod secret;
 pub mod support;

@@ -90,7 +90,10 @@ pub fn ensure(rt: &crate::runtime::Runtime, name: &str) -> Result<Secret, ApiErr
     let hex =
         random_hex().map_err(|e| ApiError::spec(CALL, format!("cannot read /dev/urandom: {e}")))?;
     if rt.dry_run {
-        rt.note(format!("generate secret {name} and store it encrypted"));
+        rt.note(
+            crate::plan::Action::Create,
+            format!("generate secret {name} and store it encrypted"),
+        );
         return Ok(Secret::new(
             name,
             zeroize::Zeroizing::new(hex.as_bytes().to_vec()),

@@ -151,10 +151,7 @@ pub fn opt_int(call: &'static str, map: &Map, key: &str) -> Result<Option<i64>, 
 pub fn known_keys(call: &'static str, map: &Map, known: &[&str]) -> Result<(), ApiError> {
     for k in map.keys() {
         if !known.contains(&k.as_str()) {
-            return Err(ApiError::spec(
-                call,
-                format!("unknown option `{k}`; known options: {}", known.join(", ")),
-            ));
+            return Err(ApiError::spec(call, super::options::unknown_key(k, known)));
         }
     }
     Ok(())

@@ -119,6 +119,27 @@ pub fn execute(
             let _ = std::fs::remove_file(backup);
             Ok(Outcome::Undone)
         }
+        UndoStep::RestoreOptions { vmid, options } => {
+            let Some(conf) = host.ct_config(*vmid)? else {
+                return Ok(Outcome::AlreadyGone);
+            };
+            let set: Vec<(String, String)> = options
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+                .collect();
+            let delete: Vec<String> = options
+                .iter()
+                .filter(|(k, v)| v.is_none() && conf.get(k).is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !set.is_empty() {
+                host.ct_set(*vmid, &set)?;
+            }
+            if !delete.is_empty() {
+                host.ct_delete_keys(*vmid, &delete)?;
+            }
+            Ok(Outcome::Undone)
+        }
         UndoStep::DeleteConfigKeys { vmid, keys } => {
             let Some(conf) = host.ct_config(*vmid)? else {
                 return Ok(Outcome::AlreadyGone);
@@ -266,7 +287,7 @@ pub fn register(engine: &mut Engine) {
         ])
         .register_into_engine(engine, |api: UndoApi, step: Map| -> RhaiResult<()> {
             const CALL: &str = "undo.push";
-            known_keys(CALL, &step, &["ct", "argv"]).map_err(script_error)?;
+            known_keys(CALL, &step, super::options::UNDO_STEP.keys).map_err(script_error)?;
             let ct = step
                 .get("ct")
                 .ok_or_else(|| script_error(ApiError::spec(CALL, "missing `ct`")))?;

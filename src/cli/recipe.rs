@@ -60,8 +60,10 @@ endpoint answered, what the cleanup did and what was left. For CI, next to
     /// Check recipes without running them (exit 1 on errors, 0 with only warnings).
     #[command(after_help = after!(
         "  phoenix recipe lint recipes/ stdlib/
+  phoenix recipe lint --deny-warnings recipes/drdevstral.rhai
   phoenix recipe lint --format github recipes/drdevstral.rhai",
-        "0 no errors (warnings allowed) · 1 errors found · 2 usage"
+        "0 no errors (warnings allowed unless --deny-warnings) · 1 errors found (or warnings, \
+         with --deny-warnings) · 2 usage"
     ))]
     Lint {
         /// Recipe files, or directories whose *.rhai files are checked.
@@ -70,6 +72,9 @@ endpoint answered, what the cleanup did and what was left. For CI, next to
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: lint::Format,
+        /// Fail (exit 1) on warnings too, as on errors.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Print the recipe API reference, generated from the engine.
     #[command(after_help = after!(
@@ -108,7 +113,11 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
     match cmd {
         RecipeCommand::Run(args) => run_recipe(ctx, &args),
         RecipeCommand::Test(args) => super::recipe_test::run(ctx, &args),
-        RecipeCommand::Lint { paths, format } => {
+        RecipeCommand::Lint {
+            paths,
+            format,
+            deny_warnings,
+        } => {
             let linter = lint::Linter::new(Stdlib::from_settings(&ctx.settings));
             let findings = linter.lint_paths(&paths);
             if format == lint::Format::Json {
@@ -122,9 +131,11 @@ pub fn run(ctx: &Context, cmd: RecipeCommand) -> crate::Result<()> {
             } else {
                 super::out(&lint::render(&findings, format))?;
             }
-            match lint::errors(&findings) {
-                0 => Ok(()),
-                n => Err(crate::Error::LintFailed(n)),
+            match (lint::errors(&findings), findings.len()) {
+                (0, 0) => Ok(()),
+                (0, n) if deny_warnings => Err(crate::Error::LintWarnings(n)),
+                (0, _) => Ok(()),
+                (n, _) => Err(crate::Error::LintFailed(n)),
             }
         }
         RecipeCommand::Api { format } => {
@@ -302,7 +313,7 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         plan,
         cancel,
         run_id,
-        notes: std::sync::Mutex::new(Vec::new()),
+        notes: crate::plan::Notes::default(),
         progress: ctx.progress.tracker(None),
     });
     // One phoenix process per container at a time: a second one fails naming the holder.
@@ -345,22 +356,21 @@ fn finish_run(
     args: &RunArgs,
     started: std::time::Instant,
 ) -> crate::Result<()> {
-    if let Some(runner) = &rt.plan {
-        let plan = crate::lifecycle::plan_text(rt);
+    if rt.plan.is_some() {
+        // Honest by construction: in a dry run only commands the host backend marks
+        // read-only ran — its own queries and the boundary's built-in probes
+        // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
+        let plan = rt.plan();
         if args.json {
             let mut doc = run_result(ctx, rt, recipe, started, outcome.as_ref().err());
-            doc.plan = Some(plan.lines().map(str::to_owned).collect());
+            doc.plan = Some(plan.change_lines());
             print_json(&doc)?;
         } else {
-            let n = plan.lines().count();
-            // Honest by construction: in a dry run only commands the host backend marks
-            // read-only ran — its own queries and the boundary's built-in probes
-            // (`crate::boundary::argv::is_probe`), never a command because a recipe said so.
             super::out(&format!(
-                "dry run of {}: {n} change(s) would be made; {} read-only quer{} ran; nothing was changed\n{plan}",
+                "Dry run of {} on the {} host: nothing was changed.\n\n{}",
                 recipe.name,
-                runner.ran(),
-                if runner.ran() == 1 { "y" } else { "ies" }
+                rt.settings.host.value,
+                plan.render()
             ))?;
         }
     } else if args.json || outcome.is_ok() {

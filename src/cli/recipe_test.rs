@@ -382,6 +382,14 @@ fn made(undo: &UndoStep) -> String {
         UndoStep::DestroyContainer { vmid, .. } => format!("container {vmid}"),
         UndoStep::StopContainer { vmid } => format!("container {vmid} started"),
         UndoStep::RestoreConfig { vmid, .. } => format!("config lines of container {vmid}"),
+        UndoStep::RestoreOptions { vmid, options } => format!(
+            "options {} of container {vmid} changed in place",
+            options
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         UndoStep::DeleteConfigKeys { vmid, keys } => {
             format!("config keys {} of container {vmid}", keys.join(","))
         }

@@ -6,6 +6,11 @@
 //! stdlib modules with their `///` comments. Nothing here is written by hand, so the
 //! reference cannot drift from what the engine accepts.
 //!
+//! Types are shown as a recipe sees them (`string`, `int`, `map`, `array`, `Secret`, …:
+//! [`recipe_type`]), never as Rust paths, and the functions phoenix registers only to refuse
+//! them (`+`, `==`, `to_string`, `print` … of a `Secret`) are not listed: the reference says
+//! once that a `Secret` is opaque.
+//!
 //! The committed copy is `docs/recipe-api.md`; a test fails when it is stale. After
 //! registering, changing or documenting a call, regenerate it with the one command
 //!
@@ -98,6 +103,7 @@ fn registered(engine: &Engine) -> Vec<Entry> {
             let name = m.name.as_str();
             if name.contains('$')
                 || name.starts_with("anon")
+                || is_internal(name)
                 || engine::UNAVAILABLE.iter().any(|(n, _)| *n == name)
             {
                 return None;
@@ -105,10 +111,7 @@ fn registered(engine: &Engine) -> Vec<Entry> {
             let handle = m.param_types.first().and_then(|t| handles.get(t)).copied();
             let skip = usize::from(handle.is_some());
             let params: Vec<String> = m.params_info.iter().skip(skip).map(|p| param(p)).collect();
-            let returns = match m.return_type.trim() {
-                "" | "()" => String::new(),
-                t => t.to_owned(),
-            };
+            let returns = recipe_type(&m.return_type);
             let (object, kind, call) = match handle {
                 Some(h) => (h.to_owned(), "method", format!("{h}.{name}")),
                 None => (String::new(), "function", name.to_owned()),
@@ -159,13 +162,49 @@ fn stdlib_entries(engine: &Engine, stdlib: &Stdlib) -> Vec<Entry> {
     out
 }
 
-/// `"spec: Map"` stays, `"_: Map"` becomes `"Map"`.
+/// `"spec: Map"` becomes `"spec: map"`, `"_: Map"` becomes `"map"`.
 fn param(p: &str) -> String {
     match p.split_once(':') {
-        Some((n, t)) if matches!(n.trim(), "" | "_" | "?") => t.trim().to_owned(),
-        Some((n, t)) => format!("{}: {}", n.trim(), t.trim()),
-        None => p.trim().to_owned(),
+        Some((n, t)) if matches!(n.trim(), "" | "_" | "?") => recipe_type(t),
+        Some((n, t)) => format!("{}: {}", n.trim(), recipe_type(t)),
+        None => recipe_type(p),
     }
+}
+
+/// The functions registered only to refuse what a recipe may not do with a `Secret`
+/// (operators, `print`, `to_string` …): not part of the API a recipe calls.
+fn is_internal(name: &str) -> bool {
+    !name.chars().all(|c| c.is_alphanumeric() || c == '_')
+        || matches!(name, "print" | "debug" | "to_string" | "to_debug")
+}
+
+/// A type as a recipe sees it: `i64` → `int`, `&str`/`String` → `string`, `Map` → `map`,
+/// `Array` → `array`, `Dynamic` → `any`, Rust paths to their last segment; alternatives
+/// (`Map|int`) each; `()` → nothing.
+pub fn recipe_type(t: &str) -> String {
+    let one = |t: &str| -> String {
+        let t = t
+            .trim()
+            .trim_start_matches("&mut ")
+            .trim_start_matches('&')
+            .trim();
+        if t.starts_with("Result<") || t.contains("Dynamic") {
+            return "any".to_owned();
+        }
+        let last = t.rsplit("::").next().unwrap_or(t);
+        match last {
+            "" | "()" => String::new(),
+            "i64" | "i32" | "u32" | "u64" | "INT" | "int" => "int".to_owned(),
+            "f64" | "f32" | "FLOAT" | "float" => "float".to_owned(),
+            "str" | "String" | "ImmutableString" | "string" => "string".to_owned(),
+            "Map" | "map" => "map".to_owned(),
+            "Array" | "array" => "array".to_owned(),
+            "bool" => "bool".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    let parts: Vec<String> = t.split('|').map(one).filter(|p| !p.is_empty()).collect();
+    parts.join("|")
 }
 
 /// Doc comment blocks without their `///` / `/** */` markers.
@@ -210,7 +249,11 @@ fn markdown(entries: &[Entry]) -> String {
     s.push_str(
         "Recipes reach the host only through these objects; each call below is a method on one\n\
          of them (`config.target()`), or a function of a stdlib module imported by name\n\
-         (`import \"steps\" as steps;`).\n",
+         (`import \"steps\" as steps;`).\n\n\
+         Types: `string`, `int`, `float`, `bool`, `map` (`#{key: value}`), `array` (`[…]`),\n\
+         `any`, `a|b` (either), and `Secret`: an opaque value from `secret.get`/`secret.ensure`\n\
+         that only the primitives taking one accept; printing, comparing, concatenating or\n\
+         converting it to a string is an error.\n",
     );
     let mut heading = String::new();
     for e in entries {
@@ -241,7 +284,7 @@ mod tests {
     fn every_registered_handle_method_is_listed_with_its_doc() {
         let e = entries(&Stdlib::Embedded);
         let target = e.iter().find(|e| e.call == "config.target").unwrap();
-        assert_eq!(target.signature(), "config.target() -> Map");
+        assert_eq!(target.signature(), "config.target() -> map");
         assert!(target.doc.starts_with("The config entry this run serves"));
         let lxc: Vec<String> = e
             .iter()
@@ -251,18 +294,56 @@ mod tests {
         assert_eq!(
             lxc,
             [
-                "config.lxc(id: String) -> Map",
-                "config.lxc(id: i64) -> Map"
+                "config.lxc(id: int) -> map",
+                "config.lxc(id: string) -> map"
             ]
         );
         assert!(
             e.iter()
-                .any(|e| e.signature() == "log.info(message: String)")
+                .any(|e| e.signature() == "log.info(message: string)")
         );
+        assert!(
+            e.iter()
+                .any(|e| e.signature() == "secret.get(name: string) -> Secret")
+        );
+        // Recipe-level types only, and no refusing operator of a Secret.
+        for e in &e {
+            let sig = e.signature();
+            assert!(
+                !sig.contains("::") || e.kind == "stdlib",
+                "{sig}: a Rust path"
+            );
+            for rust in [
+                "i64", "&str", "&mut", "String", "Map", "Array", "Dynamic", "Result",
+            ] {
+                assert!(!sig.contains(rust), "{sig}: Rust type {rust}");
+            }
+            let name = e.call.rsplit(['.', ':']).next().unwrap_or_default();
+            assert!(!is_internal(name), "{sig}: internal");
+        }
         assert!(
             e.iter()
                 .any(|e| e.signature() == "steps::begin(entry, name)")
         );
+    }
+
+    #[test]
+    fn rust_types_become_recipe_types() {
+        for (rust, recipe) in [
+            ("i64", "int"),
+            ("&str", "string"),
+            ("rhai::ImmutableString", "string"),
+            ("Map|int", "map|int"),
+            ("String|Secret", "string|Secret"),
+            ("rhai::Array", "array"),
+            ("()", ""),
+            (
+                "core::result::Result<rhai::types::dynamic::Dynamic, alloc::boxed::Box<rhai::types::error::EvalAltResult>>",
+                "any",
+            ),
+        ] {
+            assert_eq!(recipe_type(rust), recipe, "{rust}");
+        }
     }
 
     #[test]

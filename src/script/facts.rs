@@ -24,6 +24,10 @@ pub enum Literal {
     Str(String),
     /// An array literal: each element's string value when it is a string literal.
     Array(Vec<Option<String>>),
+    /// An integer literal and where it is written (lint reads how: `0o644` or `644`).
+    Int(i64, Position),
+    /// A map literal `#{key: value, …}`: each key with its value and the key's position.
+    Map(Vec<(String, Literal, Position)>),
     /// Anything else.
     Other,
 }
@@ -180,6 +184,12 @@ fn literal(e: &Expr) -> Literal {
                 })
                 .collect(),
         ),
+        Expr::IntegerConstant(n, pos) => Literal::Int(*n, *pos),
+        Expr::Map(x, _) => Literal::Map(
+            x.0.iter()
+                .map(|(k, v)| (k.name.to_string(), literal(v), k.pos))
+                .collect(),
+        ),
         _ => Literal::Other,
     }
 }
@@ -276,6 +286,29 @@ mod tests {
         let f = facts("let a = \"x\"; a.trim().to_upper();");
         let r: Vec<Option<String>> = f.calls.iter().map(|c| c.receiver.clone()).collect();
         assert_eq!(r, [Some("a".to_owned()), None]);
+    }
+
+    #[test]
+    fn map_and_integer_literals_are_kept_with_positions() {
+        let f = facts("fn x(a, b) {}\nx(#{ timeout: \"10 min\", n: 1 }, 0o644);");
+        let Literal::Map(m) = &f.calls[0].args[0] else {
+            panic!("{:?}", f.calls[0].args)
+        };
+        let keys: Vec<(&str, &Literal, (usize, usize))> = m
+            .iter()
+            .map(|(k, v, p)| (k.as_str(), v, (p.line().unwrap(), p.position().unwrap())))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("timeout", &Literal::Str("10 min".into()), (2, 6)),
+                ("n", &Literal::Int(1, Position::new(2, 28)), (2, 25)),
+            ]
+        );
+        assert_eq!(
+            f.calls[0].args[1],
+            Literal::Int(0o644, Position::new(2, 33))
+        );
     }
 
     #[test]

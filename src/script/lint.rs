@@ -20,8 +20,23 @@
 //!   sandbox — but such a string is a program nobody reviews as one.
 //! - `unavailable`: a standard Rhai function recipes may not use (`sleep`).
 //! - `credential` (warning): a string literal that looks like a token or key.
+//! - `option` / `duration`: a literal options map passed to a primitive
+//!   ([`crate::api::options`]) with a key it does not know (with the closest known key), or
+//!   a duration the run would refuse — parsed by [`crate::types::DurationSpec`], the run's
+//!   own parser (`humantime`: `"10 min"` passes, `"10 minutes please"` does not).
+//! - `mode`: a literal file mode of `lxc.push` that the run refuses (`644` is 0o1204: the
+//!   boundary's own check, [`crate::boundary::values::file_mode`], with its hint `0o644`);
+//!   a warning for a mode written in decimal that the run would take as another mode
+//!   (`444` is 0o674).
+//! - `read`: a file that cannot be read, named.
 //!
-//! Exit status: 1 when any error was found, 0 with warnings only.
+//! Syntax errors point where the mistake is, not where the parser gave up: a missing `;`
+//! at the end of the statement before, a missing `}`/`]`/`)` at the unclosed opener.
+//!
+//! Output: `human` shows each finding with its source line and a caret
+//! (`annotate-snippets`), plus a `help:` line where there is a fix to suggest.
+//! Exit status: 1 when any error was found (with `--deny-warnings`, any warning too), 0
+//! otherwise.
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -84,6 +99,12 @@ pub struct Finding {
     pub rule: &'static str,
     /// What is wrong and what to do.
     pub message: String,
+    /// What to write instead, when there is one fix (`0o644`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The source line the finding points at (for the snippet).
+    #[serde(skip)]
+    pub source_line: Option<String>,
     /// Whether `recipe run` refuses the recipe for it before touching anything: true for
     /// findings that cannot be false alarms (a shell argv, a call to an API handle method,
     /// a plain or module function that does not exist or gets the wrong arguments).
@@ -209,7 +230,9 @@ impl Linter {
                 column: 0,
                 severity: Severity::Error,
                 rule: "read",
-                message: format!("cannot read the file: {e}"),
+                message: format!("cannot read {}: {}", path.display(), read_error(&e)),
+                hint: None,
+                source_line: None,
                 blocks_run: true,
             }],
         }
@@ -226,12 +249,15 @@ impl Linter {
                 severity,
                 rule,
                 message,
+                hint: None,
+                source_line: None,
                 blocks_run,
             });
         };
         let ast = match engine::compile(&self.engine, source) {
             Ok(ast) => ast,
             Err(e) => {
+                let (pos, hint) = syntax_position(source, e.err_type(), e.position());
                 let (rule, message) = match e.err_type() {
                     ParseErrorType::VariableUndefined(name) => (
                         "undefined-variable",
@@ -242,8 +268,11 @@ impl Linter {
                     ),
                     other => ("compile", other.to_string()),
                 };
-                add(e.position(), Severity::Error, rule, message, true);
-                return out;
+                add(pos, Severity::Error, rule, message, true);
+                if let Some(f) = out.last_mut() {
+                    f.hint = hint;
+                }
+                return with_source_lines(out, source);
             }
         };
         let facts = Facts::of(&ast);
@@ -326,8 +355,23 @@ impl Linter {
                 );
             }
         }
+        for call in &facts.calls {
+            for (pos, severity, rule, message, hint) in literal_checks(call, source) {
+                out.push(Finding {
+                    file: file.to_owned(),
+                    line: pos.line().unwrap_or(0),
+                    column: pos.position().unwrap_or(0),
+                    severity,
+                    rule,
+                    message,
+                    hint,
+                    source_line: None,
+                    blocks_run: false,
+                });
+            }
+        }
         out.sort_by_key(|f| (f.line, f.column, f.severity, f.rule));
-        out
+        with_source_lines(out, source)
     }
 
     fn check_call(
@@ -465,15 +509,7 @@ pub fn render(findings: &[Finding], format: Format) -> String {
             s.push('\n');
             s
         }
-        Format::Human => findings
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}:{}:{}: {}: {}\n",
-                    f.file, f.line, f.column, f.severity, f.message
-                )
-            })
-            .collect(),
+        Format::Human => findings.iter().map(human).collect(),
         Format::Github => findings
             .iter()
             .map(|f| {
@@ -488,6 +524,250 @@ pub fn render(findings: &[Finding], format: Format) -> String {
             })
             .collect(),
     }
+}
+
+/// One finding as text: the message with its rule, the source line with a caret under the
+/// column (`annotate-snippets`), and the hint as `help:`; a blank line after it.
+fn human(f: &Finding) -> String {
+    use annotate_snippets::{Level, Renderer, Snippet};
+    let level = match f.severity {
+        Severity::Error => Level::Error,
+        Severity::Warning => Level::Warning,
+    };
+    let mut message = level.title(&f.message).id(f.rule);
+    let origin;
+    if let (Some(text), true) = (&f.source_line, f.line > 0) {
+        let span = caret_span(text, f.column);
+        message = message.snippet(
+            Snippet::source(text)
+                .line_start(f.line)
+                .origin(&f.file)
+                .annotation(level.span(span)),
+        );
+    } else if f.line > 0 {
+        origin = format!("{}:{}:{}", f.file, f.line, f.column);
+        message = message.footer(Level::Note.title(&origin));
+    }
+    if let Some(hint) = &f.hint {
+        message = message.footer(Level::Help.title(hint));
+    }
+    format!("{}\n\n", Renderer::plain().render(message))
+}
+
+/// The byte range the caret marks: the identifier or number starting at 1-based character
+/// column `column`, else that one character (the end of the line when past it).
+fn caret_span(line: &str, column: usize) -> std::ops::Range<usize> {
+    let start = line
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(line.len(), |(i, _)| i);
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let rest = &line[start..];
+    let len = match rest.chars().next() {
+        None => 0,
+        Some(c) if word(c) => rest.find(|c: char| !word(c)).unwrap_or(rest.len()),
+        Some(c) => c.len_utf8(),
+    };
+    start..start + len
+}
+
+/// The findings with the source line each points at.
+fn with_source_lines(mut findings: Vec<Finding>, source: &str) -> Vec<Finding> {
+    let lines: Vec<&str> = source.lines().collect();
+    for f in &mut findings {
+        if f.line > 0 {
+            f.source_line = lines.get(f.line - 1).map(|l| (*l).to_owned());
+        }
+    }
+    findings
+}
+
+/// A read error in words (`no such file`), without Rust's `(os error 2)`.
+fn read_error(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Where a syntax error is: Rhai reports a missing `;` at the next statement and a missing
+/// closing bracket at the end of the file; the mistake is at the end of the statement
+/// before, and at the bracket that is never closed.
+fn syntax_position(
+    source: &str,
+    err: &ParseErrorType,
+    pos: Position,
+) -> (Position, Option<String>) {
+    let ParseErrorType::MissingToken(token, _) = err else {
+        return (pos, None);
+    };
+    match token.as_str() {
+        ";" => match end_of_previous(source, pos) {
+            Some(p) => (p, Some("add `;` at the end of this statement".to_owned())),
+            None => (pos, None),
+        },
+        "}" | "]" | ")" => match unclosed(source, token.chars().next().unwrap_or('}')) {
+            Some((p, open)) => (p, Some(format!("this `{open}` is never closed"))),
+            None => (pos, None),
+        },
+        _ => (pos, None),
+    }
+}
+
+/// The position just after the last code character before `pos` (blanks and a line
+/// comment skipped).
+fn end_of_previous(source: &str, pos: Position) -> Option<Position> {
+    let (line, col) = (pos.line()?, pos.position().unwrap_or(1));
+    let lines: Vec<&str> = source.lines().collect();
+    let mut l = line;
+    let mut upto = col.saturating_sub(1);
+    loop {
+        let text: Vec<char> = lines.get(l.checked_sub(1)?)?.chars().collect();
+        let mut code: Vec<char> = text[..upto.min(text.len())].to_vec();
+        if let Some(i) = code.windows(2).position(|w| w == ['/', '/']) {
+            code.truncate(i);
+        }
+        if let Some(i) = code.iter().rposition(|c| !c.is_whitespace()) {
+            return Some(Position::new(
+                u16::try_from(l).ok()?,
+                u16::try_from(i + 2).ok()?,
+            ));
+        }
+        l -= 1;
+        upto = usize::MAX;
+    }
+}
+
+/// The last opening bracket of the kind `close` closes that is never closed, with its
+/// character (strings and comments skipped).
+fn unclosed(source: &str, close: char) -> Option<(Position, char)> {
+    let open = match close {
+        '}' => '{',
+        ']' => '[',
+        _ => '(',
+    };
+    let mut stack: Vec<(char, usize, usize)> = Vec::new();
+    for (n, line) in source.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        let mut quote: Option<char> = None;
+        while i < chars.len() {
+            let c = chars[i];
+            if let Some(q) = quote {
+                if c == '\\' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            } else if c == '"' || c == '`' || c == '\'' {
+                quote = Some(c);
+            } else if c == '/' && chars.get(i + 1) == Some(&'/') {
+                break;
+            } else if matches!(c, '{' | '[' | '(') {
+                stack.push((c, n + 1, i + 1));
+            } else if matches!(c, '}' | ']' | ')') {
+                stack.pop();
+            }
+            i += 1;
+        }
+    }
+    let (c, line, col) = stack.into_iter().rev().find(|(c, ..)| *c == open)?;
+    Some((
+        Position::new(u16::try_from(line).ok()?, u16::try_from(col).ok()?),
+        c,
+    ))
+}
+
+/// The checks of literal arguments: options maps ([`crate::api::options`]) and the mode
+/// of `lxc.push`.
+fn literal_checks(
+    call: &CallSite,
+    source: &str,
+) -> Vec<(Position, Severity, &'static str, String, Option<String>)> {
+    let mut out = Vec::new();
+    let shown = call.display();
+    for m in crate::api::options::ALL {
+        if shown != m.call || call.handle().is_none() {
+            continue;
+        }
+        let Some(Literal::Map(entries)) = call.args.get(m.arg) else {
+            continue;
+        };
+        for (key, value, pos) in entries {
+            if !m.keys.contains(&key.as_str()) {
+                let hint =
+                    crate::api::options::did_you_mean(key, m.keys).map(|k| format!("write `{k}`"));
+                out.push((
+                    *pos,
+                    Severity::Error,
+                    "option",
+                    format!(
+                        "{}: {}",
+                        m.call,
+                        crate::api::options::unknown_key(key, m.keys)
+                    ),
+                    hint,
+                ));
+            } else if m.durations.contains(&key.as_str()) {
+                if let Literal::Str(text) = value {
+                    if let Err(e) = text.parse::<crate::types::DurationSpec>() {
+                        out.push((
+                            *pos,
+                            Severity::Error,
+                            "duration",
+                            format!("{}: `{key}`: {e}", m.call),
+                            None,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if shown == "lxc.push" && call.handle().is_some() {
+        if let Some(Literal::Int(mode, pos)) = call.args.get(3) {
+            match crate::boundary::values::file_mode("lxc.push", *mode) {
+                Err(refusal) => out.push((
+                    *pos,
+                    Severity::Error,
+                    "mode",
+                    refusal.to_string(),
+                    octal_hint(*mode),
+                )),
+                Ok(m) if written_in_decimal(*mode) && !octal_literal(source, *pos) => out.push((
+                    *pos,
+                    Severity::Warning,
+                    "mode",
+                    format!(
+                        "lxc.push: file mode {mode} is a decimal number, the mode 0o{m:o}; modes are octal"
+                    ),
+                    octal_hint(*mode),
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// `1 <= mode` with three or four digits all 0-7: what someone meant as octal.
+fn written_in_decimal(mode: i64) -> bool {
+    (100..=7777).contains(&mode) && mode.to_string().chars().all(|c| ('0'..='7').contains(&c))
+}
+
+/// Whether the integer literal at `pos` is written with a radix prefix (`0o644`, `0x1a4`).
+fn octal_literal(source: &str, pos: Position) -> bool {
+    let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
+        return false;
+    };
+    source.lines().nth(line - 1).is_some_and(|l| {
+        let rest: String = l.chars().skip(col - 1).take(2).collect();
+        matches!(rest.as_str(), "0o" | "0x" | "0b")
+    })
+}
+
+fn octal_hint(mode: i64) -> Option<String> {
+    written_in_decimal(mode).then(|| format!("write the mode as an octal literal: 0o{mode}"))
 }
 
 /// Escaping of a workflow command's message (GitHub's `escapeData`).
@@ -520,6 +800,70 @@ mod tests {
             .into_iter()
             .map(|f| (f.line, f.column, f.rule, f.message))
             .collect()
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_mistake_not_where_the_parser_stopped() {
+        assert_eq!(
+            lint("let x = 1 // one\n\nlet y = 2;\n"),
+            [(
+                1,
+                10,
+                "compile",
+                "Expecting ';' to terminate this statement".to_owned()
+            )]
+        );
+        assert_eq!(
+            lint("let a = [1];\nif true {\n  let s = \"}\";\n  log.info(s);\n\n"),
+            [(
+                2,
+                9,
+                "compile",
+                "Expecting '}' to terminate this block".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn option_maps_and_modes_are_checked_like_the_run_does() {
+        let found = Linter::new(Stdlib::Embedded).lint_source(
+            "r.rhai",
+            "let ct = 1;\n\
+             lxc.exec(ct, [\"true\"], #{ timeout: \"10 min\", read_only: true });\n\
+             lxc.exec(ct, [\"true\"], #{ ok_code: [0] });\n\
+             vllm.wait_ready(#{}, #{ poll: \"soon\" });\n\
+             lxc.push(ct, \"/x\", \"y\", 0o644);\n\
+             lxc.push(ct, \"/x\", \"y\", 600);\n",
+        );
+        let shown: Vec<(usize, usize, &str, Option<&str>)> = found
+            .iter()
+            .map(|f| (f.line, f.column, f.rule, f.hint.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (3, 27, "option", Some("write `ok_codes`")),
+                (4, 25, "duration", None),
+                (
+                    6,
+                    25,
+                    "mode",
+                    Some("write the mode as an octal literal: 0o600")
+                ),
+            ]
+        );
+        assert_eq!(
+            render(&found[2..], Format::Human),
+            "error[mode]: lxc.push: refused by the boundary (values): file mode 600 (= 0o1130) is outside 0o777; write the mode as an octal literal: 0o600
+ --> r.rhai:6:25
+  |
+6 | lxc.push(ct, \"/x\", \"y\", 600);
+  |                         ^^^
+  |
+  = help: write the mode as an octal literal: 0o600
+
+"
+        );
     }
 
     #[test]

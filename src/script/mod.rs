@@ -775,7 +775,7 @@ mod tests {
             plan: None,
             cancel: CancelFlag::default(),
             run_id: "test-run".to_owned(),
-            notes: std::sync::Mutex::default(),
+            notes: crate::plan::Notes::default(),
             progress: crate::progress::Tracker::default(),
         };
         (Arc::new(rt), tmp)

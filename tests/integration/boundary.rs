@@ -21,19 +21,19 @@ fn repo(rel: &str) -> PathBuf {
 
 /// A scratch phoenix installation with its own emulated host, CT 901 (the example
 /// config's target) created and running, and CT 100 made by "someone else" (untagged).
-struct Site {
+pub(crate) struct Site {
     tmp: tempfile::TempDir,
 }
 
 #[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Site {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let site = Self {
             tmp: tempfile::tempdir().unwrap(),
         };
@@ -60,21 +60,21 @@ impl Site {
         site
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.path("emu")
     }
 
-    fn recipe(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn recipe(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path("recipes").join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
 
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    pub(crate) fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_phoenix"));
         c.args(args)
             .current_dir(self.tmp.path())
@@ -99,7 +99,7 @@ impl Site {
 
     /// Run phoenix; a run that has not ended within the wait helper's patience fails the
     /// test naming it (a FIFO that hangs the open must not hang the suite).
-    fn phoenix(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+    pub(crate) fn phoenix(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut child = self
             .command(args, env)
             .stdout(Stdio::piped())
@@ -132,13 +132,13 @@ impl Site {
     }
 
     /// `phoenix recipe run <recipe> --lxc 901 <flags>`.
-    fn run(&self, recipe: &Path, flags: &[&str], env: &[(&str, &str)]) -> Out {
+    pub(crate) fn run(&self, recipe: &Path, flags: &[&str], env: &[(&str, &str)]) -> Out {
         let mut args = vec!["recipe", "run", recipe.to_str().unwrap(), "--lxc", "901"];
         args.extend_from_slice(flags);
         self.phoenix(&args, env)
     }
 
-    fn emu(&self, tool: &str, args: &[&str]) {
+    pub(crate) fn emu(&self, tool: &str, args: &[&str]) {
         let out = Command::new(self.root().join("bin").join(tool))
             .args(args)
             .env_clear()
@@ -149,7 +149,7 @@ impl Site {
     }
 
     /// The argv.log lines written since `skip` lines, as (tool, argv).
-    fn calls_since(&self, skip: usize) -> Vec<(String, Vec<String>)> {
+    pub(crate) fn calls_since(&self, skip: usize) -> Vec<(String, Vec<String>)> {
         let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
         text.lines()
             .skip(skip)
@@ -166,7 +166,7 @@ impl Site {
             .collect()
     }
 
-    fn log_len(&self) -> usize {
+    pub(crate) fn log_len(&self) -> usize {
         std::fs::read_to_string(self.root().join("argv.log")).map_or(0, |t| t.lines().count())
     }
 }
@@ -410,15 +410,27 @@ fn dry_run_never_runs_what_a_recipe_marks_read_only() {
             .any(|(_, argv)| argv.ends_with(&["test".into(), "-d".into(), "/etc".into()])),
         "{ran:?}"
     );
-    let first = out.stdout.lines().next().unwrap();
     assert!(
-        first.starts_with("dry run of sneaky.rhai: 1 change(s) would be made; ")
-            && first.ends_with(" read-only queries ran; nothing was changed"),
-        "{first}"
+        out.stdout
+            .starts_with("Dry run of sneaky.rhai on the emulated host: nothing was changed.\n"),
+        "{}",
+        out.stdout
     );
-    assert!(out.stdout.contains("exec 901"), "{}", out.stdout);
     assert!(
-        out.stdout.contains(" rm -f /etc/hostname"),
+        out.stdout
+            .contains("\n  ~ pct exec 901 --keep-env 0 -- rm -f /etc/hostname\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("\n  ran    pct exec 901 --keep-env 0 -- test -d /etc\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .ends_with("\nPlan: 0 to create, 1 to change, 0 to remove.\n"),
         "{}",
         out.stdout
     );

@@ -18,7 +18,7 @@ fn root() -> PathBuf {
 fn corpus_gets_exactly_the_golden_findings() {
     let (code, out, err) = phoenix(&["recipe", "lint", "tests/lint"]);
     assert_eq!(code, 1, "{out}{err}");
-    let errors = out.lines().filter(|l| l.contains(": error: ")).count();
+    let errors = out.lines().filter(|l| l.starts_with("error[")).count();
     assert!(
         err.contains(&format!("lint found {errors} error(s)")),
         "{err}"
@@ -84,15 +84,44 @@ fn errors_exit_1_warnings_alone_exit_0() {
     let (code, out, err) = phoenix(&["recipe", "lint", "tests/lint/eval.rhai"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.starts_with("tests/lint/eval.rhai:2:11: error: "),
+        out.starts_with(
+            "error[compile]: reserved keyword 'eval' is disabled\n --> tests/lint/eval.rhai:2:11\n"
+        ),
         "{out}"
     );
     assert!(err.contains("lint found 1 error(s)"), "{err}");
 
     let (code, out, err) = phoenix(&["recipe", "lint", "tests/lint/credentials.rhai"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.lines().count(), 3, "{out}");
-    assert!(out.lines().all(|l| l.contains(": warning: ")), "{out}");
+    let titles: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with(' ') && !l.starts_with(|c: char| c.is_ascii_digit())
+        })
+        .collect();
+    assert_eq!(titles.len(), 3, "{out}");
+    assert!(
+        titles
+            .iter()
+            .all(|l| l.starts_with("warning[credential]: ")),
+        "{out}"
+    );
+
+    // --deny-warnings: the same warnings fail the check.
+    let (code, out2, err) = phoenix(&[
+        "recipe",
+        "lint",
+        "--deny-warnings",
+        "tests/lint/credentials.rhai",
+    ]);
+    assert_eq!(code, 1, "{out2}{err}");
+    assert_eq!(out2, out);
+    assert!(
+        err.contains("lint found 3 warning(s), denied by --deny-warnings"),
+        "{err}"
+    );
+    let (code, _, _) = phoenix(&["recipe", "lint", "--deny-warnings", "stdlib", "recipes"]);
+    assert_eq!(code, 0);
 
     let (code, out, _) = phoenix(&["recipe", "lint", "stdlib"]);
     assert_eq!((code, out.as_str()), (0, ""));
@@ -138,4 +167,60 @@ fn a_missing_file_is_an_error_finding() {
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].severity, Severity::Error);
     assert_eq!(findings[0].rule, "read");
+    assert_eq!(
+        findings[0].message,
+        "cannot read tests/lint/nope.rhai: No such file or directory"
+    );
+    let (code, out, _) = phoenix(&["recipe", "lint", "tests/lint/nope.rhai"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "error[read]: cannot read tests/lint/nope.rhai: No such file or directory\n\n"
+    );
+}
+
+/// Issue 15's must-show: `lxc.push(ct, "/etc/x", "y", 644)` is refused with a hint to
+/// write `0o644`, by lint (with the line, a caret under the mode and the column) and by a
+/// run, before anything is pushed.
+#[test]
+fn a_decimal_mode_is_refused_with_the_octal_hint_by_lint_and_by_a_run() {
+    let site = crate::boundary::Site::new();
+    let recipe = site.recipe(
+        "mode.rhai",
+        "let ct = config.target();\nlxc.push(ct, \"/etc/x\", \"y\", 644);\n",
+    );
+    let out = site.phoenix(&["recipe", "lint", recipe.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let shown = recipe.display().to_string();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "error[mode]: lxc.push: refused by the boundary (values): file mode 644 (= 0o1204) is outside 0o777; write the mode as an octal literal: 0o644
+ --> {shown}:2:29
+  |
+2 | lxc.push(ct, \"/etc/x\", \"y\", 644);
+  |                             ^^^
+  |
+  = help: write the mode as an octal literal: 0o644
+
+"
+        )
+    );
+    let skip = site.log_len();
+    let out = site.run(&recipe, &[], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "lxc.push: refused by the boundary (values): file mode 644 (= 0o1204) is outside 0o777; write the mode as an octal literal: 0o644"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !site
+            .calls_since(skip)
+            .iter()
+            .any(|(tool, argv)| tool == "pct" && argv[0] == "push"),
+        "the refused push ran"
+    );
 }

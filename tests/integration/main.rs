@@ -15,6 +15,7 @@ mod gpu_host;
 mod lint;
 mod operator;
 mod paths;
+mod plan;
 mod primitives;
 mod progress;
 mod real_lxc;

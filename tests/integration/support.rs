@@ -73,7 +73,7 @@ pub fn runtime(
         plan: None,
         cancel: CancelFlag::default(),
         run_id,
-        notes: std::sync::Mutex::new(Vec::new()),
+        notes: phoenix::plan::Notes::default(),
         progress: phoenix::progress::Tracker::default(),
     })
 }

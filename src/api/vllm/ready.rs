@@ -260,19 +260,7 @@ impl WaitOptions {
     /// From `vllm.wait_ready`'s options map.
     pub fn from_map(m: &Map) -> Result<Self, ApiError> {
         const CALL: &str = "vllm.wait_ready";
-        known_keys(
-            CALL,
-            m,
-            &[
-                "timeout",
-                "download_timeout",
-                "progress_every",
-                "completion",
-                "poll",
-                "max_poll",
-                "request_timeout",
-            ],
-        )?;
+        known_keys(CALL, m, crate::api::options::WAIT_READY.keys)?;
         let mut o = Self::default();
         if let Some(d) = opt_duration(CALL, m, "timeout")? {
             o.timeout = d;

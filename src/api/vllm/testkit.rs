@@ -350,7 +350,7 @@ pub(super) fn fixture(dry_run: bool, running: bool) -> Fixture {
         plan: None,
         cancel: crate::exec::CancelFlag::default(),
         run_id: "r1".into(),
-        notes: Mutex::new(Vec::new()),
+        notes: crate::plan::Notes::default(),
         progress: crate::progress::Tracker::default(),
     });
     Fixture {

@@ -24,7 +24,11 @@
 //! free `subvol-<vmid>-disk-N` on zfspool, where the dataset also appears in the emulated
 //! ZFS, `<vmid>/vm-<vmid>-disk-N.raw` on dir); an absolute template path is a file under
 //! `$ROOT/hostfs`, as bind mount sources are; `pct set` on a
-//! running container applies changes at once (no `[pending]` section); bind mount sources are
+//! running container applies changes at once (no `[pending]` section: pve-container's
+//! `update_pct_config` applies `$LXC_FASTPLUG_OPTIONS` — hostname, cores, onboot, tags … —
+//! at once and hot-plugs memory, swap, netN, new mpN/devN, but leaves e.g. `nameserver` and
+//! `features` pending until the next start, src/PVE/LXC/Config.pm at 94f5585); it refuses
+//! `unprivileged` as upstream does ("unable to modify read-only option"); bind mount sources are
 //! not checked; `digest` is accepted but not compared.
 
 use std::collections::BTreeMap;
