@@ -11,6 +11,10 @@
 //! - A dataset that a container the journal records still mounts when its turn comes is
 //!   left alone and stays outstanding (a model cache two servers share: `destroy --lxc`,
 //!   or the rollback of a run whose dataset another run adopted meanwhile).
+//! - A dataset that still has child datasets when its turn comes (the models parent, when
+//!   other containers' model datasets are below it) is left alone and stays outstanding:
+//!   rolling back one container of a `phoenix up`, or `destroy --lxc` of one, never fails
+//!   on the shared parent; a later `destroy` that finds it without children removes it.
 //! - Markers ([`crate::markers`]): `destroy` removes the markers of what it removed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +100,14 @@ pub fn undo_outstanding(
     } else {
         watch.to_vec()
     };
+    // In a dry run nothing is destroyed: a child that this pass would undo does not count.
+    let undone_datasets: BTreeSet<&crate::types::DatasetName> = items
+        .iter()
+        .filter_map(|o| match &o.undo {
+            UndoStep::DestroyDataset { name } if dry_run => Some(name),
+            _ => None,
+        })
+        .collect();
     for item in items.iter().rev() {
         let label = describe(item);
         if let UndoStep::DestroyDataset { name } = &item.undo {
@@ -106,6 +118,23 @@ pub fn undo_outstanding(
                     .left_alone
                     .push(format!("{label} (mounted by container {vmid})"));
                 continue;
+            }
+            // A parent (the shared models parent) whose children other containers' runs
+            // made stays until their destroy removed them; it stays outstanding meanwhile.
+            let children = host_of(&item.run).and_then(|h| h.zfs_children(name));
+            if let Ok(children) = children {
+                let others: Vec<String> = children
+                    .iter()
+                    .filter(|c| !undone_datasets.contains(c))
+                    .map(ToString::to_string)
+                    .collect();
+                if !others.is_empty() {
+                    report.left_alone.push(format!(
+                        "{label} (it still holds {}; a later destroy removes it once they are gone)",
+                        others.join(", ")
+                    ));
+                    continue;
+                }
             }
         }
         // Checked again now, not only when the step was recorded: the journal is a file.
@@ -205,12 +234,16 @@ fn run_vmids(outstanding: &[Outstanding]) -> BTreeMap<String, BTreeSet<Vmid>> {
     m
 }
 
-/// Outstanding steps for `destroy`: all, or those of the selected containers (a dataset
-/// counts for a container when the same run touched that container), minus datasets with
-/// `keep_data`.
+/// Outstanding steps for `destroy`: all, or those of the selected containers, minus
+/// datasets with `keep_data`. A dataset counts for the container whose journal scope holds
+/// it (the `scope` of the run that created it); for a version 1 run without a scope, for
+/// every container that run touched.
 pub fn select_for_destroy(records: &[Record], vmids: &[Vmid], keep_data: bool) -> Vec<Outstanding> {
     let all = journal::outstanding(records);
-    let by_run = run_vmids(&all);
+    let mut by_run = run_vmids(&all);
+    for (run, scope) in journal::run_scopes(records) {
+        by_run.insert(run, BTreeSet::from([scope]));
+    }
     all.into_iter()
         .filter(|o| !(keep_data && matches!(o.undo, UndoStep::DestroyDataset { .. })))
         .filter(|o| {
@@ -444,5 +477,48 @@ mod tests {
         let st = status(&recs);
         assert_eq!(st.containers["901"].len(), 1);
         assert_eq!(st.other.len(), 1);
+    }
+
+    #[test]
+    fn a_dataset_belongs_to_the_scope_of_the_run_that_made_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |id: &str, scope: u64| {
+            let j = Journal::open(dir.path(), id).unwrap();
+            j.append(Entry::Run {
+                host: crate::settings::HostKind::Emulated,
+                emu_root: None,
+                recipe: "x.rhai".into(),
+                pid: 1,
+                scope: Some(v(scope)),
+                batch: Some("up1".into()),
+            })
+            .unwrap();
+            j
+        };
+        // 902's run made its dataset and failed before it made its container: the dataset
+        // is still 902's (a run without a scope would leave it to no container).
+        let a = run("up1-901", 901);
+        let b = run("up1-902", 902);
+        a.intent(
+            "lxc.create:901",
+            UndoStep::DestroyContainer { vmid: v(901) },
+        )
+        .unwrap();
+        b.intent(
+            "zfs.dataset:rpool/m/b",
+            UndoStep::DestroyDataset {
+                name: DatasetName::new("rpool/m/b").unwrap(),
+            },
+        )
+        .unwrap();
+        let recs = journal::read(&Journal::path_in(dir.path())).unwrap();
+        let steps = |sel: &[Vmid]| -> Vec<String> {
+            select_for_destroy(&recs, sel, false)
+                .into_iter()
+                .map(|o| o.step)
+                .collect()
+        };
+        assert_eq!(steps(&[v(902)]), ["zfs.dataset:rpool/m/b"]);
+        assert_eq!(steps(&[v(901)]), ["lxc.create:901"]);
     }
 }

@@ -250,6 +250,12 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
             .then(|| settings.emu_root.value.clone()),
         recipe: args.recipe.display().to_string(),
         pid: std::process::id(),
+        scope: match args.lxc.as_slice() {
+            [] => crate::runtime::default_target(&config, &recipe.name).map(|e| e.vmid),
+            [one] => Some(*one),
+            _ => None,
+        },
+        batch: None,
     })?;
 
     let system: Arc<dyn Runner> = Arc::new(SystemRunner::new(redactor.clone(), cancel.clone()));

@@ -419,6 +419,8 @@ pub trait Host: Send + Sync {
     fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>>;
     /// The names of the host's ZFS pools (a read-only query).
     fn zfs_pools(&self) -> Result<Vec<String>>;
+    /// The datasets directly below `name` (empty when it has none or does not exist).
+    fn zfs_children(&self, name: &DatasetName) -> Result<Vec<DatasetName>>;
     /// The GPUs of this host.
     fn gpus(&self) -> Result<Vec<Gpu>>;
     /// The PVE version `(major, minor, patch)`, `None` for non-PVE hosts.
