@@ -501,7 +501,11 @@ mod tests {
         let b = run("up1-902", 902);
         a.intent(
             "lxc.create:901",
-            UndoStep::DestroyContainer { vmid: v(901) },
+            UndoStep::DestroyContainer {
+                vmid: v(901),
+                storage: None,
+                volumes_before: Vec::new(),
+            },
         )
         .unwrap();
         b.intent(
