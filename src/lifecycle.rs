@@ -11,10 +11,12 @@
 //! - A dataset that a container the journal records still mounts when its turn comes is
 //!   left alone and stays outstanding (a model cache two servers share: `destroy --lxc`,
 //!   or the rollback of a run whose dataset another run adopted meanwhile).
-//! - A dataset that still has child datasets when its turn comes (the models parent, when
-//!   other containers' model datasets are below it) is left alone and stays outstanding:
-//!   rolling back one container of a `phoenix up`, or `destroy --lxc` of one, never fails
-//!   on the shared parent; a later `destroy` that finds it without children removes it.
+//! - A dataset that still has child datasets when its turn comes, all of them datasets the
+//!   journal records for other containers (the models parent, when other containers' model
+//!   datasets are below it), is left alone and stays outstanding: rolling back one container
+//!   of a `phoenix up`, or `destroy --lxc` of one, never fails on the shared parent; a later
+//!   `destroy` that finds it without children removes it. A child phoenix does not record
+//!   (someone else's dataset) still makes the undo fail, so `destroy` exits 3 and says so.
 //! - Markers ([`crate::markers`]): `destroy` removes the markers of what it removed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +76,10 @@ pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostErr
 /// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
 /// item. A dataset that one of the containers `watch` still mounts when its turn comes is
 /// left alone and stays outstanding (another server's model cache: `destroy --lxc`, or a
-/// rollback while another run adopted the dataset). A step found gone afterwards loses its
+/// rollback while another run adopted the dataset). A dataset whose remaining children
+/// are all datasets the journal records (`recorded`) outside `items` — other containers'
+/// model datasets below the shared parent — is left alone too; a child phoenix does not
+/// record (someone else's) makes its undo fail as before, so the parent stays reported. A step found gone afterwards loses its
 /// marker in `marker_dir` (when that run wrote it), so a rollback leaves no marker claiming
 /// it is done. With `dry_run`, nothing is executed or recorded; the report lists what would
 /// be undone. Each step executed shows as progress on `progress` (`undo destroy
@@ -84,6 +89,7 @@ pub fn undo_outstanding(
     items: &[Outstanding],
     host_of: &HostOf<'_>,
     watch: &[Vmid],
+    recorded: &BTreeSet<crate::types::DatasetName>,
     marker_dir: &Path,
     dry_run: bool,
     progress: &crate::progress::Tracker,
@@ -108,12 +114,24 @@ pub fn undo_outstanding(
             _ => None,
         })
         .collect();
+    // Datasets the journal records for other runs or containers than those undone now.
+    let in_pass: BTreeSet<&crate::types::DatasetName> = items
+        .iter()
+        .filter_map(|o| match &o.undo {
+            UndoStep::DestroyDataset { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    // Parents left alone in this pass because other containers' datasets are below them:
+    // their own parents stay for the same reason.
+    let mut kept: BTreeSet<crate::types::DatasetName> = BTreeSet::new();
     for item in items.iter().rev() {
         let label = describe(item);
         if let UndoStep::DestroyDataset { name } = &item.undo {
             // Checked when its turn comes: the containers undone before it no longer mount it.
             let mounted = host_of(&item.run).and_then(|h| mounted_by(h.as_ref(), name, &watch));
             if let Ok(Some(vmid)) = mounted {
+                kept.insert(name.clone());
                 report
                     .left_alone
                     .push(format!("{label} (mounted by container {vmid})"));
@@ -123,12 +141,16 @@ pub fn undo_outstanding(
             // made stays until their destroy removed them; it stays outstanding meanwhile.
             let children = host_of(&item.run).and_then(|h| h.zfs_children(name));
             if let Ok(children) = children {
-                let others: Vec<String> = children
+                let remaining: Vec<&crate::types::DatasetName> = children
                     .iter()
                     .filter(|c| !undone_datasets.contains(c))
-                    .map(ToString::to_string)
                     .collect();
-                if !others.is_empty() {
+                let elsewhere = remaining
+                    .iter()
+                    .all(|c| (recorded.contains(*c) && !in_pass.contains(*c)) || kept.contains(*c));
+                let others: Vec<String> = remaining.iter().map(ToString::to_string).collect();
+                if !others.is_empty() && elsewhere {
+                    kept.insert(name.clone());
                     report.left_alone.push(format!(
                         "{label} (it still holds {}; a later destroy removes it once they are gone)",
                         others.join(", ")
@@ -269,6 +291,17 @@ pub fn recorded_containers(records: &[Record]) -> Vec<Vmid> {
     set.into_iter().collect()
 }
 
+/// Every dataset the journal's outstanding steps would destroy.
+pub fn recorded_datasets(records: &[Record]) -> BTreeSet<crate::types::DatasetName> {
+    journal::outstanding(records)
+        .into_iter()
+        .filter_map(|o| match o.undo {
+            UndoStep::DestroyDataset { name } => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The first of `others` whose config mounts dataset `name` (an `mpN` whose source is the
 /// dataset's mountpoint or a path below it).
 pub fn mounted_by(
@@ -373,6 +406,7 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         &items,
         &|_| Ok(Arc::clone(&host)),
         &recorded_containers(&records),
+        &recorded_datasets(&records),
         &rt.settings.marker_dir.value,
         false,
         &rt.progress,
