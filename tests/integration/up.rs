@@ -124,8 +124,8 @@ fn server_site(n: u64) -> Site {
     site
 }
 
-/// Plain containers (the built-in container.rhai) 901, 902, … ; `after[i]` lists the ids
-/// entry i comes after.
+/// Plain containers (the built-in container.rhai, with two packages) 901, 902, … ;
+/// `after` lists the ids an entry comes after.
 fn plain(n: u64, after: &[(u64, &[u64])]) -> Value {
     let mut c = example_config();
     let base = c["lxc_configs"]["902"].clone();
@@ -135,6 +135,7 @@ fn plain(n: u64, after: &[(u64, &[u64])]) -> Value {
         let mut e = base.clone();
         e["name"] = json!(format!("box{}", i + 1));
         e["network_config"]["ip"] = json!(format!("10.0.0.{}/24", 131 + i));
+        e["packages"] = json!(["curl", "ca-certificates"]);
         if let Some((_, deps)) = after.iter().find(|(v, _)| *v == vmid) {
             e["after"] = json!(deps);
         }
@@ -386,6 +387,11 @@ fn after_orders_the_runs_and_a_failed_predecessor_skips_its_followers() {
     let out = site.phoenix(&["up", "--parallel", "3"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("container.rhai"), "{}", out.stdout);
+    // container.rhai installed the entry's packages.
+    for v in ["901", "902", "903"] {
+        let installed = &site.ct_state(v)["apt"]["installed"];
+        assert_eq!(installed, &json!(["curl", "ca-certificates"]), "{v}");
+    }
     let records = journal(&site);
     assert!(
         record_of(&records, 902, "run") > record_of(&records, 901, "end"),
@@ -471,6 +477,14 @@ fn up_dry_run_plans_each_container_and_changes_nothing() {
     }
     assert!(out.stdout.contains("pct create 901 "), "{}", out.stdout);
     assert!(out.stdout.contains("pct start 902"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "pct exec 901 --keep-env 0 -- apt-get install -y -q --no-install-recommends \
+             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold curl ca-certificates"
+        ),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("nothing was changed"), "{}", out.stdout);
     let mut after = crate::support::emu_snapshot(&site.root());
     let mut before = before;
