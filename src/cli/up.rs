@@ -644,6 +644,11 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
         cancel: shared.cancel.clone(),
         run_id,
         notes: std::sync::Mutex::new(Vec::new()),
+        // One live line per container on a terminal (the progress layer's tracker).
+        progress: shared
+            .ctx
+            .progress
+            .tracker(Some(&format!("{} {}", job.vmid, result.name))),
     });
     // One phoenix process per container at a time (another one fails naming the holder).
     let lock = if dry_run {
