@@ -62,6 +62,19 @@ pub enum Error {
         #[source]
         source: crate::script::RecipeError,
     },
+    /// Some containers of `phoenix up` (or of `recipe run` with several `--lxc`) did not
+    /// end ready; the others did.
+    #[error(
+        "{count} of the {total} container(s) did not end ready ({failed}): the summary says why"
+    )]
+    Batch {
+        /// How many failed or were skipped.
+        count: usize,
+        /// The ids that failed or were skipped, as text.
+        failed: String,
+        /// How many were selected.
+        total: usize,
+    },
     /// The operator answered no at a confirmation prompt: nothing was changed.
     #[error("not confirmed: nothing was changed")]
     Declined,
@@ -107,7 +120,9 @@ impl Error {
             | Self::Preflight { .. } => code::USAGE,
             Self::Secret(e) => e.exit_code(),
             Self::Recipe(e) => e.exit_code(),
-            Self::LintFailed(_) | Self::LintWarnings(_) | Self::Declined => code::RUN_FAILED,
+            Self::LintFailed(_) | Self::LintWarnings(_) | Self::Declined | Self::Batch { .. } => {
+                code::RUN_FAILED
+            }
             Self::Host(e) if e.is_wrong_host() => code::USAGE,
             Self::Journal(_) | Self::Host(_) | Self::Output(_) => code::RUN_FAILED,
             Self::Incomplete { .. } | Self::RollbackIncomplete { .. } => code::INCOMPLETE,

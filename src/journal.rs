@@ -10,6 +10,15 @@
 //!
 //! Each run starts with a `run` record naming its host backend, so `destroy` and `status`
 //! drive the same backend the run used.
+//!
+//! **Scopes** (format version 2). Every run serves one container: its `run` record names
+//! it (`scope`), and the runs one `phoenix up` (or one `recipe run` with several `--lxc`)
+//! starts at once share a `batch` id. A container's journal scope is its runs' records, so
+//! rolling back one container of a parallel `up` undoes exactly its steps, and `destroy
+//! --lxc` finds the datasets that container's runs created. Records of several runs
+//! interleave in the one file (appends are serialised, so each line is whole).
+//! Version 1 records (no scope) stay readable: a dataset of such a run counts for every
+//! container that run touched, as before. A record of a newer version is refused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -22,8 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::settings::HostKind;
 use crate::types::{AbsPath, DatasetName, StorageId, Vmid};
 
-/// Journal format version, written in every record.
-pub const VERSION: u32 = 1;
+/// Journal format version, written in every record (2: `run` records carry `scope` and
+/// `batch`; version 1 records are read as runs without a scope).
+pub const VERSION: u32 = 2;
 
 /// A compensating action, recorded as data before the action it undoes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +164,14 @@ pub enum Entry {
         recipe: String,
         /// The process.
         pid: u32,
+        /// The container this run serves (its journal scope); absent in version 1 records
+        /// and for runs that serve none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Vmid>,
+        /// The id shared by the runs one `phoenix up` (or one `recipe run` with several
+        /// `--lxc`) started together.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<String>,
     },
     /// A step is about to act; `undo` removes whatever it may create.
     Intent {
@@ -539,6 +557,17 @@ pub fn outputs_of(records: &[Record], run: &str) -> Vec<crate::report::OutputIte
         .collect()
 }
 
+/// The container each run serves, from the `run` records that name one (version 2).
+pub fn run_scopes(records: &[Record]) -> std::collections::BTreeMap<String, Vmid> {
+    records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Run { scope: Some(v), .. } => Some((r.run.clone(), *v)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The host of the run that wrote `run`, from its `run` record.
 pub fn run_host(records: &[Record], run: &str) -> Option<(HostKind, Option<PathBuf>)> {
     records.iter().find_map(|r| match &r.entry {
@@ -600,6 +629,47 @@ impl CtLock {
     }
 }
 
+/// A lock on a resource several runs may create at once (a ZFS dataset that is the parent
+/// of several containers' datasets), held for the life of the value. Unlike [`CtLock`] it
+/// waits for the holder: creating such a resource takes one command, and the waiter then
+/// finds it and adopts it instead of failing on "already exists".
+#[derive(Debug)]
+pub struct ResourceLock {
+    _flock: nix::fcntl::Flock<File>,
+}
+
+impl ResourceLock {
+    /// Wait for the lock of `kind` `name` under `state_dir/locks` (threads of one process
+    /// and other processes alike: each call opens the file anew).
+    pub fn acquire(state_dir: &Path, kind: &str, name: &str) -> Result<Self> {
+        let dir = state_dir.join("locks");
+        let io = |source| JournalError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let mut file_name = format!("{kind}-");
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                file_name.push(b as char);
+            } else {
+                file_name.push_str(&format!("%{b:02X}"));
+            }
+        }
+        file_name.push_str(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(file_name))
+            .map_err(io)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(|flock| Self { _flock: flock })
+            .map_err(|(_, e)| io(std::io::Error::from(e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +687,8 @@ mod tests {
             emu_root: Some("/emu".into()),
             recipe: "x.rhai".into(),
             pid: 1,
+            scope: Some(vmid(901)),
+            batch: None,
         })
         .unwrap();
         let a = j
@@ -716,6 +788,69 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_stay_readable_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Journal::path_in(dir.path());
+        // As phoenix wrote them before scopes existed.
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"v":1,"run":"old","seq":1,"ts":1,"kind":"run","host":"emulated","recipe":"x.rhai","pid":7}"#,
+                "\n",
+                r#"{"v":1,"run":"old","seq":2,"ts":2,"kind":"intent","step":"lxc.create:901","undo":{"op":"destroy_container","vmid":901}}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let recs = read(&path).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(matches!(
+            &recs[0].entry,
+            Entry::Run {
+                scope: None,
+                batch: None,
+                ..
+            }
+        ));
+        assert!(run_scopes(&recs).is_empty());
+        assert_eq!(outstanding(&recs)[0].step, "lxc.create:901");
+        // A new run appends version 2 records after them.
+        let j = Journal::open(dir.path(), "new").unwrap();
+        j.append(Entry::Run {
+            host: HostKind::Emulated,
+            emu_root: None,
+            recipe: "y.rhai".into(),
+            pid: 8,
+            scope: Some(vmid(902)),
+            batch: Some("b".into()),
+        })
+        .unwrap();
+        let recs = read(&path).unwrap();
+        assert_eq!((recs[2].v, recs[2].seq), (2, 3));
+        assert_eq!(
+            run_scopes(&recs).into_iter().collect::<Vec<_>>(),
+            [("new".to_owned(), vmid(902))]
+        );
+        // A record of a format this phoenix does not know is refused, naming the line.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(r#"{"v":3,"run":"future","seq":4,"ts":4,"kind":"end","ok":true}"#);
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                JournalError::Version {
+                    line: 4,
+                    found: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn file_mode_is_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -736,6 +871,37 @@ mod tests {
         );
         // Another container is free.
         CtLock::acquire(dir.path(), vmid(902)).unwrap();
+    }
+
+    #[test]
+    fn a_resource_lock_makes_the_second_taker_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = ResourceLock::acquire(dir.path(), "dataset", "rpool/phoenix").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        let waiter = std::thread::spawn(move || {
+            let lock = ResourceLock::acquire(&path, "dataset", "rpool/phoenix").unwrap();
+            tx.send(()).unwrap();
+            lock
+        });
+        // The waiter blocks in flock: /proc/locks lists a waiting request (`->`) on the
+        // lock file's inode.
+        let file = dir.path().join("locks/dataset-rpool%2Fphoenix.lock");
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap());
+        crate::test_support::wait_until("the second taker to wait for the lock", || {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| {
+                    l.contains("->") && l.contains("FLOCK") && l.contains(&format!(":{inode} "))
+                })
+        });
+        assert!(rx.try_recv().is_err(), "the lock was taken twice");
+        // Another resource is free meanwhile.
+        ResourceLock::acquire(dir.path(), "dataset", "rpool/other").unwrap();
+        drop(held);
+        rx.recv().unwrap();
+        drop(waiter.join().unwrap());
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! - A dataset that a container the journal records still mounts when its turn comes is
 //!   left alone and stays outstanding (a model cache two servers share: `destroy --lxc`,
 //!   or the rollback of a run whose dataset another run adopted meanwhile).
+//! - A dataset that still has child datasets when its turn comes, all of them datasets the
+//!   journal records for other containers (the models parent, when other containers' model
+//!   datasets are below it), is left alone and stays outstanding: rolling back one container
+//!   of a `phoenix up`, or `destroy --lxc` of one, never fails on the shared parent; a later
+//!   `destroy` that finds it without children removes it. A child phoenix does not record
+//!   (someone else's dataset) still makes the undo fail, so `destroy` exits 3 and says so.
 //! - Markers ([`crate::markers`]): `destroy` removes the markers of what it removed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,7 +76,10 @@ pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostErr
 /// Undo `items` newest first. `host_of(run)` gives the backend of the run that wrote an
 /// item. A dataset that one of the containers `watch` still mounts when its turn comes is
 /// left alone and stays outstanding (another server's model cache: `destroy --lxc`, or a
-/// rollback while another run adopted the dataset). A step found gone afterwards loses its
+/// rollback while another run adopted the dataset). A dataset whose remaining children
+/// are all datasets the journal records (`recorded`) outside `items` — other containers'
+/// model datasets below the shared parent — is left alone too; a child phoenix does not
+/// record (someone else's) makes its undo fail as before, so the parent stays reported. A step found gone afterwards loses its
 /// marker in `marker_dir` (when that run wrote it), so a rollback leaves no marker claiming
 /// it is done. With `dry_run`, nothing is executed or recorded; the report lists what would
 /// be undone. Each step executed shows as progress on `progress` (`undo destroy
@@ -80,6 +89,7 @@ pub fn undo_outstanding(
     items: &[Outstanding],
     host_of: &HostOf<'_>,
     watch: &[Vmid],
+    recorded: &BTreeSet<crate::types::DatasetName>,
     marker_dir: &Path,
     dry_run: bool,
     progress: &crate::progress::Tracker,
@@ -96,6 +106,25 @@ pub fn undo_outstanding(
     } else {
         watch.to_vec()
     };
+    // In a dry run nothing is destroyed: a child that this pass would undo does not count.
+    let undone_datasets: BTreeSet<&crate::types::DatasetName> = items
+        .iter()
+        .filter_map(|o| match &o.undo {
+            UndoStep::DestroyDataset { name } if dry_run => Some(name),
+            _ => None,
+        })
+        .collect();
+    // Datasets the journal records for other runs or containers than those undone now.
+    let in_pass: BTreeSet<&crate::types::DatasetName> = items
+        .iter()
+        .filter_map(|o| match &o.undo {
+            UndoStep::DestroyDataset { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    // Parents left alone in this pass because other containers' datasets are below them:
+    // their own parents stay for the same reason.
+    let mut kept: BTreeSet<crate::types::DatasetName> = BTreeSet::new();
     for item in items.iter().rev() {
         let label = describe(item);
         let shared = match &item.undo {
@@ -111,10 +140,32 @@ pub fn undo_outstanding(
             // Checked when its turn comes: the containers undone before it no longer mount it.
             let mounted = host_of(&item.run).and_then(|h| mounted_by(h.as_ref(), name, &watch));
             if let Ok(Some(vmid)) = mounted {
+                kept.insert(name.clone());
                 report
                     .left_alone
                     .push(format!("{label} (mounted by container {vmid})"));
                 continue;
+            }
+            // A parent (the shared models parent) whose children other containers' runs
+            // made stays until their destroy removed them; it stays outstanding meanwhile.
+            let children = host_of(&item.run).and_then(|h| h.zfs_children(name));
+            if let Ok(children) = children {
+                let remaining: Vec<&crate::types::DatasetName> = children
+                    .iter()
+                    .filter(|c| !undone_datasets.contains(c))
+                    .collect();
+                let elsewhere = remaining
+                    .iter()
+                    .all(|c| (recorded.contains(*c) && !in_pass.contains(*c)) || kept.contains(*c));
+                let others: Vec<String> = remaining.iter().map(ToString::to_string).collect();
+                if !others.is_empty() && elsewhere {
+                    kept.insert(name.clone());
+                    report.left_alone.push(format!(
+                        "{label} (it still holds {}; a later destroy removes it once they are gone)",
+                        others.join(", ")
+                    ));
+                    continue;
+                }
             }
         }
         // Checked again now, not only when the step was recorded: the journal is a file.
@@ -228,12 +279,16 @@ fn run_vmids(outstanding: &[Outstanding]) -> BTreeMap<String, BTreeSet<Vmid>> {
     m
 }
 
-/// Outstanding steps for `destroy`: all, or those of the selected containers (a dataset
-/// counts for a container when the same run touched that container), minus datasets with
-/// `keep_data`.
+/// Outstanding steps for `destroy`: all, or those of the selected containers, minus
+/// datasets with `keep_data`. A dataset counts for the container whose journal scope holds
+/// it (the `scope` of the run that created it); for a version 1 run without a scope, for
+/// every container that run touched.
 pub fn select_for_destroy(records: &[Record], vmids: &[Vmid], keep_data: bool) -> Vec<Outstanding> {
     let all = journal::outstanding(records);
-    let by_run = run_vmids(&all);
+    let mut by_run = run_vmids(&all);
+    for (run, scope) in journal::run_scopes(records) {
+        by_run.insert(run, BTreeSet::from([scope]));
+    }
     all.into_iter()
         .filter(|o| !(keep_data && matches!(o.undo, UndoStep::DestroyDataset { .. })))
         .filter(|o| {
@@ -257,6 +312,17 @@ pub fn recorded_containers(records: &[Record]) -> Vec<Vmid> {
         .filter_map(|o| o.undo.vmid())
         .collect();
     set.into_iter().collect()
+}
+
+/// Every dataset the journal's outstanding steps would destroy.
+pub fn recorded_datasets(records: &[Record]) -> BTreeSet<crate::types::DatasetName> {
+    journal::outstanding(records)
+        .into_iter()
+        .filter_map(|o| match o.undo {
+            UndoStep::DestroyDataset { name } => Some(name),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The first of `others` whose config mounts dataset `name` (an `mpN` whose source is the
@@ -363,6 +429,7 @@ pub fn rollback_run(rt: &crate::runtime::Runtime) -> Result<UndoReport, crate::E
         &items,
         &|_| Ok(Arc::clone(&host)),
         &recorded_containers(&records),
+        &recorded_datasets(&records),
         &rt.settings.marker_dir.value,
         false,
         &rt.progress,
@@ -450,5 +517,52 @@ mod tests {
         let st = status(&recs);
         assert_eq!(st.containers["901"].len(), 1);
         assert_eq!(st.other.len(), 1);
+    }
+
+    #[test]
+    fn a_dataset_belongs_to_the_scope_of_the_run_that_made_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |id: &str, scope: u64| {
+            let j = Journal::open(dir.path(), id).unwrap();
+            j.append(Entry::Run {
+                host: crate::settings::HostKind::Emulated,
+                emu_root: None,
+                recipe: "x.rhai".into(),
+                pid: 1,
+                scope: Some(v(scope)),
+                batch: Some("up1".into()),
+            })
+            .unwrap();
+            j
+        };
+        // 902's run made its dataset and failed before it made its container: the dataset
+        // is still 902's (a run without a scope would leave it to no container).
+        let a = run("up1-901", 901);
+        let b = run("up1-902", 902);
+        a.intent(
+            "lxc.create:901",
+            UndoStep::DestroyContainer {
+                vmid: v(901),
+                storage: None,
+                volumes_before: Vec::new(),
+            },
+        )
+        .unwrap();
+        b.intent(
+            "zfs.dataset:rpool/m/b",
+            UndoStep::DestroyDataset {
+                name: DatasetName::new("rpool/m/b").unwrap(),
+            },
+        )
+        .unwrap();
+        let recs = journal::read(&Journal::path_in(dir.path())).unwrap();
+        let steps = |sel: &[Vmid]| -> Vec<String> {
+            select_for_destroy(&recs, sel, false)
+                .into_iter()
+                .map(|o| o.step)
+                .collect()
+        };
+        assert_eq!(steps(&[v(902)]), ["zfs.dataset:rpool/m/b"]);
+        assert_eq!(steps(&[v(901)]), ["lxc.create:901"]);
     }
 }

@@ -153,11 +153,17 @@ impl Runtime {
         default_target(&self.config, &self.recipe_name)
     }
 
-    /// A new run id: time and pid, unique enough per host and readable in tags.
+    /// A new run id: time and pid, unique enough per host and readable in tags. The runs
+    /// one process starts (the containers of `phoenix up`) add a sequence number from the
+    /// second one on, so runs started in the same millisecond never share an id.
     pub fn new_run_id() -> String {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        format!("{ms:x}-{:x}", std::process::id())
+        match SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => format!("{ms:x}-{:x}", std::process::id()),
+            n => format!("{ms:x}-{:x}-{n:x}", std::process::id()),
+        }
     }
 }

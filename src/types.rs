@@ -401,6 +401,48 @@ string_newtype!(
     check_storage
 );
 
+fn check_package(v: &str) -> Result<(), TypeError> {
+    const K: &str = "package name";
+    base_checks(K, v, 128)?;
+    // Debian Policy §5.6.1: lower-case letters, digits, `+`, `-` and `.`, at least two
+    // characters, starting with a letter or digit. An optional `=version` pins a version
+    // (apt-get's `pkg=version`; Debian Policy §5.6.12 version characters).
+    let (name, version) = match v.split_once('=') {
+        Some((n, ver)) => (n, Some(ver)),
+        None => (v, None),
+    };
+    if name.len() < 2 || !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err(TypeError::new(
+            K,
+            v,
+            "a package name has at least two characters and starts with a lower-case letter or digit",
+        ));
+    }
+    only(
+        K,
+        name,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c),
+        "lower-case ASCII letters, digits, `+`, `-` and `.`",
+    )?;
+    if let Some(ver) = version {
+        if !ver.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(TypeError::new(K, v, "a pinned version starts with a digit"));
+        }
+        only(
+            K,
+            ver,
+            |c| c.is_ascii_alphanumeric() || ".+~:-".contains(c),
+            "in a version: ASCII letters, digits, `.`, `+`, `~`, `:` and `-`",
+        )?;
+    }
+    Ok(())
+}
+string_newtype!(
+    /// A Debian package to install, `name` or `name=version` (`docker.io`, `curl=8.5.0-2`).
+    PackageName,
+    check_package
+);
+
 fn check_template(v: &str) -> Result<(), TypeError> {
     const K: &str = "template";
     base_checks(K, v, 1024)?;

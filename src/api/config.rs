@@ -2,7 +2,8 @@
 //!
 //! `config.target()` is the entry this run serves ([`Runtime::target`]: `--lxc`, else the
 //! entry whose `recipe` names the recipe, else the only entry), `config.lxc(id)` any entry,
-//! `config.ids()` every id. The maps are built from the typed [`LxcConfig`] (already checked
+//! `config.ids()` every id, `config.selected()` the entries this run serves (one per run in
+//! `phoenix up`). The maps are built from the typed [`LxcConfig`] (already checked
 //! by the config loader), so a recipe never sees unvalidated text. Keys follow the config
 //! file's field names (`memory_mb`, `network_config`, `vllm_model`, …) so a recipe author
 //! reads the same names in both places; `gpus` is the normalised GPU selector (`"0,1"`,
@@ -132,7 +133,31 @@ pub fn entry_map(c: &LxcConfig) -> Map {
         "openai_backend",
         opt(c.openai_backend.map(|v| i64::from(v.get()))),
     );
+    put("gpu_exclusive", Dynamic::from_bool(c.gpu_exclusive));
+    put(
+        "after",
+        Dynamic::from_array(
+            c.after
+                .iter()
+                .map(|v| Dynamic::from(i64::from(v.get())))
+                .collect(),
+        ),
+    );
+    put(
+        "packages",
+        Dynamic::from_array(c.packages.iter().map(|p| text(p.as_str())).collect()),
+    );
     m
+}
+
+/// The entries this run may change ([`Runtime::selection`]), ascending: the one entry
+/// each run of `phoenix up` (and of `recipe run` with several `--lxc`) serves, or the
+/// default target; empty when there is none.
+pub fn selected(rt: &Runtime) -> Vec<&LxcConfig> {
+    let mut ids = rt.selection();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().filter_map(|v| rt.config.get(v)).collect()
 }
 
 /// The entry this run serves.
@@ -233,6 +258,19 @@ pub fn register(engine: &mut Engine) {
             crate::datasets::models_parent(api.runtime())
                 .map(|p| ImmutableString::from(p.as_str()))
                 .map_err(script_error)
+        });
+    FuncRegistration::new("selected")
+        .with_params_info(["config: ConfigApi", "Array"])
+        .with_comments([
+            "/// The config entries this run serves, as maps (see `config.target()`), ascending by\n\
+             /// vmid: each run of `phoenix up`, and of `recipe run` with several `--lxc`, serves\n\
+             /// exactly one entry; empty when no entry is selected.",
+        ])
+        .register_into_engine(engine, |api: ConfigApi| -> Array {
+            selected(api.runtime())
+                .into_iter()
+                .map(|e| Dynamic::from_map(entry_map(e)))
+                .collect()
         });
     FuncRegistration::new("ids")
         .with_params_info(["config: ConfigApi", "Array"])

@@ -84,24 +84,26 @@ pub fn has(store: &SecretStore, name: &str) -> Result<bool, ApiError> {
 pub fn ensure(rt: &crate::runtime::Runtime, name: &str) -> Result<Secret, ApiError> {
     const CALL: &str = "secret.ensure";
     let name = SecretName::new(name).map_err(|source| ApiError::Type { call: CALL, source })?;
-    if has(&rt.secrets, name.as_str())? {
-        return Ok(rt.secrets.get(&name)?);
-    }
-    let hex =
-        random_hex().map_err(|e| ApiError::spec(CALL, format!("cannot read /dev/urandom: {e}")))?;
     if rt.dry_run {
+        if has(&rt.secrets, name.as_str())? {
+            return Ok(rt.secrets.get(&name)?);
+        }
         rt.note(
             crate::plan::Action::Create,
             format!("generate secret {name} and store it encrypted"),
         );
+        let hex = random_hex()
+            .map_err(|e| ApiError::spec(CALL, format!("cannot read /dev/urandom: {e}")))?;
         return Ok(Secret::new(
             name,
             zeroize::Zeroizing::new(hex.as_bytes().to_vec()),
         ));
     }
-    rt.secrets.set(&name, hex.as_bytes())?;
-    tracing::info!(secret = %name, "secret generated and stored");
-    Ok(rt.secrets.get(&name)?)
+    // One check-and-store under the store's lock: parallel runs get the same value.
+    let (secret, _) = rt.secrets.ensure(&name, || {
+        Ok(zeroize::Zeroizing::new(random_hex()?.as_bytes().to_vec()))
+    })?;
+    Ok(secret)
 }
 
 /// One piece of a parsed template.

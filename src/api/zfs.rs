@@ -6,6 +6,8 @@
 //! the log, not changed); a dataset phoenix did not create is refused, and never destroyed.
 //! Owned means the dataset sets `phoenix:owner` itself ([`crate::ownership::dataset`]): one
 //! someone made below a phoenix dataset inherits the property and is still not phoenix's.
+//! Runs of one `phoenix up` that need the same dataset (the shared models parent) take
+//! turns on a lock per dataset name ([`crate::journal::ResourceLock`]).
 
 use rhai::{Engine, FuncRegistration, Map};
 
@@ -85,6 +87,18 @@ fn ensure_one(
     props: &[(PropKey, PropValue)],
     parent_of_ours: bool,
 ) -> Result<String, ApiError> {
+    // Runs that need the same dataset at once (the models parent of every container of a
+    // `phoenix up`) take turns: the first creates it, the others then find and adopt it
+    // instead of failing on "dataset already exists". A dry run creates nothing.
+    let _turn = if rt.dry_run {
+        None
+    } else {
+        Some(crate::journal::ResourceLock::acquire(
+            &rt.settings.state_dir.value,
+            "dataset",
+            name.as_str(),
+        )?)
+    };
     let owned = crate::ownership::dataset(rt.host.as_ref(), name)?;
     if owned != crate::ownership::Dataset::Absent {
         let existing = rt.host.zfs_get(name)?.unwrap_or_default();

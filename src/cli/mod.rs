@@ -28,6 +28,7 @@ mod recipe_test;
 pub mod result;
 mod secret;
 mod state;
+pub mod up;
 
 use help::after;
 
@@ -92,6 +93,25 @@ pub enum Command {
          settings or config error · 1 the host could not be asked"
     ))]
     Doctor(doctor::DoctorArgs),
+    /// Provision every container of the config (or the --lxc ones) with its recipe,
+    /// several at once, after the host preflight.
+    #[command(after_help = after!(
+        "  phoenix up                                  # every entry, 4 at a time
+  phoenix up --dry-run                        # the commands each container's recipe would run
+  phoenix up --lxc 901 --lxc 903 --parallel 2 --rollback-on-failure
+  phoenix up --host emulated --config recipes/phoenix_lxc_configs.json --json
+
+Each entry runs its `recipe` (relative to the config file), or the built-in container.rhai
+(create, start, the entry's `packages`) when it names none; an entry starts only after the
+entries its `after` names are ready. `phoenix doctor` runs first: any problem stops up before
+anything is touched. One container's failure never stops the others; --rollback-on-failure
+undoes only the failed one. Progress goes to stderr, one line per container and step;
+stdout gets the summary table (container, recipe, state, endpoint, time).",
+        "0 every container ready · 1 one failed or was skipped (the summary says which and why) · \
+         2 usage, config, recipe, secret-key or preflight error, nothing touched · \
+         3 a rollback left something · 130/143 interrupted"
+    ))]
+    Up(up::UpArgs),
     /// Remove everything phoenix's journal says it created (only phoenix-owned things).
     #[command(after_help = after!(
         "  phoenix destroy --dry-run               # show what would be removed
@@ -250,6 +270,7 @@ pub fn run_with(
         Command::Recipe(c) => recipe::run(&ctx, c),
         Command::Config(c) => config::run(&ctx, c),
         Command::Doctor(a) => doctor::run(&ctx, &a),
+        Command::Up(a) => up::run(&ctx, &a),
         Command::Destroy(a) => state::destroy(&ctx, a),
         Command::Status(a) => state::status(&ctx, a),
         Command::Secret(c) => secret::run(&ctx, c),

@@ -31,6 +31,7 @@ pub enum RecipeCommand {
     /// Run a recipe against the host.
     #[command(after_help = after!(
         "  phoenix recipe run recipes/drdevstral.rhai --lxc 901
+  phoenix recipe run recipes/drdevstral.rhai --lxc 901 --lxc 903   # one run each, at once
   phoenix recipe run recipes/drdevstral.rhai --dry-run
   phoenix recipe run recipes/drdevstral.rhai --host emulated --config recipes/phoenix_lxc_configs.json --json
 
@@ -94,7 +95,8 @@ endpoint answered, what the cleanup did and what was left. For CI, next to
 pub struct RunArgs {
     /// The recipe file.
     pub recipe: PathBuf,
-    /// Serve these config entries (repeatable).
+    /// Serve these config entries (repeatable: the recipe runs once for each, several at
+    /// once, and a summary table ends it, as `phoenix up` does).
     #[arg(long = "lxc", value_name = "VMID")]
     pub lxc: Vec<crate::types::Vmid>,
     /// Show the exact commands that would run; change nothing.
@@ -203,7 +205,33 @@ fn preflight(
     }
 }
 
+/// `recipe run` with several `--lxc`: the recipe runs for each selected entry, as `phoenix
+/// up` runs them ([`super::up`]: one run per entry, in parallel, the summary table), without
+/// the host preflight.
+fn run_several(ctx: &Context, args: &RunArgs, ids: Vec<crate::types::Vmid>) -> crate::Result<()> {
+    let (config, recipe) = prepare(ctx, args)?;
+    let jobs: Vec<super::up::Job<'_>> = ids
+        .into_iter()
+        .map(|vmid| super::up::Job {
+            vmid,
+            recipe: &recipe,
+        })
+        .collect();
+    let opts = super::up::Options {
+        parallel: super::up::DEFAULT_PARALLEL.min(jobs.len()),
+        rollback: args.rollback_on_failure,
+        dry_run: args.dry_run,
+        json: args.json,
+        preflight: false,
+    };
+    super::up::execute(ctx, &config, &jobs, opts)
+}
+
 pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
+    let ids: std::collections::BTreeSet<crate::types::Vmid> = args.lxc.iter().copied().collect();
+    if ids.len() > 1 {
+        return run_several(ctx, args, ids.into_iter().collect());
+    }
     let started = std::time::Instant::now();
     let settings = &ctx.settings;
     let (config, recipe) = prepare(ctx, args)?;
@@ -261,6 +289,12 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
             .then(|| settings.emu_root.value.clone()),
         recipe: args.recipe.display().to_string(),
         pid: std::process::id(),
+        scope: match args.lxc.as_slice() {
+            [] => crate::runtime::default_target(&config, &recipe.name).map(|e| e.vmid),
+            // One id (maybe repeated): several distinct ids go through `run_several`.
+            [one, ..] => Some(*one),
+        },
+        batch: None,
     })?;
 
     let system: Arc<dyn Runner> = Arc::new(SystemRunner::new(redactor.clone(), cancel.clone()));

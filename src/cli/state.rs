@@ -133,6 +133,7 @@ pub fn destroy(ctx: &Context, args: DestroyArgs) -> crate::Result<()> {
         &items,
         &host_of,
         &lifecycle::recorded_containers(&records),
+        &lifecycle::recorded_datasets(&records),
         &ctx.settings.marker_dir.value,
         args.dry_run,
         &ctx.progress.tracker(None),

@@ -25,6 +25,12 @@
 //! defers the tensor parallel check to the host. The bash-era string forms of
 //! `network_config` and `gpu_assignment` are accepted with a warning; the PVE string form of
 //! `features` (`nesting=1,keyctl=1`) and `"all"` are first-class and give none.
+//!
+//! Across entries (for `phoenix up`): `after` names other entries of the file, never the
+//! entry itself, and the `after` graph has no cycle (the cycle is named); a GPU named by
+//! two entries is a warning, or an error when either entry sets `gpu_exclusive`. GPUs are
+//! compared as written (an index with an index, a UUID with a UUID, `all` with any GPU);
+//! `phoenix up` compares them again as the host resolves them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,8 +41,8 @@ use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 use crate::types::{
-    BridgeName, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, Size, StorageId,
-    Template, Vmid,
+    BridgeName, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, PackageName, Size,
+    StorageId, Template, Vmid,
 };
 
 mod load;
@@ -167,12 +173,21 @@ pub struct LxcConfig {
     pub gpus: Option<GpuSelector>,
     /// The vLLM server, if this container runs one.
     pub vllm: Option<VllmConfig>,
-    /// The recipe that serves this entry, if named (e.g. `drdevstral.rhai`).
+    /// The recipe that serves this entry, if named (e.g. `drdevstral.rhai`), relative to
+    /// the config file's directory.
     pub recipe: Option<String>,
     /// The Portainer part this container plays (`portainer_role`), if any.
     pub portainer_role: Option<PortainerRole>,
     /// The entry whose vLLM server this container's application uses (`openai_backend`).
     pub openai_backend: Option<Vmid>,
+    /// `gpu_exclusive`: no other entry may name one of this entry's GPUs (without it,
+    /// sharing is allowed with a warning).
+    pub gpu_exclusive: bool,
+    /// `after`: entries `phoenix up` provisions before this one (ids of this config, no
+    /// cycle).
+    pub after: Vec<Vmid>,
+    /// `packages`: Debian packages the default recipe installs.
+    pub packages: Vec<PackageName>,
 }
 
 /// `portainer_role`: what a container is to Portainer (recipes/portainer.rhai,

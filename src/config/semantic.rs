@@ -23,8 +23,8 @@ use super::{
     QUANTIZATIONS, VllmConfig,
 };
 use crate::types::{
-    BridgeName, GpuRef, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, Size,
-    StorageId, Template, TypeError, Vmid, show,
+    BridgeName, GpuRef, GpuSelector, Hostname, IfaceName, Mac, ModelId, ModelsParent, PackageName,
+    Size, StorageId, Template, TypeError, Vmid, show,
 };
 
 /// What the semantic pass produced.
@@ -62,7 +62,97 @@ pub(crate) fn build(doc: &Value, flagged: &HashSet<String>) -> Outcome {
         }
     }
     c.backends(entries);
+    c.across(&entries.keys().cloned().collect());
     c.out
+}
+
+/// A cycle in the `after` graph, as the ids along it (the first repeated at the end),
+/// starting at the smallest id on it; `None` when there is none. Ids without an entry are
+/// not followed (reported on their own).
+pub(crate) fn after_cycle(lxc: &BTreeMap<Vmid, LxcConfig>) -> Option<Vec<Vmid>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Closed,
+    }
+    fn visit(
+        v: Vmid,
+        lxc: &BTreeMap<Vmid, LxcConfig>,
+        marks: &mut BTreeMap<Vmid, Mark>,
+        path: &mut Vec<Vmid>,
+    ) -> Option<Vec<Vmid>> {
+        marks.insert(v, Mark::Open);
+        path.push(v);
+        for next in lxc.get(&v).map_or(&[][..], |e| e.after.as_slice()) {
+            match marks.get(next).copied() {
+                Some(Mark::Open) => {
+                    let start = path.iter().position(|p| p == next).unwrap_or(0);
+                    let mut cycle: Vec<Vmid> = path[start..].to_vec();
+                    // Start at the smallest id, so the message does not depend on the walk.
+                    let min = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                    cycle.rotate_left(min);
+                    cycle.push(cycle[0]);
+                    return Some(cycle);
+                }
+                Some(Mark::New) => {
+                    if let Some(c) = visit(*next, lxc, marks, path) {
+                        return Some(c);
+                    }
+                }
+                Some(Mark::Closed) | None => {}
+            }
+        }
+        path.pop();
+        marks.insert(v, Mark::Closed);
+        None
+    }
+    let mut marks: BTreeMap<Vmid, Mark> = lxc.keys().map(|v| (*v, Mark::New)).collect();
+    for v in lxc.keys() {
+        if marks[v] == Mark::New {
+            if let Some(c) = visit(*v, lxc, &mut marks, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+/// The GPUs two selectors both name, as written (`all` shares every GPU of the other).
+fn shared_gpus(a: &GpuSelector, b: &GpuSelector) -> Vec<String> {
+    match (a, b) {
+        (GpuSelector::All, GpuSelector::All) => vec!["all".to_owned()],
+        (GpuSelector::All, GpuSelector::List(l)) | (GpuSelector::List(l), GpuSelector::All) => {
+            l.iter().map(ToString::to_string).collect()
+        }
+        (GpuSelector::List(x), GpuSelector::List(y)) => x
+            .iter()
+            .filter(|r| y.iter().any(|o| same_gpu(r, o)))
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
+/// Whether two references written the same way name the same GPU (UUIDs and PCI ids
+/// without regard to case, a PCI id with or without its 8-digit domain).
+fn same_gpu(a: &GpuRef, b: &GpuRef) -> bool {
+    match (a, b) {
+        (GpuRef::Index(x), GpuRef::Index(y)) => x == y,
+        (GpuRef::Uuid(x), GpuRef::Uuid(y)) => x.eq_ignore_ascii_case(y),
+        (GpuRef::Pci(x), GpuRef::Pci(y)) => {
+            let norm = |p: &str| {
+                let p = p.to_ascii_lowercase();
+                match p.split_once(':') {
+                    Some((dom, rest)) if p.matches(':').count() == 2 => {
+                        format!("{:0>4}:{rest}", dom.trim_start_matches('0'))
+                    }
+                    _ => format!("0000:{p}"),
+                }
+            };
+            norm(x) == norm(y)
+        }
+        _ => false,
+    }
 }
 
 /// A value that was present but wrong, or required and absent; already recorded.
@@ -273,6 +363,9 @@ impl Checker<'_> {
         let recipe = self.typed(e, &base, "recipe", false, |s| check_recipe(&s).map(|()| s));
         let portainer_role = self.portainer_role(e, &base);
         let openai_backend = self.openai_backend(e, &base);
+        let gpu_exclusive = self.boolean(e, &base, "gpu_exclusive");
+        let after = self.after(e, &base, vmid);
+        let packages = self.packages(e, &base);
 
         if let Ok(Some(n)) = &name {
             self.unique(
@@ -319,6 +412,9 @@ impl Checker<'_> {
             recipe: recipe.ok()?,
             portainer_role: portainer_role.ok()?,
             openai_backend: openai_backend.ok()?,
+            gpu_exclusive: gpu_exclusive.ok()?.unwrap_or(false),
+            after: after.ok()?,
+            packages: packages.ok()?,
         })
     }
 
@@ -382,6 +478,159 @@ impl Checker<'_> {
                 "the vmid of another entry of this file that has `vllm_model`",
                 found,
             );
+        }
+    }
+
+    /// `after`: vmids, never the entry's own (whether they exist is checked once every
+    /// entry is known, in [`Checker::across`]).
+    fn after(
+        &mut self,
+        e: &Map<String, Value>,
+        base: &str,
+        own: Option<Vmid>,
+    ) -> Result<Vec<Vmid>, Bad> {
+        let p = format!("{base}/after");
+        let items = match self.get(e, base, "after", false)? {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.bad(&p, At::Value, "an array of vmids", describe(other));
+                return Err(Bad);
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, v) in items.iter().enumerate() {
+            let ip = format!("{p}/{i}");
+            let id = match v.as_u64().map(Vmid::new) {
+                Some(Ok(id)) => id,
+                Some(Err(err)) => {
+                    self.refused(&ip, &err);
+                    ok = false;
+                    continue;
+                }
+                None => {
+                    self.bad(&ip, At::Value, "a vmid (an integer)", describe(v));
+                    ok = false;
+                    continue;
+                }
+            };
+            if Some(id) == own {
+                self.bad(
+                    &ip,
+                    At::Value,
+                    "the vmid of another entry",
+                    format!("{id}, this entry itself"),
+                );
+                ok = false;
+            } else if out.contains(&id) {
+                self.bad(&ip, At::Value, "each vmid once", format!("{id} again"));
+                ok = false;
+            } else {
+                out.push(id);
+            }
+        }
+        if ok { Ok(out) } else { Err(Bad) }
+    }
+
+    /// `packages`: Debian package names (`name` or `name=version`).
+    fn packages(&mut self, e: &Map<String, Value>, base: &str) -> Result<Vec<PackageName>, Bad> {
+        let p = format!("{base}/packages");
+        let items = match self.get(e, base, "packages", false)? {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.bad(&p, At::Value, "an array of package names", describe(other));
+                return Err(Bad);
+            }
+        };
+        let mut out: Vec<PackageName> = Vec::new();
+        let mut ok = true;
+        for (i, v) in items.iter().enumerate() {
+            let ip = format!("{p}/{i}");
+            let Value::String(text) = v else {
+                self.bad(&ip, At::Value, "string", describe(v));
+                ok = false;
+                continue;
+            };
+            match PackageName::new(text.as_str()) {
+                Ok(name) if out.contains(&name) => {
+                    self.bad(&ip, At::Value, "each package once", show(text));
+                    ok = false;
+                }
+                Ok(name) => out.push(name),
+                Err(err) => {
+                    self.refused(&ip, &err);
+                    ok = false;
+                }
+            }
+        }
+        if ok { Ok(out) } else { Err(Bad) }
+    }
+
+    /// The checks across entries, once each entry is typed: `after` names entries of the
+    /// file (`keys`: every entry key, also of entries with problems) and has no cycle;
+    /// GPUs named by two entries.
+    fn across(&mut self, keys: &HashSet<String>) {
+        let entries: Vec<LxcConfig> = self.out.lxc.values().cloned().collect();
+        let mut known: Vec<&str> = keys.iter().map(String::as_str).collect();
+        known.sort_unstable();
+        for e in &entries {
+            for (i, id) in e.after.iter().enumerate() {
+                if !keys.contains(&id.to_string()) {
+                    self.bad(
+                        &format!("/lxc_configs/{}/after/{i}", e.vmid),
+                        At::Value,
+                        format!("the vmid of an entry of this file ({})", known.join(", ")),
+                        format!("{id}, which has no entry"),
+                    );
+                }
+            }
+        }
+        if let Some(cycle) = after_cycle(&self.out.lxc) {
+            let first = cycle[0];
+            let shown: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+            self.bad(
+                &format!("/lxc_configs/{first}/after"),
+                At::Value,
+                "an order `phoenix up` can follow (no cycle through `after`)",
+                format!("the cycle {}", shown.join(" → ")),
+            );
+        }
+        for (i, a) in entries.iter().enumerate() {
+            for b in &entries[i + 1..] {
+                let (Some(ga), Some(gb)) = (&a.gpus, &b.gpus) else {
+                    continue;
+                };
+                let shared = shared_gpus(ga, gb);
+                if shared.is_empty() {
+                    continue;
+                }
+                let p = format!("/lxc_configs/{}/gpu_assignment", b.vmid);
+                let what = format!(
+                    "GPU {} also assigned to container {}",
+                    shared.join(", "),
+                    a.vmid
+                );
+                if a.gpu_exclusive || b.gpu_exclusive {
+                    let holder = if a.gpu_exclusive { a.vmid } else { b.vmid };
+                    self.bad(
+                        &p,
+                        At::Value,
+                        format!(
+                            "GPUs no other entry names (container {holder} sets gpu_exclusive)"
+                        ),
+                        what,
+                    );
+                } else {
+                    self.warn(
+                        &p,
+                        "GPUs no other container uses (set gpu_exclusive to forbid sharing)"
+                            .to_owned(),
+                        format!("{what}: allowed, the containers share its memory and compute"),
+                    );
+                }
+            }
         }
     }
 

@@ -47,6 +47,11 @@ pub const EMU_BIN_ENV: &str = "PHOENIX_EMU_BIN";
 
 /// Prepare the emulated host's root (idempotent) and return the PVE paths pointing into it.
 pub fn prepare(settings: &Settings) -> Result<PvePaths> {
+    // The runs of one `phoenix up` open the host from several threads at once: one at a
+    // time re-links the tools and rewrites the settings file (each step is idempotent, but
+    // two threads replacing one link at once could see it missing).
+    static PREPARING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = PREPARING.lock().unwrap_or_else(|e| e.into_inner());
     let root = settings.emu_root.value.clone();
     for dir in [
         "bin",

@@ -936,6 +936,12 @@ impl Host for LxcHost {
         ))
     }
 
+    fn zfs_children(&self, _name: &DatasetName) -> Result<Vec<DatasetName>> {
+        Err(unsupported(
+            "manage ZFS datasets (bind-mount an existing host directory instead)",
+        ))
+    }
+
     fn gpus(&self) -> Result<Vec<Gpu>> {
         if !self.paths.nvidia_smi.exists() {
             return Ok(Vec::new());
@@ -996,6 +1002,9 @@ mod tests {
             recipe: None,
             portainer_role: None,
             openai_backend: None,
+            gpu_exclusive: false,
+            after: Vec::new(),
+            packages: Vec::new(),
         }
     }
 

@@ -425,6 +425,8 @@ pub trait Host: Send + Sync {
     fn host_chown(&self, path: &AbsPath, uid: u32, gid: u32) -> Result<()>;
     /// The names of the host's ZFS pools (a read-only query).
     fn zfs_pools(&self) -> Result<Vec<String>>;
+    /// The datasets directly below `name` (empty when it has none or does not exist).
+    fn zfs_children(&self, name: &DatasetName) -> Result<Vec<DatasetName>>;
     /// The GPUs of this host.
     fn gpus(&self) -> Result<Vec<Gpu>>;
     /// The PVE version `(major, minor, patch)`, `None` for non-PVE hosts.

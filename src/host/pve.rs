@@ -868,6 +868,45 @@ impl Host for PveHost {
             .collect())
     }
 
+    fn zfs_children(&self, name: &DatasetName) -> Result<Vec<DatasetName>> {
+        // `-d 1` lists the dataset and the datasets one level below it (OpenZFS
+        // cmd/zfs/zfs_main.c `zfs_do_list`); `-t filesystem,volume` leaves out snapshots
+        // even on a pool with `listsnapshots=on`.
+        let cmd = self
+            .zfs()
+            .args([
+                "list",
+                "-H",
+                "-o",
+                "name",
+                "-t",
+                "filesystem,volume",
+                "-d",
+                "1",
+            ])
+            .arg(name.as_str())
+            .timeout(QUERY_TIMEOUT);
+        let out = match self.runner.run(&cmd) {
+            Ok(out) => out,
+            Err(ExecError::Status { stderr, .. }) if stderr.contains("does not exist") => {
+                return Ok(Vec::new());
+            }
+            Err(ExecError::Interrupted { .. }) => return Err(HostError::Interrupted),
+            Err(e) => return Err(e.into()),
+        };
+        out.stdout_text()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && *l != name.as_str())
+            .map(|l| {
+                DatasetName::new(l).map_err(|e| HostError::Parse {
+                    command: cmd.to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     fn gpus(&self) -> Result<Vec<Gpu>> {
         if let Some(g) = self.gpus.get() {
             return Ok(g.clone());

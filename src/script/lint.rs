@@ -949,7 +949,7 @@ mod tests {
                     9,
                     8,
                     "unknown-method",
-                    "unknown method `config.nosuch` (`config` has: ids, lxc, models_dataset, target)".to_owned()
+                    "unknown method `config.nosuch` (`config` has: ids, lxc, models_dataset, selected, target)".to_owned()
                 ),
                 (
                     10,

@@ -714,6 +714,9 @@ mod tests {
         fn free_volume(&self, _: &str) -> host::Result<()> {
             no("free_volume")
         }
+        fn zfs_children(&self, _: &DatasetName) -> host::Result<Vec<DatasetName>> {
+            no("zfs_children")
+        }
         fn gpus(&self) -> host::Result<Vec<Gpu>> {
             no("gpus")
         }

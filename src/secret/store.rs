@@ -464,6 +464,9 @@ impl SecretStore {
     /// Create this host's identity (or adopt the existing key when the store has no
     /// recipient file yet) and write the store's recipient file. See the module docs.
     pub fn init(&self, force: bool) -> Result<InitOutcome, SecretError> {
+        // The directory first, so that there is something to lock: two processes that
+        // init a fresh store at once must not both generate a key.
+        self.create_dir()?;
         let _lock = self.lock(true)?;
         let stored = self.read_recipient()?;
         let pending = self.pending_key_path();
@@ -526,6 +529,35 @@ impl SecretStore {
         let path = self.write_secret(&loaded.recipient, name, value)?;
         tracing::info!(secret = %name, "secret stored");
         Ok(path)
+    }
+
+    /// Secret `name`, stored first as `generate()` when the store lacks it; whether it was
+    /// generated. The check and the store happen under one exclusive lock, so runs that
+    /// ensure the same secret at once (`phoenix up` of several vLLM servers, or two phoenix
+    /// processes) all get the one value that was stored.
+    pub fn ensure(
+        &self,
+        name: &SecretName,
+        generate: impl FnOnce() -> io::Result<Zeroizing<Vec<u8>>>,
+    ) -> Result<(Secret, bool), SecretError> {
+        let _lock = self.lock(true)?;
+        let loaded = self.load()?;
+        let created = !self.secret_path(name).exists();
+        if created {
+            let value = generate().map_err(|source| SecretError::StoreIo {
+                action: "generate a value for",
+                path: self.secret_path(name),
+                source,
+            })?;
+            check_value(name, &value)?;
+            self.write_secret(&loaded.recipient, name, &value)?;
+            tracing::info!(secret = %name, "secret generated and stored");
+        }
+        let value = self.decrypt(name, &[&loaded.identity])?;
+        if let Ok(text) = std::str::from_utf8(&value) {
+            self.redactor.register(name.as_str(), text);
+        }
+        Ok((Secret::new(name.clone(), value), created))
     }
 
     /// Decrypt secret `name`; its value is registered with the redactor.
@@ -1183,6 +1215,41 @@ mod tests {
         assert!(!s.pending_key_path().exists());
         assert_eq!(snapshot(s.dir()), before);
         assert_eq!(std::fs::read(s.key_path()).unwrap(), key_before);
+    }
+
+    #[test]
+    fn ensure_stores_one_value_for_runs_that_race() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        s.init(false).unwrap();
+        let generated = std::sync::atomic::AtomicUsize::new(0);
+        let values: Vec<(Vec<u8>, bool)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let (s, generated) = (&s, &generated);
+                    scope.spawn(move || {
+                        let (secret, created) = s
+                            .ensure(&name("vllm_api_key"), || {
+                                generated.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                Ok(Zeroizing::new(format!("value-from-run-{i}").into_bytes()))
+                            })
+                            .unwrap();
+                        (secret.expose().to_vec(), created)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(generated.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(values.iter().filter(|(_, created)| *created).count(), 1);
+        let stored = s.get(&name("vllm_api_key")).unwrap().expose().to_vec();
+        assert!(values.iter().all(|(v, _)| *v == stored), "{values:?}");
+        // A second ensure returns the stored value without generating.
+        let (again, created) = s
+            .ensure(&name("vllm_api_key"), || panic!("must not generate"))
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again.expose(), stored.as_slice());
     }
 
     #[test]

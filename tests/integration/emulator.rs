@@ -709,6 +709,22 @@ fn every_call_is_logged_as_one_json_line() {
     assert_eq!(log[1]["tool"], "pct");
     assert_eq!(log[1]["argv"], serde_json::json!(["status", "999"]));
     assert_eq!(log[1]["exit"], 255);
+    // The work of each call as [began, ended] on the monotonic clock, in order.
+    let work = |i: usize| -> (u64, u64) {
+        let w = log[i]["work_us"].as_array().unwrap();
+        (w[0].as_u64().unwrap(), w[1].as_u64().unwrap())
+    };
+    assert!(work(0).0 <= work(0).1, "{:?}", log[0]);
+    assert!(
+        work(0).1 <= work(1).0,
+        "the second call worked before the first ended"
+    );
+    // An injected fault stands in for the work: no interval.
+    emu.faults(serde_json::json!([{"match": ["pvesm"], "action": "fail"}]));
+    let _ = emu.run("pvesm", &["status"]);
+    let log = emu.log();
+    assert_eq!(log[2]["fault"], "fail");
+    assert!(log[2].get("work_us").is_none(), "{:?}", log[2]);
 }
 
 #[test]

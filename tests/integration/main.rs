@@ -22,6 +22,8 @@ mod real_lxc;
 mod recipe;
 mod recipe_test;
 mod secret;
+mod site;
 mod support;
 mod template;
+mod up;
 mod wait;

@@ -111,6 +111,9 @@ fn entry(vmid: Vmid, template: &Path) -> LxcConfig {
         recipe: None,
         portainer_role: None,
         openai_backend: None,
+        gpu_exclusive: false,
+        after: Vec::new(),
+        packages: Vec::new(),
     }
 }
 

@@ -4,7 +4,8 @@
 //! `exit` is `null` for a call that hangs (`hang`, `succeed-then-hang`): the line is
 //! written before the hang, since the caller kills the process. `fault` names the injected
 //! action when one applied (an addition to the contract's fields). stdin is never logged,
-//! only its length.
+//! only its length. `work_us` is `[began, ended]` of the tool's own work (after any
+//! injected delay), in µs of the monotonic clock.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -31,6 +32,20 @@ pub struct Entry<'a> {
     /// The injected fault applied, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<&'a str>,
+    /// When the tool's work began and ended, in µs of the system's monotonic clock
+    /// ([`now_us`]); absent when a fault stood in for the work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_us: Option<(u64, u64)>,
+}
+
+/// Microseconds of `CLOCK_MONOTONIC`: one clock for every process of the machine, so the
+/// work intervals of parallel calls compare (an addition to the contract's fields; a test
+/// checks with them that no two writes to one container config overlapped).
+pub fn now_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1_000
+    })
 }
 
 fn env_map<S: serde::Serializer>(env: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {

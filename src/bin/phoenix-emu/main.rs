@@ -14,7 +14,8 @@
 //! 2. looks up `faults.json` for an injected fault matching `tool + argv` (for `pct exec` the
 //!    inner program's argv), counting `times` down under the root lock;
 //! 3. runs the tool against the state under the root, answering in the real tool's format;
-//! 4. appends one JSON line to `argv.log` (under an exclusive `flock`).
+//! 4. appends one JSON line to `argv.log` (under an exclusive `flock`), with the times its
+//!    work began and ended, so a test can tell whether two calls overlapped.
 //!
 //! Inside an emulated container (`pct exec <vmid> -- prog …`) the programs of
 //! [`inner`]'s table answer: the base system's, `apt-get`, `systemctl`, and, once installed,
@@ -174,6 +175,7 @@ fn run(argv: Vec<OsString>) -> i32 {
         stdin_bytes: stdin.len(),
         exit: code.exit,
         fault: code.fault.as_deref(),
+        work_us: code.work,
     };
     if let Err(e) = argvlog::append(&root, &logged) {
         let _ = writeln!(std::io::stderr(), "phoenix-emu: {e}");
@@ -192,6 +194,9 @@ struct Ending {
     fault: Option<String>,
     /// Hang after logging (`hang`, `succeed-then-hang`).
     hang_after: bool,
+    /// When the tool's work began and ended ([`argvlog::now_us`]); `None` when a fault
+    /// stood in for it.
+    work: Option<(u64, u64)>,
 }
 
 /// Apply faults, then run the tool.
@@ -208,6 +213,7 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
                 exit: Some(70),
                 fault: None,
                 hang_after: false,
+                work: None,
             };
         }
     };
@@ -227,6 +233,7 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
                 exit: Some(code),
                 fault: label,
                 hang_after: false,
+                work: None,
             };
         }
         Some(faults::Action::Exit(n)) => {
@@ -234,6 +241,7 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
                 exit: Some(n),
                 fault: label,
                 hang_after: false,
+                work: None,
             };
         }
         Some(faults::Action::Hang) => {
@@ -241,6 +249,7 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
                 exit: None,
                 fault: label,
                 hang_after: true,
+                work: None,
             };
         }
         Some(faults::Action::Delay(d)) => std::thread::sleep(d),
@@ -255,11 +264,14 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
                 exit: None,
                 fault: label,
                 hang_after: true,
+                work: None,
             };
         }
         Some(faults::Action::SucceedThenHang) | None => {}
     }
+    let began = argvlog::now_us();
     let exit = run_tool(root, tool, args, stdin, out);
+    let work = Some((began, argvlog::now_us()));
     if out.hang_now {
         // Stopped halfway (the tool wrote what it had done so far): the call hangs there
         // and the caller kills it, as a real tool killed mid-work.
@@ -268,6 +280,7 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
             exit: None,
             fault: label,
             hang_after: true,
+            work: None,
         };
     }
     let hang_after = matches!(fault, Some(faults::Action::SucceedThenHang));
@@ -280,6 +293,7 @@ fn dispatch(root: &Root, tool: &str, args: &[String], stdin: &[u8], out: &mut Ou
         exit: if hang_after { None } else { Some(exit) },
         fault: label,
         hang_after,
+        work,
     }
 }
 
