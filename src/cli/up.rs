@@ -643,7 +643,7 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
         plan,
         cancel: shared.cancel.clone(),
         run_id,
-        notes: std::sync::Mutex::new(Vec::new()),
+        notes: crate::plan::Notes::default(),
         // One live line per container on a terminal (the progress layer's tracker).
         progress: shared
             .ctx
@@ -664,12 +664,7 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
     };
     let outcome = job.recipe.run(&rt);
     if rt.dry_run {
-        result.plan = Some(
-            crate::lifecycle::plan_text(&rt)
-                .lines()
-                .map(str::to_owned)
-                .collect(),
-        );
+        result.plan = Some(rt.plan().change_lines());
     }
     let records = if rt.dry_run {
         rt.journal.memory()
