@@ -84,6 +84,9 @@ pub type HostOf<'a> = dyn Fn(&str) -> Result<Arc<dyn Host>, crate::host::HostErr
 /// it is done. With `dry_run`, nothing is executed or recorded; the report lists what would
 /// be undone. Each step executed shows as progress on `progress` (`undo destroy
 /// container 901`: `pct destroy` can take a while).
+// Eight inputs, each a different concern of the caller (rollback, destroy, `up`); a struct
+// bundling them would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn undo_outstanding(
     journal: &Journal,
     items: &[Outstanding],

@@ -204,7 +204,7 @@ fn issue16_every_recipe_and_stdlib_module_passes_lint() {
         assert!(!out.stdout.contains("error"), "{}: {out:?}", f.display());
     }
     let out = k.ok(&["config", "validate", "--config", &config()]);
-    assert!(out.stdout.contains("valid, 4 container(s)"), "{out:?}");
+    assert!(out.stdout.contains("valid, 5 container(s)"), "{out:?}");
 }
 
 /// Issue 16 item 3: the Portainer server in its own container, an agent in the vLLM
@@ -514,12 +514,18 @@ impl Kitchen {
     /// lives under `tmp/` (TMPDIR), which must be empty again afterwards, and the
     /// installation's own state is never made.
     fn recipe_test(&self, recipe: &Path) -> Out {
+        self.recipe_test_lxc(recipe, None)
+    }
+
+    /// `phoenix recipe test <recipe>`, serving `--lxc <vmid>` when given.
+    fn recipe_test_lxc(&self, recipe: &Path, lxc: Option<&str>) -> Out {
         let tmp = self.tmp.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         let o = Command::new(env!("CARGO_BIN_EXE_phoenix"))
             .args(["recipe", "test"])
             .arg(recipe)
             .args(["--config", &config()])
+            .args(lxc.map(|v| ["--lxc", v]).into_iter().flatten())
             .current_dir(self.tmp.path())
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -552,16 +558,30 @@ impl Kitchen {
 #[test]
 fn issue16_every_cookbook_recipe_passes_recipe_test() {
     let k = Kitchen::new();
-    for (recipe, endpoints) in [
+    let cases = [
         (
             "open-webui.rhai",
             &[":8000/v1 (vLLM):", ":3000 (Open WebUI):"][..],
+            None,
         ),
-        ("portainer.rhai", &[":9000 (Portainer):"][..]),
-        ("docker-ce.rhai", &[][..]),
-        ("drdevstral.rhai", &[":8000/v1 (vLLM):"][..]),
-    ] {
-        let out = k.recipe_test(&repo(&format!("recipes/{recipe}")));
+        ("portainer.rhai", &[":9000 (Portainer):"][..], None),
+        ("docker-ce.rhai", &[][..], None),
+        ("drdevstral.rhai", &[":8000/v1 (vLLM):"][..], None),
+        // `phoenix up`'s recipe for entries that name none: the plain entry 913.
+        ("container.rhai", &[][..], Some("913")),
+    ];
+    // Every recipe the repository ships is here: a new one without a case fails.
+    for e in std::fs::read_dir(repo("recipes")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rhai") {
+            assert!(
+                cases.iter().any(|c| c.0 == name),
+                "{name} has no recipe test case"
+            );
+        }
+    }
+    for (recipe, endpoints, lxc) in cases {
+        let out = k.recipe_test_lxc(&repo(&format!("recipes/{recipe}")), lxc);
         assert_eq!(out.code, 0, "{recipe}: {out:?}");
         assert!(
             out.stdout.starts_with(&format!(
