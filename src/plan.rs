@@ -224,9 +224,14 @@ impl Plan {
                     continue;
                 }
             }
+            // What a command reads on stdin is shown by its size only (it may be a secret).
+            let what = match cmd.stdin_len() {
+                0 => line,
+                n => format!("{line} <stdin: {n} bytes>"),
+            };
             let mut change = Change {
                 action: classify(&words),
-                what: line,
+                what,
                 diff: None,
             };
             if let ["pct", "push", vmid, _, dest, ..] = words
