@@ -9,7 +9,8 @@
 //!   address the host reports for a phoenix-owned container of the config, nothing else.
 //! - The client ignores proxy variables (`no_proxy`): a proxy would see the API key and
 //!   could not reach a container's private address anyway.
-//! - Defaults: 10 attempts, 500 ms first delay, backoff ×2, delays capped at 10 s, 5 s per
+//! - Defaults: 10 attempts, 500 ms first delay, backoff ×2 (the schedule is `backon`'s
+//!   exponential backoff, no jitter), delays capped at 10 s, 5 s per
 //!   try, expected status 200. The body kept is at most 1 MiB; errors show its first 200
 //!   bytes.
 //! - A dry run skips the probe (waits are skipped) and returns the expected status with an
@@ -352,15 +353,18 @@ impl ProbeSpec {
         }
     }
 
-    /// The pause after failed try number `n` (0-based).
-    pub fn pause(&self, n: u32) -> Duration {
-        let factor = self.backoff.powi(i32::try_from(n).unwrap_or(i32::MAX));
-        let secs = self.delay.as_secs_f64() * factor;
-        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
-            self.max_delay
-        } else {
-            Duration::from_secs_f64(secs)
-        }
+    /// The pauses between tries, computed by `backon`'s exponential backoff: `attempts - 1`
+    /// of them, the first `delay`, each the previous times `backoff`, none above `max_delay`
+    /// (a first `delay` above `max_delay` is capped too), no jitter.
+    pub fn pauses(&self) -> impl Iterator<Item = Duration> + use<> {
+        use backon::BackoffBuilder as _;
+        backon::ExponentialBuilder::new()
+            .with_min_delay(self.delay.min(self.max_delay))
+            // `backon` multiplies in f32; `backoff` is checked to be 1…100 (f32 holds it).
+            .with_factor(self.backoff as f32)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            .build()
     }
 
     /// The spec from `http.probe`'s options map.
@@ -446,30 +450,36 @@ pub fn probe_until(
     }
     let client = client(spec.timeout)?;
     let started = Instant::now();
-    let mut last = Seen::Connection(ConnFailure::Refused);
-    for n in 0..spec.attempts {
+    let mut pauses = spec.pauses();
+    let mut attempts = 0;
+    let last = loop {
         if cancelled() {
             return Err(HttpError::Interrupted);
         }
-        match send(&client, &spec.url, None, None) {
+        attempts += 1;
+        let last = match send(&client, &spec.url, None, None) {
             Ok(r) if r.status == spec.expect => {
                 return Ok(ProbeResult {
                     status: r.status,
                     body: r.body,
                 });
             }
-            Ok(r) => last = r.seen(),
-            Err(c) => last = Seen::Connection(c),
+            Ok(r) => r.seen(),
+            Err(c) => Seen::Connection(c),
+        };
+        tracing::debug!(url = %spec.url, attempt = attempts, last = %last, "probe");
+        // `backon`'s schedule decides whether there is another try and how long to wait
+        // for it; the wait itself is ours, so that cancelling cuts it short (backon's
+        // blocking retry wants a sleeper that borrows nothing).
+        match pauses.next() {
+            Some(pause) => sleep_unless(pause, cancelled),
+            None => break last,
         }
-        tracing::debug!(url = %spec.url, attempt = n + 1, last = %last, "probe");
-        if n + 1 < spec.attempts {
-            sleep_unless(spec.pause(n), cancelled);
-        }
-    }
+    };
     Err(HttpError::Exhausted {
         url: spec.url.to_string(),
         expect: spec.expect,
-        attempts: spec.attempts,
+        attempts,
         elapsed: started.elapsed(),
         last,
     })
@@ -683,8 +693,63 @@ pub(crate) mod tests {
         s.delay = Duration::from_millis(100);
         s.backoff = 3.0;
         s.max_delay = Duration::from_millis(1000);
-        let p: Vec<u128> = (0..5).map(|n| s.pause(n).as_millis()).collect();
+        s.attempts = 6;
+        let p: Vec<u128> = s.pauses().map(|d| d.as_millis()).collect();
         assert_eq!(p, [100, 300, 900, 1000, 1000]);
+    }
+
+    #[test]
+    fn default_schedule_is_pinned() {
+        // The defaults: 10 attempts, so 9 pauses: 500 ms doubling, capped at 10 s.
+        let s = ProbeSpec::new(HttpUrl::parse("http://127.0.0.1/").unwrap());
+        let p: Vec<Duration> = s.pauses().collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            p,
+            [
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(10_000),
+                ms(10_000),
+                ms(10_000),
+                ms(10_000)
+            ]
+        );
+        // One attempt: no pause at all; a first delay above the cap is capped.
+        let mut one = s.clone();
+        one.attempts = 1;
+        assert_eq!(one.pauses().count(), 0);
+        let mut over = s.clone();
+        over.attempts = 3;
+        over.delay = Duration::from_secs(30);
+        assert_eq!(over.pauses().collect::<Vec<_>>(), [ms(10_000), ms(10_000)]);
+        // backoff 1: a constant pause.
+        let mut flat = s;
+        flat.attempts = 4;
+        flat.backoff = 1.0;
+        flat.delay = ms(250);
+        assert_eq!(flat.pauses().collect::<Vec<_>>(), [ms(250); 3]);
+    }
+
+    #[test]
+    fn attempts_counted_against_a_local_server() {
+        // Every try answered 503: exactly `attempts` requests reach the server, and the
+        // error says how many were made.
+        let (addr, count) = server(|_, _| Some(http(503, "busy")));
+        let mut s = spec(addr, "/ready");
+        s.delay = Duration::from_millis(1);
+        s.max_delay = Duration::from_millis(2);
+        s.attempts = 5;
+        match probe(&s).unwrap_err() {
+            HttpError::Exhausted {
+                attempts, expect, ..
+            } => assert_eq!((attempts, expect), (5, 200)),
+            e => panic!("{e}"),
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 5);
     }
 
     #[test]
