@@ -132,27 +132,35 @@ impl HostCommand {
     }
 }
 
-/// argv rendered for humans only, shell-like: each element quoted when it needs it.
-/// Nothing ever parses this back (and nothing runs it: there is no shell in phoenix).
-pub fn display_argv<S: AsRef<str>>(argv: &[S]) -> String {
-    let mut out = String::new();
-    for (i, a) in argv.iter().enumerate() {
-        let a = a.as_ref();
-        if i > 0 {
-            out.push(' ');
-        }
-        let plain = !a.is_empty()
-            && a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
-        if plain {
-            out.push_str(a);
-        } else {
-            out.push('\'');
-            out.push_str(&a.replace('\'', "'\\''"));
-            out.push('\'');
-        }
+/// `word` as one shell word, for humans to read or paste (the one quoting rule of every
+/// command phoenix shows: logs, plans, progress steps, the result block). Words of
+/// characters that are literal in an argument (letters, digits, `-_./:=,@%+`) stay as they
+/// are; anything else is quoted by `shlex` (single quotes, or double quotes around a `'`;
+/// `''` for the empty word). `shlex` alone would also quote `=`, `,` and `%`, which only
+/// matter inside brace expansion or as a command's first word, and would make every
+/// `key=value,…` option noisy. Nothing ever parses this back, and nothing runs it: there
+/// is no shell in phoenix.
+pub fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let literal = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if literal {
+        return word.into();
     }
-    out
+    // A NUL cannot be in an argv element; allowing it here only keeps the display total.
+    shlex::Quoter::new()
+        .allow_nul(true)
+        .quote(word)
+        .unwrap_or_else(|_| word.into())
+}
+
+/// argv rendered for humans only, shell-like: each element through [`shell_word`].
+pub fn display_argv<S: AsRef<str>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|a| shell_word(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl fmt::Display for HostCommand {
@@ -913,8 +921,32 @@ mod tests {
         let c = HostCommand::new("/usr/sbin/pct")
             .args(["exec", "901", "--"])
             .arg("a b")
-            .arg("it's");
-        assert_eq!(c.to_string(), "/usr/sbin/pct exec 901 -- 'a b' 'it'\\''s'");
+            .arg("it's")
+            .arg("")
+            .arg("--net0=name=eth0,ip=10.0.0.5/24")
+            .arg("$HOME 'x'");
+        assert_eq!(
+            c.to_string(),
+            "/usr/sbin/pct exec 901 -- 'a b' \"it's\" '' --net0=name=eth0,ip=10.0.0.5/24 '$HOME '\"'x'\""
+        );
+    }
+
+    #[test]
+    fn shell_words_are_literal_or_quoted() {
+        let cases = [
+            ("plain-1.0_a/b:c@d+e", "plain-1.0_a/b:c@d+e"),
+            ("k=v,w=100%", "k=v,w=100%"),
+            ("", "''"),
+            ("a b", "'a b'"),
+            ("it's", "\"it's\""),
+            ("$(rm -rf /)", "'$(rm -rf /)'"),
+            ("back\\slash", "\"back\\\\slash\""),
+            ("grüße", "'grüße'"),
+            ("nul\0byte", "'nul\0byte'"),
+        ];
+        for (word, shown) in cases {
+            assert_eq!(shell_word(word), shown, "{word:?}");
+        }
     }
 
     #[test]

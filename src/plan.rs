@@ -321,6 +321,9 @@ impl Plan {
     }
 }
 
+/// What a plan shows for the host-side file a push reads (its content is shown as a diff).
+const CONTENT: &str = "<content>";
+
 /// A command's argv with the program shown by its tool name (`pct`), not its path, and a
 /// push's host-side temp file shown as `<content>`.
 fn tool_words(cmd: &HostCommand) -> Vec<String> {
@@ -334,23 +337,21 @@ fn tool_words(cmd: &HostCommand) -> Vec<String> {
         }
     }
     if words.len() > 3 && words[0] == "pct" && words[1] == "push" {
-        words[3] = "<content>".to_owned();
+        words[3] = CONTENT.to_owned();
     }
     words
 }
 
-/// Words joined for humans, each quoted when it needs it (never parsed back).
+/// Words joined for humans, each through [`crate::exec::shell_word`] (never parsed back);
+/// the `<content>` placeholder of a push stays as it is.
 fn shown(words: &[String]) -> String {
     words
         .iter()
         .map(|w| {
-            if !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+<>".contains(c))
-            {
-                w.clone()
+            if w == CONTENT {
+                w.into()
             } else {
-                format!("'{}'", w.replace('\'', "'\\''"))
+                crate::exec::shell_word(w)
             }
         })
         .collect::<Vec<_>>()

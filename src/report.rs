@@ -15,12 +15,12 @@
 //!   journal and secrets. They are shell text for a person to paste; phoenix itself never
 //!   runs them through a shell.
 
-use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exec::shell_word;
 use crate::settings::{HostKind, Settings, Source};
 use crate::types::{SecretName, Vmid};
 
@@ -157,7 +157,7 @@ impl Invocation {
         std::iter::once(self.program.as_str())
             .chain(args.iter().copied())
             .chain(self.globals.iter().map(String::as_str))
-            .map(quote)
+            .map(shell_word)
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -183,18 +183,18 @@ impl Invocation {
         let mut words: Vec<String> = vec!["curl".into(), "-sS".into()];
         let url = endpoint.url.trim_end_matches('/');
         match endpoint.api {
-            Api::Http => words.push(quote(&endpoint.url).into_owned()),
+            Api::Http => words.push(shell_word(&endpoint.url).into_owned()),
             Api::Openai => {
-                words.push(quote(&format!("{url}/completions")).into_owned());
+                words.push(shell_word(&format!("{url}/completions")).into_owned());
                 words.push("-H".into());
-                words.push(quote("Content-Type: application/json").into_owned());
+                words.push(shell_word("Content-Type: application/json").into_owned());
                 let body = serde_json::json!({
                     "model": endpoint.model.as_deref().unwrap_or("default"),
                     "prompt": "Hello",
                     "max_tokens": 16,
                 });
                 words.push("-d".into());
-                words.push(quote(&body.to_string()).into_owned());
+                words.push(shell_word(&body.to_string()).into_owned());
             }
         }
         if let Some(secret) = &endpoint.api_key {
@@ -207,12 +207,6 @@ impl Invocation {
         }
         words.join(" ")
     }
-}
-
-/// `word` as one shell word: unchanged when it holds only safe characters, else in single
-/// quotes.
-pub fn quote(word: &str) -> Cow<'_, str> {
-    shlex::try_quote(word).unwrap_or(Cow::Borrowed("''"))
 }
 
 #[cfg(test)]
