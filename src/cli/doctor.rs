@@ -28,18 +28,7 @@ pub struct DoctorArgs {
 pub fn run(ctx: &Context, args: &DoctorArgs) -> crate::Result<()> {
     let settings = &ctx.settings;
     let config = crate::config::load(&settings.config.value)?;
-    if let Some(v) = args.lxc.iter().find(|v| config.get(**v).is_none()) {
-        return Err(crate::Error::Usage(format!(
-            "--lxc {v}: {} has no such entry (ids: {})",
-            config.path.display(),
-            config
-                .lxc
-                .keys()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    super::setup::check_selection(&config, &args.lxc)?;
     if settings.host.value == HostKind::Emulated {
         crate::host::emulated::find_emu_binary().map_err(|e| crate::Error::Usage(e.to_string()))?;
     }

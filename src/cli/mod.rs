@@ -27,6 +27,7 @@ mod recipe;
 mod recipe_test;
 pub mod result;
 mod secret;
+mod setup;
 mod state;
 pub mod up;
 

@@ -17,8 +17,8 @@ use clap::Subcommand;
 
 use super::Context;
 use super::help::after;
-use crate::exec::{CancelFlag, RecordingRunner, Runner, SystemRunner};
-use crate::journal::{Entry, Journal};
+use crate::exec::CancelFlag;
+use crate::journal::Entry;
 use crate::runtime::Runtime;
 use crate::script::stdlib::Stdlib;
 use crate::script::{Recipe, RecipeError, docs, lint};
@@ -162,24 +162,9 @@ pub(super) fn prepare(
 ) -> crate::Result<(crate::config::Config, Recipe)> {
     let settings = &ctx.settings;
     let config = crate::config::load(&settings.config.value)?;
-    if let Some(v) = args.lxc.iter().find(|v| config.get(**v).is_none()) {
-        return Err(crate::Error::Usage(format!(
-            "--lxc {v}: {} has no such entry (ids: {})",
-            config.path.display(),
-            config
-                .lxc
-                .keys()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    super::setup::check_selection(&config, &args.lxc)?;
     let recipe = Recipe::read(&args.recipe, &Stdlib::from_settings(settings))?;
-    // The boundary's checks that need no host (DESIGN.md §12): the mount roots are usable.
-    let protected = crate::boundary::paths::protected_set(&crate::boundary::own_dirs(settings));
-    crate::boundary::paths::check_roots(&settings.mount_roots.value, &protected).map_err(|m| {
-        crate::Error::Usage(format!("setting mount_roots (PHOENIX_MOUNT_ROOTS): {m}"))
-    })?;
+    super::setup::check_mount_roots(settings)?;
     Ok((config, recipe))
 }
 
@@ -241,48 +226,11 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     crate::host::check_tools(settings)?;
     let secrets = SecretStore::new(settings, redactor.clone());
     recipe.check()?;
-    if recipe.uses_secrets() {
-        if secrets.is_fresh() && recipe.creates_secrets() {
-            // A recipe that generates its secrets (`secret.ensure`) on a host without a
-            // store: create the key now, before the host is touched, as `phoenix secret
-            // init` would. (A dry run creates nothing; `secret.has` answers false.)
-            if !args.dry_run {
-                secrets.init(false)?;
-                tracing::info!(
-                    key = %settings.secret_key.value.display(),
-                    "created this host's secret key (as `phoenix secret init` would); back it up"
-                );
-            }
-        } else {
-            secrets.check_key()?;
-        }
-    }
-    // Every stored secret is known to the redactor before the run, so text a recipe reads
-    // back from a container (`cat` of a token file) is redacted wherever phoenix shows it.
-    match secrets.register_all() {
-        Ok(n) => tracing::debug!(secrets = n, "secret values registered for redaction"),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot read the secret store to redact its values: a secret a recipe reads back from a container may show in output"
-        ),
-    }
-
-    let swept = crate::host::sweep_push_files(&settings.state_dir.value.join("tmp"));
-    if swept > 0 {
-        tracing::warn!(files = swept, "removed push files left by a killed phoenix");
-    }
-    if let Err(e) = crate::signal::install() {
-        tracing::warn!(
-            "cannot install SIGINT/SIGTERM handlers ({e}): a signal stops phoenix at once"
-        );
-    }
+    super::setup::prepare_secrets(settings, &secrets, &[&recipe], args.dry_run)?;
+    super::setup::start_runs(settings);
     let cancel = CancelFlag::default();
     let run_id = Runtime::new_run_id();
-    let journal = if args.dry_run {
-        Journal::in_memory(&run_id)
-    } else {
-        Journal::open(&settings.state_dir.value, &run_id)?
-    };
+    let journal = super::setup::open_journal(settings, &run_id, args.dry_run)?;
     journal.append(Entry::Run {
         host: settings.host.value,
         emu_root: (settings.host.value == HostKind::Emulated)
@@ -297,13 +245,7 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
         batch: None,
     })?;
 
-    let system: Arc<dyn Runner> = Arc::new(SystemRunner::new(redactor.clone(), cancel.clone()));
-    let (runner, plan): (Arc<dyn Runner>, _) = if args.dry_run {
-        let recording = Arc::new(RecordingRunner::dry_run(system));
-        (recording.clone(), Some(recording))
-    } else {
-        (system, None)
-    };
+    let (runner, plan) = super::setup::runner(&redactor, &cancel, args.dry_run);
     let host = match crate::host::open(settings, runner) {
         Ok(host) => host,
         Err(e) => {

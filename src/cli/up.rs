@@ -42,7 +42,7 @@ use serde::Serialize;
 use super::Context;
 use super::result::{EndpointView, chain};
 use crate::config::Config;
-use crate::exec::{CancelFlag, RecordingRunner, Runner, SystemRunner};
+use crate::exec::{CancelFlag, RecordingRunner, SystemRunner};
 use crate::journal::{CtLock, Entry, Journal};
 use crate::runtime::Runtime;
 use crate::script::stdlib::Stdlib;
@@ -198,7 +198,7 @@ pub struct UpResult {
 /// Run `phoenix up`.
 pub fn run(ctx: &Context, args: &UpArgs) -> crate::Result<()> {
     let config = crate::config::load(&ctx.settings.config.value)?;
-    check_selection(&config, &args.lxc)?;
+    super::setup::check_selection(&config, &args.lxc)?;
     let ids = selection(&config, &args.lxc);
     let stdlib = Stdlib::from_settings(&ctx.settings);
     // Each distinct recipe is compiled once; the entries that name it share it.
@@ -250,23 +250,6 @@ fn recipe_path(config: &Config, recipe: Option<&str>) -> PathBuf {
     }
 }
 
-/// Refuse an `--lxc` that names no entry (exit 2).
-pub(super) fn check_selection(config: &Config, lxc: &[Vmid]) -> crate::Result<()> {
-    if let Some(v) = lxc.iter().find(|v| config.get(**v).is_none()) {
-        return Err(crate::Error::Usage(format!(
-            "--lxc {v}: {} has no such entry (ids: {})",
-            config.path.display(),
-            config
-                .lxc
-                .keys()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    Ok(())
-}
-
 /// The selected ids, ascending and once each (every entry when none is named).
 fn selection(config: &Config, lxc: &[Vmid]) -> Vec<Vmid> {
     if lxc.is_empty() {
@@ -297,10 +280,7 @@ pub(super) fn execute(
 ) -> crate::Result<()> {
     let started = Instant::now();
     let settings = &ctx.settings;
-    let protected = crate::boundary::paths::protected_set(&crate::boundary::own_dirs(settings));
-    crate::boundary::paths::check_roots(&settings.mount_roots.value, &protected).map_err(|m| {
-        crate::Error::Usage(format!("setting mount_roots (PHOENIX_MOUNT_ROOTS): {m}"))
-    })?;
+    super::setup::check_mount_roots(settings)?;
     crate::host::check_tools(settings)?;
     // The config's warnings (a GPU two entries share, bash-era forms) are shown once,
     // before anything runs.
@@ -317,28 +297,7 @@ pub(super) fn execute(
         recipe.check()?;
     }
     let secrets = SecretStore::new(settings, ctx.redactor.clone());
-    if distinct.iter().any(|r| r.uses_secrets()) {
-        if secrets.is_fresh() && distinct.iter().any(|r| r.creates_secrets()) {
-            // As `recipe run`: a recipe that generates its secrets on a host without a
-            // store gets the key now, before the host is touched (not in a dry run).
-            if !opts.dry_run {
-                secrets.init(false)?;
-                tracing::info!(
-                    key = %settings.secret_key.value.display(),
-                    "created this host's secret key (as `phoenix secret init` would); back it up"
-                );
-            }
-        } else {
-            secrets.check_key()?;
-        }
-    }
-    match secrets.register_all() {
-        Ok(n) => tracing::debug!(secrets = n, "secret values registered for redaction"),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot read the secret store to redact its values: a secret a recipe reads back from a container may show in output"
-        ),
-    }
+    super::setup::prepare_secrets(settings, &secrets, &distinct, opts.dry_run)?;
 
     // Read-only questions first, on a runner that records (and never runs) anything that
     // would change the host: the models parent, the boundary's value checks, the doctor.
@@ -402,15 +361,7 @@ pub(super) fn execute(
     }
     drop(probe);
 
-    let swept = crate::host::sweep_push_files(&settings.state_dir.value.join("tmp"));
-    if swept > 0 {
-        tracing::warn!(files = swept, "removed push files left by a killed phoenix");
-    }
-    if let Err(e) = crate::signal::install() {
-        tracing::warn!(
-            "cannot install SIGINT/SIGTERM handlers ({e}): a signal stops phoenix at once"
-        );
-    }
+    super::setup::start_runs(&settings);
     let shared = Shared {
         ctx,
         settings,
@@ -593,13 +544,9 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
     let run_id = Runtime::new_run_id();
     result.run = Some(run_id.clone());
     tracing::info!(recipe = %job.recipe.name, run = %run_id, "starts");
-    let journal = if dry_run {
-        Journal::in_memory(&run_id)
-    } else {
-        match Journal::open(&settings.state_dir.value, &run_id) {
-            Ok(j) => j,
-            Err(e) => return failed_early(result, &e, started),
-        }
+    let journal = match super::setup::open_journal(settings, &run_id, dry_run) {
+        Ok(j) => j,
+        Err(e) => return failed_early(result, &e, started),
     };
     let record = journal.append(Entry::Run {
         host: settings.host.value,
@@ -613,16 +560,7 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
     if let Err(e) = record {
         return failed_early(result, &e, started);
     }
-    let system: Arc<dyn Runner> = Arc::new(SystemRunner::new(
-        shared.ctx.redactor.clone(),
-        shared.cancel.clone(),
-    ));
-    let (runner, plan): (Arc<dyn Runner>, _) = if dry_run {
-        let recording = Arc::new(RecordingRunner::dry_run(system));
-        (recording.clone(), Some(recording))
-    } else {
-        (system, None)
-    };
+    let (runner, plan) = super::setup::runner(&shared.ctx.redactor, &shared.cancel, dry_run);
     let host = match crate::host::open(settings, runner) {
         Ok(h) => h,
         Err(e) => {
