@@ -389,23 +389,46 @@ pub fn run(root: &Root, args: &[String], out: &mut Out) -> i32 {
     }
 }
 
-fn status(root: &Root, rest: &[String], out: &mut Out) -> i32 {
-    let usage = "USAGE: pvesm status  [OPTIONS]\n";
-    let p = match opts::parse(rest, |o| match o {
-        "content" | "format" | "storage" | "target" => Some(Kind::Value),
-        "enabled" => Some(Kind::Bool),
-        _ => None,
-    }) {
+/// A `pvesm` command line: options as `kinds` says, then exactly `n` positional arguments,
+/// checked as pve-common's `PVE::JSONSchema::get_options` does (`src/PVE/JSONSchema.pm`):
+/// Getopt first (`400 unable to parse option`), then one argument per `arg_param` (`400
+/// not enough arguments`), and what is left over is `400 too many arguments`. A refusal is
+/// written with the command's `usage` line and is `Err(255)`, pvesm's exit code.
+fn parse_n(
+    rest: &[String],
+    kinds: impl Fn(&str) -> Option<Kind>,
+    n: usize,
+    usage: &str,
+    out: &mut Out,
+) -> Result<opts::Parsed, i32> {
+    let p = match opts::parse(rest, kinds) {
         Ok(p) => p,
         Err(e) => {
             out.err(e.message() + usage);
-            return 255;
+            return Err(255);
         }
     };
-    if !p.args.is_empty() {
-        out.err(format!("400 too many arguments\n{usage}"));
-        return 255;
-    }
+    let wrong = if p.args.len() < n {
+        "not enough arguments"
+    } else if p.args.len() > n {
+        "too many arguments"
+    } else {
+        return Ok(p);
+    };
+    out.err(format!("400 {wrong}\n{usage}"));
+    Err(255)
+}
+
+fn status(root: &Root, rest: &[String], out: &mut Out) -> i32 {
+    let kinds = |o: &str| match o {
+        "content" | "format" | "storage" | "target" => Some(Kind::Value),
+        "enabled" => Some(Kind::Bool),
+        _ => None,
+    };
+    let p = match parse_n(rest, kinds, 0, "USAGE: pvesm status  [OPTIONS]\n", out) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let storage = p.get("storage");
     if let Some(id) = storage {
         if find(root, id).is_none() {
@@ -462,25 +485,12 @@ const CONTENT_TYPES: &[&str] = &[
 
 fn list(root: &Root, rest: &[String], out: &mut Out) -> i32 {
     let usage = "USAGE: pvesm list <storage> [OPTIONS]\n";
-    let p = match opts::parse(rest, |o| match o {
-        "content" | "vmid" => Some(Kind::Value),
-        _ => None,
-    }) {
+    let kinds = |o: &str| matches!(o, "content" | "vmid").then_some(Kind::Value);
+    let p = match parse_n(rest, kinds, 1, usage, out) {
         Ok(p) => p,
-        Err(e) => {
-            out.err(e.message() + usage);
-            return 255;
-        }
+        Err(code) => return code,
     };
-    let [sid] = p.args.as_slice() else {
-        let m = if p.args.is_empty() {
-            "not enough arguments"
-        } else {
-            "too many arguments"
-        };
-        out.err(format!("400 {m}\n{usage}"));
-        return 255;
-    };
+    let sid = &p.args[0];
     let mut errors = Vec::new();
     let content = p.get("content");
     if let Some(c) = content {
@@ -558,26 +568,18 @@ fn content_table(vols: &[Volume]) -> String {
 }
 
 fn free_cmd(root: &Root, rest: &[String], out: &mut Out) -> i32 {
-    let usage = "USAGE: pvesm free <volume> [OPTIONS]\n";
-    let p = match opts::parse(rest, |o| match o {
-        "delay" | "storage" => Some(Kind::Value),
-        _ => None,
-    }) {
+    let kinds = |o: &str| matches!(o, "delay" | "storage").then_some(Kind::Value);
+    let p = match parse_n(
+        rest,
+        kinds,
+        1,
+        "USAGE: pvesm free <volume> [OPTIONS]\n",
+        out,
+    ) {
         Ok(p) => p,
-        Err(e) => {
-            out.err(e.message() + usage);
-            return 255;
-        }
+        Err(code) => return code,
     };
-    let [volume] = p.args.as_slice() else {
-        let m = if p.args.is_empty() {
-            "not enough arguments"
-        } else {
-            "too many arguments"
-        };
-        out.err(format!("400 {m}\n{usage}"));
-        return 255;
-    };
+    let volume = &p.args[0];
     // `real_volume_id`: a bare name with `--storage`, else a full volume id.
     let volid = match p.get("storage") {
         Some(sid) if !volume.contains(':') => format!("{sid}:{volume}"),
@@ -608,6 +610,58 @@ mod tests {
             t,
             "Name         Type     Status           Total            Used       Available        %\n\
              local         dir     active        98497780        12582912        85914868   12.77%\n"
+        );
+    }
+
+    #[test]
+    fn arguments_are_counted_as_get_options_does() {
+        let kinds = |o: &str| (o == "vmid").then_some(Kind::Value);
+        let run = |args: &[&str], n: usize| {
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            let mut out = Out::default();
+            let r = parse_n(&args, kinds, n, "USAGE: pvesm x\n", &mut out);
+            (
+                r.map(|p| (p.args, p.opts)),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        };
+        assert_eq!(
+            run(&["local", "--vmid", "901"], 1),
+            (
+                Ok((
+                    vec!["local".to_owned()],
+                    vec![("vmid".into(), "901".into())]
+                )),
+                String::new()
+            )
+        );
+        assert_eq!(
+            run(&["--vmid", "901"], 1),
+            (
+                Err(255),
+                "400 not enough arguments\nUSAGE: pvesm x\n".to_owned()
+            )
+        );
+        assert_eq!(
+            run(&["a", "b"], 1),
+            (
+                Err(255),
+                "400 too many arguments\nUSAGE: pvesm x\n".to_owned()
+            )
+        );
+        assert_eq!(
+            run(&["a"], 0),
+            (
+                Err(255),
+                "400 too many arguments\nUSAGE: pvesm x\n".to_owned()
+            )
+        );
+        assert_eq!(
+            run(&["a", "--bogus"], 1),
+            (
+                Err(255),
+                "Unknown option: bogus\n400 unable to parse option\nUSAGE: pvesm x\n".to_owned()
+            )
         );
     }
 
