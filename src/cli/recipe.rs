@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// Print the result (or the dry run's plan) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Never a flag: set by `recipe test`, which removes what the run made itself, so a
+    /// failed run does not point the operator at `phoenix destroy`.
+    #[arg(skip)]
+    pub cleaned_up_by_caller: bool,
 }
 
 /// Run a `recipe` command.
@@ -372,7 +376,7 @@ fn finish_run(
         }
     };
     if !args.rollback_on_failure || rt.dry_run {
-        if !rt.dry_run {
+        if !rt.dry_run && !args.cleaned_up_by_caller {
             tracing::warn!(
                 "the run failed; what it made is recorded in the journal: `phoenix status` shows it, `phoenix destroy` removes it"
             );

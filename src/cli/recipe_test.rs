@@ -22,19 +22,20 @@
 //!   too, and the cleanup removes it with the rest.
 //! - **The run** is `phoenix recipe run` itself (same checks, journal, boundary), without
 //!   rollback: the cleanup is `phoenix destroy` itself, run afterwards whether the run
-//!   succeeded, failed or was interrupted.
+//!   succeeded, failed or was interrupted (so neither the run's result nor its failure
+//!   warning tells the operator to run `destroy`).
 //! - **Endpoints.** Each endpoint the recipe reported (`output.endpoint`) is asked once,
 //!   `GET` of its URL (`…/models` for an OpenAI API, with its API key from the throw-away
 //!   store), but only when the URL's host is the live address of one of the emulated
-//!   host's containers (DESIGN.md §12 "network"): any HTTP answer counts as answered (its
-//!   status is shown); no answer fails the test.
+//!   host's containers (DESIGN.md §12 "network"): a 2xx answer passes; any other status
+//!   (named in the report) or no answer fails the test.
 //! - **Leftovers**, checked on the emulated host after the cleanup, each named: a container
 //!   (any: the host started with none), a dataset the journal recorded, a host unit that
 //!   was not there before the run, a marker file, a journal step still outstanding, a
 //!   journal run without its `end` record.
-//! - **Exit codes** (DESIGN.md §6): 0 the run succeeded, every endpoint answered and
+//! - **Exit codes** (DESIGN.md §6): 0 the run succeeded, every endpoint answered 2xx and
 //!   nothing is left; 1 the run failed (its own error; 2 when that was a usage or config
-//!   error, 130/143 after a signal) or an endpoint did not answer; 3 something was left;
+//!   error, 130/143 after a signal) or an endpoint did not answer 2xx; 3 something was left;
 //!   2 a bad config, `--lxc` or recipe before anything was made.
 
 use std::collections::BTreeSet;
@@ -82,17 +83,39 @@ struct Probe {
     vmid: Option<Vmid>,
     /// Whether an HTTP answer came back.
     answered: bool,
+    /// Whether that answer was a success (2xx): what the test requires.
+    ok: bool,
     /// The answer's status.
     status: Option<u16>,
     /// Why it was not asked, or why no answer came.
     error: Option<String>,
 }
 
+impl Probe {
+    /// What is wrong with this endpoint for the test, if anything: no answer, or an answer
+    /// that is not a success (its status named).
+    fn problem(&self) -> Option<String> {
+        match self.status {
+            _ if self.ok => None,
+            Some(s) => Some(format!(
+                "endpoint {} answered HTTP {s} to GET {}, not a success (2xx)",
+                self.url,
+                self.asked.as_deref().unwrap_or(&self.url)
+            )),
+            None => Some(format!(
+                "endpoint {} did not answer: {}",
+                self.url,
+                self.error.as_deref().unwrap_or("no answer")
+            )),
+        }
+    }
+}
+
 /// The `recipe test --json` document (and what the human report shows).
 #[derive(Debug, Serialize)]
 struct TestReport {
     version: u32,
-    /// The run succeeded, every endpoint answered and nothing is left.
+    /// The run succeeded, every endpoint answered 2xx and nothing is left.
     ok: bool,
     recipe: String,
     /// The run's own result document (`recipe run --json`), when it got that far.
@@ -116,6 +139,7 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
         dry_run: false,
         rollback_on_failure: false,
         json: true,
+        cleaned_up_by_caller: true,
     };
     // Everything that can be refused without making anything: config, --lxc, recipe.
     let (config, recipe) = super::recipe::prepare(ctx, &run_args)?;
@@ -187,6 +211,7 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
             dry_run: false,
             rollback_on_failure: false,
             json: true,
+            cleaned_up_by_caller: true,
         };
         let (res, _) = super::captured(|| super::recipe::run_recipe(&tctx, &pre));
         if let Err(e) = res {
@@ -246,10 +271,10 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
     }
     let leftovers = leftovers(&tctx.settings, host.as_ref(), &units_before, &records);
 
-    let answered = endpoints.iter().all(|p| p.answered);
+    let endpoints_ok = endpoints.iter().all(|p| p.ok);
     let report = TestReport {
         version: crate::report::JSON_VERSION,
-        ok: outcome.is_ok() && answered && destroyed.is_ok() && leftovers.is_empty(),
+        ok: outcome.is_ok() && endpoints_ok && destroyed.is_ok() && leftovers.is_empty(),
         recipe: recipe.name.clone(),
         run: run_doc,
         run_error,
@@ -274,13 +299,7 @@ pub fn run(ctx: &Context, args: &TestArgs) -> crate::Result<()> {
     if let Some(e) = &report.run_error {
         problems.push(format!("the run failed: {e}"));
     }
-    for p in report.endpoints.iter().filter(|p| !p.answered) {
-        problems.push(format!(
-            "endpoint {} did not answer: {}",
-            p.url,
-            p.error.as_deref().unwrap_or("no answer")
-        ));
-    }
+    problems.extend(report.endpoints.iter().filter_map(Probe::problem));
     // A failed undo step stays outstanding in the journal: the leftovers name it.
     if let (Err(e), true) = (&destroyed, report.leftovers.is_empty()) {
         problems.push(format!("the cleanup failed: {}", super::result::chain(e)));
@@ -499,6 +518,7 @@ fn probe(
         asked: None,
         vmid: e.vmid,
         answered: false,
+        ok: false,
         status: None,
         error: None,
     };
@@ -534,6 +554,7 @@ fn probe(
     match req.send() {
         Ok(resp) => {
             p.answered = true;
+            p.ok = resp.status().is_success();
             p.status = Some(resp.status().as_u16());
         }
         Err(err) => p.error = Some(super::result::chain(&err)),
@@ -630,8 +651,12 @@ fn human(r: &TestReport) -> String {
             .map(|n| format!(" ({n})"))
             .unwrap_or_default();
         let what = match (p.status, &p.error) {
-            (Some(s), _) => format!(
+            (Some(s), _) if p.ok => format!(
                 "answered HTTP {s} to GET {}",
+                p.asked.as_deref().unwrap_or(&p.url)
+            ),
+            (Some(s), _) => format!(
+                "FAILED: answered HTTP {s} to GET {}, not a success (2xx)",
                 p.asked.as_deref().unwrap_or(&p.url)
             ),
             (None, Some(e)) => format!("DID NOT ANSWER: {e}"),
@@ -698,6 +723,107 @@ mod tests {
         }
     }
 
+    /// A loopback server (port 0, kept) that answers one request with `status`.
+    fn answers_once(status: u16) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        });
+        format!("http://127.0.0.1:{port}/v1")
+    }
+
+    #[test]
+    fn an_endpoint_passes_only_with_a_2xx_answer_and_a_failure_names_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = Settings::resolve_with(&FlagOverrides::default(), &|k| match k {
+            "PHOENIX_SETTINGS" => Some("/dev/null".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let settings = throwaway_settings(&operator, dir.path()).unwrap();
+        let store = SecretStore::new(&settings, crate::exec::Redactor::default());
+        let addresses: BTreeSet<String> = ["127.0.0.1".to_owned()].into();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .no_proxy()
+            .build()
+            .unwrap();
+        let endpoint = |url: String| Endpoint {
+            name: Some("app".into()),
+            url,
+            api: Api::Openai,
+            model: None,
+            api_key: None,
+            vmid: None,
+        };
+
+        let url = answers_once(204);
+        let p = probe(&endpoint(url.clone()), &addresses, Some(&client), &store);
+        assert_eq!((p.answered, p.ok, p.status), (true, true, Some(204)));
+        assert_eq!(p.problem(), None);
+
+        let url = answers_once(503);
+        let p = probe(&endpoint(url.clone()), &addresses, Some(&client), &store);
+        assert_eq!((p.answered, p.ok, p.status), (true, false, Some(503)));
+        assert_eq!(
+            p.problem().as_deref(),
+            Some(
+                format!(
+                    "endpoint {url} answered HTTP 503 to GET {url}/models, not a success (2xx)"
+                )
+                .as_str()
+            )
+        );
+        let report = TestReport {
+            version: 1,
+            ok: false,
+            recipe: "app.rhai".into(),
+            run: None,
+            run_error: None,
+            created: Vec::new(),
+            endpoints: vec![p],
+            cleanup: Vec::new(),
+            leftovers: Vec::new(),
+        };
+        assert!(
+            human(&report).contains(&format!(
+                "  endpoint  {url} (app): FAILED: answered HTTP 503 to GET {url}/models, not a success (2xx)\n"
+            )),
+            "{}",
+            human(&report)
+        );
+
+        // Not asked at all (not a container's address): no answer, and the reason.
+        let p = probe(
+            &endpoint("http://10.0.0.111:8080".into()),
+            &addresses,
+            Some(&client),
+            &store,
+        );
+        assert_eq!((p.answered, p.ok, p.status), (false, false, None));
+        assert!(
+            p.problem()
+                .unwrap()
+                .starts_with("endpoint http://10.0.0.111:8080 did not answer: not asked: "),
+            "{:?}",
+            p.problem()
+        );
+    }
+
     #[test]
     fn the_report_names_what_was_made_what_answered_and_what_was_left() {
         let r = TestReport {
@@ -717,6 +843,7 @@ mod tests {
                 asked: Some("http://127.64.1.2:8080".into()),
                 vmid: None,
                 answered: true,
+                ok: true,
                 status: Some(200),
                 error: None,
             }],

@@ -790,4 +790,12 @@ fn issue15_a_recipe_reports_its_own_values_and_bad_outputs_are_refused() {
         "{v}"
     );
     assert_eq!(v["containers"][0]["vmid"], 902);
+    // A failed run left what it made: the warning says how to see and remove it (`recipe
+    // test`, which removes it itself, does not say so: tests/integration/recipe_test.rs).
+    assert!(
+        out.stderr
+            .contains("`phoenix status` shows it, `phoenix destroy` removes it"),
+        "{}",
+        out.stderr
+    );
 }

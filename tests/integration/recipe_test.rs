@@ -162,6 +162,12 @@ fn a_failing_recipe_exits_1_and_is_cleaned_up_all_the_same() {
         "{}",
         out.stderr
     );
+    // The test removes what the run made itself: nothing points the operator at destroy.
+    assert!(
+        !out.stderr.contains("phoenix destroy` removes it"),
+        "{}",
+        out.stderr
+    );
     m.assert_untouched("failing recipe");
 }
 
