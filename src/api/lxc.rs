@@ -267,7 +267,7 @@ fn apply_drift(rt: &Runtime, vmid: Vmid, settable: &[SetOption]) -> Result<(), A
         .collect();
     tracing::warn!(%vmid, "container differs from its config entry; setting in place: {}", shown.join("; "));
     if settable.iter().any(|o| o.key == "nameserver")
-        && rt.host.ct_status(vmid)? == CtStatus::Running
+        && rt.host.ct_status_known(vmid)? == CtStatus::Running
     {
         tracing::info!(%vmid, "PVE applies a nameserver change to a running container at its next start");
     }
@@ -423,7 +423,7 @@ fn owned(rt: &Runtime, call: &'static str, vmid: Vmid) -> Result<CtConfig, ApiEr
 /// `lxc.start(ct)`: start and wait until the host reports `status: running`.
 pub fn start(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
     owned(rt, "lxc.start", vmid)?;
-    let status = rt.host.ct_status(vmid)?;
+    let status = rt.host.ct_status_known(vmid)?;
     if status == CtStatus::Running {
         return Ok(());
     }
@@ -466,7 +466,7 @@ fn wait_status(rt: &Runtime, vmid: Vmid, want: CtStatus, limit: Duration) -> Res
 /// `lxc.stop(ct)`: stop when running.
 pub fn stop(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
     owned(rt, "lxc.stop", vmid)?;
-    if rt.host.ct_status(vmid)? == CtStatus::Running {
+    if rt.host.ct_status_known(vmid)? == CtStatus::Running {
         support::check_cancel(rt)?;
         rt.host.ct_stop(vmid)?;
     }
@@ -586,7 +586,7 @@ pub fn exec(
     // (recorded) step is not there: even a probe cannot run, so it is recorded.
     let read_only = opts.read_only
         && crate::boundary::argv::is_probe(&argv)
-        && !(rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running);
+        && !(rt.dry_run && rt.host.ct_status_known(vmid)? != CtStatus::Running);
     // A command that changes the container is a step on screen (`apt-get install …` can
     // take minutes); a recipe's read-only checks stay quiet.
     let shown = if opts.read_only {
@@ -662,77 +662,92 @@ pub fn set_password(rt: &Runtime, vmid: Vmid, user: &str, secret: &Secret) -> Re
     Ok(())
 }
 
-/// Whether `path` exists inside the container (read-only query).
-fn file_exists(rt: &Runtime, vmid: Vmid, path: &AbsPath) -> Result<bool, ApiError> {
+/// The file's current content inside the running container `vmid`, `None` when it does
+/// not exist (read-only query). One `cat`: its exit 1 with coreutils' "No such file or
+/// directory" is an absent file, so there is no `test -e` first (each `pct exec` starts a
+/// Perl interpreter on a real host). Any other failure to read is an error naming the file.
+pub(crate) fn file_content(
+    rt: &Runtime,
+    vmid: Vmid,
+    path: &AbsPath,
+) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
     let out = rt.host.ct_exec(
         vmid,
         &ExecRequest {
-            argv: vec!["test".into(), "-e".into(), path.to_string()],
+            argv: vec!["cat".into(), path.to_string()],
             timeout: Some(Duration::from_secs(30)),
             ok_codes: vec![0, 1],
             read_only: true,
             ..ExecRequest::default()
         },
     )?;
-    Ok(out.code == 0)
-}
-
-/// The file's current content inside the container, if it exists (read-only query).
-fn file_content(
-    rt: &Runtime,
-    vmid: Vmid,
-    path: &AbsPath,
-) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
-    if !file_exists(rt, vmid, path)? {
+    if out.code == 0 {
+        return Ok(Some(Zeroizing::new(out.stdout)));
+    }
+    let why = out.stderr_text();
+    if why.contains("No such file or directory") {
         return Ok(None);
     }
-    let out = rt.host.ct_exec(
-        vmid,
-        &ExecRequest {
-            argv: vec!["cat".into(), path.to_string()],
-            timeout: Some(Duration::from_secs(30)),
-            read_only: true,
-            ..ExecRequest::default()
-        },
-    )?;
-    Ok(Some(Zeroizing::new(out.stdout)))
+    Err(ApiError::spec(
+        "lxc.push",
+        format!(
+            "cannot read {path} in container {vmid} to compare it with what would be written: {}",
+            why.trim()
+        ),
+    ))
 }
 
 /// `lxc.push(ct, path, content, mode)`: write a file inside the container (from a 0600
 /// temp file on the host). Content that is already there is not pushed again. A file
-/// phoenix creates is removed on undo; one that existed before is left alone.
+/// phoenix creates is removed on undo; one that existed before is left alone. Whether it
+/// wrote.
 pub fn push(
     rt: &Runtime,
     vmid: Vmid,
     path: &AbsPath,
     content: &[u8],
     mode: u32,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     owned(rt, "lxc.push", vmid)?;
-    let running = rt.host.ct_status(vmid)? == CtStatus::Running;
+    let running = rt.host.ct_status_known(vmid)? == CtStatus::Running;
     let current = if running {
         file_content(rt, vmid, path)?
     } else {
         None
     };
-    if current.as_deref().is_some_and(|c| c.as_slice() == content) {
-        return Ok(());
+    push_over(
+        rt,
+        vmid,
+        path,
+        content,
+        mode,
+        current.as_deref().map(Vec::as_slice),
+    )
+}
+
+/// [`push`] when the caller has just read the file's `current` content (`None`: absent)
+/// with [`file_content`] and the container is phoenix's: not read again.
+pub(crate) fn push_over(
+    rt: &Runtime,
+    vmid: Vmid,
+    path: &AbsPath,
+    content: &[u8],
+    mode: u32,
+    current: Option<&[u8]>,
+) -> Result<bool, ApiError> {
+    if current.is_some_and(|c| c == content) {
+        return Ok(false);
     }
     if rt.dry_run {
-        rt.note_file(
-            vmid,
-            path.as_str(),
-            current.as_deref().map(Vec::as_slice),
-            content,
-            mode,
-        );
+        rt.note_file(vmid, path.as_str(), current, content, mode);
     }
     let name = format!("lxc.push:{vmid}:{path}");
     if current.is_some() {
         // Replacing a file that existed before this run: no undo (it was not ours to remove).
         support::check_cancel(rt)?;
         tracing::info!(step = %name, "replace");
-        return Ok(rt.host.ct_push(vmid, content, path, mode)?);
+        rt.host.ct_push(vmid, content, path, mode)?;
+        return Ok(true);
     }
     step(
         rt,
@@ -742,7 +757,8 @@ pub fn push(
             path: path.clone(),
         },
         || Ok(rt.host.ct_push(vmid, content, path, mode)?),
-    )
+    )?;
+    Ok(true)
 }
 
 /// `lxc.mount(ct, source, ct_path)`: bind a host path or a ZFS dataset (`mpN`).
@@ -913,7 +929,7 @@ pub fn address(rt: &Runtime, vmid: Vmid) -> Result<Ipv4Addr, ApiError> {
         .config
         .get(vmid)
         .map_or_else(|| "eth0".to_owned(), |e| e.network.name.to_string());
-    if rt.dry_run && rt.host.ct_status(vmid)? != CtStatus::Running {
+    if rt.dry_run && rt.host.ct_status_known(vmid)? != CtStatus::Running {
         // Typed placeholder: the container is not there yet in a dry run.
         return Ok(Ipv4Addr::UNSPECIFIED);
     }
@@ -1037,7 +1053,9 @@ pub fn register(engine: &mut Engine) {
                 format!("a secret must be pushed with mode 0600 or stricter, not {mode:04o}"),
             )));
         }
-        push(&api.rt, vmid, &path, &bytes, mode).map_err(script_error)
+        push(&api.rt, vmid, &path, &bytes, mode)
+            .map(drop)
+            .map_err(script_error)
     };
     FuncRegistration::new("push")
         .with_params_info(["lxc: Lxc", "ct: Map|int", "path: String", "content: String|Secret", "()"])

@@ -67,26 +67,36 @@ pub fn dataset(
     let parts: Vec<&str> = name.as_str().split('/').collect();
     // Missing parents below the pool, each its own owned step: the models parent the
     // operator named (`rpool/phoenix/models` needs `rpool/phoenix`) and those below it.
-    // An existing one that is not phoenix's is used as it is and never touched.
+    // An existing one that is not phoenix's is used as it is and never touched. Below a
+    // parent this call created, nothing can exist yet: no need to ask (each `zfs get` is a
+    // host command).
+    let mut created = false;
     for depth in 2..parts.len() {
         let parent =
             DatasetName::new(parts[..depth].join("/")).map_err(|source| ApiError::Type {
                 call: "zfs.dataset",
                 source,
             })?;
-        ensure_one(rt, &parent, &[], true)?;
+        created = ensure_one(rt, &parent, &[], true, created)?.is_none();
     }
-    ensure_one(rt, name, props, false)
+    Ok(match ensure_one(rt, name, props, false, created)? {
+        Some(mountpoint) => mountpoint,
+        None if rt.dry_run => format!("/{name}"),
+        None => rt.host.zfs_mountpoint(name)?.unwrap_or_default(),
+    })
 }
 
 /// Adopt `name` when phoenix owns it, refuse it when not (unless it is only the parent of
-/// the dataset asked for), create it when absent.
+/// the dataset asked for), create it when absent (without asking first when `absent`: its
+/// parent was created a moment ago). The mountpoint of an existing dataset; `None` when it
+/// was created.
 fn ensure_one(
     rt: &Runtime,
     name: &DatasetName,
     props: &[(PropKey, PropValue)],
     parent_of_ours: bool,
-) -> Result<String, ApiError> {
+    absent: bool,
+) -> Result<Option<String>, ApiError> {
     // Runs that need the same dataset at once (the models parent of every container of a
     // `phoenix up`) take turns: the first creates it, the others then find and adopt it
     // instead of failing on "dataset already exists". A dry run creates nothing.
@@ -99,14 +109,20 @@ fn ensure_one(
             name.as_str(),
         )?)
     };
-    let owned = crate::ownership::dataset(rt.host.as_ref(), name)?;
+    let owned = if absent {
+        crate::ownership::Dataset::Absent
+    } else {
+        crate::ownership::dataset(rt.host.as_ref(), name)?
+    };
     if owned != crate::ownership::Dataset::Absent {
         let existing = rt.host.zfs_get(name)?.unwrap_or_default();
         if !matches!(owned, crate::ownership::Dataset::Owned { .. }) {
             if parent_of_ours {
                 // An existing parent someone else made (e.g. the host's `rpool/phoenix`):
                 // phoenix creates beneath it and never touches it.
-                return Ok(existing.get("mountpoint").cloned().unwrap_or_default());
+                return Ok(Some(
+                    existing.get("mountpoint").cloned().unwrap_or_default(),
+                ));
             }
             return Err(HostError::DatasetNotOwned(name.clone()).into());
         }
@@ -118,7 +134,9 @@ fn ensure_one(
                 tracing::warn!(dataset = %name, property = %k, have = %existing[k.as_str()], want = %v, "dataset property drift (left unchanged)");
             }
         }
-        return Ok(existing.get("mountpoint").cloned().unwrap_or_default());
+        return Ok(Some(
+            existing.get("mountpoint").cloned().unwrap_or_default(),
+        ));
     }
     let mut all = props.to_vec();
     let owner = |k: &str, v: &str| -> Result<(PropKey, PropValue), ApiError> {
@@ -141,10 +159,7 @@ fn ensure_one(
         UndoStep::DestroyDataset { name: name.clone() },
         || Ok(rt.host.zfs_create(name, &all)?),
     )?;
-    if rt.dry_run {
-        return Ok(format!("/{name}"));
-    }
-    Ok(rt.host.zfs_mountpoint(name)?.unwrap_or_default())
+    Ok(None)
 }
 
 /// Register the `zfs` methods.

@@ -498,7 +498,7 @@ impl Boundary<'_> {
             if !(conf.is_owned() || self.journal_proves(*vmid)) {
                 continue;
             }
-            if self.host.ct_status(*vmid)? != CtStatus::Running {
+            if self.host.ct_status_known(*vmid)? != CtStatus::Running {
                 continue;
             }
             let addr: Ipv4Addr = match self.host.ct_address(*vmid, entry.network.name.as_str()) {
@@ -655,11 +655,14 @@ mod tests {
                     ),
                 )
             } else if has("tank/models/mine") && has("all") {
-                out(0, "phoenix:owner\tphoenix\nmountpoint\t/tank/models/mine\n")
+                out(
+                    0,
+                    "phoenix:owner\tphoenix\tlocal\nmountpoint\t/tank/models/mine\tlocal\n",
+                )
             } else if has("tank/models/mine") {
                 out(0, "/tank/models/mine\n")
             } else if has("tank/models/theirs") {
-                out(0, "mountpoint\t/tank/models/theirs\n")
+                out(0, "mountpoint\t/tank/models/theirs\tlocal\n")
             } else {
                 out(1, "")
             }

@@ -268,6 +268,9 @@ struct Shared<'a> {
     cancel: CancelFlag,
     batch: String,
     opts: Options,
+    /// The host facts every container's backend shares with the preflight's (the PVE
+    /// version, the GPUs): asked once per `up`.
+    facts: Arc<crate::host::pve::Facts>,
 }
 
 /// Check everything that can be checked without touching the host, run the preflight,
@@ -305,7 +308,8 @@ pub(super) fn execute(
         ctx.redactor.clone(),
         CancelFlag::default(),
     ))));
-    let probe = crate::host::open(settings, guard.clone())?;
+    let facts = Arc::new(crate::host::pve::Facts::default());
+    let probe = crate::host::open_shared(settings, guard.clone(), &facts)?;
     let mut settings = settings.clone();
     if distinct.iter().any(|r| r.uses_models_dataset()) {
         let parent = crate::datasets::resolve(&settings, config, probe.as_ref())?;
@@ -370,6 +374,7 @@ pub(super) fn execute(
         cancel: CancelFlag::default(),
         batch: format!("batch-{}", Runtime::new_run_id()),
         opts,
+        facts,
     };
     tracing::info!(
         containers = jobs.len(),
@@ -561,7 +566,7 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
         return failed_early(result, &e, started);
     }
     let (runner, plan) = super::setup::runner(&shared.ctx.redactor, &shared.cancel, dry_run);
-    let host = match crate::host::open(settings, runner) {
+    let host = match crate::host::open_shared(settings, runner, &shared.facts) {
         Ok(h) => h,
         Err(e) => {
             let _ = journal.append(Entry::End { ok: false });

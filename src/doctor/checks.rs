@@ -238,25 +238,37 @@ fn storages(ctx: &Ctx<'_>, create: &[&LxcConfig], out: &mut Vec<Finding>) {
     if create.is_empty() {
         return;
     }
-    let all = match ctx.host.storages(None) {
+    // The storages for container disks first: when every entry's storage is one of them,
+    // that one `pvesm status` (a Perl start on a real host) answers everything; only
+    // otherwise are all storages listed, to say whether one is missing or only lacks
+    // `rootdir`.
+    let for_disks = match ctx.host.storages(Some("rootdir")) {
         Ok(s) => s,
         Err(e) if unsupported(&e) => return,
-        Err(e) => {
-            out.push(Finding::error(
-                Check::Storage,
-                format!("cannot list the host's storages: {e}"),
-            ));
-            return;
-        }
-    };
-    let rootdir: Vec<String> = match ctx.host.storages(Some("rootdir")) {
-        Ok(s) => s.into_iter().map(|s| s.name).collect(),
         Err(e) => {
             out.push(Finding::error(
                 Check::Storage,
                 format!("cannot list the storages for container disks: {e}"),
             ));
             return;
+        }
+    };
+    let rootdir: Vec<String> = for_disks.iter().map(|s| s.name.clone()).collect();
+    let all = if create
+        .iter()
+        .all(|e| rootdir.iter().any(|r| r == e.storage_pool.as_str()))
+    {
+        for_disks
+    } else {
+        match ctx.host.storages(None) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Finding::error(
+                    Check::Storage,
+                    format!("cannot list the host's storages: {e}"),
+                ));
+                return;
+            }
         }
     };
     let mut by_storage: BTreeMap<&str, Vec<&LxcConfig>> = BTreeMap::new();

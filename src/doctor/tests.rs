@@ -145,7 +145,7 @@ impl Node {
             ("nvidia-smi -q", ok(GPUS_Q)),
             ("zfs list -H -o name -d 0", ok("rpool\n")),
             (
-                "zfs get -H -o property,value all rpool/phoenix/models",
+                "zfs get -H -o property,value,source all rpool/phoenix/models",
                 fail(
                     1,
                     "cannot open 'rpool/phoenix/models': dataset does not exist",
@@ -295,13 +295,12 @@ fn a_good_host_passes_every_check_with_read_only_queries() {
         node.ran(),
         [
             "pveversion",
-            "pvesm status",
             "pvesm status --content rootdir",
             "pvesm list local --content vztmpl",
             "nvidia-smi --query-gpu=index,pci.bus_id,uuid,name,memory.total,driver_version --format=csv,noheader,nounits",
             "nvidia-smi -q",
             "zfs list -H -o name -d 0",
-            "zfs get -H -o property,value all rpool/phoenix/models",
+            "zfs get -H -o property,value,source all rpool/phoenix/models",
         ]
     );
     assert!(node.runner.calls().iter().all(|c| !c.is_mutating()));
@@ -612,7 +611,7 @@ fn the_models_parent_must_sit_in_a_pool_the_host_has() {
     let node = Node::new();
     let config = config_text(|v| v["models_dataset"] = "tank/phoenix/models".into());
     node.answer(
-        "zfs get -H -o property,value all tank/phoenix/models",
+        "zfs get -H -o property,value,source all tank/phoenix/models",
         fail(
             1,
             "cannot open 'tank/phoenix/models': dataset does not exist",

@@ -389,8 +389,17 @@ pub trait Host: Send + Sync {
     fn ct_start(&self, vmid: Vmid) -> Result<()>;
     /// Stop a container.
     fn ct_stop(&self, vmid: Vmid) -> Result<()>;
-    /// A container's state.
+    /// A container's state, asked of the host now. Waits and health checks use this.
     fn ct_status(&self, vmid: Vmid) -> Result<CtStatus>;
+    /// A container's state as this backend last saw it: read by [`Host::ct_status`] or left
+    /// by its own create, start, stop or destroy; asked of the host when it has not seen it.
+    /// For the checks before a change (is it running before a push, an exec, a probe): on a
+    /// real host every `pct status` starts a Perl interpreter, and a run that started the
+    /// container itself need not ask again. A container stopped behind phoenix's back makes
+    /// the next command fail with the host's own error.
+    fn ct_status_known(&self, vmid: Vmid) -> Result<CtStatus> {
+        self.ct_status(vmid)
+    }
     /// Run argv inside a running container, no shell, minimal environment.
     fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput>;
     /// Write `content` to `dest` inside the container with `mode`.
@@ -729,9 +738,21 @@ pub fn open(
     settings: &crate::settings::Settings,
     runner: std::sync::Arc<dyn crate::exec::Runner>,
 ) -> Result<std::sync::Arc<dyn Host>> {
+    open_shared(settings, runner, &std::sync::Arc::default())
+}
+
+/// [`open`], sharing the host facts no run changes (the PVE version, the GPUs) with the
+/// other backends of one command, so that each is asked once: `phoenix up` opens one
+/// backend for its preflight and one per container.
+pub fn open_shared(
+    settings: &crate::settings::Settings,
+    runner: std::sync::Arc<dyn crate::exec::Runner>,
+    facts: &std::sync::Arc<pve::Facts>,
+) -> Result<std::sync::Arc<dyn Host>> {
     match settings.host.value {
         HostKind::Pve => Ok(std::sync::Arc::new(
             pve::PveHost::new(pve::PvePaths::from_settings(settings), runner)
+                .with_facts(std::sync::Arc::clone(facts))
                 .with_lifecycle_timeout(settings.lifecycle_timeout.value),
         )),
         HostKind::Emulated => {
@@ -739,6 +760,7 @@ pub fn open(
             Ok(std::sync::Arc::new(
                 pve::PveHost::new(paths, runner)
                     .with_kind(HostKind::Emulated)
+                    .with_facts(std::sync::Arc::clone(facts))
                     .with_lifecycle_timeout(settings.lifecycle_timeout.value),
             ))
         }

@@ -14,11 +14,11 @@
 //! `--host emulated` is this same backend with the emulated host's paths
 //! ([`super::emulated::prepare`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::{
@@ -114,15 +114,42 @@ impl PvePaths {
     }
 }
 
+/// Host facts no run changes under itself: the PVE version and the GPUs. Asked once and
+/// shared by every backend of one command ([`super::open_shared`]): `phoenix up` opens one
+/// backend for its preflight and one per container, and each `pveversion` or `nvidia-smi`
+/// on a real host is a process start (`pveversion` a Perl interpreter).
+#[derive(Debug, Default)]
+pub struct Facts {
+    version: OnceLock<Option<(u32, u32, u32)>>,
+    gpus: OnceLock<Vec<Gpu>>,
+}
+
+/// A dataset as one `zfs get -o property,value,source all` shows it.
+#[derive(Debug, Clone, Default)]
+struct DatasetProps {
+    /// Every property's value.
+    values: BTreeMap<String, String>,
+    /// The properties set on the dataset itself (source `local`).
+    local: BTreeSet<String>,
+}
+
+/// What one backend learned by asking, or left by its own changes: container states and
+/// addresses, datasets. Each entry is dropped (or set) by the change that makes it stale,
+/// so a backend never answers from what it knows to be out of date.
+#[derive(Debug, Default)]
+struct Known {
+    status: HashMap<Vmid, CtStatus>,
+    address: HashMap<(Vmid, String), Ipv4Addr>,
+    datasets: HashMap<String, Option<DatasetProps>>,
+}
+
 /// The PVE backend.
 pub struct PveHost {
     paths: PvePaths,
     runner: Arc<dyn Runner>,
     kind: HostKind,
-    version: OnceLock<Option<(u32, u32, u32)>>,
-    /// The GPUs, asked once per process: a run needs them for `gpu.attach` and the driver
-    /// check, and they do not change under it.
-    gpus: OnceLock<Vec<Gpu>>,
+    facts: Arc<Facts>,
+    known: Mutex<Known>,
     lifecycle_timeout: Duration,
 }
 
@@ -141,10 +168,76 @@ impl PveHost {
             paths,
             runner,
             kind: HostKind::Pve,
-            version: OnceLock::new(),
-            gpus: OnceLock::new(),
+            facts: Arc::default(),
+            known: Mutex::default(),
             lifecycle_timeout: Duration::from_secs(180),
         }
+    }
+
+    /// Share `facts` with the other backends of this command.
+    #[must_use]
+    pub fn with_facts(mut self, facts: Arc<Facts>) -> Self {
+        self.facts = facts;
+        self
+    }
+
+    /// What this backend knows, to read or change (a poisoned lock only means another
+    /// thread panicked while holding it: the maps stay usable).
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forget what a change to container `vmid` may have made stale; `status` is what the
+    /// change left (`None`: unknown).
+    fn changed_ct(&self, vmid: Vmid, status: Option<CtStatus>) {
+        let mut k = self.known();
+        match status {
+            Some(s) => k.status.insert(vmid, s),
+            None => k.status.remove(&vmid),
+        };
+        k.address.retain(|(v, _), _| *v != vmid);
+    }
+
+    /// Forget dataset `name` and those below it (after a create or destroy).
+    fn changed_dataset(&self, name: &DatasetName) {
+        let below = format!("{name}/");
+        self.known()
+            .datasets
+            .retain(|n, _| n != name.as_str() && !n.starts_with(&below));
+    }
+
+    /// Dataset `name` as one `zfs get` shows it (`None`: absent), asked once until a change
+    /// of this backend's makes it stale. `-o property,value,source`: the source tells what
+    /// is set on the dataset itself (`local`) from what it inherits (`inherited from …`,
+    /// OpenZFS cmd/zfs/zfs_main.c `get_callback`), so one call answers both
+    /// [`Host::zfs_get`] and [`Host::zfs_local_props`].
+    fn dataset(&self, name: &DatasetName) -> Result<Option<DatasetProps>> {
+        if let Some(d) = self.known().datasets.get(name.as_str()) {
+            return Ok(d.clone());
+        }
+        let cmd = self
+            .zfs()
+            .args([
+                "get",
+                "-H",
+                "-o",
+                "property,value,source",
+                "all",
+                name.as_str(),
+            ])
+            .timeout(QUERY_TIMEOUT);
+        let found = match self.runner.run(&cmd) {
+            Ok(out) => Some(parse_zfs_get(&out.stdout_text())),
+            Err(ExecError::Status { stderr, .. }) if stderr.contains("does not exist") => None,
+            Err(ExecError::Interrupted { .. }) => return Err(HostError::Interrupted),
+            Err(e) => return Err(e.into()),
+        };
+        self.known()
+            .datasets
+            .insert(name.as_str().to_owned(), found.clone());
+        Ok(found)
     }
 
     /// Kill `pct start|stop|destroy` after `timeout` (settings: `lifecycle_timeout`).
@@ -502,6 +595,24 @@ pub fn parse_pveversion(text: &str) -> Option<(u32, u32, u32)> {
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
+/// `zfs get -H -o property,value,source` lines: every value, and which are `local`. A
+/// value may hold a tab (a user property's), so the property is what comes before the
+/// first tab and the source what comes after the last.
+fn parse_zfs_get(text: &str) -> DatasetProps {
+    let mut d = DatasetProps::default();
+    for line in text.lines() {
+        let Some((prop, rest)) = line.split_once('\t') else {
+            continue;
+        };
+        let (value, source) = rest.rsplit_once('\t').unwrap_or((rest, ""));
+        if source == "local" {
+            d.local.insert(prop.to_owned());
+        }
+        d.values.insert(prop.to_owned(), value.to_owned());
+    }
+    d
+}
+
 /// Parse `ip -j -4 addr show dev IFACE` output: the first IPv4 address.
 pub fn parse_ip_json(text: &str) -> Option<Ipv4Addr> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
@@ -528,21 +639,27 @@ impl Host for PveHost {
     }
 
     fn ct_create(&self, spec: &CreateSpec) -> Result<()> {
-        self.run(&self.create_command(spec)?).map(drop)
+        let r = self.run(&self.create_command(spec)?).map(drop);
+        // `pct create` leaves the container stopped (it has no `--start` here).
+        self.changed_ct(spec.vmid, r.is_ok().then_some(CtStatus::Stopped));
+        r
     }
 
     fn ct_destroy(&self, vmid: Vmid) -> Result<()> {
         if self.ct_status(vmid)? == CtStatus::Running {
             self.ct_stop(vmid)?;
         }
-        self.run(
-            &self
-                .pct()
-                .args(["destroy", &vmid.to_string(), "--purge", "1"])
-                .timeout(self.lifecycle_timeout)
-                .mutating(),
-        )
-        .map(drop)
+        let r = self
+            .run(
+                &self
+                    .pct()
+                    .args(["destroy", &vmid.to_string(), "--purge", "1"])
+                    .timeout(self.lifecycle_timeout)
+                    .mutating(),
+            )
+            .map(drop);
+        self.changed_ct(vmid, None);
+        r
     }
 
     fn ct_unlock(&self, vmid: Vmid) -> Result<()> {
@@ -578,25 +695,33 @@ impl Host for PveHost {
     }
 
     fn ct_start(&self, vmid: Vmid) -> Result<()> {
-        self.run(
-            &self
-                .pct()
-                .args(["start", &vmid.to_string()])
-                .timeout(self.lifecycle_timeout)
-                .mutating(),
-        )
-        .map(drop)
+        let r = self
+            .run(
+                &self
+                    .pct()
+                    .args(["start", &vmid.to_string()])
+                    .timeout(self.lifecycle_timeout)
+                    .mutating(),
+            )
+            .map(drop);
+        // `pct start` returns once the container runs (pve-container `vm_start` waits for
+        // lxc-start); a failed start leaves its state unknown. Its address may be new.
+        self.changed_ct(vmid, r.is_ok().then_some(CtStatus::Running));
+        r
     }
 
     fn ct_stop(&self, vmid: Vmid) -> Result<()> {
-        self.run(
-            &self
-                .pct()
-                .args(["stop", &vmid.to_string()])
-                .timeout(self.lifecycle_timeout)
-                .mutating(),
-        )
-        .map(drop)
+        let r = self
+            .run(
+                &self
+                    .pct()
+                    .args(["stop", &vmid.to_string()])
+                    .timeout(self.lifecycle_timeout)
+                    .mutating(),
+            )
+            .map(drop);
+        self.changed_ct(vmid, r.is_ok().then_some(CtStatus::Stopped));
+        r
     }
 
     fn ct_status(&self, vmid: Vmid) -> Result<CtStatus> {
@@ -609,13 +734,28 @@ impl Host for PveHost {
             .timeout(QUERY_TIMEOUT);
         let out = self.run(&cmd)?;
         let text = out.stdout_text();
-        match text.trim().strip_prefix("status:").map(str::trim) {
-            Some("running") => Ok(CtStatus::Running),
-            Some("stopped") => Ok(CtStatus::Stopped),
-            _ => Err(HostError::Parse {
-                command: cmd.to_string(),
-                message: format!("expected `status: running|stopped`, got {:?}", text.trim()),
-            }),
+        let status = match text.trim().strip_prefix("status:").map(str::trim) {
+            Some("running") => CtStatus::Running,
+            Some("stopped") => CtStatus::Stopped,
+            _ => {
+                return Err(HostError::Parse {
+                    command: cmd.to_string(),
+                    message: format!("expected `status: running|stopped`, got {:?}", text.trim()),
+                });
+            }
+        };
+        self.known().status.insert(vmid, status);
+        Ok(status)
+    }
+
+    fn ct_status_known(&self, vmid: Vmid) -> Result<CtStatus> {
+        if !self.conf_path(vmid).exists() {
+            return Ok(CtStatus::Absent);
+        }
+        let known = self.known().status.get(&vmid).copied();
+        match known {
+            Some(s) => Ok(s),
+            None => self.ct_status(vmid),
         }
     }
 
@@ -719,6 +859,11 @@ impl Host for PveHost {
     }
 
     fn ct_address(&self, vmid: Vmid, iface: &str) -> Result<Ipv4Addr> {
+        // Asked once per start: the address a container got stays until it stops.
+        let key = (vmid, iface.to_owned());
+        if let Some(a) = self.known().address.get(&key) {
+            return Ok(*a);
+        }
         let req = ExecRequest {
             argv: ["ip", "-j", "-4", "addr", "show", "dev", iface]
                 .map(str::to_owned)
@@ -728,61 +873,28 @@ impl Host for PveHost {
             ..ExecRequest::default()
         };
         let out = self.ct_exec(vmid, &req)?;
-        parse_ip_json(&out.stdout_text()).ok_or_else(|| HostError::NoAddress {
+        let addr = parse_ip_json(&out.stdout_text()).ok_or_else(|| HostError::NoAddress {
             vmid,
             iface: iface.to_owned(),
-        })
+        })?;
+        self.known().address.insert(key, addr);
+        Ok(addr)
     }
 
     fn zfs_get(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>> {
-        let cmd = self
-            .zfs()
-            .args(["get", "-H", "-o", "property,value", "all", name.as_str()])
-            .timeout(QUERY_TIMEOUT);
-        match self.runner.run(&cmd) {
-            Ok(out) => Ok(Some(
-                out.stdout_text()
-                    .lines()
-                    .filter_map(|l| l.split_once('\t'))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            )),
-            Err(ExecError::Status { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
-            Err(ExecError::Interrupted { .. }) => Err(HostError::Interrupted),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.dataset(name)?.map(|d| d.values))
     }
 
     fn zfs_local_props(&self, name: &DatasetName) -> Result<Option<BTreeMap<String, String>>> {
-        // `-s local`: only what is set on the dataset itself; a user property set on a
-        // parent shows in `zfs get all` as `inherited from …` (OpenZFS zfs_main.c
-        // `get_callback`), so a dataset someone made below a phoenix dataset would look
-        // phoenix's there.
-        let cmd = self
-            .zfs()
-            .args([
-                "get",
-                "-H",
-                "-s",
-                "local",
-                "-o",
-                "property,value",
-                "all",
-                name.as_str(),
-            ])
-            .timeout(QUERY_TIMEOUT);
-        match self.runner.run(&cmd) {
-            Ok(out) => Ok(Some(
-                out.stdout_text()
-                    .lines()
-                    .filter_map(|l| l.split_once('\t'))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-            )),
-            Err(ExecError::Status { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
-            Err(ExecError::Interrupted { .. }) => Err(HostError::Interrupted),
-            Err(e) => Err(e.into()),
-        }
+        // Only what is set on the dataset itself: a user property set on a parent shows as
+        // `inherited from …`, so a dataset someone made below a phoenix dataset would look
+        // phoenix's in the values alone.
+        Ok(self.dataset(name)?.map(|d| {
+            d.values
+                .into_iter()
+                .filter(|(k, _)| d.local.contains(k))
+                .collect()
+        }))
     }
 
     fn zfs_create(&self, name: &DatasetName, props: &[(PropKey, PropValue)]) -> Result<()> {
@@ -790,19 +902,25 @@ impl Host for PveHost {
         for (k, v) in props {
             cmd = cmd.arg("-o").arg(format!("{k}={v}"));
         }
-        self.run(&cmd.arg(name.as_str()).timeout(QUERY_TIMEOUT).mutating())
-            .map(drop)
+        let r = self
+            .run(&cmd.arg(name.as_str()).timeout(QUERY_TIMEOUT).mutating())
+            .map(drop);
+        self.changed_dataset(name);
+        r
     }
 
     fn zfs_destroy(&self, name: &DatasetName) -> Result<()> {
-        self.run(
-            &self
-                .zfs()
-                .args(["destroy", name.as_str()])
-                .timeout(QUERY_TIMEOUT)
-                .mutating(),
-        )
-        .map(drop)
+        let r = self
+            .run(
+                &self
+                    .zfs()
+                    .args(["destroy", name.as_str()])
+                    .timeout(QUERY_TIMEOUT)
+                    .mutating(),
+            )
+            .map(drop);
+        self.changed_dataset(name);
+        r
     }
 
     fn zfs_mountpoint(&self, name: &DatasetName) -> Result<Option<String>> {
@@ -908,15 +1026,15 @@ impl Host for PveHost {
     }
 
     fn gpus(&self) -> Result<Vec<Gpu>> {
-        if let Some(g) = self.gpus.get() {
+        if let Some(g) = self.facts.gpus.get() {
             return Ok(g.clone());
         }
         let g = query_gpus(&self.paths.nvidia_smi, |cmd| self.run(cmd))?;
-        Ok(self.gpus.get_or_init(|| g).clone())
+        Ok(self.facts.gpus.get_or_init(|| g).clone())
     }
 
     fn pve_version(&self) -> Result<Option<(u32, u32, u32)>> {
-        if let Some(v) = self.version.get() {
+        if let Some(v) = self.facts.version.get() {
             return Ok(*v);
         }
         let cmd = HostCommand::new(&self.paths.pveversion).timeout(QUERY_TIMEOUT);
@@ -928,7 +1046,7 @@ impl Host for PveHost {
                 out.stdout_text().trim()
             ),
         })?;
-        Ok(*self.version.get_or_init(|| Some(v)))
+        Ok(*self.facts.version.get_or_init(|| Some(v)))
     }
 
     fn dev_dir(&self) -> &Path {
@@ -1186,6 +1304,179 @@ mod tests {
         let (again, changed) = insert_config_lines(&new, &lines);
         assert!(!changed);
         assert_eq!(again, new);
+    }
+
+    /// A backend on a scratch `/etc/pve/lxc` with container 901, whose runner answers as a
+    /// PVE host would and records every call.
+    fn scripted() -> (
+        tempfile::TempDir,
+        PveHost,
+        Arc<crate::exec::RecordingRunner>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let lxc = dir.path().join("lxc");
+        std::fs::create_dir_all(&lxc).unwrap();
+        std::fs::write(lxc.join("901.conf"), "hostname: a\ntags: phoenix\n").unwrap();
+        let runner = Arc::new(crate::exec::RecordingRunner::new(|cmd| {
+            let argv = cmd.argv();
+            let has = |w: &str| argv.iter().any(|a| a == w);
+            let (code, out, err) = if argv[0].ends_with("pveversion") {
+                (
+                    0,
+                    "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-4-pve)\n",
+                    "",
+                )
+            } else if has("status") {
+                (0, "status: stopped\n", "")
+            } else if has("ip") {
+                (
+                    0,
+                    r#"[{"addr_info":[{"family":"inet","local":"127.77.0.9","prefixlen":8}]}]"#,
+                    "",
+                )
+            } else if has("tank/a") {
+                (
+                    0,
+                    "mountpoint\t/tank/a\tdefault\nphoenix:owner\tphoenix\tlocal\nphoenix:note\tx\ty\tinherited from tank\n",
+                    "",
+                )
+            } else if has("get") {
+                (1, "", "cannot open 'tank/b': dataset does not exist\n")
+            } else {
+                (0, "", "")
+            };
+            CommandOutput {
+                code,
+                stdout: out.as_bytes().to_vec(),
+                stderr: err.as_bytes().to_vec(),
+            }
+        }));
+        let p = PathBuf::from;
+        let paths = PvePaths {
+            pct: p("/usr/sbin/pct"),
+            pvesm: p("/usr/sbin/pvesm"),
+            pveversion: p("/usr/bin/pveversion"),
+            zfs: p("/usr/sbin/zfs"),
+            nvidia_smi: p("/usr/bin/nvidia-smi"),
+            systemctl: p("/usr/bin/systemctl"),
+            nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
+            stat: p("/usr/bin/stat"),
+            chown: p("/usr/bin/chown"),
+            systemd_dir: p("/nonexistent/systemd"),
+            sys_dir: p("/nonexistent/sys"),
+            proc_dir: p("/nonexistent/proc"),
+            host_root: p("/nonexistent/hostfs"),
+            lxc_dir: lxc,
+            dev_dir: p("/dev"),
+            lock_dir: p("/nonexistent/lock"),
+            backup_dir: p("/nonexistent/backups"),
+            tmp_dir: p("/nonexistent/tmp"),
+        };
+        let host = PveHost::new(paths, runner.clone());
+        (dir, host, runner)
+    }
+
+    /// What the backend ran: `pct status 901`, `zfs create tank/b`.
+    fn ran(runner: &crate::exec::RecordingRunner) -> Vec<String> {
+        runner
+            .calls()
+            .iter()
+            .map(|c| {
+                let argv = c.argv();
+                let tool = argv[0].rsplit('/').next().unwrap_or_default().to_owned();
+                std::iter::once(tool)
+                    .chain(argv[1..].iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_status_the_backend_left_or_read_is_not_asked_again_until_it_changes() {
+        let (_dir, host, runner) = scripted();
+        let v = Vmid::new(901).unwrap();
+        // Not seen yet: asked; then known.
+        assert_eq!(host.ct_status_known(v).unwrap(), CtStatus::Stopped);
+        assert_eq!(host.ct_status_known(v).unwrap(), CtStatus::Stopped);
+        assert_eq!(ran(&runner), ["pct status 901"]);
+        // Its own start leaves it running, without asking; a fresh read still asks.
+        host.ct_start(v).unwrap();
+        assert_eq!(host.ct_status_known(v).unwrap(), CtStatus::Running);
+        assert_eq!(ran(&runner), ["pct status 901", "pct start 901"]);
+        assert_eq!(host.ct_status(v).unwrap(), CtStatus::Stopped);
+        assert_eq!(host.ct_status_known(v).unwrap(), CtStatus::Stopped);
+        assert_eq!(
+            ran(&runner),
+            ["pct status 901", "pct start 901", "pct status 901"]
+        );
+        // A container with no config is absent, whatever was known.
+        assert_eq!(
+            host.ct_status_known(Vmid::new(902).unwrap()).unwrap(),
+            CtStatus::Absent
+        );
+    }
+
+    #[test]
+    fn an_address_is_asked_once_per_start() {
+        let (_dir, host, runner) = scripted();
+        let v = Vmid::new(901).unwrap();
+        let want = Ipv4Addr::new(127, 77, 0, 9);
+        assert_eq!(host.ct_address(v, "eth0").unwrap(), want);
+        assert_eq!(host.ct_address(v, "eth0").unwrap(), want);
+        assert_eq!(
+            ran(&runner),
+            [
+                "pveversion",
+                "pct exec 901 --keep-env 0 -- ip -j -4 addr show dev eth0"
+            ]
+        );
+        host.ct_stop(v).unwrap();
+        host.ct_start(v).unwrap();
+        assert_eq!(host.ct_address(v, "eth0").unwrap(), want);
+        assert_eq!(
+            ran(&runner).iter().filter(|c| c.contains(" ip ")).count(),
+            2,
+            "{:?}",
+            ran(&runner)
+        );
+    }
+
+    #[test]
+    fn one_zfs_get_answers_values_and_local_properties_until_a_change() {
+        let (_dir, host, runner) = scripted();
+        let a = DatasetName::new("tank/a").unwrap();
+        let values = host.zfs_get(&a).unwrap().unwrap();
+        // A user property's value may hold a tab: the source is after the last one.
+        assert_eq!(values["phoenix:note"], "x\ty");
+        assert_eq!(values["mountpoint"], "/tank/a");
+        let local = host.zfs_local_props(&a).unwrap().unwrap();
+        assert_eq!(local.keys().collect::<Vec<_>>(), ["phoenix:owner"]);
+        assert_eq!(host.zfs_mountpoint(&a).unwrap().as_deref(), Some("/tank/a"));
+        assert_eq!(
+            ran(&runner),
+            ["zfs get -H -o property,value,source all tank/a"]
+        );
+        // Absent is known too, until this backend creates it.
+        let b = DatasetName::new("tank/b").unwrap();
+        assert!(host.zfs_get(&b).unwrap().is_none());
+        assert!(host.zfs_local_props(&b).unwrap().is_none());
+        host.zfs_create(&b, &[]).unwrap();
+        assert!(host.zfs_get(&b).unwrap().is_none());
+        assert_eq!(
+            ran(&runner),
+            [
+                "zfs get -H -o property,value,source all tank/a",
+                "zfs get -H -o property,value,source all tank/b",
+                "zfs create tank/b",
+                "zfs get -H -o property,value,source all tank/b",
+            ]
+        );
+        // Destroying a dataset forgets it and what is below it.
+        host.zfs_destroy(&DatasetName::new("tank").unwrap())
+            .unwrap();
+        host.zfs_get(&a).unwrap();
+        assert_eq!(ran(&runner).len(), 6, "{:?}", ran(&runner));
     }
 
     #[test]

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
-use zeroize::Zeroizing;
 
 use super::{CONFIG_DIR, PULL_TIMEOUT, QUERY_TIMEOUT, ServerSpec, UnitFile, VllmError};
 use crate::api::http::HttpUrl;
@@ -131,16 +130,6 @@ pub(super) fn query(
     )?)
 }
 
-/// A file's content inside the container, `None` when absent.
-fn current(
-    rt: &Runtime,
-    vmid: Vmid,
-    path: &AbsPath,
-) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
-    let out = query(rt, vmid, &["cat", path.as_str()], vec![0, 1])?;
-    Ok((out.code == 0).then(|| Zeroizing::new(out.stdout)))
-}
-
 /// A unit's state as `systemctl show` reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitState {
@@ -207,34 +196,36 @@ fn run(rt: &Runtime, vmid: Vmid, argv: &[&str], timeout: Duration) -> Result<(),
     .map(drop)
 }
 
-/// Write `content` at `path` unless it is already there; whether it changed.
+/// Write `content` at `path` unless it is already there; whether it changed. The file is
+/// read once (`cat`); when it is absent its directory `dir` is made first (mode 0700,
+/// `mkdir -p`; with `undo`, an `rmdir` is recorded, which only succeeds once the files in
+/// it are removed, which undo does first). A file that is there means its directory is.
 fn put(
     rt: &Runtime,
     vmid: Vmid,
     present: bool,
+    dir: Option<(&str, bool)>,
     path: &AbsPath,
     content: &[u8],
     mode: u32,
 ) -> Result<bool, ApiError> {
-    if present && current(rt, vmid, path)?.is_some_and(|c| c.as_slice() == content) {
+    let current = if present {
+        lxc::file_content(rt, vmid, path)?
+    } else {
+        None
+    };
+    let current = current.as_deref().map(Vec::as_slice);
+    if current.is_some_and(|c| c == content) {
         return Ok(false);
     }
-    lxc::push(rt, vmid, path, content, mode)?;
-    Ok(true)
+    if let (None, Some((dir, undo))) = (current, dir) {
+        make_dir(rt, vmid, dir, undo)?;
+    }
+    lxc::push_over(rt, vmid, path, content, mode, current)
 }
 
-/// Create `dir` (mode 0700) unless it exists; `undo` records an `rmdir` (it only succeeds
-/// once the files in it are removed, which undo does first).
-fn ensure_dir(
-    rt: &Runtime,
-    vmid: Vmid,
-    present: bool,
-    dir: &str,
-    undo: bool,
-) -> Result<(), ApiError> {
-    if present && query(rt, vmid, &["test", "-d", dir], vec![0, 1])?.code == 0 {
-        return Ok(());
-    }
+/// `mkdir -p -m 0700 dir`; `undo` records an `rmdir`.
+fn make_dir(rt: &Runtime, vmid: Vmid, dir: &str, undo: bool) -> Result<(), ApiError> {
     let mkdir = || run(rt, vmid, &["mkdir", "-p", "-m", "0700", dir], QUERY_TIMEOUT);
     if undo {
         step(
@@ -276,7 +267,7 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
     }
     let unit_text = UnitFile::for_server(spec).render()?;
     let env_file = spec.env_file()?;
-    let status = rt.host.ct_status(vmid).map_err(ApiError::from)?;
+    let status = rt.host.ct_status_known(vmid).map_err(ApiError::from)?;
     if status != CtStatus::Running && !rt.dry_run {
         return Err(VllmError::Spec {
             field: "ct",
@@ -329,15 +320,30 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
     // c. The Hugging Face token: the file `token` in the mounted cache, never env or argv.
     let mut secrets_changed = false;
     if let Some(token) = &spec.hf_token {
-        ensure_dir(rt, vmid, present, spec.hf_cache_dir().as_str(), false)?;
-        secrets_changed |= put(rt, vmid, present, &spec.token_path(), token.expose(), 0o600)?;
+        let dir = spec.hf_cache_dir();
+        secrets_changed |= put(
+            rt,
+            vmid,
+            present,
+            Some((dir.as_str(), false)),
+            &spec.token_path(),
+            token.expose(),
+            0o600,
+        )?;
     }
 
     // d. The API key: `VLLM_API_KEY` in a 0600 env file read by `docker run --env-file`.
     match &env_file {
         Some(y) => {
-            ensure_dir(rt, vmid, present, CONFIG_DIR, true)?;
-            secrets_changed |= put(rt, vmid, present, &spec.env_file_path(), y, 0o600)?;
+            secrets_changed |= put(
+                rt,
+                vmid,
+                present,
+                Some((CONFIG_DIR, true)),
+                &spec.env_file_path(),
+                y,
+                0o600,
+            )?;
         }
         None => tracing::warn!(
             %vmid,
@@ -351,6 +357,7 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         rt,
         vmid,
         present,
+        None,
         &spec.unit_path(),
         unit_text.as_bytes(),
         0o644,
