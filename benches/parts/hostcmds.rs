@@ -3,13 +3,16 @@
 //!
 //! The log records argv only, so the bench classifies each call itself, by what the real
 //! tool does with that subcommand: `pct status|config|list|pending|df`, `pvesm
-//! status|list|path`, `zfs list|get`, `systemctl is-*|show|status|cat`, `pveversion` and
-//! `nvidia-smi` read; every other subcommand of the host tools changes something. A
+//! status|list|path`, `zfs list|get`, `systemctl is-*|show|status|cat`, `pveversion`,
+//! `nvidia-smi` and `stat` read; every other subcommand of the host tools changes something. A
 //! `pct exec` is classified by the program it runs inside the container: phoenix's own
 //! read-only probes ([`phoenix::boundary::argv::is_probe`]) and the query forms listed in
 //! [`inner_reads`] read; anything else counts as mutating (an unknown program is assumed to
 //! change something). Every `pct` call counts apart too: each one starts a Perl interpreter
 //! on a real host (the 0.3 s of the latency profile).
+//!
+//! The integration tests include this file too (`tests/integration/host_commands.rs`), to
+//! pin the counts the bench reports.
 
 use serde_json::Value;
 
@@ -94,7 +97,8 @@ pub fn breakdown(calls: &[Value]) -> Vec<String> {
 pub fn reads(tool: &str, argv: &[String]) -> bool {
     let sub = argv.first().map(String::as_str).unwrap_or_default();
     match tool {
-        "pveversion" | "nvidia-smi" => true,
+        // `stat -c %u:%g` (a dataset directory's owner) only reads.
+        "pveversion" | "nvidia-smi" | "stat" => true,
         "pct" if sub == "exec" => {
             let inner = inner_argv(argv);
             phoenix::boundary::argv::is_probe(&inner) || inner_reads(&inner)

@@ -347,6 +347,37 @@ fn wait_gone(pid: i32, what: &str) {
     });
 }
 
+/// dpkg-query as dpkg 1.22 answers `-W` for exact names: the installed ones in the format
+/// (escapes expanded), a name matching nothing on stderr with exit 1; `-f=X` is the format
+/// `=X` (dpkg's short options take the rest of the argument).
+#[test]
+fn dpkg_query_shows_installed_packages_and_names_the_rest() {
+    let emu = Emu::new("nesting=1", false, false);
+    emu.exec_ok(&["apt-get", "-q", "update"]);
+    let mut argv = vec!["apt-get", "install"];
+    argv.extend_from_slice(APT_OPTS);
+    argv.push("curl");
+    emu.exec_ok(&argv);
+    let o = emu.exec(&[
+        "dpkg-query",
+        "-W",
+        "--showformat=${Package} ${db:Status-Status}\\n",
+        "curl",
+        "ca-certificates",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "curl installed\n");
+    assert_eq!(
+        stderr(&o),
+        "dpkg-query: no packages found matching ca-certificates\n"
+    );
+    let o = emu.exec(&["dpkg-query", "-W", "-f=${Package}\n", "curl"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "=curl\n");
+    let o = emu.exec(&["dpkg-query", "curl"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
 #[test]
 fn apt_get_installs_known_packages_and_refuses_the_rest() {
     let emu = Emu::new("nesting=1", false, false);

@@ -12,6 +12,9 @@ mod faults;
 mod golden;
 mod golden_file;
 mod gpu_host;
+#[path = "../../benches/parts/hostcmds.rs"]
+#[allow(dead_code)]
+mod hostcmds;
 mod lint;
 mod operator;
 mod paths;

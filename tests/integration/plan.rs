@@ -78,10 +78,8 @@ Changes, in order:
 Read-only checks (change nothing):
   ran    pct status 901
   ran    pveversion
-  ran    pct exec 901 --keep-env 0 -- test -e /etc/app.conf
   ran    pct exec 901 --keep-env 0 -- cat /etc/app.conf
-  ran    pct status 901
-  ran    pct exec 901 --keep-env 0 -- test -e /etc/app.env
+  ran    pct exec 901 --keep-env 0 -- cat /etc/app.env
 
 Plan: 1 to create, 3 to change, 0 to remove.
 "

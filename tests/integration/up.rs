@@ -563,3 +563,120 @@ fn sigterm_stops_every_run_and_rolls_back_what_was_asked() {
     }
     assert_eq!(before, after);
 }
+
+/// One `argv.log` line as `tool argv…`, for messages.
+fn call_line(call: &Value) -> String {
+    let argv: Vec<&str> = call["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    format!("{} {}", call["tool"].as_str().unwrap(), argv.join(" "))
+}
+
+/// Whether `call` only reads (the bench's classifier, [`crate::hostcmds::reads`]).
+fn reads(call: &Value) -> bool {
+    let argv: Vec<String> = call["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    crate::hostcmds::reads(call["tool"].as_str().unwrap(), &argv)
+}
+
+/// A run's calls split after the container's address read (the last host command of
+/// `vllm.start`): what the run asked before, and what the readiness wait asked after (its
+/// liveness checks depend on how long the load takes, so they are not counted).
+fn until_address(calls: &[Value]) -> (&[Value], &[Value]) {
+    let at = calls
+        .iter()
+        .position(|c| call_line(c).contains(" -- ip -j -4 addr show"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no address read in {:#?}",
+                calls.iter().map(call_line).collect::<Vec<_>>()
+            )
+        });
+    calls.split_at(at + 1)
+}
+
+/// `(mutating, read-only, pct)` of `calls`, and the list to show when they differ.
+fn counted(calls: &[Value]) -> ((usize, usize, usize), String) {
+    let c = crate::hostcmds::count(calls);
+    let list: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                if reads(c) { "read" } else { "MUT " },
+                call_line(c)
+            )
+        })
+        .collect();
+    ((c.mutating, c.read_only, c.pct), list.join("\n"))
+}
+
+/// Issue 14 P2, pinned: the host commands of one vLLM server's first `up` and of its
+/// re-run (what `cargo bench` reports). On a real host every `pct` call starts a Perl
+/// interpreter (≈ 0.3 s), so a change that adds one must change these numbers on purpose.
+/// The readiness wait's liveness checks depend on timing: they are only required to read.
+#[test]
+fn host_commands_of_one_server_first_run_and_rerun_are_pinned() {
+    let site = server_site(1);
+    site.prepare("0s");
+    let start = site.calls().len();
+    site.ok(&["up"]);
+    let calls = site.calls();
+    let (first, wait) = until_address(&calls[start..]);
+    let (counts, list) = counted(first);
+    assert_eq!(
+        counts,
+        (29, 24, 39),
+        "first run (mutating, read-only, pct):\n{list}"
+    );
+    for c in wait {
+        assert!(reads(c), "the wait changed something: {}", call_line(c));
+    }
+
+    let mid = calls.len();
+    site.ok(&["up"]);
+    let calls = site.calls();
+    let (rerun, wait) = until_address(&calls[mid..]);
+    let (counts, list) = counted(rerun);
+    assert_eq!(
+        counts,
+        (0, 21, 12),
+        "re-run (mutating, read-only, pct):\n{list}"
+    );
+    for c in wait {
+        assert!(reads(c), "the wait changed something: {}", call_line(c));
+    }
+}
+
+/// The same for a plain container (the built-in container.rhai with two packages): the
+/// first run and a re-run that changes nothing.
+#[test]
+fn host_commands_of_one_plain_container_are_pinned() {
+    let site = Site::new(&plain(1, &[]));
+    site.prepare("0s");
+    let start = site.calls().len();
+    site.ok(&["up"]);
+    let calls = site.calls();
+    let (counts, list) = counted(&calls[start..]);
+    assert_eq!(
+        counts,
+        (4, 6, 6),
+        "first run (mutating, read-only, pct):\n{list}"
+    );
+    let mid = calls.len();
+    site.ok(&["up"]);
+    let calls = site.calls();
+    let (counts, list) = counted(&calls[mid..]);
+    assert_eq!(
+        counts,
+        (0, 3, 2),
+        "re-run (mutating, read-only, pct):\n{list}"
+    );
+}

@@ -68,6 +68,7 @@ fn lookup(name: &str) -> Option<(Program, Option<&'static str>)> {
         "chpasswd" => (chpasswd, None),
         "apt-get" => (crate::apt::run, None),
         "dpkg" => (crate::apt::dpkg, None),
+        "dpkg-query" => (crate::apt::dpkg_query, None),
         "systemctl" => (crate::systemd::systemctl, None),
         "journalctl" => (crate::systemd::journalctl, None),
         "du" => (crate::disk::du_program, None),
