@@ -328,6 +328,45 @@ mod tests {
         assert_eq!(p[0].pointer, "/lxc_configs/902/after");
     }
 
+    /// Twelve entries on GPU 0: one warning per entry that shares it (eleven, not one per
+    /// pair), each naming the earlier entries, at most five of them.
+    #[test]
+    fn many_entries_on_one_gpu_give_one_warning_each() {
+        let text = edited(|d| {
+            let base = d["lxc_configs"]["901"].clone();
+            let mut lxc = serde_json::Map::new();
+            for i in 0..12u32 {
+                let mut e = base.clone();
+                e["name"] = serde_json::json!(format!("g{i}"));
+                e["network_config"]["ip"] = serde_json::json!(format!("10.0.0.{}/24", 50 + i));
+                if let Some(m) = e["network_config"].get_mut("mac") {
+                    *m = serde_json::json!(format!("bc:24:11:00:01:{i:02x}"));
+                }
+                e["gpu_assignment"] = serde_json::json!([0]);
+                e["vllm_tensor_parallel_size"] = serde_json::json!(1);
+                lxc.insert((901 + i).to_string(), e);
+            }
+            d["lxc_configs"] = Value::Object(lxc);
+        });
+        let c = load_str(Path::new("c.json"), &text).unwrap();
+        assert_eq!(c.warnings.len(), 11, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0]
+                .found
+                .starts_with("GPU 0 also assigned to container 901: allowed"),
+            "{}",
+            c.warnings[0].found
+        );
+        assert_eq!(c.warnings[10].pointer, "/lxc_configs/912/gpu_assignment");
+        assert!(
+            c.warnings[10]
+                .found
+                .starts_with("GPU 0 also assigned to containers 901, 902, 903, 904, 905, 6 more: "),
+            "{}",
+            c.warnings[10].found
+        );
+    }
+
     #[test]
     fn a_gpu_two_entries_name_is_a_warning_unless_one_is_exclusive() {
         let shared =

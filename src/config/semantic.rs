@@ -118,41 +118,59 @@ pub(crate) fn after_cycle(lxc: &BTreeMap<Vmid, LxcConfig>) -> Option<Vec<Vmid>> 
     None
 }
 
-/// The GPUs two selectors both name, as written (`all` shares every GPU of the other).
-fn shared_gpus(a: &GpuSelector, b: &GpuSelector) -> Vec<String> {
-    match (a, b) {
-        (GpuSelector::All, GpuSelector::All) => vec!["all".to_owned()],
-        (GpuSelector::All, GpuSelector::List(l)) | (GpuSelector::List(l), GpuSelector::All) => {
-            l.iter().map(ToString::to_string).collect()
+/// A GPU reference normalised for comparison: two references written the same way name
+/// the same GPU (UUIDs and PCI ids without regard to case, a PCI id with or without its
+/// 8-digit domain); an index and a UUID are never compared (only the host knows).
+fn gpu_key(r: &GpuRef) -> String {
+    match r {
+        GpuRef::Index(i) => format!("index:{i}"),
+        GpuRef::Uuid(u) => format!("uuid:{}", u.to_ascii_lowercase()),
+        GpuRef::Pci(p) => {
+            let p = p.to_ascii_lowercase();
+            let norm = match p.split_once(':') {
+                Some((dom, rest)) if p.matches(':').count() == 2 => {
+                    format!("{:0>4}:{rest}", dom.trim_start_matches('0'))
+                }
+                _ => format!("0000:{p}"),
+            };
+            format!("pci:{norm}")
         }
-        (GpuSelector::List(x), GpuSelector::List(y)) => x
-            .iter()
-            .filter(|r| y.iter().any(|o| same_gpu(r, o)))
-            .map(ToString::to_string)
-            .collect(),
     }
 }
 
-/// Whether two references written the same way name the same GPU (UUIDs and PCI ids
-/// without regard to case, a PCI id with or without its 8-digit domain).
-fn same_gpu(a: &GpuRef, b: &GpuRef) -> bool {
-    match (a, b) {
-        (GpuRef::Index(x), GpuRef::Index(y)) => x == y,
-        (GpuRef::Uuid(x), GpuRef::Uuid(y)) => x.eq_ignore_ascii_case(y),
-        (GpuRef::Pci(x), GpuRef::Pci(y)) => {
-            let norm = |p: &str| {
-                let p = p.to_ascii_lowercase();
-                match p.split_once(':') {
-                    Some((dom, rest)) if p.matches(':').count() == 2 => {
-                        format!("{:0>4}:{rest}", dom.trim_start_matches('0'))
-                    }
-                    _ => format!("0000:{p}"),
-                }
-            };
-            norm(x) == norm(y)
+/// `GPU 0, 1 also assigned to container 901`, `GPU 1 also assigned to containers 902, 904`:
+/// GPUs next to each other with the same earlier entries share a clause; clauses joined by
+/// `; `; at most five ids each, then how many more.
+fn sharing_text(shared: &[(String, Vec<&LxcConfig>)]) -> String {
+    let mut merged: Vec<(String, &Vec<&LxcConfig>)> = Vec::new();
+    for (gpu, es) in shared {
+        let same = |a: &Vec<&LxcConfig>, b: &Vec<&LxcConfig>| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.vmid == y.vmid)
+        };
+        match merged.last_mut() {
+            Some((label, last)) if same(last, es) => {
+                label.push_str(", ");
+                label.push_str(gpu);
+            }
+            _ => merged.push((gpu.clone(), es)),
         }
-        _ => false,
     }
+    merged
+        .iter()
+        .map(|(gpu, es)| {
+            let mut ids: Vec<String> = es.iter().take(5).map(|e| e.vmid.to_string()).collect();
+            if es.len() > 5 {
+                ids.push(format!("{} more", es.len() - 5));
+            }
+            let noun = if es.len() == 1 {
+                "container"
+            } else {
+                "containers"
+            };
+            format!("GPU {gpu} also assigned to {noun} {}", ids.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A value that was present but wrong, or required and absent; already recorded.
@@ -597,39 +615,91 @@ impl Checker<'_> {
                 format!("the cycle {}", shown.join(" → ")),
             );
         }
-        for (i, a) in entries.iter().enumerate() {
-            for b in &entries[i + 1..] {
-                let (Some(ga), Some(gb)) = (&a.gpus, &b.gpus) else {
-                    continue;
-                };
-                let shared = shared_gpus(ga, gb);
-                if shared.is_empty() {
-                    continue;
+        self.shared_gpus(&entries);
+    }
+
+    /// GPUs named by more than one entry: one finding per entry that names a GPU an earlier
+    /// entry (in vmid order) names too, listing them, a warning or, when either side sets
+    /// `gpu_exclusive`, an error. Earlier entries are found through an index of the GPUs
+    /// named so far, so a config of a thousand entries on eight GPUs costs no pairwise pass
+    /// and prints one line per sharing entry, not one per pair.
+    fn shared_gpus(&mut self, entries: &[LxcConfig]) {
+        // Who named each GPU so far (by its normalised reference), and who named `all`.
+        let mut by_gpu: HashMap<String, Vec<&LxcConfig>> = HashMap::new();
+        // The GPUs named so far in the order first seen, as first written.
+        let mut order: Vec<(String, String)> = Vec::new();
+        let mut all: Vec<&LxcConfig> = Vec::new();
+        for b in entries {
+            let Some(gb) = &b.gpus else {
+                continue;
+            };
+            // (the GPU as written, the earlier entries naming it), in b's order.
+            let mut shared: Vec<(String, Vec<&LxcConfig>)> = Vec::new();
+            match gb {
+                GpuSelector::All => {
+                    // Every GPU an earlier entry names, then the earlier `all` entries.
+                    for (key, label) in &order {
+                        let mut earlier: Vec<&LxcConfig> = by_gpu[key].clone();
+                        earlier.extend(all.iter().copied());
+                        earlier.sort_by_key(|e| e.vmid);
+                        earlier.dedup_by_key(|e| e.vmid);
+                        shared.push((label.clone(), earlier));
+                    }
+                    if !all.is_empty() {
+                        shared.push(("all".to_owned(), all.clone()));
+                    }
+                    all.push(b);
                 }
-                let p = format!("/lxc_configs/{}/gpu_assignment", b.vmid);
-                let what = format!(
-                    "GPU {} also assigned to container {}",
-                    shared.join(", "),
-                    a.vmid
+                GpuSelector::List(refs) => {
+                    for r in refs {
+                        let key = gpu_key(r);
+                        let mut earlier: Vec<&LxcConfig> = all.clone();
+                        earlier.extend(by_gpu.get(&key).into_iter().flatten().copied());
+                        earlier.sort_by_key(|e| e.vmid);
+                        earlier.dedup_by_key(|e| e.vmid);
+                        if !earlier.is_empty() {
+                            shared.push((r.to_string(), earlier));
+                        }
+                    }
+                    for r in refs {
+                        let key = gpu_key(r);
+                        if !by_gpu.contains_key(&key) {
+                            order.push((key.clone(), r.to_string()));
+                        }
+                        let list = by_gpu.entry(key).or_default();
+                        if !list.iter().any(|e| e.vmid == b.vmid) {
+                            list.push(b);
+                        }
+                    }
+                }
+            }
+            if shared.is_empty() {
+                continue;
+            }
+            let p = format!("/lxc_configs/{}/gpu_assignment", b.vmid);
+            let what = sharing_text(&shared);
+            let holder = if b.gpu_exclusive {
+                Some(b.vmid)
+            } else {
+                shared
+                    .iter()
+                    .flat_map(|(_, es)| es.iter())
+                    .find(|e| e.gpu_exclusive)
+                    .map(|e| e.vmid)
+            };
+            if let Some(holder) = holder {
+                self.bad(
+                    &p,
+                    At::Value,
+                    format!("GPUs no other entry names (container {holder} sets gpu_exclusive)"),
+                    what,
                 );
-                if a.gpu_exclusive || b.gpu_exclusive {
-                    let holder = if a.gpu_exclusive { a.vmid } else { b.vmid };
-                    self.bad(
-                        &p,
-                        At::Value,
-                        format!(
-                            "GPUs no other entry names (container {holder} sets gpu_exclusive)"
-                        ),
-                        what,
-                    );
-                } else {
-                    self.warn(
-                        &p,
-                        "GPUs no other container uses (set gpu_exclusive to forbid sharing)"
-                            .to_owned(),
-                        format!("{what}: allowed, the containers share its memory and compute"),
-                    );
-                }
+            } else {
+                self.warn(
+                    &p,
+                    "GPUs no other container uses (set gpu_exclusive to forbid sharing)".to_owned(),
+                    format!("{what}: allowed, the containers share its memory and compute"),
+                );
             }
         }
     }
