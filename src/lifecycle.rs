@@ -191,6 +191,22 @@ pub fn undo_outstanding(
             continue;
         }
         let shown = progress.step(format!("undo {label}"));
+        // The host's nodes unit is shared: its release takes turns with the runs that
+        // make sure of it (`gpu.attach`), so none of them enables it while this one finds
+        // no other user and removes it.
+        let _turn = match (&item.undo, journal.path().parent()) {
+            (UndoStep::ReleaseNodesUnit { unit, .. }, Some(state_dir)) => {
+                match crate::journal::ResourceLock::acquire(state_dir, "host-unit", unit) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        drop(shown);
+                        report.failed.push((label, e.to_string()));
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         let result = host_of(&item.run)
             .and_then(|host| execute(host.as_ref(), &item.undo, &item.run, item.done));
         if result.is_ok() {

@@ -360,6 +360,18 @@ fn ensure_nodes_unit(rt: &Runtime, vmid: Vmid, all: &[Gpu], claim: bool) -> Resu
     };
     let minors: Vec<u32> = all.iter().filter_map(|g| g.minor).collect();
     let want = nodes_unit_text(&modprobe, &minors, all.iter().any(|g| g.mig))?;
+    // The unit is the host's, shared by every GPU container: the runs of one `phoenix up`
+    // (and a rollback releasing it, [`crate::lifecycle`]) take turns, so one writes and
+    // enables it and the others find it in place. A dry run changes nothing.
+    let _turn = if rt.dry_run {
+        None
+    } else {
+        Some(crate::journal::ResourceLock::acquire(
+            &rt.settings.state_dir.value,
+            "host-unit",
+            NODES_UNIT,
+        )?)
+    };
     let have = rt.host.unit_text(NODES_UNIT)?;
     let name = format!("gpu.nodes_unit:{vmid}");
     let undo = UndoStep::ReleaseNodesUnit {

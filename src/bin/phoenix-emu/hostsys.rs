@@ -557,11 +557,26 @@ pub fn systemctl(root: &Root, args: &[String], out: &mut Out) -> i32 {
                     if link.symlink_metadata().is_ok() {
                         continue;
                     }
-                    if let Err(e) = std::fs::create_dir_all(&wants).and_then(|()| {
-                        std::os::unix::fs::symlink(format!("/etc/systemd/system/{name}"), &link)
-                    }) {
-                        out.err(format!("Failed to enable unit: {e}\n"));
-                        return 1;
+                    let target = format!("/etc/systemd/system/{name}");
+                    match std::fs::create_dir_all(&wants)
+                        .and_then(|()| std::os::unix::fs::symlink(&target, &link))
+                    {
+                        Ok(()) => {}
+                        // Another enable made the same link meanwhile: systemd's
+                        // `create_symlink` (src/shared/install.c, v252) finds the link
+                        // already pointing at the unit and counts it as no change (PID 1
+                        // also applies unit file changes one at a time).
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AlreadyExists
+                                && std::fs::read_link(&link)
+                                    .is_ok_and(|t| t == std::path::Path::new(&target)) =>
+                        {
+                            continue;
+                        }
+                        Err(e) => {
+                            out.err(format!("Failed to enable unit: {e}\n"));
+                            return 1;
+                        }
                     }
                     out.err(format!(
                         "Created symlink /etc/systemd/system/{t}.wants/{name} → /etc/systemd/system/{name}.\n"
