@@ -305,7 +305,6 @@ pub fn register(engine: &mut Engine) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use super::*;
@@ -342,27 +341,7 @@ mod tests {
 
     /// The PVE backend with container configs in `lxc_dir`, commands through `runner`.
     fn pve(lxc_dir: &std::path::Path, runner: Arc<RecordingRunner>) -> PveHost {
-        let p = PathBuf::from;
-        let paths = PvePaths {
-            pct: p("/usr/sbin/pct"),
-            pvesm: p("/usr/sbin/pvesm"),
-            pveversion: p("/usr/bin/pveversion"),
-            zfs: p("/usr/sbin/zfs"),
-            nvidia_smi: p("/usr/bin/nvidia-smi"),
-            systemctl: p("/usr/bin/systemctl"),
-            nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
-            stat: p("/usr/bin/stat"),
-            chown: p("/usr/bin/chown"),
-            systemd_dir: p("/nonexistent/systemd"),
-            sys_dir: p("/nonexistent/sys"),
-            proc_dir: p("/nonexistent/proc"),
-            host_root: p("/nonexistent/hostfs"),
-            lxc_dir: lxc_dir.to_owned(),
-            dev_dir: p("/dev"),
-            lock_dir: p("/nonexistent/lock"),
-            backup_dir: p("/nonexistent/backups"),
-            tmp_dir: p("/nonexistent/tmp"),
-        };
+        let paths = PvePaths::for_tests(lxc_dir.to_owned());
         PveHost::new(paths, runner)
     }
 

@@ -596,7 +596,7 @@ pub fn undo_may_run(
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::Arc;
 
     use super::*;
@@ -667,27 +667,7 @@ mod tests {
                 out(1, "")
             }
         }));
-        let p = PathBuf::from;
-        let paths = PvePaths {
-            pct: p("/usr/sbin/pct"),
-            pvesm: p("/usr/sbin/pvesm"),
-            pveversion: p("/usr/bin/pveversion"),
-            zfs: p("/usr/sbin/zfs"),
-            nvidia_smi: p("/usr/bin/nvidia-smi"),
-            systemctl: p("/usr/bin/systemctl"),
-            nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
-            stat: p("/usr/bin/stat"),
-            chown: p("/usr/bin/chown"),
-            systemd_dir: p("/nonexistent/systemd"),
-            sys_dir: p("/nonexistent/sys"),
-            proc_dir: p("/nonexistent/proc"),
-            host_root: p("/nonexistent/hostfs"),
-            lxc_dir: lxc,
-            dev_dir: p("/dev"),
-            lock_dir: p("/nonexistent/lock"),
-            backup_dir: p("/nonexistent/backups"),
-            tmp_dir: p("/nonexistent/tmp"),
-        };
+        let paths = PvePaths::for_tests(lxc);
         let host = PveHost::new(paths, runner.clone());
         let mut text: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
         text["lxc_configs"]["903"] = text["lxc_configs"]["902"].clone();

@@ -89,6 +89,33 @@ pub struct PvePaths {
 }
 
 impl PvePaths {
+    /// A real node's tool paths with container configs in `lxc_dir` and every other
+    /// directory absent (`/nonexistent/…`): for unit tests whose runner answers the tools.
+    #[cfg(test)]
+    pub(crate) fn for_tests(lxc_dir: PathBuf) -> Self {
+        let p = PathBuf::from;
+        Self {
+            pct: p("/usr/sbin/pct"),
+            pvesm: p("/usr/sbin/pvesm"),
+            pveversion: p("/usr/bin/pveversion"),
+            zfs: p("/usr/sbin/zfs"),
+            nvidia_smi: p("/usr/bin/nvidia-smi"),
+            systemctl: p("/usr/bin/systemctl"),
+            nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
+            stat: p("/usr/bin/stat"),
+            chown: p("/usr/bin/chown"),
+            systemd_dir: p("/nonexistent/systemd"),
+            sys_dir: p("/nonexistent/sys"),
+            proc_dir: p("/nonexistent/proc"),
+            host_root: p("/nonexistent/hostfs"),
+            lxc_dir,
+            dev_dir: p("/dev"),
+            lock_dir: p("/nonexistent/lock"),
+            backup_dir: p("/nonexistent/backups"),
+            tmp_dir: p("/nonexistent/tmp"),
+        }
+    }
+
     /// The paths of a real PVE node, from settings.
     pub fn from_settings(s: &Settings) -> Self {
         Self {
@@ -140,7 +167,7 @@ struct DatasetProps {
 struct Known {
     status: HashMap<Vmid, CtStatus>,
     address: HashMap<(Vmid, String), Ipv4Addr>,
-    datasets: HashMap<String, Option<DatasetProps>>,
+    datasets: HashMap<String, DatasetProps>,
 }
 
 /// The PVE backend.
@@ -208,14 +235,14 @@ impl PveHost {
             .retain(|n, _| n != name.as_str() && !n.starts_with(&below));
     }
 
-    /// Dataset `name` as one `zfs get` shows it (`None`: absent), asked once until a change
-    /// of this backend's makes it stale. `-o property,value,source`: the source tells what
+    /// Dataset `name` as one `zfs get` shows it (`None`: absent), asked once (while it is
+    /// there) until a change of this backend's makes it stale. `-o property,value,source`: the source tells what
     /// is set on the dataset itself (`local`) from what it inherits (`inherited from …`,
     /// OpenZFS cmd/zfs/zfs_main.c `get_callback`), so one call answers both
     /// [`Host::zfs_get`] and [`Host::zfs_local_props`].
     fn dataset(&self, name: &DatasetName) -> Result<Option<DatasetProps>> {
         if let Some(d) = self.known().datasets.get(name.as_str()) {
-            return Ok(d.clone());
+            return Ok(Some(d.clone()));
         }
         let cmd = self
             .zfs()
@@ -234,9 +261,14 @@ impl PveHost {
             Err(ExecError::Interrupted { .. }) => return Err(HostError::Interrupted),
             Err(e) => return Err(e.into()),
         };
-        self.known()
-            .datasets
-            .insert(name.as_str().to_owned(), found.clone());
+        // Only a dataset that is there is kept: one that is absent may be created by another
+        // run of the same `up` at any moment (the runs take turns on each name,
+        // `zfs.dataset`), and each must then find it.
+        if let Some(d) = &found {
+            self.known()
+                .datasets
+                .insert(name.as_str().to_owned(), d.clone());
+        }
         Ok(found)
     }
 
@@ -1351,27 +1383,7 @@ mod tests {
                 stderr: err.as_bytes().to_vec(),
             }
         }));
-        let p = PathBuf::from;
-        let paths = PvePaths {
-            pct: p("/usr/sbin/pct"),
-            pvesm: p("/usr/sbin/pvesm"),
-            pveversion: p("/usr/bin/pveversion"),
-            zfs: p("/usr/sbin/zfs"),
-            nvidia_smi: p("/usr/bin/nvidia-smi"),
-            systemctl: p("/usr/bin/systemctl"),
-            nvidia_modprobe: p("/usr/bin/nvidia-modprobe"),
-            stat: p("/usr/bin/stat"),
-            chown: p("/usr/bin/chown"),
-            systemd_dir: p("/nonexistent/systemd"),
-            sys_dir: p("/nonexistent/sys"),
-            proc_dir: p("/nonexistent/proc"),
-            host_root: p("/nonexistent/hostfs"),
-            lxc_dir: lxc,
-            dev_dir: p("/dev"),
-            lock_dir: p("/nonexistent/lock"),
-            backup_dir: p("/nonexistent/backups"),
-            tmp_dir: p("/nonexistent/tmp"),
-        };
+        let paths = PvePaths::for_tests(lxc);
         let host = PveHost::new(paths, runner.clone());
         (dir, host, runner)
     }
@@ -1457,18 +1469,15 @@ mod tests {
             ran(&runner),
             ["zfs get -H -o property,value,source all tank/a"]
         );
-        // Absent is known too, until this backend creates it.
+        // Absence is asked again every time: another run may create it meanwhile.
         let b = DatasetName::new("tank/b").unwrap();
         assert!(host.zfs_get(&b).unwrap().is_none());
         assert!(host.zfs_local_props(&b).unwrap().is_none());
-        host.zfs_create(&b, &[]).unwrap();
-        assert!(host.zfs_get(&b).unwrap().is_none());
         assert_eq!(
             ran(&runner),
             [
                 "zfs get -H -o property,value,source all tank/a",
                 "zfs get -H -o property,value,source all tank/b",
-                "zfs create tank/b",
                 "zfs get -H -o property,value,source all tank/b",
             ]
         );
@@ -1476,7 +1485,13 @@ mod tests {
         host.zfs_destroy(&DatasetName::new("tank").unwrap())
             .unwrap();
         host.zfs_get(&a).unwrap();
-        assert_eq!(ran(&runner).len(), 6, "{:?}", ran(&runner));
+        assert_eq!(
+            ran(&runner)[3..],
+            [
+                "zfs destroy tank",
+                "zfs get -H -o property,value,source all tank/a"
+            ]
+        );
     }
 
     #[test]
