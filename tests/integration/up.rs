@@ -618,6 +618,29 @@ fn counted(calls: &[Value]) -> ((usize, usize, usize), String) {
     ((c.mutating, c.read_only, c.pct), list.join("\n"))
 }
 
+/// The host commands one `phoenix up` in `site` adds to the emulator's log.
+fn up_calls(site: &Site) -> Vec<Value> {
+    let start = site.calls().len();
+    site.ok(&["up"]);
+    site.calls().split_off(start)
+}
+
+/// Assert the (mutating, read-only, pct) counts of `calls` (the run named `what`), up to
+/// the address read when `server`; what a server's readiness wait asked after it must only
+/// read.
+fn assert_counts(calls: &[Value], server: bool, want: (usize, usize, usize), what: &str) {
+    let (counted_part, wait) = if server {
+        until_address(calls)
+    } else {
+        (calls, &[][..])
+    };
+    let (counts, list) = counted(counted_part);
+    assert_eq!(counts, want, "{what} (mutating, read-only, pct):\n{list}");
+    for c in wait {
+        assert!(reads(c), "the wait changed something: {}", call_line(c));
+    }
+}
+
 /// Issue 14 P2, pinned: the host commands of one vLLM server's first `up` and of its
 /// re-run (what `cargo bench` reports). On a real host every `pct` call starts a Perl
 /// interpreter (≈ 0.3 s), so a change that adds one must change these numbers on purpose.
@@ -626,33 +649,8 @@ fn counted(calls: &[Value]) -> ((usize, usize, usize), String) {
 fn host_commands_of_one_server_first_run_and_rerun_are_pinned() {
     let site = server_site(1);
     site.prepare("0s");
-    let start = site.calls().len();
-    site.ok(&["up"]);
-    let calls = site.calls();
-    let (first, wait) = until_address(&calls[start..]);
-    let (counts, list) = counted(first);
-    assert_eq!(
-        counts,
-        (29, 24, 39),
-        "first run (mutating, read-only, pct):\n{list}"
-    );
-    for c in wait {
-        assert!(reads(c), "the wait changed something: {}", call_line(c));
-    }
-
-    let mid = calls.len();
-    site.ok(&["up"]);
-    let calls = site.calls();
-    let (rerun, wait) = until_address(&calls[mid..]);
-    let (counts, list) = counted(rerun);
-    assert_eq!(
-        counts,
-        (0, 21, 12),
-        "re-run (mutating, read-only, pct):\n{list}"
-    );
-    for c in wait {
-        assert!(reads(c), "the wait changed something: {}", call_line(c));
-    }
+    assert_counts(&up_calls(&site), true, (29, 24, 39), "first run");
+    assert_counts(&up_calls(&site), true, (0, 21, 12), "re-run");
 }
 
 /// The same for a plain container (the built-in container.rhai with two packages): the
@@ -661,22 +659,6 @@ fn host_commands_of_one_server_first_run_and_rerun_are_pinned() {
 fn host_commands_of_one_plain_container_are_pinned() {
     let site = Site::new(&plain(1, &[]));
     site.prepare("0s");
-    let start = site.calls().len();
-    site.ok(&["up"]);
-    let calls = site.calls();
-    let (counts, list) = counted(&calls[start..]);
-    assert_eq!(
-        counts,
-        (4, 6, 6),
-        "first run (mutating, read-only, pct):\n{list}"
-    );
-    let mid = calls.len();
-    site.ok(&["up"]);
-    let calls = site.calls();
-    let (counts, list) = counted(&calls[mid..]);
-    assert_eq!(
-        counts,
-        (0, 3, 2),
-        "re-run (mutating, read-only, pct):\n{list}"
-    );
+    assert_counts(&up_calls(&site), false, (4, 6, 6), "first run");
+    assert_counts(&up_calls(&site), false, (0, 3, 2), "re-run");
 }
