@@ -92,24 +92,14 @@ impl Runtime {
 
     /// The boundary every primitive asks (DESIGN.md §12).
     pub fn boundary(&self) -> crate::boundary::Boundary<'_> {
-        let protected =
-            crate::boundary::paths::protected_set(&crate::boundary::own_dirs(&self.settings));
-        let mount_roots = self
-            .settings
-            .mount_roots
-            .value
-            .iter()
-            .filter_map(|r| {
-                crate::boundary::paths::check_roots(std::slice::from_ref(r), &protected).ok()
-            })
-            .flatten()
-            .collect();
         crate::boundary::Boundary {
             config: &self.config,
             selected: self.selection(),
             models_parent: crate::boundary::known_models_parent(&self.settings, &self.config),
-            mount_roots,
-            protected,
+            paths: crate::boundary::HostPaths::new(
+                crate::boundary::own_dirs(&self.settings),
+                self.settings.mount_roots.value.clone(),
+            ),
             host: self.host.as_ref(),
             journal: &self.journal,
             dry_run: self.dry_run,

@@ -38,6 +38,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::config::Config;
 use crate::host::{CtConfig, CtStatus, Host, HostError};
@@ -182,10 +183,9 @@ pub struct Boundary<'a> {
     /// Datasets are created and mounted only below this one; `None` until known (then it
     /// is derived from the host's one pool when a dataset rule needs it).
     pub models_parent: Option<DatasetName>,
-    /// Canonical directories bind mounts may come from (settings; default none).
-    pub mount_roots: Vec<PathBuf>,
-    /// Protected directories ([`paths::protected_set`]), phoenix's own included.
-    pub protected: Vec<PathBuf>,
+    /// The mount roots and the protected directories, resolved when a rule first needs
+    /// them.
+    pub paths: HostPaths,
     /// The host, for ownership questions.
     pub host: &'a dyn Host,
     /// The journal, whose intents prove what phoenix created.
@@ -199,8 +199,62 @@ impl std::fmt::Debug for Boundary<'_> {
         f.debug_struct("Boundary")
             .field("selected", &self.selected)
             .field("models_parent", &self.models_parent)
-            .field("mount_roots", &self.mount_roots)
+            .field("paths", &self.paths)
             .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host directories of the path rule ([`paths`]): the mount roots bind mounts may come
+/// from and the protected directories, phoenix's own included. Resolving them canonicalises
+/// a few dozen paths on the host, and most primitive calls never need them: they are
+/// resolved on the first question, once per [`Boundary`].
+pub struct HostPaths {
+    own: Vec<PathBuf>,
+    roots: Vec<PathBuf>,
+    resolved: OnceLock<(Vec<PathBuf>, Vec<PathBuf>)>,
+}
+
+impl HostPaths {
+    /// Protected: the built-in directories and `own` (phoenix's, [`own_dirs`]); mount
+    /// roots: those of `roots` (settings) that resolve and touch nothing protected.
+    pub fn new(own: Vec<PathBuf>, roots: Vec<PathBuf>) -> Self {
+        Self {
+            own,
+            roots,
+            resolved: OnceLock::new(),
+        }
+    }
+
+    fn resolved(&self) -> &(Vec<PathBuf>, Vec<PathBuf>) {
+        self.resolved.get_or_init(|| {
+            let protected = paths::protected_set(&self.own);
+            let roots = self
+                .roots
+                .iter()
+                .filter_map(|r| paths::check_roots(std::slice::from_ref(r), &protected).ok())
+                .flatten()
+                .collect();
+            (protected, roots)
+        })
+    }
+
+    /// Protected directories ([`paths::protected_set`]), phoenix's own included.
+    pub fn protected(&self) -> &[PathBuf] {
+        &self.resolved().0
+    }
+
+    /// Canonical directories bind mounts may come from (settings; default none).
+    pub fn mount_roots(&self) -> &[PathBuf] {
+        &self.resolved().1
+    }
+}
+
+impl std::fmt::Debug for HostPaths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPaths")
+            .field("own", &self.own)
+            .field("roots", &self.roots)
             .finish_non_exhaustive()
     }
 }
@@ -338,7 +392,12 @@ impl Boundary<'_> {
             if let Some(found) = self.dataset_mountpoint(call, source)? {
                 return Ok(found);
             }
-            let real = paths::check_host_path(call, source, &self.mount_roots, &self.protected)?;
+            let real = paths::check_host_path(
+                call,
+                source,
+                self.paths.mount_roots(),
+                self.paths.protected(),
+            )?;
             return Ok(MountSource {
                 path: as_abs(real.display().to_string())?,
                 dataset: None,
@@ -356,7 +415,7 @@ impl Boundary<'_> {
         source: &str,
     ) -> Result<Option<MountSource>, BoundaryError> {
         let lex = paths::lexical(std::path::Path::new(source));
-        if let Some(p) = paths::protected_by(&lex, &self.protected) {
+        if let Some(p) = paths::protected_by(&lex, self.paths.protected()) {
             return Err(Refusal::new(
                 call,
                 Rule::HostPaths,
@@ -446,7 +505,7 @@ impl Boundary<'_> {
         // Even a phoenix dataset's mountpoint (inherited from the parent) must not be a
         // protected directory.
         let lex = paths::lexical(std::path::Path::new(&mp));
-        if let Some(p) = paths::protected_by(&lex, &self.protected) {
+        if let Some(p) = paths::protected_by(&lex, self.paths.protected()) {
             return Err(Refusal::new(
                 call,
                 Rule::HostPaths,
@@ -689,8 +748,7 @@ mod tests {
             config: &f.config,
             selected: selected.iter().map(|v| Vmid::new(*v).unwrap()).collect(),
             models_parent: Some(DatasetName::new("tank/models").unwrap()),
-            mount_roots: Vec::new(),
-            protected: paths::protected_set(&[]),
+            paths: HostPaths::new(Vec::new(), Vec::new()),
             host: &f.host,
             journal: &f.journal,
             dry_run: false,

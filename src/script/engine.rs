@@ -22,11 +22,16 @@
 //!   §10); a local variable of the same name shadows them. For compiling, the names are
 //!   given to the parser as external constants ([`compile_scope`]) so strict variables
 //!   accept them.
+//! - **Cost**: Rhai's standard package (several hundred functions) is built once per
+//!   process and shared by every engine, as Rhai's docs advise; recipes and modules are
+//!   compiled and linted with one engine per process ([`compile_engine`]); a run's resolver
+//!   takes the modules its recipe already compiled ([`StdlibResolver::with_compiled`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rhai::module_resolvers::ModuleResolver;
+use rhai::packages::{Package, StandardPackage};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Module, OptimizationLevel, Position, Scope};
 
 use crate::exec::{CancelFlag, Redactor};
@@ -68,6 +73,9 @@ pub const CANCEL_TOKEN: &str = "phoenix:cancelled";
 pub struct EngineOptions {
     /// Where imports resolve.
     pub stdlib: Option<Stdlib>,
+    /// Modules already compiled, `(name, source, ast)`: the resolver evaluates these
+    /// instead of compiling them again ([`StdlibResolver::with_compiled`]).
+    pub compiled: Vec<(String, String, Arc<AST>)>,
     /// The recipe's file name, on every `print`/`debug` line.
     pub recipe_name: String,
     /// Hides secret values in `print`/`debug` output.
@@ -94,9 +102,20 @@ impl std::fmt::Debug for EngineOptions {
     }
 }
 
+/// Rhai's standard package, built once per process and shared by every engine (building
+/// it registers several hundred functions: most of what `Engine::new` costs).
+fn standard_package() -> Arc<Module> {
+    static PACKAGE: OnceLock<Arc<Module>> = OnceLock::new();
+    Arc::clone(PACKAGE.get_or_init(|| StandardPackage::new().as_shared_module()))
+}
+
 /// Build the sandboxed engine with every API family registered.
 pub fn new_engine(opts: EngineOptions) -> Engine {
-    let mut engine = Engine::new();
+    // What `Engine::new` does, with the standard package shared instead of rebuilt (its
+    // default `print`/`debug` and file resolver are replaced below anyway).
+    let mut engine = Engine::new_raw();
+    engine.set_max_strings_interned(rhai::default_limits::MAX_STRINGS_INTERNED);
+    engine.register_global_module(standard_package());
     engine
         .set_max_operations(limits::MAX_OPERATIONS)
         .set_max_call_levels(limits::MAX_CALL_LEVELS)
@@ -158,7 +177,10 @@ pub fn new_engine(opts: EngineOptions) -> Engine {
         });
     }
 
-    engine.set_module_resolver(StdlibResolver::new(opts.stdlib.unwrap_or(Stdlib::Embedded)));
+    engine.set_module_resolver(StdlibResolver::with_compiled(
+        opts.stdlib.unwrap_or(Stdlib::Embedded),
+        opts.compiled,
+    ));
     // Rhai's core package has `sleep(seconds)`, which blocks without counting operations:
     // a recipe could hang the run forever. Waits belong to primitives, which honour SIGINT.
     for (name, why) in UNAVAILABLE {
@@ -205,6 +227,15 @@ pub fn compile_scope() -> Scope<'static> {
     scope
 }
 
+/// The engine recipes and modules are compiled and linted with, built once per process:
+/// [`new_engine`] with no handles and no run state. It resolves no import (compiling never
+/// does; the stdlib is the resolver's, [`StdlibResolver`]), so one serves every library.
+/// Never run a recipe with it.
+pub fn compile_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| new_engine(EngineOptions::default()))
+}
+
 /// Compile `source` the way every recipe and module is compiled.
 pub fn compile(engine: &Engine, source: &str) -> Result<AST, rhai::ParseError> {
     engine.compile_with_scope(&compile_scope(), source)
@@ -213,9 +244,11 @@ pub fn compile(engine: &Engine, source: &str) -> Result<AST, rhai::ParseError> {
 /// Resolves `import "name"` to a stdlib module, and nothing else.
 ///
 /// Modules are compiled and evaluated on first import and cached for the engine's life.
-/// An import cycle is an error instead of a stack overflow.
+/// An import cycle is an error instead of a stack overflow. A module given compiled
+/// ([`StdlibResolver::with_compiled`]) is not compiled again while its source is unchanged.
 pub struct StdlibResolver {
     stdlib: Stdlib,
+    compiled: HashMap<String, (String, Arc<AST>)>,
     cache: Mutex<HashMap<String, Arc<Module>>>,
     loading: Mutex<BTreeSet<String>>,
 }
@@ -260,8 +293,19 @@ pub enum ImportError {
 impl StdlibResolver {
     /// A resolver over `stdlib`.
     pub fn new(stdlib: Stdlib) -> Self {
+        Self::with_compiled(stdlib, Vec::new())
+    }
+
+    /// A resolver over `stdlib` that already has `compiled` modules: `(name, source, ast)`,
+    /// as [`StdlibResolver::compile_module`] made them. The module's source is still read
+    /// on import; only when it is the source given here is the compiled form used.
+    pub fn with_compiled(stdlib: Stdlib, compiled: Vec<(String, String, Arc<AST>)>) -> Self {
         Self {
             stdlib,
+            compiled: compiled
+                .into_iter()
+                .map(|(name, source, ast)| (name, (source, ast)))
+                .collect(),
             cache: Mutex::new(HashMap::new()),
             loading: Mutex::new(BTreeSet::new()),
         }
@@ -274,6 +318,27 @@ impl StdlibResolver {
         name: &str,
     ) -> Result<(AST, String), ImportError> {
         let source = self.stdlib.source(name)?;
+        self.compile_source(engine, name, source)
+    }
+
+    /// [`StdlibResolver::compile_module`], sharing the compiled form given to
+    /// [`StdlibResolver::with_compiled`] when the source is the same.
+    fn compile_shared(&self, engine: &Engine, name: &str) -> Result<Arc<AST>, ImportError> {
+        let source = self.stdlib.source(name)?;
+        match self.compiled.get(name) {
+            Some((known, ast)) if *known == source => Ok(Arc::clone(ast)),
+            _ => self
+                .compile_source(engine, name, source)
+                .map(|(ast, _)| Arc::new(ast)),
+        }
+    }
+
+    fn compile_source(
+        &self,
+        engine: &Engine,
+        name: &str,
+        source: String,
+    ) -> Result<(AST, String), ImportError> {
         let mut ast = compile(engine, &source).map_err(|e| ImportError::Compile {
             name: name.to_owned(),
             line: e.position().line().unwrap_or(0),
@@ -319,9 +384,9 @@ impl ModuleResolver for StdlibResolver {
             ));
         }
         let result = self
-            .compile_module(engine, path)
+            .compile_shared(engine, path)
             .map_err(|e| raise(e, pos))
-            .and_then(|(ast, _)| {
+            .and_then(|ast| {
                 Module::eval_ast_as_new(Scope::new(), &ast, engine)
                     .map_err(|e| EvalAltResult::ErrorInModule(path.to_owned(), e, pos).into())
             });

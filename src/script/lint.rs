@@ -41,12 +41,13 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
 use rhai::{Engine, ParseErrorType, Position};
 use serde::Serialize;
 
-use super::engine::{self, EngineOptions, StdlibResolver};
+use super::engine::{self, StdlibResolver};
 use super::facts::{CallKind, CallSite, Facts, Literal};
 use super::stdlib::Stdlib;
 
@@ -133,33 +134,55 @@ struct Signature {
 
 /// Lints recipes against one engine's registered functions.
 pub struct Linter {
-    engine: Engine,
+    tables: Arc<Tables>,
     resolver: StdlibResolver,
+}
+
+/// What a linter knows of the engine: built once per process for [`engine::compile_engine`].
+struct Tables {
+    engine: EngineRef,
     natives: HashMap<String, Vec<Signature>>,
     handles: HashMap<&'static str, TypeId>,
     credentials: Vec<(Regex, &'static str)>,
 }
 
+/// The engine a linter compiles with: the process's compile engine or one given.
+enum EngineRef {
+    Shared(&'static Engine),
+    Own(Box<Engine>),
+}
+
+impl std::ops::Deref for EngineRef {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        match self {
+            Self::Shared(e) => e,
+            Self::Own(e) => e,
+        }
+    }
+}
+
 impl std::fmt::Debug for Linter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Linter")
-            .field("functions", &self.natives.len())
+            .field("functions", &self.tables.natives.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Linter {
-    /// A linter for the engine `recipe run` uses, with imports from `stdlib`.
-    pub fn new(stdlib: Stdlib) -> Self {
-        let engine = engine::new_engine(EngineOptions {
-            stdlib: Some(stdlib.clone()),
-            ..EngineOptions::default()
-        });
-        Self::with_engine(engine, stdlib)
-    }
+/// What [`Linter::lint_compiled`] asks about an import: the functions of the stdlib module
+/// it names ([`functions_of`]), or why it cannot be imported.
+pub type ModuleFns<'a> = dyn Fn(&str) -> Result<Vec<(String, usize)>, engine::ImportError> + 'a;
 
-    /// A linter for `engine` (which must come from [`engine::new_engine`]).
-    pub fn with_engine(engine: Engine, stdlib: Stdlib) -> Self {
+/// The functions a compiled module defines: `(name, number of parameters)`.
+pub fn functions_of(ast: &rhai::AST) -> Vec<(String, usize)> {
+    ast.iter_functions()
+        .map(|f| (f.name.to_owned(), f.params.len()))
+        .collect()
+}
+
+impl Tables {
+    fn of(engine: EngineRef) -> Self {
         let mut natives: HashMap<String, Vec<Signature>> = HashMap::new();
         for (name, sig) in engine.collect_fn_metadata(
             None,
@@ -189,10 +212,31 @@ impl Linter {
         .collect();
         Self {
             engine,
-            resolver: StdlibResolver::new(stdlib),
             natives,
             handles: crate::api::handle_types().into_iter().collect(),
             credentials,
+        }
+    }
+}
+
+impl Linter {
+    /// A linter for the engine `recipe run` uses, with imports from `stdlib`. What it knows
+    /// of the engine is gathered once per process.
+    pub fn new(stdlib: Stdlib) -> Self {
+        static TABLES: OnceLock<Arc<Tables>> = OnceLock::new();
+        let tables = TABLES
+            .get_or_init(|| Arc::new(Tables::of(EngineRef::Shared(engine::compile_engine()))));
+        Self {
+            tables: Arc::clone(tables),
+            resolver: StdlibResolver::new(stdlib),
+        }
+    }
+
+    /// A linter for `engine` (which must come from [`engine::new_engine`]).
+    pub fn with_engine(engine: Engine, stdlib: Stdlib) -> Self {
+        Self {
+            tables: Arc::new(Tables::of(EngineRef::Own(Box::new(engine)))),
+            resolver: StdlibResolver::new(stdlib),
         }
     }
 
@@ -240,6 +284,54 @@ impl Linter {
 
     /// Lint `source`, reporting it as `file`.
     pub fn lint_source(&self, file: &str, source: &str) -> Vec<Finding> {
+        let compiler: &Engine = &self.tables.engine;
+        match engine::compile(compiler, source) {
+            Ok(ast) => {
+                let module_fns = |name: &str| {
+                    self.resolver
+                        .compile_module(compiler, name)
+                        .map(|(ast, _)| functions_of(&ast))
+                };
+                self.lint_compiled(file, source, &Facts::of(&ast), &module_fns)
+            }
+            Err(e) => {
+                let (pos, hint) = syntax_position(source, e.err_type(), e.position());
+                let (rule, message) = match e.err_type() {
+                    ParseErrorType::VariableUndefined(name) => (
+                        "undefined-variable",
+                        format!(
+                            "undefined variable `{name}` (API objects: {})",
+                            crate::api::HANDLE_NAMES.join(", ")
+                        ),
+                    ),
+                    other => ("compile", other.to_string()),
+                };
+                let finding = Finding {
+                    file: file.to_owned(),
+                    line: pos.line().unwrap_or(0),
+                    column: pos.position().unwrap_or(0),
+                    severity: Severity::Error,
+                    rule,
+                    message,
+                    hint,
+                    source_line: None,
+                    blocks_run: true,
+                };
+                with_source_lines(vec![finding], source)
+            }
+        }
+    }
+
+    /// Lint `source`, already compiled into what `facts` says, reporting it as `file`.
+    /// `module_fns` gives the functions of the stdlib module an import names, or why it
+    /// cannot be imported ([`engine::StdlibResolver::compile_module`]).
+    pub fn lint_compiled(
+        &self,
+        file: &str,
+        source: &str,
+        facts: &Facts,
+        module_fns: &ModuleFns<'_>,
+    ) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut add = |pos: Position, severity, rule, message: String, blocks_run| {
             out.push(Finding {
@@ -254,28 +346,6 @@ impl Linter {
                 blocks_run,
             });
         };
-        let ast = match engine::compile(&self.engine, source) {
-            Ok(ast) => ast,
-            Err(e) => {
-                let (pos, hint) = syntax_position(source, e.err_type(), e.position());
-                let (rule, message) = match e.err_type() {
-                    ParseErrorType::VariableUndefined(name) => (
-                        "undefined-variable",
-                        format!(
-                            "undefined variable `{name}` (API objects: {})",
-                            crate::api::HANDLE_NAMES.join(", ")
-                        ),
-                    ),
-                    other => ("compile", other.to_string()),
-                };
-                add(pos, Severity::Error, rule, message, true);
-                if let Some(f) = out.last_mut() {
-                    f.hint = hint;
-                }
-                return with_source_lines(out, source);
-            }
-        };
-        let facts = Facts::of(&ast);
 
         // Imports: each must name a stdlib module that compiles; its fns become known.
         let mut modules: HashMap<String, Vec<(String, usize)>> = HashMap::new();
@@ -290,12 +360,8 @@ impl Linter {
                 );
                 continue;
             };
-            match self.resolver.compile_module(&self.engine, name) {
-                Ok((ast, _)) => {
-                    let fns = ast
-                        .iter_functions()
-                        .map(|f| (f.name.to_owned(), f.params.len()))
-                        .collect();
+            match module_fns(name) {
+                Ok(fns) => {
                     modules.insert(import.alias.clone(), fns);
                 }
                 Err(e) => {
@@ -307,7 +373,7 @@ impl Linter {
         }
 
         for call in &facts.calls {
-            if let Some((rule, message)) = self.check_call(call, &facts, &modules) {
+            if let Some((rule, message)) = self.check_call(call, facts, &modules) {
                 let certain = match call.kind {
                     CallKind::Function => true,
                     CallKind::Method => call.handle().is_some(),
@@ -343,7 +409,12 @@ impl Linter {
         }
 
         for (text, pos) in &facts.strings {
-            if let Some((_, what)) = self.credentials.iter().find(|(re, _)| re.is_match(text)) {
+            if let Some((_, what)) = self
+                .tables
+                .credentials
+                .iter()
+                .find(|(re, _)| re.is_match(text))
+            {
                 add(
                     *pos,
                     Severity::Warning,
@@ -411,7 +482,11 @@ impl Linter {
             ));
         }
         let script = script_arities(&facts.functions);
-        let natives = self.natives.get(&call.name).map_or(&[][..], Vec::as_slice);
+        let natives = self
+            .tables
+            .natives
+            .get(&call.name)
+            .map_or(&[][..], Vec::as_slice);
         match call.kind {
             CallKind::Function => {
                 let mut arities = script;
@@ -423,7 +498,7 @@ impl Linter {
             CallKind::Method => {
                 let handle = call
                     .handle()
-                    .and_then(|r| self.handles.get(r).map(|t| (r, *t)));
+                    .and_then(|r| self.tables.handles.get(r).map(|t| (r, *t)));
                 let mut arities: Vec<usize> = script;
                 if let Some((name, ty)) = handle {
                     arities.extend(
@@ -455,6 +530,7 @@ impl Linter {
     /// The method names registered for handle type `ty`, sorted.
     fn methods_of(&self, ty: TypeId) -> Vec<String> {
         let mut v: Vec<String> = self
+            .tables
             .natives
             .iter()
             .filter(|(_, sigs)| sigs.iter().any(|s| s.first == Some(ty)))

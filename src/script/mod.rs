@@ -187,11 +187,24 @@ pub struct Recipe {
     pub ast: AST,
     /// What the script contains.
     pub facts: Facts,
-    /// Every stdlib module it imports, directly or through another module:
-    /// `(name, ast, facts)`.
-    pub modules: Vec<(String, AST, Facts)>,
+    /// Every stdlib module it imports, directly or through another module.
+    pub modules: Vec<CompiledModule>,
     /// Where its imports resolve.
     pub stdlib: Stdlib,
+}
+
+/// A stdlib module a recipe imports, compiled once: checked by [`Recipe::compile`] and
+/// [`Recipe::check`], evaluated by every run of the recipe without compiling it again.
+#[derive(Debug, Clone)]
+pub struct CompiledModule {
+    /// The module's name (`import "steps"`).
+    pub name: String,
+    /// The text it was compiled from.
+    pub source: String,
+    /// The compiled module, named `stdlib/<name>.rhai`.
+    pub ast: Arc<AST>,
+    /// What the module contains.
+    pub facts: Facts,
 }
 
 impl Recipe {
@@ -223,11 +236,27 @@ impl Recipe {
     /// Refuse lint errors that cannot be false alarms (calls that cannot succeed, a shell
     /// argv), so they stop the recipe before the run rather than halfway through
     /// provisioning.
+    ///
+    /// The findings are those `phoenix recipe lint` gives this source; the recipe and its
+    /// modules are not compiled again for it.
     pub fn check(&self) -> Result<(), RecipeError> {
         let path = &self.path;
         let linter = lint::Linter::new(self.stdlib.clone());
+        let module_fns = |name: &str| {
+            Ok(self
+                .modules
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| lint::functions_of(&m.ast))
+                .unwrap_or_default())
+        };
         let blocking: Vec<lint::Finding> = linter
-            .lint_source(&path.display().to_string(), &self.source)
+            .lint_compiled(
+                &path.display().to_string(),
+                &self.source,
+                &self.facts,
+                &module_fns,
+            )
             .into_iter()
             .filter(|f| f.severity == lint::Severity::Error && f.blocks_run)
             .collect();
@@ -245,11 +274,8 @@ impl Recipe {
 
     /// Compile recipe `source` that came from `path` and check its imports (no lint).
     pub fn compile(path: &Path, source: &str, stdlib: &Stdlib) -> Result<Self, RecipeError> {
-        let engine = engine::new_engine(EngineOptions {
-            stdlib: Some(stdlib.clone()),
-            ..EngineOptions::default()
-        });
-        let mut ast = engine::compile(&engine, source).map_err(|e| RecipeError::Compile {
+        let engine = engine::compile_engine();
+        let mut ast = engine::compile(engine, source).map_err(|e| RecipeError::Compile {
             path: path.to_owned(),
             line: e.position().line().unwrap_or(0),
             column: e.position().position().unwrap_or(0),
@@ -291,15 +317,20 @@ impl Recipe {
                     "(computed at run time)".to_owned(),
                 ));
             };
-            if recipe.modules.iter().any(|(n, ..)| *n == name) {
+            if recipe.modules.iter().any(|m| m.name == name) {
                 continue;
             }
-            let (ast, _) = resolver
-                .compile_module(&engine, &name)
+            let (ast, source) = resolver
+                .compile_module(engine, &name)
                 .map_err(|e| err(e, name.clone()))?;
             let facts = Facts::of(&ast);
             pending.extend(facts.imports.iter().map(|i| (i.path.clone(), recipe_pos)));
-            recipe.modules.push((name, ast, facts));
+            recipe.modules.push(CompiledModule {
+                name,
+                source,
+                ast: Arc::new(ast),
+                facts,
+            });
         }
         Ok(recipe)
     }
@@ -307,7 +338,7 @@ impl Recipe {
     /// Whether the recipe or a module it imports calls a `secret` method.
     pub fn uses_secrets(&self) -> bool {
         std::iter::once(&self.facts)
-            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .chain(self.modules.iter().map(|m| &m.facts))
             .any(|f| f.calls.iter().any(|c| c.handle() == Some("secret")))
     }
 
@@ -316,7 +347,7 @@ impl Recipe {
     /// stand-in for each in its throw-away store).
     pub fn secret_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::iter::once(&self.facts)
-            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .chain(self.modules.iter().map(|m| &m.facts))
             .flat_map(|f| f.calls.iter())
             .filter(|c| c.is_method_on("secret", "get"))
             .filter_map(|c| match c.args.first() {
@@ -332,7 +363,7 @@ impl Recipe {
     /// Whether the recipe may create a secret (`secret.ensure`).
     pub fn creates_secrets(&self) -> bool {
         std::iter::once(&self.facts)
-            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .chain(self.modules.iter().map(|m| &m.facts))
             .any(|f| f.calls.iter().any(|c| c.is_method_on("secret", "ensure")))
     }
 
@@ -340,7 +371,7 @@ impl Recipe {
     /// `config.models_dataset()` or any `zfs` method ([`crate::datasets`]).
     pub fn uses_models_dataset(&self) -> bool {
         std::iter::once(&self.facts)
-            .chain(self.modules.iter().map(|(_, _, f)| f))
+            .chain(self.modules.iter().map(|m| &m.facts))
             .any(|f| {
                 f.calls.iter().any(|c| {
                     c.is_method_on("config", "models_dataset") || c.handle() == Some("zfs")
@@ -356,6 +387,11 @@ impl Recipe {
     ) -> Engine {
         engine::new_engine(EngineOptions {
             stdlib: Some(self.stdlib.clone()),
+            compiled: self
+                .modules
+                .iter()
+                .map(|m| (m.name.clone(), m.source.clone(), Arc::clone(&m.ast)))
+                .collect(),
             recipe_name: self.name.clone(),
             redactor: rt.redactor.clone(),
             cancel: Some(rt.cancel.clone()),
@@ -532,8 +568,8 @@ impl Recipe {
         let facts = self
             .modules
             .iter()
-            .find(|(n, ..)| source == format!("stdlib/{n}.rhai"))
-            .map_or(&self.facts, |(_, _, f)| f);
+            .find(|m| source == format!("stdlib/{}.rhai", m.name))
+            .map_or(&self.facts, |m| &m.facts);
         facts.call_at(pos).map(facts::CallSite::display)
     }
 }
