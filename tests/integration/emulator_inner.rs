@@ -378,6 +378,40 @@ fn dpkg_query_shows_installed_packages_and_names_the_rest() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// `stat` as GNU coreutils 9.4 answers `-L --format`: a line per path that is there (the
+/// format, a newline added), "cannot statx" for each that is not, exit 1 when any is not.
+#[test]
+fn stat_shows_what_is_there_and_names_the_rest() {
+    let emu = Emu::new("nesting=1", false, false);
+    emu.push("/usr/bin/tool", "x", "0755");
+    emu.push("/etc/tool.conf", "x", "0640");
+    let o = emu.exec(&[
+        "stat",
+        "-L",
+        "--format=%a %n",
+        "--",
+        "/usr/bin/tool",
+        "/nowhere/x",
+        "/etc/tool.conf",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "755 /usr/bin/tool\n640 /etc/tool.conf\n");
+    assert_eq!(
+        stderr(&o),
+        "stat: cannot statx '/nowhere/x': No such file or directory\n"
+    );
+    let o = emu.exec(&["stat", "-c", "%n:%a", "/etc/tool.conf"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "/etc/tool.conf:640\n");
+    let o = emu.exec(&["stat", "/etc/tool.conf", "-Z"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("stat: invalid option -- 'Z'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn apt_get_installs_known_packages_and_refuses_the_rest() {
     let emu = Emu::new("nesting=1", false, false);
@@ -822,6 +856,22 @@ fn a_changed_unit_needs_daemon_reload() {
     emu.exec_ok(&["systemctl", "restart", "phoenix-vllm-901"]);
     wait_up(new);
     assert_refused(old);
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+    // `enable --no-reload` leaves the loaded lines as they are; a plain `enable` reloads
+    // (systemd's `verb_enable`), even when the unit was enabled already.
+    emu.push(
+        "/etc/systemd/system/phoenix-vllm-901.service",
+        UNIT_901,
+        "0644",
+    );
+    emu.exec_ok(&["systemctl", "enable", "--no-reload", "phoenix-vllm-901"]);
+    emu.exec_ok(&["systemctl", "start", "phoenix-vllm-901"]);
+    wait_up(new);
+    assert_refused(old);
+    emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
+    emu.exec_ok(&["systemctl", "enable", "--now", "phoenix-vllm-901"]);
+    wait_up(old);
+    assert_refused(new);
     emu.exec_ok(&["systemctl", "stop", "phoenix-vllm-901"]);
 }
 

@@ -114,10 +114,28 @@ pub fn ct_may_write(root: &Root, conf: &CtConf, source: &str) -> Result<bool, Ro
     Ok(owner(root, source)?.0 == uid)
 }
 
-/// `stat -c FORMAT PATH…`.
+/// `stat -c FORMAT PATH…` on the host: modes from the host's files, owners from the
+/// emulated ownership ([`owner`]).
 pub fn stat(root: &Root, args: &[String], out: &mut Out) -> i32 {
     use std::os::unix::fs::PermissionsExt;
+    stat_with(args, out, |p, _| {
+        let meta = std::fs::metadata(file(root, p)).ok()?;
+        Some(owner(root, p).map(|(uid, gid)| (meta.permissions().mode(), uid, gid)))
+    })
+}
+
+/// GNU coreutils `stat` (9.4, `src/stat.c`): `[-L|--dereference] -c|--format=FORMAT
+/// [--] PATH…`, each path's line printed with `%u` `%g` `%U` `%G` `%a` `%n` `%%` expanded
+/// and a newline added; a path that is not there is "cannot statx 'PATH': No such file or
+/// directory" on stderr, the others are still printed, and the exit code is 1.
+/// `lookup(path, dereference)` gives `(mode, uid, gid)`, `None` when the path is not there.
+pub fn stat_with(
+    args: &[String],
+    out: &mut Out,
+    lookup: impl Fn(&str, bool) -> Option<Result<(u32, u32, u32), RootError>>,
+) -> i32 {
     let mut format = None;
+    let mut deref = false;
     let mut paths = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -129,6 +147,7 @@ pub fn stat(root: &Root, args: &[String], out: &mut Out) -> i32 {
                     return 1;
                 }
             },
+            "-L" | "--dereference" => deref = true,
             "--" => paths.extend(it.by_ref().cloned()),
             s if s.starts_with("--format=") => format = Some(s["--format=".len()..].to_owned()),
             s if s.starts_with('-') && s.len() > 1 => {
@@ -151,21 +170,18 @@ pub fn stat(root: &Root, args: &[String], out: &mut Out) -> i32 {
     }
     let mut code = 0;
     for p in &paths {
-        let meta = match std::fs::metadata(file(root, p)) {
-            Ok(m) => m,
-            Err(_) => {
+        let (mode, uid, gid) = match lookup(p, deref) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                out.err(format!("phoenix-emu: {e}\n"));
+                return 1;
+            }
+            None => {
                 out.err(format!(
                     "stat: cannot statx '{p}': No such file or directory\n"
                 ));
                 code = 1;
                 continue;
-            }
-        };
-        let (uid, gid) = match owner(root, p) {
-            Ok(o) => o,
-            Err(e) => {
-                out.err(format!("phoenix-emu: {e}\n"));
-                return 1;
             }
         };
         let name = |id: u32| {
@@ -187,7 +203,7 @@ pub fn stat(root: &Root, args: &[String], out: &mut Out) -> i32 {
                 Some('g') => s.push_str(&gid.to_string()),
                 Some('U') => s.push_str(&name(uid)),
                 Some('G') => s.push_str(&name(gid)),
-                Some('a') => s.push_str(&format!("{:o}", meta.permissions().mode() & 0o7777)),
+                Some('a') => s.push_str(&format!("{:o}", mode & 0o7777)),
                 Some('n') => s.push_str(p),
                 Some('%') => s.push('%'),
                 Some(other) => {

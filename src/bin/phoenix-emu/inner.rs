@@ -6,7 +6,7 @@
 //! with exit 127: no shell exists in an emulated container.
 //!
 //! Emulated: `ip -j -4 addr show dev eth0` (iproute2's JSON and text, with the
-//! container's loopback address), `cat`, `test`, `mkdir`, `rmdir`, `rm`, `chmod`, `chpasswd` (records
+//! container's loopback address), `cat`, `test`, `stat -c`, `mkdir`, `rmdir`, `rm`, `chmod`, `chpasswd` (records
 //! which users got a password, never the password), `du -s -b` ([`crate::disk`]: sizes as
 //! the emulated disks count them), `apt-get` ([`crate::apt`]),
 //! `systemctl`/`journalctl` ([`crate::systemd`]), and, once their package put the program
@@ -61,6 +61,7 @@ fn lookup(name: &str) -> Option<(Program, Option<&'static str>)> {
         "ip" => (ip, None),
         "cat" => (cat, None),
         "test" => (test, None),
+        "stat" => (stat, None),
         "mkdir" => (mkdir, None),
         "rmdir" => (rmdir, None),
         "rm" => (rm, None),
@@ -394,6 +395,21 @@ fn test(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
         }
     };
     i32::from(!res)
+}
+
+/// `stat [-L] -c FORMAT PATH…` (coreutils; [`crate::hostfs::stat_with`]) on the
+/// container's files: without `-L` a symbolic link is reported itself, as `lstat` does.
+fn stat(ct: &Ct<'_>, args: &[String], _: &[u8], out: &mut Out) -> i32 {
+    use std::os::unix::fs::MetadataExt;
+    crate::hostfs::stat_with(args, out, |p, deref| {
+        let file = ct.path(p);
+        let meta = if deref {
+            std::fs::metadata(file)
+        } else {
+            std::fs::symlink_metadata(file)
+        };
+        meta.ok().map(|m| Ok((m.mode(), m.uid(), m.gid())))
+    })
 }
 
 /// `mkdir [-p] [-m MODE] DIR…`.

@@ -10,8 +10,8 @@
 //!
 //! Decisions where DESIGN.md is silent:
 //! - systemd keeps the unit text it loaded: a unit file changed on disk keeps running its old
-//!   lines until `systemctl daemon-reload` (a unit never loaded is read on first use), as
-//!   systemd does, so a forgotten daemon-reload shows;
+//!   lines until `systemctl daemon-reload` or an `enable`/`disable`, which reload too (a
+//!   unit never loaded is read on first use), as systemd does, so a forgotten reload shows;
 //! - `Type=simple`: `start` succeeds once `ExecStart=` was launched; a main process that
 //!   fails (a `docker run` exiting non-zero, a vLLM container that crashes) turns the unit
 //!   into `activating/auto-restart` with `Restart=on-failure|always`, else `failed/failed`;
@@ -314,12 +314,14 @@ pub fn split_exec(v: &str) -> Result<(bool, Vec<String>), String> {
 pub fn systemctl(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> i32 {
     let mut now = false;
     let mut quiet = false;
+    let mut reload = true;
     let mut props: Vec<String> = Vec::new();
     let mut words: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--now" => now = true,
+            "--no-reload" => reload = false,
             "-q" | "--quiet" => quiet = true,
             "--no-pager" | "--no-block" | "--no-ask-password" => {}
             "-p" | "--property" => match it.next() {
@@ -354,12 +356,24 @@ pub fn systemctl(ct: &Ct<'_>, args: &[String], _stdin: &[u8], out: &mut Out) -> 
     match *verb {
         "daemon-reload" => daemon_reload(ct, out),
         "enable" | "disable" => {
-            let mut code = 0;
             for u in &units {
                 let c = enable(ct, u, *verb == "enable", out);
                 if c != 0 {
                     return c;
                 }
+            }
+            // Through the bus, `enable`/`disable` reload the manager after the symlinks,
+            // whether or not they changed, unless `--no-reload` ("Try to reload if
+            // enabled", systemd `src/systemctl/systemctl-enable.c` `verb_enable`, v252 and
+            // later): a unit file written just before is loaded before `--now` starts it.
+            if reload {
+                let c = daemon_reload(ct, out);
+                if c != 0 {
+                    return c;
+                }
+            }
+            let mut code = 0;
+            for u in &units {
                 if now {
                     code = if *verb == "enable" {
                         start(ct, u, out)
