@@ -9,7 +9,8 @@
 //!   are legal, but lint warns ([`code_in_string`]): such a string is a program that nobody
 //!   reviews as one.
 //! - **Probes** ([`is_probe`]): the fixed set of read-only commands that the primitives and
-//!   the stdlib use as checks (`test -x PATH`, `cat FILE`, `systemctl is-active UNIT`,
+//!   the stdlib use as checks (`test -x PATH`, `stat -L --format="%a %n" -- PATH…`,
+//!   `cat FILE`, `systemctl is-active UNIT`,
 //!   `docker version|info --format …`, `nvidia-smi --query-gpu=… --format=csv…`). In a dry
 //!   run only these run for real; anything else a recipe marks `read_only` is recorded like
 //!   any other command (a recipe's own flag never makes a command run in `--dry-run`).
@@ -141,6 +142,10 @@ pub fn is_probe(argv: &[String]) -> bool {
             matches!(*op, "-e" | "-f" | "-d" | "-x" | "-s" | "-r") && readable(path)
         }
         ["cat", path] => readable(path),
+        // Which of several files are there, and their modes, in one call.
+        ["stat", "-L", "--format=%a %n", "--", paths @ ..] => {
+            !paths.is_empty() && paths.iter().all(|p| readable(p))
+        }
         ["systemctl", "is-active" | "is-enabled", "--quiet", u]
         | ["systemctl", "is-active" | "is-enabled", u] => unit(u),
         ["docker", "version" | "info", "--format", f] => format(f),
@@ -232,6 +237,14 @@ mod tests {
         for argv in [
             &["test", "-x", "/usr/bin/docker"][..],
             &["test", "-d", "/"],
+            &[
+                "stat",
+                "-L",
+                "--format=%a %n",
+                "--",
+                "/usr/bin/docker",
+                "/usr/bin/nvidia-smi",
+            ],
             &["cat", "/etc/nvidia-container-runtime/config.toml"],
             &[
                 "systemctl",
@@ -253,6 +266,17 @@ mod tests {
             &["rm", "-f", "/etc/x"][..],
             &["test", "-x", "/usr/bin/docker", "-o", "x"],
             &["cat", "/dev/zero"],
+            &["stat", "-L", "--format=%a %n", "--"],
+            &[
+                "stat",
+                "-L",
+                "--format=%a %n",
+                "--",
+                "/usr/bin/docker",
+                "/proc/1/environ",
+            ],
+            &["stat", "-L", "--format=%a %n", "--", "relative"],
+            &["stat", "-L", "--format=%F %n", "--", "/usr/bin/docker"],
             &["cat", "/proc/self/environ"],
             &["cat", "/etc/../dev/zero"],
             &["cat", "relative"],

@@ -293,14 +293,17 @@ fn the_flow_installs_the_hosts_userspace_and_the_toolkit_from_nvidias_repository
             "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
         )
         .unwrap(),
-        "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /\n"
+        "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.asc] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /\n"
     );
+    // The key as NVIDIA serves it, armored: apt reads a `.asc` signed-by file as is, so
+    // no `gpg --dearmor` (and no gnupg2) is needed.
     assert!(
         ct_file(
             &site,
-            "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+            "/usr/share/keyrings/nvidia-container-toolkit-keyring.asc"
         )
-        .is_some()
+        .unwrap()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
     );
     assert!(ct_file(&site, "/usr/bin/nvidia-ctk").is_some());
     assert!(
@@ -325,6 +328,31 @@ fn the_flow_installs_the_hosts_userspace_and_the_toolkit_from_nvidias_repository
         "exec".into(),
         vec![run.into(), "--no-kernel-module".into(), "--silent".into()]
     )));
+    // One look at what is there, one apt run for Docker and the download tools, one for
+    // the toolkit once NVIDIA's repository is added.
+    let execs = |prog: &str| -> Vec<String> {
+        cmds.iter()
+            .filter(|(t, a)| t == "exec" && a[0] == prog)
+            .map(|(_, a)| a.join(" "))
+            .collect()
+    };
+    assert_eq!(
+        execs("stat"),
+        [
+            "stat -L --format=%a %n -- /usr/bin/docker /usr/bin/nvidia-smi /usr/bin/nvidia-ctk /usr/bin/curl /etc/ssl/certs/ca-certificates.crt"
+        ]
+    );
+    let installs: Vec<String> = execs("apt-get")
+        .into_iter()
+        .filter(|a| a.starts_with("apt-get install"))
+        .map(|a| a.rsplit("--force-confold ").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        installs,
+        ["ca-certificates curl docker.io", "nvidia-container-toolkit"]
+    );
+    assert_eq!(execs("gpg"), [] as [String; 0]);
+    assert_eq!(execs("test"), [] as [String; 0]);
 }
 
 /// The emulated host's containers reach only Ubuntu's archive.

@@ -448,11 +448,12 @@ mod tests {
         for (file, fns) in [
             (
                 "stdlib/docker.rhai",
-                &["apt_options", "works", "install"][..],
+                &["apt_options", "works", "install", "ensure"][..],
             ),
             (
                 "stdlib/nvidia.rhai",
                 &[
+                    "modes",
                     "install_userspace",
                     "install_toolkit",
                     "configure_docker",

@@ -139,6 +139,17 @@ pub(super) fn answer(ct: &FakeCt, cmd: &HostCommand) -> CommandOutput {
                     "",
                     "",
                 ),
+                ["stat", "-L", "--format=%a %n", "--", paths @ ..] => {
+                    let installed = ct.installed.lock().unwrap();
+                    let (there, missing): (Vec<&str>, Vec<&str>) =
+                        paths.iter().partition(|p| installed.contains(**p));
+                    let stdout: String = there.iter().map(|p| format!("755 {p}\n")).collect();
+                    let stderr: String = missing
+                        .iter()
+                        .map(|p| format!("stat: cannot statx '{p}': No such file or directory\n"))
+                        .collect();
+                    out(i32::from(!missing.is_empty()), &stdout, &stderr)
+                }
                 ["docker", "version", ..] => out(
                     i32::from(!ct.docker_running.load(Ordering::SeqCst)),
                     "27.5.1\n",
@@ -148,13 +159,24 @@ pub(super) fn answer(ct: &FakeCt, cmd: &HostCommand) -> CommandOutput {
                 ["systemctl", "is-active", "--quiet", _] => {
                     out(if ct.up.load(Ordering::SeqCst) { 0 } else { 3 }, "", "")
                 }
-                ["apt-get", "install", .., pkg] => {
-                    let bin = match *pkg {
-                        "docker.io" => "/usr/bin/docker",
-                        "nvidia-container-toolkit" => "/usr/bin/nvidia-ctk",
-                        other => panic!("unexpected package {other}"),
-                    };
-                    ct.installed.lock().unwrap().insert(bin.to_owned());
+                ["apt-get", "install", args @ ..] => {
+                    // Options, then the packages; each package's program appears.
+                    let mut installed = ct.installed.lock().unwrap();
+                    let mut skip = false;
+                    for a in args {
+                        if std::mem::take(&mut skip) || a.starts_with('-') {
+                            skip = *a == "-o";
+                            continue;
+                        }
+                        let bin = match *a {
+                            "docker.io" => "/usr/bin/docker",
+                            "nvidia-container-toolkit" => "/usr/bin/nvidia-ctk",
+                            "curl" => "/usr/bin/curl",
+                            "ca-certificates" => continue,
+                            other => panic!("unexpected package {other}"),
+                        };
+                        installed.insert(bin.to_owned());
+                    }
                     out(0, "", "")
                 }
                 ["systemctl", "enable", "--now", "docker.service"] => {
