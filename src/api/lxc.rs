@@ -436,6 +436,11 @@ pub fn start(rt: &Runtime, vmid: Vmid) -> Result<(), ApiError> {
             if rt.dry_run {
                 return Ok(());
             }
+            // A start the host confirmed (PVE's `pct start` waits for the RUNNING state)
+            // is not asked again; otherwise poll.
+            if rt.host.ct_status_known(vmid)? == CtStatus::Running {
+                return Ok(());
+            }
             wait_status(rt, vmid, CtStatus::Running, START_WAIT)
         },
     )
@@ -710,7 +715,7 @@ pub fn push(
 ) -> Result<bool, ApiError> {
     owned(rt, "lxc.push", vmid)?;
     let running = rt.host.ct_status_known(vmid)? == CtStatus::Running;
-    let current = if running {
+    let current = if running && !unread_ok(rt, vmid, path)? {
         file_content(rt, vmid, path)?
     } else {
         None
@@ -723,6 +728,46 @@ pub fn push(
         mode,
         current.as_deref().map(Vec::as_slice),
     )
+}
+
+/// Whether `path` in container `vmid` can be written without reading it first: this
+/// process created the container ([`crate::host::Host::ct_created_here`]), so its rootfs
+/// holds only the template's files, and `path` is on that rootfs, not below a mount point
+/// (`mpN`, or an `lxc.mount.entry` target): a dataset or host directory outlives the
+/// container and may hold a file of an earlier run that an undo must not remove. Writing
+/// the wanted content unread ends the same; on a real host it saves a `pct exec` (a Perl
+/// interpreter each).
+pub(crate) fn unread_ok(rt: &Runtime, vmid: Vmid, path: &AbsPath) -> Result<bool, ApiError> {
+    if !rt.host.ct_created_here(vmid) {
+        return Ok(false);
+    }
+    let Some(conf) = rt.host.ct_config(vmid)? else {
+        return Ok(false);
+    };
+    Ok(on_rootfs(&conf, path))
+}
+
+/// Whether `path` is on the container's rootfs: not at or below the mount point of an
+/// `mpN` (`mp=`) or an `lxc.mount.entry` (its target, relative to the rootfs).
+fn on_rootfs(conf: &CtConfig, path: &AbsPath) -> bool {
+    let below = |mp: &str| {
+        let mp = mp.trim_end_matches('/');
+        mp.is_empty() || path.as_str() == mp || path.as_str().starts_with(&format!("{mp}/"))
+    };
+    !conf.entries.iter().any(|(k, v)| {
+        if k.starts_with("mp") && k[2..].chars().all(|c| c.is_ascii_digit()) {
+            v.split(',')
+                .filter_map(|p| p.strip_prefix("mp="))
+                .any(below)
+        } else if k == "lxc.mount.entry" {
+            // `source target type options…`, the target relative to the rootfs.
+            v.split_whitespace()
+                .nth(1)
+                .is_none_or(|t| below(&format!("/{}", t.trim_start_matches('/'))))
+        } else {
+            false
+        }
+    })
 }
 
 /// [`push`] when the caller has just read the file's `current` content (`None`: absent)
@@ -1058,14 +1103,25 @@ pub fn register(engine: &mut Engine) {
             .map_err(script_error)
     };
     FuncRegistration::new("push")
-        .with_params_info(["lxc: Lxc", "ct: Map|int", "path: String", "content: String|Secret", "()"])
+        .with_params_info([
+            "lxc: Lxc",
+            "ct: Map|int",
+            "path: String",
+            "content: String|Secret",
+            "()",
+        ])
         .with_comments([
             "/// Write `content` to `path` inside the container (mode 0644; 0600 for a secret).",
-            "/// Unchanged content is not pushed again. Undo: remove the file if phoenix created it.",
+            "/// Unchanged content is not pushed again (on the rootfs of a container this run",
+            "/// created nothing of phoenix's can be there yet: the file is written unread).",
+            "/// Undo: remove the file if phoenix created it.",
         ])
-        .register_into_engine(engine, move |api: LxcApi, ct: Dynamic, path: &str, content: Dynamic| {
-            push_fn(api, ct, path, content, None)
-        });
+        .register_into_engine(
+            engine,
+            move |api: LxcApi, ct: Dynamic, path: &str, content: Dynamic| {
+                push_fn(api, ct, path, content, None)
+            },
+        );
     FuncRegistration::new("push")
         .with_params_info([
             "lxc: Lxc",
@@ -1173,6 +1229,23 @@ mod tests {
             Zeroizing::new(b"a\x1b[2Jb".to_vec()),
         ));
         assert!(stdin_bytes("lxc.exec", &escape, SecretUse::Line).is_err());
+    }
+
+    #[test]
+    fn a_path_below_a_mount_point_is_not_on_the_rootfs() {
+        let conf = CtConfig::parse(
+            "mp0: /rpool/phoenix/models/a,mp=/models\nmp1: /srv/x,mp=/opt/data/,ro=1\n\
+             lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n\
+             [snap]\nmp2: /y,mp=/etc\n",
+        );
+        let on = |p: &str| on_rootfs(&conf, &AbsPath::new(p).unwrap());
+        assert!(on("/etc/systemd/system/x.service"));
+        assert!(on("/modelsx/a"));
+        assert!(!on("/models"));
+        assert!(!on("/models/huggingface/token"));
+        assert!(!on("/opt/data/a"));
+        assert!(!on("/dev/nvidia0"));
+        assert!(on("/dev/nvidia1"));
     }
 
     #[test]

@@ -400,6 +400,14 @@ pub trait Host: Send + Sync {
     fn ct_status_known(&self, vmid: Vmid) -> Result<CtStatus> {
         self.ct_status(vmid)
     }
+    /// Whether this backend created container `vmid` itself (a `pct create` of this process
+    /// that succeeded, not destroyed since). Its rootfs then holds only the template's files:
+    /// nothing of phoenix's is there to read back before a write, and any undo of a write
+    /// ends with the container's own removal. `false` when unknown.
+    fn ct_created_here(&self, vmid: Vmid) -> bool {
+        let _ = vmid;
+        false
+    }
     /// Run argv inside a running container, no shell, minimal environment.
     fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput>;
     /// Write `content` to `dest` inside the container with `mode`.

@@ -168,6 +168,8 @@ struct Known {
     status: HashMap<Vmid, CtStatus>,
     address: HashMap<(Vmid, String), Ipv4Addr>,
     datasets: HashMap<String, DatasetProps>,
+    /// Containers this backend created (and has not destroyed).
+    created: std::collections::HashSet<Vmid>,
 }
 
 /// The PVE backend.
@@ -674,6 +676,9 @@ impl Host for PveHost {
         let r = self.run(&self.create_command(spec)?).map(drop);
         // `pct create` leaves the container stopped (it has no `--start` here).
         self.changed_ct(spec.vmid, r.is_ok().then_some(CtStatus::Stopped));
+        if r.is_ok() {
+            self.known().created.insert(spec.vmid);
+        }
         r
     }
 
@@ -691,6 +696,7 @@ impl Host for PveHost {
             )
             .map(drop);
         self.changed_ct(vmid, None);
+        self.known().created.remove(&vmid);
         r
     }
 
@@ -727,19 +733,23 @@ impl Host for PveHost {
     }
 
     fn ct_start(&self, vmid: Vmid) -> Result<()> {
-        let r = self
-            .run(
-                &self
-                    .pct()
-                    .args(["start", &vmid.to_string()])
-                    .timeout(self.lifecycle_timeout)
-                    .mutating(),
-            )
-            .map(drop);
-        // `pct start` returns once the container runs (pve-container `vm_start` waits for
-        // lxc-start); a failed start leaves its state unknown. Its address may be new.
-        self.changed_ct(vmid, r.is_ok().then_some(CtStatus::Running));
-        r
+        let r = self.run(
+            &self
+                .pct()
+                .args(["start", &vmid.to_string()])
+                .timeout(self.lifecycle_timeout)
+                .mutating(),
+        );
+        // `pct start` returns once the container runs: pve-container `vm_start`
+        // (`src/PVE/LXC.pm`, 94f5585) waits on LXC's monitor socket for the RUNNING state
+        // and dies on ABORTING/STOPPING/STOPPED. Only when the socket fails does it go on
+        // unconfirmed ("problem with monitor socket, but continuing anyway"); then, as after
+        // a failed start, the state is unknown and is asked. Its address may be new.
+        let confirmed = r
+            .as_ref()
+            .is_ok_and(|o| !o.stderr_text().contains("problem with monitor socket"));
+        self.changed_ct(vmid, confirmed.then_some(CtStatus::Running));
+        r.map(drop)
     }
 
     fn ct_stop(&self, vmid: Vmid) -> Result<()> {
@@ -754,6 +764,10 @@ impl Host for PveHost {
             .map(drop);
         self.changed_ct(vmid, r.is_ok().then_some(CtStatus::Stopped));
         r
+    }
+
+    fn ct_created_here(&self, vmid: Vmid) -> bool {
+        self.known().created.contains(&vmid)
     }
 
     fn ct_status(&self, vmid: Vmid) -> Result<CtStatus> {
@@ -1349,10 +1363,25 @@ mod tests {
         let lxc = dir.path().join("lxc");
         std::fs::create_dir_all(&lxc).unwrap();
         std::fs::write(lxc.join("901.conf"), "hostname: a\ntags: phoenix\n").unwrap();
+        std::fs::write(lxc.join("903.conf"), "hostname: c\ntags: phoenix\n").unwrap();
         let runner = Arc::new(crate::exec::RecordingRunner::new(|cmd| {
             let argv = cmd.argv();
             let has = |w: &str| argv.iter().any(|a| a == w);
             let (code, out, err) = if argv[0].ends_with("pveversion") {
+                (
+                    0,
+                    "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-4-pve)\n",
+                    "",
+                )
+            } else if has("start") && has("903") {
+                // vm_start's warning when LXC's monitor socket fails (pve-container
+                // `src/PVE/LXC.pm` `monitor_start`).
+                (
+                    0,
+                    "",
+                    "problem with monitor socket, but continuing anyway: monitor socket: got EOF\n",
+                )
+            } else if argv[0].ends_with("pveversion") {
                 (
                     0,
                     "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-4-pve)\n",
@@ -1427,6 +1456,11 @@ mod tests {
             host.ct_status_known(Vmid::new(902).unwrap()).unwrap(),
             CtStatus::Absent
         );
+        // A start PVE could not confirm (its monitor socket failed) leaves the state to ask.
+        let c = Vmid::new(903).unwrap();
+        host.ct_start(c).unwrap();
+        assert_eq!(host.ct_status_known(c).unwrap(), CtStatus::Stopped);
+        assert_eq!(ran(&runner)[3..], ["pct start 903", "pct status 903"]);
     }
 
     #[test]

@@ -115,6 +115,72 @@ fn the_whole_flow_succeeds_and_is_idempotent() {
     h.assert_destroy_cleans();
 }
 
+/// Reads and writes of files by `lxc.push` in the emulator's argv.log from line `from`:
+/// `cat PATH` (a read before the write) and `push PATH`.
+fn file_calls(h: &Host, from: usize) -> Vec<String> {
+    std::fs::read_to_string(h.path("emu/argv.log"))
+        .unwrap()
+        .lines()
+        .skip(from)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["tool"] == "pct")
+        .filter_map(|v| {
+            let argv: Vec<&str> = v["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            match argv.as_slice() {
+                ["push", _, _, dest, ..] => Some(format!("push {dest}")),
+                ["exec", .., "--", "cat", path] => Some(format!("cat {path}")),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// In a container this run created, a file on the rootfs is written without reading it
+/// first (nothing of phoenix's can be there); one on a mounted dataset is read, since the
+/// dataset outlives containers. A later run, which did not create the container, reads
+/// both and writes neither (unchanged).
+#[test]
+fn push_reads_first_except_on_the_rootfs_of_a_container_this_run_created() {
+    let h = Host::new();
+    std::fs::write(
+        h.path("push.rhai"),
+        r#"let ct = lxc.create(config.target());
+zfs.dataset("rpool/phoenix/models/flow", #{});
+lxc.mount(ct, "rpool/phoenix/models/flow", "/models");
+lxc.start(ct);
+lxc.push(ct, "/etc/phoenix-test.txt", "hello\n");
+lxc.push(ct, "/models/phoenix-test.txt", "hello\n");
+"#,
+    )
+    .unwrap();
+    let flow = h.path("push.rhai");
+    let lines = || std::fs::read_to_string(h.path("emu/argv.log")).map_or(0, |t| t.lines().count());
+    let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        file_calls(&h, 0),
+        [
+            "push /etc/phoenix-test.txt",
+            "cat /models/phoenix-test.txt",
+            "push /models/phoenix-test.txt"
+        ]
+    );
+    let n = lines();
+    let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        file_calls(&h, n),
+        ["cat /etc/phoenix-test.txt", "cat /models/phoenix-test.txt"]
+    );
+    std::fs::write(h.path("emu/faults.json"), "[]").unwrap();
+    h.assert_destroy_cleans();
+}
+
 #[test]
 fn a_failing_pct_create_names_the_command_and_its_stderr() {
     let h = Host::new();

@@ -649,8 +649,8 @@ fn assert_counts(calls: &[Value], server: bool, want: (usize, usize, usize), wha
 fn host_commands_of_one_server_first_run_and_rerun_are_pinned() {
     let site = server_site(1);
     site.prepare("0s");
-    assert_counts(&up_calls(&site), true, (29, 24, 39), "first run");
-    assert_counts(&up_calls(&site), true, (0, 21, 12), "re-run");
+    assert_counts(&up_calls(&site), true, (26, 15, 27), "first run");
+    assert_counts(&up_calls(&site), true, (0, 19, 10), "re-run");
 }
 
 /// The same for a plain container (the built-in container.rhai with two packages): the
@@ -659,6 +659,6 @@ fn host_commands_of_one_server_first_run_and_rerun_are_pinned() {
 fn host_commands_of_one_plain_container_are_pinned() {
     let site = Site::new(&plain(1, &[]));
     site.prepare("0s");
-    assert_counts(&up_calls(&site), false, (4, 6, 6), "first run");
+    assert_counts(&up_calls(&site), false, (4, 5, 5), "first run");
     assert_counts(&up_calls(&site), false, (0, 3, 2), "re-run");
 }

@@ -197,7 +197,8 @@ fn run(rt: &Runtime, vmid: Vmid, argv: &[&str], timeout: Duration) -> Result<(),
 }
 
 /// Write `content` at `path` unless it is already there; whether it changed. The file is
-/// read once (`cat`); when it is absent its directory `dir` is made first (mode 0700,
+/// read once (`cat`; not at all on the rootfs of a container this process created,
+/// [`lxc::unread_ok`]); when it is absent its directory `dir` is made first (mode 0700,
 /// `mkdir -p`; with `undo`, an `rmdir` is recorded, which only succeeds once the files in
 /// it are removed, which undo does first). A file that is there means its directory is.
 fn put(
@@ -209,7 +210,7 @@ fn put(
     content: &[u8],
     mode: u32,
 ) -> Result<bool, ApiError> {
-    let current = if present {
+    let current = if present && !lxc::unread_ok(rt, vmid, path)? {
         lxc::file_content(rt, vmid, path)?
     } else {
         None
@@ -283,8 +284,11 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         UnitState::default()
     };
 
-    // a. The image, as its own step so a failed pull is seen with its stderr.
+    // a. The image, as its own step so a failed pull is seen with its stderr. A container
+    //    this process created has no image worth asking about: `docker pull` of an image
+    //    that is there only checks its registry ("Image is up to date").
     let have_image = present
+        && !rt.host.ct_created_here(vmid)
         && query(
             rt,
             vmid,
@@ -363,8 +367,11 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
         0o644,
     )?;
 
-    // f. Enable and start, or restart after a change, or nothing.
-    if unit_changed {
+    // f. Enable and start, or restart after a change, or nothing. `systemctl enable`
+    //    reloads the manager itself before `--now` starts the unit ("Try to reload if
+    //    enabled", systemd `src/systemctl/systemctl-enable.c`, v252 and later), so only a
+    //    restart needs the explicit reload.
+    if unit_changed && state.up() {
         support::check_cancel(rt)?;
         run(rt, vmid, &["systemctl", "daemon-reload"], QUERY_TIMEOUT)?;
     }
@@ -512,7 +519,6 @@ mod tests {
                 "mkdir -p -m 0700 /etc/phoenix-vllm",
                 "push /etc/phoenix-vllm/phoenix-vllm-901.env 0600",
                 "push /etc/systemd/system/phoenix-vllm-901.service 0644",
-                "systemctl daemon-reload",
                 "systemctl enable --now phoenix-vllm-901.service",
             ]
         );
@@ -611,6 +617,21 @@ mod tests {
                 "systemctl restart phoenix-vllm-901.service"
             ]
         );
+
+        // A changed unit of a running service: systemd loads it (`daemon-reload`, which a
+        // restart does not do by itself), then the service restarts.
+        let mut longer = changed.clone();
+        longer.vllm.max_model_len = Some(4096);
+        let n = mutations(&f.runner).len();
+        start(&f.rt, &longer).unwrap();
+        assert_eq!(
+            mutations(&f.runner)[n..],
+            [
+                "push /etc/systemd/system/phoenix-vllm-901.service 0644",
+                "systemctl daemon-reload",
+                "systemctl restart phoenix-vllm-901.service"
+            ]
+        );
     }
 
     /// Issue 11 item 4: Docker that cannot start a container (runc 1.3.3 under LXC's
@@ -693,7 +714,6 @@ mod tests {
                 "docker pull vllm/vllm-openai:v0.11.0",
                 "docker run --rm --gpus \"device=0,1\" --entrypoint /bin/true vllm/vllm-openai:v0.11.0",
                 "push /etc/systemd/system/phoenix-vllm-901.service 0644",
-                "systemctl daemon-reload",
                 "systemctl enable --now phoenix-vllm-901.service",
             ]
         );
