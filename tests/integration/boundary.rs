@@ -150,20 +150,7 @@ impl Site {
 
     /// The argv.log lines written since `skip` lines, as (tool, argv).
     pub(crate) fn calls_since(&self, skip: usize) -> Vec<(String, Vec<String>)> {
-        let text = std::fs::read_to_string(self.root().join("argv.log")).unwrap_or_default();
-        text.lines()
-            .skip(skip)
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let argv = v["argv"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_str().unwrap().to_owned())
-                    .collect();
-                (v["tool"].as_str().unwrap().to_owned(), argv)
-            })
-            .collect()
+        crate::support::argv_log(&self.root().join("argv.log"), skip)
     }
 
     pub(crate) fn log_len(&self) -> usize {

@@ -86,20 +86,7 @@ impl Kitchen {
 
     /// Every command the emulated host received, as `(tool, argv)`.
     fn argv_log(&self) -> Vec<(String, Vec<String>)> {
-        std::fs::read_to_string(self.root().join("argv.log"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
-                let argv = v["argv"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_str().unwrap().to_owned())
-                    .collect();
-                (v["tool"].as_str().unwrap().to_owned(), argv)
-            })
-            .collect()
+        crate::support::argv_log(&self.root().join("argv.log"), 0)
     }
 
     /// The commands run inside container `vmid` (after `pct exec VMID … --`).

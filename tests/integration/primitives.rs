@@ -38,6 +38,11 @@ impl Host {
         self.dir.path().join(rel)
     }
 
+    /// The emulator's argv.log from line `from` on, as `(tool, argv)`.
+    fn logged(&self, from: usize) -> Vec<(String, Vec<String>)> {
+        crate::support::argv_log(&self.path("emu/argv.log"), from)
+    }
+
     fn phoenix(&self, args: &[&str]) -> (i32, String) {
         let (code, _, err) = self.phoenix_out(args);
         (code, err)
@@ -118,24 +123,15 @@ fn the_whole_flow_succeeds_and_is_idempotent() {
 /// Reads and writes of files by `lxc.push` in the emulator's argv.log from line `from`:
 /// `cat PATH` (a read before the write) and `push PATH`.
 fn file_calls(h: &Host, from: usize) -> Vec<String> {
-    std::fs::read_to_string(h.path("emu/argv.log"))
-        .unwrap()
-        .lines()
-        .skip(from)
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["tool"] == "pct")
-        .filter_map(|v| {
-            let argv: Vec<&str> = v["argv"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect();
-            match argv.as_slice() {
-                ["push", _, _, dest, ..] => Some(format!("push {dest}")),
-                ["exec", .., "--", "cat", path] => Some(format!("cat {path}")),
-                _ => None,
+    h.logged(from)
+        .into_iter()
+        .filter(|(tool, _)| tool == "pct")
+        .filter_map(|(_, argv)| match argv.as_slice() {
+            [push, _, _, dest, ..] if push == "push" => Some(format!("push {dest}")),
+            [exec, .., dash, cat, path] if exec == "exec" && dash == "--" && cat == "cat" => {
+                Some(format!("cat {path}"))
             }
+            _ => None,
         })
         .collect()
 }
@@ -159,7 +155,6 @@ lxc.push(ct, "/models/phoenix-test.txt", "hello\n");
     )
     .unwrap();
     let flow = h.path("push.rhai");
-    let lines = || std::fs::read_to_string(h.path("emu/argv.log")).map_or(0, |t| t.lines().count());
     let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -170,7 +165,7 @@ lxc.push(ct, "/models/phoenix-test.txt", "hello\n");
             "push /models/phoenix-test.txt"
         ]
     );
-    let n = lines();
+    let n = h.logged(0).len();
     let (code, err) = h.phoenix(&["recipe", "run", flow.to_str().unwrap(), "--lxc", "901"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -337,20 +332,10 @@ impl Host {
 
     /// Every `stat`/`chown` call in the emulator's argv.log, as `tool arg…`.
     fn owner_calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("emu/argv.log"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["tool"] == "stat" || v["tool"] == "chown")
-            .map(|v| {
-                let argv: Vec<&str> = v["argv"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_str().unwrap())
-                    .collect();
-                format!("{} {}", v["tool"].as_str().unwrap(), argv.join(" "))
-            })
+        self.logged(0)
+            .into_iter()
+            .filter(|(tool, _)| tool == "stat" || tool == "chown")
+            .map(|(tool, argv)| format!("{tool} {}", argv.join(" ")))
             .collect()
     }
 

@@ -16,6 +16,25 @@ pub use crate::wait::{wait_for, wait_until};
 /// The example config shipped next to the recipes (CT 901, the seed's drdevstral, and 902).
 pub const CONFIG_901: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
 
+/// The emulator's argv.log (`path`) from line `skip` on, as `(tool, argv)`; empty when
+/// there is no log yet.
+pub fn argv_log(path: &Path, skip: usize) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .skip(skip)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let argv = v["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            (v["tool"].as_str().unwrap().to_owned(), argv)
+        })
+        .collect()
+}
+
 /// Settings for a test: every directory under `root`, no override file.
 pub fn settings(root: &Path, extra: &[(&str, String)]) -> Settings {
     let mut env: HashMap<String, String> = HashMap::new();
