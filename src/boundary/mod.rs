@@ -550,7 +550,22 @@ impl Boundary<'_> {
     ) -> Result<(net::Checked, Vmid), BoundaryError> {
         let checked = net::check_form(call, url)?;
         let mut seen: Vec<String> = Vec::new();
-        for (vmid, entry) in &self.config.lxc {
+        // The selected containers first: a recipe's requests go to its own containers, and
+        // each other one asked costs host commands (`pct status`, `ip addr` in it): in a
+        // `phoenix up` of N servers, config order would make every wait ask the addresses
+        // of all containers before its own. The others are asked only when it is none of
+        // these (to name whose address it is).
+        let order = self
+            .selected
+            .iter()
+            .filter_map(|v| self.config.lxc.get_key_value(v))
+            .chain(
+                self.config
+                    .lxc
+                    .iter()
+                    .filter(|(v, _)| !self.selected.contains(v)),
+            );
+        for (vmid, entry) in order {
             let Some(conf) = self.host.ct_config(*vmid)? else {
                 continue;
             };
@@ -886,6 +901,26 @@ mod tests {
             "{:?}",
             f.runner.calls()
         );
+    }
+
+    /// A run's own (selected) containers are asked first: the address of 902, selected,
+    /// is found without asking 901, earlier in the config, anything.
+    #[test]
+    fn network_asks_the_selected_containers_first() {
+        let f = fixture();
+        let b = boundary(&f, &[902]);
+        let (_, vmid) = b
+            .network("vllm.wait_ready", "http://127.77.0.2:8000/v1/models")
+            .unwrap();
+        assert_eq!(vmid, v(902));
+        let asked: Vec<String> = f
+            .runner
+            .calls()
+            .iter()
+            .filter(|c| c.argv().iter().any(|a| a == "901"))
+            .map(|c| c.argv().join(" "))
+            .collect();
+        assert_eq!(asked, [] as [String; 0]);
     }
 
     #[test]

@@ -144,11 +144,31 @@ impl PvePaths {
 /// Host facts no run changes under itself: the PVE version and the GPUs. Asked once and
 /// shared by every backend of one command ([`super::open_shared`]): `phoenix up` opens one
 /// backend for its preflight and one per container, and each `pveversion` or `nvidia-smi`
-/// on a real host is a process start (`pveversion` a Perl interpreter).
+/// on a real host is a process start (`pveversion` a Perl interpreter). Also what the
+/// backends learned of things every container shares, each dropped by the change of any of
+/// them that makes it stale: the host units found enabled or enabled (each GPU container
+/// of an `up` needs the GPU nodes unit) and the datasets that are there (the models'
+/// parents are every container's).
 #[derive(Debug, Default)]
 pub struct Facts {
     version: OnceLock<Option<(u32, u32, u32)>>,
     gpus: OnceLock<Vec<Gpu>>,
+    units_on: Mutex<BTreeSet<String>>,
+    datasets: Mutex<HashMap<String, DatasetProps>>,
+}
+
+impl Facts {
+    fn datasets(&self) -> std::sync::MutexGuard<'_, HashMap<String, DatasetProps>> {
+        self.datasets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn units_on(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.units_on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A dataset as one `zfs get -o property,value,source all` shows it.
@@ -161,13 +181,12 @@ struct DatasetProps {
 }
 
 /// What one backend learned by asking, or left by its own changes: container states and
-/// addresses, datasets. Each entry is dropped (or set) by the change that makes it stale,
-/// so a backend never answers from what it knows to be out of date.
+/// addresses (datasets are shared: [`Facts`]). Each entry is dropped (or set) by the change
+/// that makes it stale, so a backend never answers from what it knows to be out of date.
 #[derive(Debug, Default)]
 struct Known {
     status: HashMap<Vmid, CtStatus>,
     address: HashMap<(Vmid, String), Ipv4Addr>,
-    datasets: HashMap<String, DatasetProps>,
     /// Containers this backend created (and has not destroyed).
     created: std::collections::HashSet<Vmid>,
 }
@@ -232,18 +251,18 @@ impl PveHost {
     /// Forget dataset `name` and those below it (after a create or destroy).
     fn changed_dataset(&self, name: &DatasetName) {
         let below = format!("{name}/");
-        self.known()
-            .datasets
+        self.facts
+            .datasets()
             .retain(|n, _| n != name.as_str() && !n.starts_with(&below));
     }
 
     /// Dataset `name` as one `zfs get` shows it (`None`: absent), asked once (while it is
-    /// there) until a change of this backend's makes it stale. `-o property,value,source`: the source tells what
+    /// there) by the backends of this command until a change of theirs makes it stale. `-o property,value,source`: the source tells what
     /// is set on the dataset itself (`local`) from what it inherits (`inherited from …`,
     /// OpenZFS cmd/zfs/zfs_main.c `get_callback`), so one call answers both
     /// [`Host::zfs_get`] and [`Host::zfs_local_props`].
     fn dataset(&self, name: &DatasetName) -> Result<Option<DatasetProps>> {
-        if let Some(d) = self.known().datasets.get(name.as_str()) {
+        if let Some(d) = self.facts.datasets().get(name.as_str()) {
             return Ok(Some(d.clone()));
         }
         let cmd = self
@@ -267,8 +286,8 @@ impl PveHost {
         // run of the same `up` at any moment (the runs take turns on each name,
         // `zfs.dataset`), and each must then find it.
         if let Some(d) = &found {
-            self.known()
-                .datasets
+            self.facts
+                .datasets()
                 .insert(name.as_str().to_owned(), d.clone());
         }
         Ok(found)
@@ -1243,11 +1262,18 @@ impl Host for PveHost {
 
     fn unit_enabled(&self, name: &str) -> Result<bool> {
         self.unit_path(name)?;
+        if self.facts.units_on().contains(name) {
+            return Ok(true);
+        }
         let cmd = HostCommand::new(&self.paths.systemctl)
             .args(["is-enabled", "--quiet", name])
             .ok_codes((0..=255).collect::<Vec<i32>>())
             .timeout(QUERY_TIMEOUT);
-        Ok(self.run(&cmd)?.code == 0)
+        let on = self.run(&cmd)?.code == 0;
+        if on {
+            self.facts.units_on().insert(name.to_owned());
+        }
+        Ok(on)
     }
 
     fn unit_write(&self, name: &str, text: &str) -> Result<()> {
@@ -1277,16 +1303,21 @@ impl Host for PveHost {
             )
             .map(drop)
         };
+        // Until it is known to be done, a unit being (re)started is not known enabled.
+        self.facts.units_on().remove(name);
         if replaced {
             systemctl(&["enable", name])?;
-            systemctl(&["restart", name])
+            systemctl(&["restart", name])?;
         } else {
-            systemctl(&["enable", "--now", name])
+            systemctl(&["enable", "--now", name])?;
         }
+        self.facts.units_on().insert(name.to_owned());
+        Ok(())
     }
 
     fn unit_remove(&self, name: &str) -> Result<()> {
         let path = self.unit_path(name)?;
+        self.facts.units_on().remove(name);
         if !path.exists() {
             return Ok(());
         }
@@ -1461,6 +1492,46 @@ mod tests {
         host.ct_start(c).unwrap();
         assert_eq!(host.ct_status_known(c).unwrap(), CtStatus::Stopped);
         assert_eq!(ran(&runner)[3..], ["pct start 903", "pct status 903"]);
+    }
+
+    /// `phoenix up` opens a backend per container on one [`Facts`]: a dataset one of them
+    /// found, or a unit one found enabled, is not asked again by another, until a change by
+    /// any of them drops it.
+    #[test]
+    fn backends_of_one_command_share_datasets_and_enabled_units() {
+        let (dir, _, runner) = scripted();
+        let facts = Arc::new(Facts::default());
+        let backend = || {
+            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
+                .with_facts(Arc::clone(&facts))
+        };
+        let (a, b) = (backend(), backend());
+        let ds = DatasetName::new("tank/a").unwrap();
+        assert!(a.zfs_get(&ds).unwrap().is_some());
+        assert!(b.zfs_get(&ds).unwrap().is_some());
+        assert_eq!(
+            ran(&runner),
+            ["zfs get -H -o property,value,source all tank/a"]
+        );
+        b.zfs_destroy(&ds).unwrap();
+        a.zfs_get(&ds).unwrap();
+        assert_eq!(
+            ran(&runner)[1..],
+            [
+                "zfs destroy tank/a",
+                "zfs get -H -o property,value,source all tank/a"
+            ]
+        );
+        let unit = "phoenix-nvidia-nodes.service";
+        assert!(a.unit_enabled(unit).unwrap());
+        assert!(b.unit_enabled(unit).unwrap());
+        assert_eq!(
+            ran(&runner)[3..],
+            [format!("systemctl is-enabled --quiet {unit}")]
+        );
+        b.unit_remove(unit).unwrap();
+        assert!(a.unit_enabled(unit).unwrap());
+        assert_eq!(ran(&runner).len(), 5, "{:?}", ran(&runner));
     }
 
     #[test]
