@@ -650,7 +650,7 @@ fn host_commands_of_one_server_first_run_and_rerun_are_pinned() {
     let site = server_site(1);
     site.prepare("0s");
     assert_counts(&up_calls(&site), true, (26, 15, 27), "first run");
-    assert_counts(&up_calls(&site), true, (0, 19, 10), "re-run");
+    assert_counts(&up_calls(&site), true, (0, 18, 10), "re-run");
 }
 
 /// The same for a plain container (the built-in container.rhai with two packages): the
