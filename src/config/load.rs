@@ -68,7 +68,12 @@ pub fn check_str(path: &Path, text: &str) -> Result<Checked, ConfigError> {
     findings.extend(outcome.findings);
 
     if !findings.is_empty() || !outcome.warnings.is_empty() {
-        positions.index();
+        positions.index_for(
+            findings
+                .iter()
+                .chain(&outcome.warnings)
+                .map(|f| f.pointer.as_str()),
+        );
     }
     let mut seen = HashSet::new();
     let mut problems: Vec<Problem> = findings

@@ -11,6 +11,8 @@
 //! the schema validator writes its instance paths, so the two can be joined.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 /// A place in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,49 +45,87 @@ pub(crate) struct Duplicate {
 
 /// The positions of one JSON text.
 ///
-/// Spots are kept in text order and sorted by pointer only when a position is first looked
-/// up: a valid file (the common case) never pays for an index.
-#[derive(Debug, Default)]
-pub(crate) struct Positions {
-    spots: Vec<(String, Spot)>,
-    sorted: bool,
+/// [`Positions::scan`] finds the duplicate keys only; a valid file (the common case) never
+/// pays for more. The spots of values are recorded by a second pass, [`Positions::index`]
+/// (every pointer) or [`Positions::index_for`] (the pointers a caller will look up), made
+/// only when a position is needed: one pass over the text with one pointer buffer, instead
+/// of a string per value and a sort of them all.
+#[derive(Debug)]
+pub(crate) struct Positions<'a> {
+    text: &'a str,
+    /// The spot of each recorded pointer: of two equal pointers (a duplicate key), the
+    /// later one, the one serde_json keeps.
+    spots: HashMap<String, Spot>,
+    /// What was recorded: `None` before indexing, `Some(None)` every pointer,
+    /// `Some(Some(set))` those in the set.
+    recorded: Option<Option<HashSet<String>>>,
     /// Keys repeated inside one object, in text order.
     pub(crate) duplicates: Vec<Duplicate>,
 }
 
-impl Positions {
-    /// Scan `text`, which serde_json has already accepted. On text it did not accept, the
-    /// scan stops where it gets lost and keeps what it found so far.
-    pub(crate) fn scan(text: &str) -> Self {
-        let mut s = Scanner {
-            b: text.as_bytes(),
+impl<'a> Positions<'a> {
+    /// Scan `text`, which serde_json has already accepted, for duplicate keys. On text it
+    /// did not accept, the scan stops where it gets lost and keeps what it found so far.
+    pub(crate) fn scan(text: &'a str) -> Self {
+        let mut s = Scanner::new(text, Record::Duplicates);
+        let _complete = s.value(None);
+        Self {
             text,
-            i: 0,
-            line: 1,
-            column: 1,
-            out: Self::default(),
-        };
-        let _complete = s.value(String::new(), None);
-        s.out
-    }
-
-    /// Sort the spots so they can be looked up; call before [`Positions::value`] or
-    /// [`Positions::key`]. The sort is stable, so of two equal pointers (a duplicate key)
-    /// the later one is found, the one serde_json keeps.
-    pub(crate) fn index(&mut self) {
-        if !self.sorted {
-            self.spots.sort_by(|a, b| a.0.cmp(&b.0));
-            self.sorted = true;
+            spots: HashMap::new(),
+            recorded: None,
+            duplicates: s.duplicates,
         }
     }
 
+    /// Record where every value is; call before [`Positions::value`] or
+    /// [`Positions::key`]. (The loader records only what it looks up: `index_for`.)
+    #[cfg(test)]
+    pub(crate) fn index(&mut self) {
+        if matches!(self.recorded, Some(None)) {
+            return;
+        }
+        self.spots = self.pass(Record::All);
+        self.recorded = Some(None);
+    }
+
+    /// Record where the values at `pointers` and at each of their ancestors are (what
+    /// [`Positions::value`] and [`Positions::key`] of those pointers, and of their
+    /// ancestors, look at); call before looking them up.
+    pub(crate) fn index_for<'p>(&mut self, pointers: impl IntoIterator<Item = &'p str>) {
+        let mut wanted: HashSet<String> = HashSet::new();
+        for pointer in pointers {
+            let mut p = pointer;
+            loop {
+                if !wanted.insert(p.to_owned()) {
+                    // Its ancestors are in already.
+                    break;
+                }
+                match p.rfind('/') {
+                    Some(i) => p = &p[..i],
+                    None => break,
+                }
+            }
+        }
+        self.spots = self.pass(Record::Wanted(&wanted));
+        self.recorded = Some(Some(wanted));
+    }
+
+    fn pass(&self, record: Record<'_>) -> HashMap<String, Spot> {
+        let mut s = Scanner::new(self.text, record);
+        let _complete = s.value(None);
+        s.spots
+    }
+
     fn spot(&self, pointer: &str) -> Option<&Spot> {
-        debug_assert!(self.sorted, "Positions::index must run before lookups");
-        let i = self.spots.partition_point(|(p, _)| p.as_str() <= pointer);
-        self.spots[..i]
-            .last()
-            .filter(|(p, _)| p == pointer)
-            .map(|(_, spot)| spot)
+        debug_assert!(
+            match &self.recorded {
+                None => false,
+                Some(None) => true,
+                Some(Some(wanted)) => wanted.contains(pointer),
+            },
+            "Positions::index or index_for({pointer:?}) must run before lookups"
+        );
+        self.spots.get(pointer)
     }
 
     /// Where the value at `pointer` starts; for a pointer that is not in the text (a
@@ -119,16 +159,47 @@ pub(crate) fn escape_token(token: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-struct Scanner<'a> {
+/// What a pass over the text records.
+#[derive(Clone, Copy)]
+enum Record<'w> {
+    /// Duplicate keys, no spots.
+    Duplicates,
+    /// The spot of every value.
+    #[cfg(test)]
+    All,
+    /// The spots of the values at these pointers.
+    Wanted(&'w HashSet<String>),
+}
+
+struct Scanner<'a, 'w> {
     b: &'a [u8],
     text: &'a str,
     i: usize,
     line: usize,
     column: usize,
-    out: Positions,
+    /// The pointer of the value being read (one buffer: a member pushes its token and
+    /// takes it off again).
+    pointer: String,
+    record: Record<'w>,
+    spots: HashMap<String, Spot>,
+    duplicates: Vec<Duplicate>,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a, 'w> Scanner<'a, 'w> {
+    fn new(text: &'a str, record: Record<'w>) -> Self {
+        Self {
+            b: text.as_bytes(),
+            text,
+            i: 0,
+            line: 1,
+            column: 1,
+            pointer: String::new(),
+            record,
+            spots: HashMap::new(),
+            duplicates: Vec::new(),
+        }
+    }
+
     fn pos(&self) -> Pos {
         Pos {
             line: self.line,
@@ -165,13 +236,13 @@ impl<'a> Scanner<'a> {
         (self.peek()? == c).then(|| self.bump())
     }
 
-    /// One value at `pointer`; records it and everything inside it.
-    fn value(&mut self, pointer: String, key: Option<Pos>) -> Option<()> {
+    /// One value at `self.pointer`; records it and everything inside it.
+    fn value(&mut self, key: Option<Pos>) -> Option<()> {
         self.skip_ws();
         let value = self.pos();
         match self.peek()? {
-            b'{' => self.object(&pointer)?,
-            b'[' => self.array(&pointer)?,
+            b'{' => self.object()?,
+            b'[' => self.array()?,
             b'"' => {
                 self.string()?;
             }
@@ -184,11 +255,20 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        self.out.spots.push((pointer, Spot { key, value }));
+        let wanted = match self.record {
+            Record::Duplicates => false,
+            #[cfg(test)]
+            Record::All => true,
+            Record::Wanted(set) => set.contains(self.pointer.as_str()),
+        };
+        if wanted {
+            // Later values of one pointer replace earlier ones, as in serde_json.
+            self.spots.insert(self.pointer.clone(), Spot { key, value });
+        }
         Some(())
     }
 
-    fn object(&mut self, pointer: &str) -> Option<()> {
+    fn object(&mut self) -> Option<()> {
         self.bump();
         self.skip_ws();
         if self.peek()? == b'}' {
@@ -196,15 +276,21 @@ impl<'a> Scanner<'a> {
             return Some(());
         }
         // Keys and where they start, to find duplicates once the object is read.
+        let duplicates = matches!(self.record, Record::Duplicates);
         let mut keys: Vec<(Cow<'_, str>, Pos)> = Vec::new();
+        let len = self.pointer.len();
         loop {
             self.skip_ws();
             let key_pos = self.pos();
             let key = self.string()?;
             self.expect(b':')?;
-            let child = format!("{pointer}/{}", escape_token(&key));
-            keys.push((key, key_pos));
-            self.value(child, Some(key_pos))?;
+            self.pointer.push('/');
+            self.pointer.push_str(&escape_token(&key));
+            if duplicates {
+                keys.push((key, key_pos));
+            }
+            self.value(Some(key_pos))?;
+            self.pointer.truncate(len);
             self.skip_ws();
             match self.peek()? {
                 b',' => self.bump(),
@@ -225,27 +311,30 @@ impl<'a> Scanner<'a> {
             if first_key == key {
                 let first = keys.iter().find(|(k, _)| k == key).map_or(*again, |k| k.1);
                 found.push(Duplicate {
-                    pointer: format!("{pointer}/{}", escape_token(key)),
+                    pointer: format!("{}/{}", self.pointer, escape_token(key)),
                     first,
                     again: *again,
                 });
             }
         }
         found.sort_by_key(|d| d.again);
-        self.out.duplicates.extend(found);
+        self.duplicates.extend(found);
         Some(())
     }
 
-    fn array(&mut self, pointer: &str) -> Option<()> {
+    fn array(&mut self) -> Option<()> {
         self.bump();
         self.skip_ws();
         if self.peek()? == b']' {
             self.bump();
             return Some(());
         }
+        let len = self.pointer.len();
         let mut index = 0usize;
         loop {
-            self.value(format!("{pointer}/{index}"), None)?;
+            let _ = write!(self.pointer, "/{index}");
+            self.value(None)?;
+            self.pointer.truncate(len);
             index += 1;
             self.skip_ws();
             match self.peek()? {
@@ -364,6 +453,28 @@ mod tests {
         );
         // The last one wins, as in serde_json.
         assert_eq!(pos.value("/lxc_configs/901"), Some(p(3, 8)));
+    }
+
+    #[test]
+    fn index_for_finds_what_a_full_index_finds() {
+        let text = "{\"lxc_configs\": {\n\"901\": {\"a\": 1, \"a\": [2, {\"x/y\": 3}]},\n\"902\": {\"b\": 4}\n}}";
+        let mut all = Positions::scan(text);
+        all.index();
+        let asked = [
+            "/lxc_configs/901/a/1/x~1y",
+            "/lxc_configs/901/a/0",
+            "/lxc_configs/902/missing/deeper",
+            "/nothing",
+        ];
+        let mut some = Positions::scan(text);
+        some.index_for(asked);
+        assert_eq!(some.duplicates, all.duplicates);
+        for pointer in asked {
+            assert_eq!(some.value(pointer), all.value(pointer), "{pointer}");
+            assert_eq!(some.key(pointer), all.key(pointer), "{pointer}");
+        }
+        assert_eq!(some.value("/lxc_configs/901/a/1/x~1y"), Some(p(2, 34)));
+        assert_eq!(some.key("/lxc_configs/902/missing/deeper"), Some(p(3, 8)));
     }
 
     #[test]
