@@ -68,7 +68,7 @@ impl<'a> Positions<'a> {
     /// did not accept, the scan stops where it gets lost and keeps what it found so far.
     pub(crate) fn scan(text: &'a str) -> Self {
         let mut s = Scanner::new(text, Record::Duplicates);
-        let _complete = s.value(None);
+        let _complete = s.value(None, true);
         Self {
             text,
             spots: HashMap::new(),
@@ -112,7 +112,7 @@ impl<'a> Positions<'a> {
 
     fn pass(&self, record: Record<'_>) -> HashMap<String, Spot> {
         let mut s = Scanner::new(self.text, record);
-        let _complete = s.value(None);
+        let _complete = s.value(None, true);
         s.spots
     }
 
@@ -175,8 +175,8 @@ struct Scanner<'a, 'w> {
     b: &'a [u8],
     text: &'a str,
     i: usize,
-    line: usize,
-    column: usize,
+    /// Where each line starts (made on the first position asked for).
+    lines: Vec<usize>,
     /// The pointer of the value being read (one buffer: a member pushes its token and
     /// takes it off again).
     pointer: String,
@@ -191,8 +191,7 @@ impl<'a, 'w> Scanner<'a, 'w> {
             b: text.as_bytes(),
             text,
             i: 0,
-            line: 1,
-            column: 1,
+            lines: Vec::new(),
             pointer: String::new(),
             record,
             spots: HashMap::new(),
@@ -200,10 +199,29 @@ impl<'a, 'w> Scanner<'a, 'w> {
         }
     }
 
-    fn pos(&self) -> Pos {
+    /// The line and column of byte `offset`: the pass keeps offsets and counts lines and
+    /// characters only for what it records.
+    fn pos(&mut self, offset: usize) -> Pos {
+        if self.lines.is_empty() {
+            self.lines.push(0);
+            self.lines.extend(
+                self.b
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == b'\n')
+                    .map(|(i, _)| i + 1),
+            );
+        }
+        let line = self.lines.partition_point(|start| *start <= offset);
+        let start = self.lines[line - 1];
+        // Characters, not bytes: UTF-8 continuation bytes do not start one.
+        let column = self.b[start..offset]
+            .iter()
+            .filter(|c| **c & 0xC0 != 0x80)
+            .count();
         Pos {
-            line: self.line,
-            column: self.column,
+            line,
+            column: column + 1,
         }
     }
 
@@ -211,16 +229,9 @@ impl<'a, 'w> Scanner<'a, 'w> {
         self.b.get(self.i).copied()
     }
 
-    /// Step over one byte, counting lines and characters (UTF-8 continuation bytes do
-    /// not start a new character).
+    /// Step over one byte.
     fn bump(&mut self) {
-        if let Some(&c) = self.b.get(self.i) {
-            if c == b'\n' {
-                self.line += 1;
-                self.column = 1;
-            } else if c & 0xC0 != 0x80 {
-                self.column += 1;
-            }
+        if self.i < self.b.len() {
             self.i += 1;
         }
     }
@@ -236,13 +247,21 @@ impl<'a, 'w> Scanner<'a, 'w> {
         (self.peek()? == c).then(|| self.bump())
     }
 
-    /// One value at `self.pointer`; records it and everything inside it.
-    fn value(&mut self, key: Option<Pos>) -> Option<()> {
+    /// One value at `self.pointer`; records it and everything inside it. `parent`: whether
+    /// the enclosing value was recorded (a wanted pointer's ancestors are wanted too, so
+    /// below one that is not, nothing is).
+    fn value(&mut self, key: Option<usize>, parent: bool) -> Option<()> {
         self.skip_ws();
-        let value = self.pos();
+        let value = self.i;
+        let wanted = match self.record {
+            Record::Duplicates => false,
+            #[cfg(test)]
+            Record::All => true,
+            Record::Wanted(set) => parent && set.contains(self.pointer.as_str()),
+        };
         match self.peek()? {
-            b'{' => self.object()?,
-            b'[' => self.array()?,
+            b'{' => self.object(wanted)?,
+            b'[' => self.array(wanted)?,
             b'"' => {
                 self.string()?;
             }
@@ -255,20 +274,18 @@ impl<'a, 'w> Scanner<'a, 'w> {
                 }
             }
         }
-        let wanted = match self.record {
-            Record::Duplicates => false,
-            #[cfg(test)]
-            Record::All => true,
-            Record::Wanted(set) => set.contains(self.pointer.as_str()),
-        };
         if wanted {
             // Later values of one pointer replace earlier ones, as in serde_json.
-            self.spots.insert(self.pointer.clone(), Spot { key, value });
+            let spot = Spot {
+                key: key.map(|k| self.pos(k)),
+                value: self.pos(value),
+            };
+            self.spots.insert(self.pointer.clone(), spot);
         }
         Some(())
     }
 
-    fn object(&mut self) -> Option<()> {
+    fn object(&mut self, wanted: bool) -> Option<()> {
         self.bump();
         self.skip_ws();
         if self.peek()? == b'}' {
@@ -277,11 +294,11 @@ impl<'a, 'w> Scanner<'a, 'w> {
         }
         // Keys and where they start, to find duplicates once the object is read.
         let duplicates = matches!(self.record, Record::Duplicates);
-        let mut keys: Vec<(Cow<'_, str>, Pos)> = Vec::new();
+        let mut keys: Vec<(Cow<'_, str>, usize)> = Vec::new();
         let len = self.pointer.len();
         loop {
             self.skip_ws();
-            let key_pos = self.pos();
+            let key_pos = self.i;
             let key = self.string()?;
             self.expect(b':')?;
             self.pointer.push('/');
@@ -289,7 +306,7 @@ impl<'a, 'w> Scanner<'a, 'w> {
             if duplicates {
                 keys.push((key, key_pos));
             }
-            self.value(Some(key_pos))?;
+            self.value(Some(key_pos), wanted)?;
             self.pointer.truncate(len);
             self.skip_ws();
             match self.peek()? {
@@ -310,10 +327,11 @@ impl<'a, 'w> Scanner<'a, 'w> {
             };
             if first_key == key {
                 let first = keys.iter().find(|(k, _)| k == key).map_or(*again, |k| k.1);
+                let pointer = format!("{}/{}", self.pointer, escape_token(key));
                 found.push(Duplicate {
-                    pointer: format!("{}/{}", self.pointer, escape_token(key)),
-                    first,
-                    again: *again,
+                    pointer,
+                    first: self.pos(first),
+                    again: self.pos(*again),
                 });
             }
         }
@@ -322,7 +340,7 @@ impl<'a, 'w> Scanner<'a, 'w> {
         Some(())
     }
 
-    fn array(&mut self) -> Option<()> {
+    fn array(&mut self, wanted: bool) -> Option<()> {
         self.bump();
         self.skip_ws();
         if self.peek()? == b']' {
@@ -333,7 +351,7 @@ impl<'a, 'w> Scanner<'a, 'w> {
         let mut index = 0usize;
         loop {
             let _ = write!(self.pointer, "/{index}");
-            self.value(None)?;
+            self.value(None, wanted)?;
             self.pointer.truncate(len);
             index += 1;
             self.skip_ws();
