@@ -195,12 +195,7 @@ fn record_of(records: &[Value], vmid: u64, kind: &str) -> usize {
 fn assert_no_overlapping_config_writes(site: &Site) -> usize {
     let mut by_ct: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
     for call in site.calls() {
-        let argv: Vec<&str> = call["argv"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let argv = argv_of(&call);
         let writes = call["tool"] == "pct"
             && matches!(
                 argv.first(),
@@ -564,25 +559,28 @@ fn sigterm_stops_every_run_and_rolls_back_what_was_asked() {
     assert_eq!(before, after);
 }
 
-/// One `argv.log` line as `tool argv…`, for messages.
-fn call_line(call: &Value) -> String {
-    let argv: Vec<&str> = call["argv"]
+/// The argv of one `argv.log` line.
+fn argv_of(call: &Value) -> Vec<&str> {
+    call["argv"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())
-        .collect();
-    format!("{} {}", call["tool"].as_str().unwrap(), argv.join(" "))
+        .collect()
+}
+
+/// One `argv.log` line as `tool argv…`, for messages.
+fn call_line(call: &Value) -> String {
+    format!(
+        "{} {}",
+        call["tool"].as_str().unwrap(),
+        argv_of(call).join(" ")
+    )
 }
 
 /// Whether `call` only reads (the bench's classifier, [`crate::hostcmds::reads`]).
 fn reads(call: &Value) -> bool {
-    let argv: Vec<String> = call["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
+    let argv: Vec<String> = argv_of(call).into_iter().map(str::to_owned).collect();
     crate::hostcmds::reads(call["tool"].as_str().unwrap(), &argv)
 }
 
