@@ -113,6 +113,30 @@ pub struct Finding {
     pub blocks_run: bool,
 }
 
+impl Finding {
+    /// A finding at `pos` in `file`, without a hint or source line yet.
+    fn at(
+        file: &str,
+        pos: Position,
+        severity: Severity,
+        rule: &'static str,
+        message: String,
+        blocks_run: bool,
+    ) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+            severity,
+            rule,
+            message,
+            hint: None,
+            source_line: None,
+            blocks_run,
+        }
+    }
+}
+
 /// Output formats of `recipe lint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
@@ -268,17 +292,14 @@ impl Linter {
         match crate::boundary::limits::read_input_text(path, crate::boundary::limits::Input::Recipe)
         {
             Ok(source) => self.lint_source(&path.display().to_string(), &source),
-            Err(e) => vec![Finding {
-                file: path.display().to_string(),
-                line: 0,
-                column: 0,
-                severity: Severity::Error,
-                rule: "read",
-                message: format!("cannot read {}: {}", path.display(), read_error(&e)),
-                hint: None,
-                source_line: None,
-                blocks_run: true,
-            }],
+            Err(e) => vec![Finding::at(
+                &path.display().to_string(),
+                Position::NONE,
+                Severity::Error,
+                "read",
+                format!("cannot read {}: {}", path.display(), read_error(&e)),
+                true,
+            )],
         }
     }
 
@@ -307,15 +328,8 @@ impl Linter {
                     other => ("compile", other.to_string()),
                 };
                 let finding = Finding {
-                    file: file.to_owned(),
-                    line: pos.line().unwrap_or(0),
-                    column: pos.position().unwrap_or(0),
-                    severity: Severity::Error,
-                    rule,
-                    message,
                     hint,
-                    source_line: None,
-                    blocks_run: true,
+                    ..Finding::at(file, pos, Severity::Error, rule, message, true)
                 };
                 with_source_lines(vec![finding], source)
             }
@@ -334,17 +348,7 @@ impl Linter {
     ) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut add = |pos: Position, severity, rule, message: String, blocks_run| {
-            out.push(Finding {
-                file: file.to_owned(),
-                line: pos.line().unwrap_or(0),
-                column: pos.position().unwrap_or(0),
-                severity,
-                rule,
-                message,
-                hint: None,
-                source_line: None,
-                blocks_run,
-            });
+            out.push(Finding::at(file, pos, severity, rule, message, blocks_run));
         };
 
         // Imports: each must name a stdlib module that compiles; its fns become known.
@@ -429,15 +433,8 @@ impl Linter {
         for call in &facts.calls {
             for (pos, severity, rule, message, hint) in literal_checks(call, source) {
                 out.push(Finding {
-                    file: file.to_owned(),
-                    line: pos.line().unwrap_or(0),
-                    column: pos.position().unwrap_or(0),
-                    severity,
-                    rule,
-                    message,
                     hint,
-                    source_line: None,
-                    blocks_run: false,
+                    ..Finding::at(file, pos, severity, rule, message, false)
                 });
             }
         }
