@@ -408,6 +408,13 @@ pub trait Host: Send + Sync {
         let _ = vmid;
         false
     }
+    /// Whether this backend pushed `path` into container `vmid`, one it created
+    /// ([`Host::ct_created_here`]): on such a container's rootfs, a phoenix file that was
+    /// not pushed by this process is not there. `false` when unknown.
+    fn ct_pushed_here(&self, vmid: Vmid, path: &AbsPath) -> bool {
+        let _ = (vmid, path);
+        false
+    }
     /// Run argv inside a running container, no shell, minimal environment.
     fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput>;
     /// Write `content` to `dest` inside the container with `mode`.

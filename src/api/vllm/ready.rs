@@ -293,6 +293,18 @@ impl WaitOptions {
     pub fn pause(&self, elapsed: Duration) -> Duration {
         (elapsed / 16).clamp(self.poll_min, self.poll_max)
     }
+
+    /// How long after a liveness check the next one is due, `elapsed` into the wait: every
+    /// `liveness_every` at first, then an eighth of the time waited, at most
+    /// `progress_every` (or `liveness_every` where that is longer). Each check is a `pct
+    /// exec` (a Perl interpreter on a real host) while the load may take many minutes; an
+    /// exit is still caught within seconds of it.
+    pub fn liveness_pause(&self, elapsed: Duration) -> Duration {
+        (elapsed / 8).clamp(
+            self.liveness_every,
+            self.progress_every.max(self.liveness_every),
+        )
+    }
 }
 
 /// What the ladder needs to know about the container besides HTTP.
@@ -632,7 +644,7 @@ pub fn wait_ladder(
                 last,
             ));
         }
-        if last_live.elapsed() >= opts.liveness_every {
+        if last_live.elapsed() >= opts.liveness_pause(elapsed) {
             last_live = Instant::now();
             if let Some(state) = live.exited() {
                 return Err(fail(stage, NotReady::Exited { state }, last));
@@ -691,12 +703,11 @@ impl<'a> HostLiveness<'a> {
 impl Liveness for HostLiveness<'_> {
     fn exited(&self) -> Option<String> {
         let (rt, s) = (self.rt, self.server);
-        match rt.host.ct_status(s.vmid) {
-            Ok(CtStatus::Running) => {}
-            Ok(other) => return Some(format!("container {} is {other}", s.vmid)),
-            Err(e) => tracing::debug!("liveness query failed: {e}"),
-        }
-        let out = query(
+        // Docker first: `pct exec` refuses a container that is not running ("container
+        // '<vmid>' not running!", pve-container `src/PVE/CLI/pct.pm` `exec`, 94f5585), so
+        // only a failed query asks the host for the container's state (each `pct` call
+        // starts a Perl interpreter on a real host).
+        let out = match query(
             rt,
             s.vmid,
             &[
@@ -707,9 +718,20 @@ impl Liveness for HostLiveness<'_> {
                 &s.container,
             ],
             vec![0, 1],
-        )
-        .map_err(|e| tracing::debug!("liveness query failed: {e}"))
-        .ok()?;
+        ) {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::debug!("liveness query failed: {e}");
+                return match rt.host.ct_status(s.vmid) {
+                    Ok(CtStatus::Running) => None,
+                    Ok(other) => Some(format!("container {} is {other}", s.vmid)),
+                    Err(e) => {
+                        tracing::debug!("liveness query failed: {e}");
+                        None
+                    }
+                };
+            }
+        };
         if out.code == 0 {
             let status = out.stdout_text().trim().to_owned();
             return matches!(status.as_str(), "exited" | "dead")
@@ -1138,6 +1160,20 @@ mod tests {
         );
         assert_eq!(o.pause(Duration::from_secs(4)), Duration::from_millis(250));
         assert_eq!(o.pause(Duration::from_secs(600)), Duration::from_secs(2));
+        // Liveness: every second at first, then an eighth of the wait, at most 5 s.
+        assert_eq!(o.liveness_pause(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            o.liveness_pause(Duration::from_secs(8)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            o.liveness_pause(Duration::from_secs(20)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            o.liveness_pause(Duration::from_secs(600)),
+            Duration::from_secs(5)
+        );
         let mut m = Map::new();
         m.insert("timeout".into(), "2s".into());
         m.insert("completion".into(), Dynamic::from_bool(true));
@@ -1368,7 +1404,16 @@ mod tests {
             live.logs(),
             "INFO Starting vLLM API server\nWARNING slow disk"
         );
-        // The LXC container stopped.
+        // The LXC container stopped: `pct exec` refuses it, and only then is the host asked.
+        f.ct.stopped.store(true, Ordering::SeqCst);
+        let before = f.runner.calls().len();
+        assert_eq!(live.exited().as_deref(), Some("container 901 is stopped"));
+        let asked: Vec<String> = f.runner.calls()[before..]
+            .iter()
+            .map(|c| c.argv()[1..3].join(" "))
+            .collect();
+        assert_eq!(asked, ["exec 901", "status 901"]);
+        // The container removed: the host says it is absent.
         std::fs::remove_file(f._dir.path().join("pve/lxc/901.conf")).unwrap();
         assert_eq!(live.exited().as_deref(), Some("container 901 is absent"));
     }

@@ -278,7 +278,13 @@ pub fn start(rt: &Runtime, spec: &ServerSpec) -> Result<Server, VllmError> {
     // In a dry run the container may be one this run would create: nothing to ask it.
     let present = status == CtStatus::Running;
     let unit = spec.unit_name();
-    let state = if present {
+    // On the rootfs of a container this process created, the unit is there only if this
+    // process pushed it (an earlier `vllm.start` of the run): otherwise nothing to ask.
+    let unit_path = spec.unit_path();
+    let no_unit_yet = present
+        && lxc::unread_ok(rt, vmid, &unit_path)?
+        && !rt.host.ct_pushed_here(vmid, &unit_path);
+    let state = if present && !no_unit_yet {
         unit_state(rt, vmid, &unit)?
     } else {
         UnitState::default()

@@ -79,6 +79,9 @@ pub(super) struct FakeCt {
     pub(super) probe_fails: Mutex<Option<(i32, String)>>,
     /// What `du -s -b` of the weights directory reports (`None`: no such directory).
     pub(super) weights: Mutex<Option<u64>>,
+    /// The container is stopped: `pct status` says so and `pct exec` refuses, as
+    /// pve-container's `pct exec` does ("container '<vmid>' not running!", `src/PVE/CLI/pct.pm`).
+    pub(super) stopped: AtomicBool,
 }
 
 pub(super) fn out(code: i32, stdout: &str, stderr: &str) -> CommandOutput {
@@ -110,8 +113,11 @@ pub(super) fn answer(ct: &FakeCt, cmd: &HostCommand) -> CommandOutput {
             "",
         );
     }
+    let stopped = ct.stopped.load(Ordering::SeqCst);
     match argv[1].as_str() {
+        "status" if stopped => out(0, "status: stopped\n", ""),
         "status" => out(0, "status: running\n", ""),
+        "exec" if stopped => out(255, "", &format!("container '{}' not running!\n", argv[2])),
         "push" => {
             let content = std::fs::read(&argv[3]).unwrap();
             ct.files
