@@ -155,6 +155,15 @@ pub struct Facts {
     gpus: OnceLock<Vec<Gpu>>,
     units_on: Mutex<BTreeSet<String>>,
     datasets: Mutex<HashMap<String, DatasetProps>>,
+    /// Datasets the backends of this command created (and have not destroyed).
+    created: Mutex<BTreeSet<String>>,
+    /// Each storage's volumes with their guests, as one `pvesm list STORAGE` showed them.
+    volumes: Mutex<HashMap<String, Volumes>>,
+    /// Containers whose volumes a backend of this command may have changed (a create or
+    /// destroy began): the listing above no longer speaks for them.
+    touched: Mutex<BTreeSet<Vmid>>,
+    /// Held while a storage is listed for `volumes`.
+    listing: Mutex<()>,
 }
 
 impl Facts {
@@ -162,6 +171,71 @@ impl Facts {
         self.datasets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn volumes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Volumes>> {
+        self.volumes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touched(&self) -> std::sync::MutexGuard<'_, BTreeSet<Vmid>> {
+        self.touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn created(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Dataset `name` was just created with `props` set on it: what `zfs get` would show of
+    /// it is known without asking when its parent's mountpoint is. A new dataset has the
+    /// properties given to `zfs create -o` as its own (source `local`) and inherits the
+    /// rest; its inherited `mountpoint` is the parent's with its own name appended, or the
+    /// parent's `none`/`legacy` as it is (OpenZFS lib/libzfs/libzfs_dataset.c `zfs_prop_get`,
+    /// case `ZFS_PROP_MOUNTPOINT`: "for inherited mountpoints, … take everything after our
+    /// ancestor and append it to the inherited value", zfs-2.4.99-966-gbe7657e3f2).
+    /// `mountpoint` itself is never among `props`: the boundary refuses it.
+    fn just_created(&self, name: &DatasetName, props: &[(PropKey, PropValue)]) {
+        self.created().insert(name.as_str().to_owned());
+        let Some((parent, leaf)) = name.as_str().rsplit_once('/') else {
+            return;
+        };
+        let mut datasets = self.datasets();
+        let Some(parent_mp) = datasets
+            .get(parent)
+            .and_then(|d| d.values.get("mountpoint"))
+            .cloned()
+        else {
+            return;
+        };
+        let mountpoint = if parent_mp.starts_with('/') {
+            format!("{}/{leaf}", parent_mp.trim_end_matches('/'))
+        } else {
+            parent_mp
+        };
+        let mut known = DatasetProps::default();
+        for (k, v) in props {
+            known
+                .values
+                .insert(k.as_str().to_owned(), v.as_str().to_owned());
+            known.local.insert(k.as_str().to_owned());
+        }
+        known.values.insert("mountpoint".to_owned(), mountpoint);
+        datasets.insert(name.as_str().to_owned(), known);
+    }
+
+    /// Whether `name` is known to be absent: its parent was created by this command and
+    /// it was not (nothing else makes datasets below a dataset phoenix just made).
+    fn absent_below_created(&self, name: &DatasetName) -> bool {
+        let created = self.created();
+        name.as_str()
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| created.contains(parent))
+            && !created.contains(name.as_str())
     }
 
     fn units_on(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -189,6 +263,8 @@ struct Known {
     address: HashMap<(Vmid, String), Ipv4Addr>,
     /// Containers this backend created (and has not destroyed).
     created: std::collections::HashSet<Vmid>,
+    /// Files this backend pushed into containers it created: `(vmid, path)`.
+    pushed: std::collections::HashSet<(Vmid, String)>,
 }
 
 /// The PVE backend.
@@ -251,9 +327,9 @@ impl PveHost {
     /// Forget dataset `name` and those below it (after a create or destroy).
     fn changed_dataset(&self, name: &DatasetName) {
         let below = format!("{name}/");
-        self.facts
-            .datasets()
-            .retain(|n, _| n != name.as_str() && !n.starts_with(&below));
+        let stale = |n: &String| n == name.as_str() || n.starts_with(&below);
+        self.facts.datasets().retain(|n, _| !stale(n));
+        self.facts.created().retain(|n| !stale(n));
     }
 
     /// Dataset `name` as one `zfs get` shows it (`None`: absent), asked once (while it is
@@ -264,6 +340,9 @@ impl PveHost {
     fn dataset(&self, name: &DatasetName) -> Result<Option<DatasetProps>> {
         if let Some(d) = self.facts.datasets().get(name.as_str()) {
             return Ok(Some(d.clone()));
+        }
+        if self.facts.absent_below_created(name) {
+            return Ok(None);
         }
         let cmd = self
             .zfs()
@@ -620,6 +699,28 @@ pub fn parse_minors(text: &str) -> BTreeMap<String, u32> {
 /// The volume ids of `pvesm list` output (pve-storage `src/PVE/CLI/pvesm.pm`
 /// `print_content`: a `Volid Format Type Size VMID` header, then one volume a line).
 pub fn parse_volume_list(text: &str) -> std::result::Result<Vec<String>, String> {
+    Ok(parse_volume_owners(text)?
+        .into_iter()
+        .map(|(volid, _)| volid)
+        .collect())
+}
+
+/// A storage's volumes, each with the guest it belongs to ([`parse_volume_owners`]).
+type Volumes = Vec<(String, Option<u32>)>;
+
+/// The volume ids of `vmid`'s volumes in a listing of [`parse_volume_owners`].
+fn volumes_of(all: &[(String, Option<u32>)], vmid: Vmid) -> Vec<String> {
+    all.iter()
+        .filter(|(_, owner)| *owner == Some(vmid.get()))
+        .map(|(volid, _)| volid.clone())
+        .collect()
+}
+
+/// Each volume of `pvesm list` output with the guest it belongs to: `print_content`
+/// (pve-storage `src/PVE/CLI/pvesm.pm`, 0c56bad) prints the VMID column only for a volume
+/// that has one (`next if !$info->{vmid}` in its first loop; templates and ISOs follow
+/// without it).
+fn parse_volume_owners(text: &str) -> std::result::Result<Volumes, String> {
     let mut lines = text.lines();
     match lines.next() {
         Some(h) if h.split_whitespace().next() == Some("Volid") => {}
@@ -628,11 +729,21 @@ pub fn parse_volume_list(text: &str) -> std::result::Result<Vec<String>, String>
     }
     let mut out = Vec::new();
     for l in lines.filter(|l| !l.trim().is_empty()) {
-        let volid = l.split_whitespace().next().unwrap_or_default();
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        let volid = fields.first().copied().unwrap_or_default();
         if !volid.contains(':') {
             return Err(format!("expected `STORAGE:VOLUME`, got {volid:?}"));
         }
-        out.push(volid.to_owned());
+        let vmid = if fields.len() >= 5 {
+            let v = fields[fields.len() - 1];
+            Some(
+                v.parse()
+                    .map_err(|_| format!("expected a VMID after {volid:?}, got {v:?}"))?,
+            )
+        } else {
+            None
+        };
+        out.push((volid.to_owned(), vmid));
     }
     Ok(out)
 }
@@ -692,6 +803,7 @@ impl Host for PveHost {
     }
 
     fn ct_create(&self, spec: &CreateSpec) -> Result<()> {
+        self.facts.touched().insert(spec.vmid);
         let r = self.run(&self.create_command(spec)?).map(drop);
         // `pct create` leaves the container stopped (it has no `--start` here).
         self.changed_ct(spec.vmid, r.is_ok().then_some(CtStatus::Stopped));
@@ -702,6 +814,7 @@ impl Host for PveHost {
     }
 
     fn ct_destroy(&self, vmid: Vmid) -> Result<()> {
+        self.facts.touched().insert(vmid);
         if self.ct_status(vmid)? == CtStatus::Running {
             self.ct_stop(vmid)?;
         }
@@ -715,7 +828,10 @@ impl Host for PveHost {
             )
             .map(drop);
         self.changed_ct(vmid, None);
-        self.known().created.remove(&vmid);
+        let mut k = self.known();
+        k.created.remove(&vmid);
+        k.pushed.retain(|(v, _)| *v != vmid);
+        drop(k);
         r
     }
 
@@ -731,17 +847,45 @@ impl Host for PveHost {
     }
 
     fn storage_volumes(&self, storage: &StorageId, vmid: Vmid) -> Result<Vec<String>> {
-        let cmd = HostCommand::new(&self.paths.pvesm)
-            .args(["list", storage.as_str(), "--vmid", &vmid.to_string()])
-            .timeout(QUERY_TIMEOUT);
+        // One listing of the whole storage answers every container of the command whose
+        // volumes no backend of it has changed since (each container's create asks this
+        // first: on a real host each `pvesm` call starts a Perl interpreter).
+        let fresh = !self.facts.touched().contains(&vmid);
+        // Backends asking at once take turns, so the first one's listing serves the rest.
+        let _turn = fresh.then(|| {
+            self.facts
+                .listing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        if fresh {
+            if let Some(all) = self.facts.volumes().get(storage.as_str()) {
+                return Ok(volumes_of(all, vmid));
+            }
+        }
+        let mut cmd = HostCommand::new(&self.paths.pvesm).args(["list", storage.as_str()]);
+        if !fresh {
+            cmd = cmd.args(["--vmid", &vmid.to_string()]);
+        }
+        let cmd = cmd.timeout(QUERY_TIMEOUT);
         let out = self.run(&cmd)?;
-        parse_volume_list(&out.stdout_text()).map_err(|message| HostError::Parse {
+        let all = parse_volume_owners(&out.stdout_text()).map_err(|message| HostError::Parse {
             command: cmd.to_string(),
             message,
-        })
+        })?;
+        let mine = volumes_of(&all, vmid);
+        if fresh {
+            self.facts
+                .volumes()
+                .insert(storage.as_str().to_owned(), all);
+        }
+        Ok(mine)
     }
 
     fn free_volume(&self, volid: &str) -> Result<()> {
+        if let Some((storage, _)) = volid.split_once(':') {
+            self.facts.volumes().remove(storage);
+        }
         self.run(
             &HostCommand::new(&self.paths.pvesm)
                 .args(["free", volid])
@@ -787,6 +931,12 @@ impl Host for PveHost {
 
     fn ct_created_here(&self, vmid: Vmid) -> bool {
         self.known().created.contains(&vmid)
+    }
+
+    fn ct_pushed_here(&self, vmid: Vmid, path: &AbsPath) -> bool {
+        self.known()
+            .pushed
+            .contains(&(vmid, path.as_str().to_owned()))
     }
 
     fn ct_status(&self, vmid: Vmid) -> Result<CtStatus> {
@@ -858,7 +1008,12 @@ impl Host for PveHost {
             .arg(format!("{mode:04o}"))
             .timeout(QUERY_TIMEOUT)
             .mutating();
-        self.run(&cmd).map(drop)
+        self.run(&cmd)?;
+        let mut k = self.known();
+        if k.created.contains(&vmid) {
+            k.pushed.insert((vmid, dest.as_str().to_owned()));
+        }
+        Ok(())
     }
 
     fn ct_set(&self, vmid: Vmid, options: &[(String, String)]) -> Result<()> {
@@ -971,6 +1126,9 @@ impl Host for PveHost {
             .run(&cmd.arg(name.as_str()).timeout(QUERY_TIMEOUT).mutating())
             .map(drop);
         self.changed_dataset(name);
+        if r.is_ok() {
+            self.facts.just_created(name, props);
+        }
         r
     }
 
@@ -1426,6 +1584,16 @@ mod tests {
                     r#"[{"addr_info":[{"family":"inet","local":"127.77.0.9","prefixlen":8}]}]"#,
                     "",
                 )
+            } else if argv[0].ends_with("pvesm") && has("list") {
+                // pve-storage `print_content`: disks with their VMID, then the rest.
+                (
+                    0,
+                    "Volid                       Format  Type           Size VMID\n\
+                     local-zfs:subvol-901-disk-0 subvol  rootdir  8589934592 901\n\
+                     local-zfs:subvol-902-disk-1 subvol  rootdir  8589934592 902\n\
+                     local-zfs:vztmpl/t.tar.zst  tzst    vztmpl    135000000\n",
+                    "",
+                )
             } else if has("tank/a") {
                 (
                     0,
@@ -1595,6 +1763,124 @@ mod tests {
             [
                 "zfs destroy tank",
                 "zfs get -H -o property,value,source all tank/a"
+            ]
+        );
+    }
+
+    /// A dataset a backend of this command created is known to the others without a
+    /// `zfs get`: the properties it was created with are its own, its mountpoint is its
+    /// parent's plus its name; nothing is below it unless this command made it. A destroy
+    /// forgets all of it.
+    #[test]
+    fn a_dataset_created_here_is_known_without_asking() {
+        let (dir, _, runner) = scripted();
+        let facts = Arc::new(Facts::default());
+        let backend = || {
+            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
+                .with_facts(Arc::clone(&facts))
+        };
+        let (a, b) = (backend(), backend());
+        let parent = DatasetName::new("tank/a").unwrap();
+        a.zfs_get(&parent).unwrap();
+        let m = DatasetName::new("tank/a/m").unwrap();
+        let props = [
+            (
+                PropKey::new("compression").unwrap(),
+                PropValue::new("lz4").unwrap(),
+            ),
+            (
+                PropKey::new("phoenix:owner").unwrap(),
+                PropValue::new("phoenix").unwrap(),
+            ),
+        ];
+        a.zfs_create(&m, &props).unwrap();
+        assert_eq!(b.zfs_mountpoint(&m).unwrap().as_deref(), Some("/tank/a/m"));
+        let local = b.zfs_local_props(&m).unwrap().unwrap();
+        assert_eq!(
+            local.into_iter().collect::<Vec<_>>(),
+            [
+                ("compression".to_owned(), "lz4".to_owned()),
+                ("phoenix:owner".to_owned(), "phoenix".to_owned())
+            ]
+        );
+        let below = DatasetName::new("tank/a/m/x").unwrap();
+        assert!(b.zfs_get(&below).unwrap().is_none());
+        assert_eq!(
+            ran(&runner),
+            [
+                "zfs get -H -o property,value,source all tank/a",
+                "zfs create -o compression=lz4 -o phoenix:owner=phoenix tank/a/m",
+            ]
+        );
+        // Below a dataset created here, one this command created is not "absent".
+        b.zfs_create(&below, &props).unwrap();
+        assert_eq!(
+            a.zfs_mountpoint(&below).unwrap().as_deref(),
+            Some("/tank/a/m/x")
+        );
+        assert_eq!(ran(&runner).len(), 3);
+        // A parent whose mountpoint is not known: the new dataset is asked about.
+        let c = DatasetName::new("tank/c").unwrap();
+        a.zfs_create(&c, &props).unwrap();
+        b.zfs_get(&c).unwrap();
+        assert_eq!(
+            ran(&runner)[3..],
+            [
+                "zfs create -o compression=lz4 -o phoenix:owner=phoenix tank/c",
+                "zfs get -H -o property,value,source all tank/c",
+            ]
+        );
+        // Destroyed: neither known nor known absent below.
+        b.zfs_destroy(&m).unwrap();
+        a.zfs_get(&m).unwrap();
+        a.zfs_get(&below).unwrap();
+        assert_eq!(
+            ran(&runner)[5..],
+            [
+                "zfs destroy tank/a/m",
+                "zfs get -H -o property,value,source all tank/a/m",
+                "zfs get -H -o property,value,source all tank/a/m/x",
+            ]
+        );
+    }
+
+    /// One `pvesm list STORAGE` answers each container's "volumes before the create" for
+    /// every backend of the command, until a backend creates or destroys that container.
+    #[test]
+    fn one_storage_listing_answers_each_container_until_it_changes() {
+        let (dir, _, runner) = scripted();
+        let facts = Arc::new(Facts::default());
+        let backend = || {
+            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
+                .with_facts(Arc::clone(&facts))
+        };
+        let (a, b) = (backend(), backend());
+        let st = StorageId::new("local-zfs").unwrap();
+        let v = |n| Vmid::new(n).unwrap();
+        assert_eq!(
+            a.storage_volumes(&st, v(901)).unwrap(),
+            ["local-zfs:subvol-901-disk-0"]
+        );
+        assert_eq!(
+            b.storage_volumes(&st, v(902)).unwrap(),
+            ["local-zfs:subvol-902-disk-1"]
+        );
+        assert!(b.storage_volumes(&st, v(905)).unwrap().is_empty());
+        assert_eq!(ran(&runner), ["pvesm list local-zfs"]);
+        // A destroy of 902 (begun by either backend): its volumes are asked again.
+        a.ct_destroy(v(902)).unwrap();
+        let n = ran(&runner).len();
+        b.storage_volumes(&st, v(902)).unwrap();
+        b.storage_volumes(&st, v(901)).unwrap();
+        assert_eq!(ran(&runner)[n..], ["pvesm list local-zfs --vmid 902"]);
+        // Freeing a volume drops the listing of its storage.
+        a.free_volume("local-zfs:subvol-901-disk-0").unwrap();
+        b.storage_volumes(&st, v(901)).unwrap();
+        assert_eq!(
+            ran(&runner)[n + 1..],
+            [
+                "pvesm free local-zfs:subvol-901-disk-0",
+                "pvesm list local-zfs"
             ]
         );
     }
