@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use parts::hostcmds::{self, Counts};
 use parts::micro::{self, Stats};
-use parts::site::Site;
+use parts::site::{FIRST_VMID, Site};
 use serde_json::{Value, json};
 
 /// The latency profile of P1 (issue 14), in milliseconds: every `pct` call (a Perl
@@ -363,20 +363,27 @@ fn p2(rows: &mut Vec<Row>, up: bool) {
     let before = site.log_len();
     let (wall, first_own, first_emu) = run_all(&site, &cmds, "P2 first run");
     let calls = site.calls();
-    let first = hostcmds::count(&calls[before..]);
-    let first_file = write_report("p2-first-run.txt", &hostcmds::breakdown(&calls[before..]));
+    let calls_first = calls[before..].to_vec();
+    let first = hostcmds::count(&calls_first);
+    let first_file = write_report("p2-first-run.txt", &hostcmds::breakdown(&calls_first));
     let mid = calls.len();
     let (_, rerun_own, rerun_emu) = run_all(&site, &cmds, "P2 re-run");
     let calls = site.calls();
     let rerun = hostcmds::count(&calls[mid..]);
     let rerun_file = write_report("p2-rerun.txt", &hostcmds::breakdown(&calls[mid..]));
+    // Of those, the host-wide ones: asked or done once per `up` whatever its size.
+    let wide = hostcmds::host_wide(&calls_first, &[(FIRST_VMID, "bench-0")]).len();
+    let own = first.total() - wide;
     rows.push(
         Row::new(
             "P2",
-            format!("host commands per container, first run (list: {first_file})"),
-            counts_value(&first),
+            format!("host commands, first run of one container (list: {first_file})"),
+            format!(
+                "{} = {wide} host-wide + {own} for the container",
+                counts_value(&first)
+            ),
         )
-        .goal("≤ 30", first.total() <= 30),
+        .goal("≤ 30 per container", own <= 30),
     );
     rows.push(Row::new(
         "P2",
@@ -427,6 +434,7 @@ fn p1(rows: &mut Vec<Row>, sizes: &[usize], scale: f64, up: bool) {
     let mut critical = None;
     let mut last = None;
     let mut shared = None;
+    let mut single = None;
     for &n in sizes {
         let parallels: Vec<usize> = if up && n > 1 { vec![1, n] } else { vec![1] };
         let mut walls = Vec::new();
@@ -439,6 +447,7 @@ fn p1(rows: &mut Vec<Row>, sizes: &[usize], scale: f64, up: bool) {
             if n == 1 {
                 let calls = site.calls();
                 critical = Some((wall, modelled(&calls[before..], scale)));
+                single = Some(hostcmds::count(&calls[before..]));
             }
             if up && n > 1 && p == n {
                 shared = Some((n, hostcmds::count(&site.calls()[before..])));
@@ -473,18 +482,33 @@ fn p1(rows: &mut Vec<Row>, sizes: &[usize], scale: f64, up: bool) {
     // One `up` of N containers asks the host-wide questions (version, storages, GPUs,
     // parent datasets, the GPU nodes unit) once for all of them.
     if let Some((n, c)) = shared {
-        rows.push(Row::new(
-            "P2",
-            format!("host commands per container in one `up` of N = {n} (first run)"),
-            format!(
-                "{:.1} ({} in all: {} mutating, {} read-only; {} pct)",
-                c.total() as f64 / n as f64,
-                c.total(),
-                c.mutating,
-                c.read_only,
-                c.pct
-            ),
-        ));
+        let per = c.total() as f64 / n as f64;
+        rows.push(
+            Row::new(
+                "P2",
+                format!("host commands per container in one `up` of N = {n} (first run)"),
+                format!(
+                    "{per:.1} ({} in all: {} mutating, {} read-only; {} pct)",
+                    c.total(),
+                    c.mutating,
+                    c.read_only,
+                    c.pct
+                ),
+            )
+            .goal("≤ 30", per <= 30.0),
+        );
+        // What each container beyond the first adds: the host-wide questions are not
+        // repeated, the readiness wait's checks are (they depend on the load's length).
+        if let Some(one) = single {
+            let more = (c.total() as f64 - one.total() as f64) / (n - 1) as f64;
+            rows.push(Row::new(
+                "P2",
+                format!(
+                    "  each container beyond the first (N = {n} against N = 1, both with latency)"
+                ),
+                format!("{more:.1} ({} for N = 1)", one.total()),
+            ));
+        }
     }
     let Some((one, floor)) = critical else { return };
     rows.push(Row::new(

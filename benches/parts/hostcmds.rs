@@ -59,6 +59,25 @@ pub fn count(calls: &[Value]) -> Counts {
     c
 }
 
+/// The calls of `calls` that concern no container in particular: the host-wide questions
+/// and changes (PVE version, storages and their volume lists, templates, GPUs, the models'
+/// parent datasets, the GPU nodes unit) that one `phoenix up` makes once for all its
+/// containers. A call concerns a container when an argument is its vmid or has its name
+/// as a path or option part (its dataset `…/models/<name>`, `--hostname <name>`).
+pub fn host_wide<'a>(calls: &'a [Value], containers: &[(u32, &str)]) -> Vec<&'a Value> {
+    calls
+        .iter()
+        .filter(|call| {
+            let argv = call["argv"].as_array().cloned().unwrap_or_default();
+            !argv.iter().filter_map(Value::as_str).any(|a| {
+                containers.iter().any(|(vmid, name)| {
+                    a == vmid.to_string() || a.split(['/', ',', '=']).any(|part| part == *name)
+                })
+            })
+        })
+        .collect()
+}
+
 /// One line per distinct call shape (tool, subcommand, inner program) with its count and
 /// class, most frequent first: what the figures are made of.
 pub fn breakdown(calls: &[Value]) -> Vec<String> {
