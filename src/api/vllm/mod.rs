@@ -35,8 +35,8 @@
 //!   issue no mutating command; a changed file restarts the service.
 //! - Readiness polls fast at first (interval = elapsed/16, at least 25 ms, at most 2 s), so a
 //!   server that comes up within 4 s is noticed within 250 ms, and a long load costs one
-//!   refused connection every 2 s. The container's liveness is checked every second at
-//!   first, then every eighth of the time waited, at most every 5 s (`docker inspect`; the
+//!   refused connection every 2 s. The container's liveness is checked every 2 s at first,
+//!   then every eighth of the time waited, at most every 5 s (`docker inspect`; the
 //!   host's `pct status` only when that fails; `systemctl show` when Docker no longer knows
 //!   it: `--rm` removes an exited container, and `Restart=on-failure` shows as
 //!   `auto-restart`). On failure the last 50 log lines come from `docker logs`, or from the

@@ -237,7 +237,8 @@ pub struct WaitOptions {
     pub poll_max: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
-    /// How often the container's liveness is checked.
+    /// How often the container's liveness is checked at first (then less often:
+    /// [`WaitOptions::liveness_pause`]).
     pub liveness_every: Duration,
 }
 
@@ -251,7 +252,7 @@ impl Default for WaitOptions {
             poll_min: Duration::from_millis(25),
             poll_max: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
-            liveness_every: Duration::from_secs(1),
+            liveness_every: Duration::from_secs(2),
         }
     }
 }
@@ -1160,15 +1161,15 @@ mod tests {
         );
         assert_eq!(o.pause(Duration::from_secs(4)), Duration::from_millis(250));
         assert_eq!(o.pause(Duration::from_secs(600)), Duration::from_secs(2));
-        // Liveness: every second at first, then an eighth of the wait, at most 5 s.
-        assert_eq!(o.liveness_pause(Duration::ZERO), Duration::from_secs(1));
+        // Liveness: every 2 s at first, then an eighth of the wait, at most 5 s.
+        assert_eq!(o.liveness_pause(Duration::ZERO), Duration::from_secs(2));
         assert_eq!(
-            o.liveness_pause(Duration::from_secs(8)),
-            Duration::from_secs(1)
+            o.liveness_pause(Duration::from_secs(16)),
+            Duration::from_secs(2)
         );
         assert_eq!(
-            o.liveness_pause(Duration::from_secs(20)),
-            Duration::from_millis(2500)
+            o.liveness_pause(Duration::from_secs(24)),
+            Duration::from_secs(3)
         );
         assert_eq!(
             o.liveness_pause(Duration::from_secs(600)),
