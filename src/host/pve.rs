@@ -1616,6 +1616,24 @@ mod tests {
         (dir, host, runner)
     }
 
+    /// Two backends of one command (as `phoenix up` opens them) on the scripted host,
+    /// sharing one [`Facts`].
+    fn two_backends() -> (
+        tempfile::TempDir,
+        PveHost,
+        PveHost,
+        Arc<crate::exec::RecordingRunner>,
+    ) {
+        let (dir, _, runner) = scripted();
+        let facts = Arc::new(Facts::default());
+        let backend = || {
+            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
+                .with_facts(Arc::clone(&facts))
+        };
+        let (a, b) = (backend(), backend());
+        (dir, a, b, runner)
+    }
+
     /// What the backend ran: `pct status 901`, `zfs create tank/b`.
     fn ran(runner: &crate::exec::RecordingRunner) -> Vec<String> {
         runner
@@ -1667,13 +1685,7 @@ mod tests {
     /// any of them drops it.
     #[test]
     fn backends_of_one_command_share_datasets_and_enabled_units() {
-        let (dir, _, runner) = scripted();
-        let facts = Arc::new(Facts::default());
-        let backend = || {
-            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
-                .with_facts(Arc::clone(&facts))
-        };
-        let (a, b) = (backend(), backend());
+        let (_dir, a, b, runner) = two_backends();
         let ds = DatasetName::new("tank/a").unwrap();
         assert!(a.zfs_get(&ds).unwrap().is_some());
         assert!(b.zfs_get(&ds).unwrap().is_some());
@@ -1773,13 +1785,7 @@ mod tests {
     /// forgets all of it.
     #[test]
     fn a_dataset_created_here_is_known_without_asking() {
-        let (dir, _, runner) = scripted();
-        let facts = Arc::new(Facts::default());
-        let backend = || {
-            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
-                .with_facts(Arc::clone(&facts))
-        };
-        let (a, b) = (backend(), backend());
+        let (_dir, a, b, runner) = two_backends();
         let parent = DatasetName::new("tank/a").unwrap();
         a.zfs_get(&parent).unwrap();
         let m = DatasetName::new("tank/a/m").unwrap();
@@ -1848,13 +1854,7 @@ mod tests {
     /// every backend of the command, until a backend creates or destroys that container.
     #[test]
     fn one_storage_listing_answers_each_container_until_it_changes() {
-        let (dir, _, runner) = scripted();
-        let facts = Arc::new(Facts::default());
-        let backend = || {
-            PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone())
-                .with_facts(Arc::clone(&facts))
-        };
-        let (a, b) = (backend(), backend());
+        let (_dir, a, b, runner) = two_backends();
         let st = StorageId::new("local-zfs").unwrap();
         let v = |n| Vmid::new(n).unwrap();
         assert_eq!(
