@@ -460,6 +460,28 @@ fn heal_torn_tail(file: &File) -> std::io::Result<()> {
     file.set_len(0)
 }
 
+impl Entry {
+    /// The record that opens a run of `recipe` by this process on the host `settings`
+    /// name (with the emulated root, for `--host emulated`), serving `scope`, one of the
+    /// runs of `batch`.
+    pub fn run_start(
+        settings: &crate::settings::Settings,
+        recipe: &Path,
+        scope: Option<Vmid>,
+        batch: Option<String>,
+    ) -> Self {
+        Self::Run {
+            host: settings.host.value,
+            emu_root: (settings.host.value == HostKind::Emulated)
+                .then(|| settings.emu_root.value.clone()),
+            recipe: recipe.display().to_string(),
+            pid: std::process::id(),
+            scope,
+            batch,
+        }
+    }
+}
+
 /// Highest sequence number in the file (0 when empty or missing).
 fn last_seq(path: &Path) -> Result<u64> {
     Ok(read(path)?.last().map_or(0, |r| r.seq))

@@ -23,7 +23,6 @@ use crate::runtime::Runtime;
 use crate::script::stdlib::Stdlib;
 use crate::script::{Recipe, RecipeError, docs, lint};
 use crate::secret::SecretStore;
-use crate::settings::HostKind;
 
 /// `phoenix recipe …`.
 #[derive(Debug, Subcommand)]
@@ -235,19 +234,12 @@ pub(super) fn run_recipe(ctx: &Context, args: &RunArgs) -> crate::Result<()> {
     let cancel = CancelFlag::default();
     let run_id = Runtime::new_run_id();
     let journal = super::setup::open_journal(settings, &run_id, args.dry_run)?;
-    journal.append(Entry::Run {
-        host: settings.host.value,
-        emu_root: (settings.host.value == HostKind::Emulated)
-            .then(|| settings.emu_root.value.clone()),
-        recipe: args.recipe.display().to_string(),
-        pid: std::process::id(),
-        scope: match args.lxc.as_slice() {
-            [] => crate::runtime::default_target(&config, &recipe.name).map(|e| e.vmid),
-            // One id (maybe repeated): several distinct ids go through `run_several`.
-            [one, ..] => Some(*one),
-        },
-        batch: None,
-    })?;
+    let scope = match args.lxc.as_slice() {
+        [] => crate::runtime::default_target(&config, &recipe.name).map(|e| e.vmid),
+        // One id (maybe repeated): several distinct ids go through `run_several`.
+        [one, ..] => Some(*one),
+    };
+    journal.append(Entry::run_start(settings, &args.recipe, scope, None))?;
 
     let (runner, plan) = super::setup::runner(&redactor, &cancel, args.dry_run);
     let host = match crate::host::open(settings, runner) {

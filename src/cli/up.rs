@@ -553,15 +553,12 @@ fn run_one(shared: &Shared<'_>, job: &Job<'_>) -> ContainerResult {
         Ok(j) => j,
         Err(e) => return failed_early(result, &e, started),
     };
-    let record = journal.append(Entry::Run {
-        host: settings.host.value,
-        emu_root: (settings.host.value == HostKind::Emulated)
-            .then(|| settings.emu_root.value.clone()),
-        recipe: job.recipe.path.display().to_string(),
-        pid: std::process::id(),
-        scope: Some(job.vmid),
-        batch: Some(shared.batch.clone()),
-    });
+    let record = journal.append(Entry::run_start(
+        settings,
+        &job.recipe.path,
+        Some(job.vmid),
+        Some(shared.batch.clone()),
+    ));
     if let Err(e) = record {
         return failed_early(result, &e, started);
     }
