@@ -4,10 +4,12 @@
 //! output reads top to bottom like the file. One pointer gets at most one problem (the
 //! schema's, when both passes would report it); duplicate keys are reported besides.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::Path;
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use super::position::Positions;
 use super::{At, Config, ConfigError, Finding, Problem, schema, semantic};
@@ -31,13 +33,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validate and type config `text` that came from `path`.
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let checked = check_str(path, text)?;
-    match checked.config {
-        Some(config) if checked.problems.is_empty() => Ok(config),
-        _ => Err(ConfigError::Invalid {
+    let passes = run_passes(path, text)?;
+    if passes.problems.is_empty() {
+        Ok(passes.config(path))
+    } else {
+        Err(ConfigError::Invalid {
             path: path.to_owned(),
-            problems: checked.problems,
-        }),
+            problems: passes.problems,
+        })
     }
 }
 
@@ -54,13 +57,52 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 /// Check config `text` from `path` and keep every problem and warning; fails only when the
 /// text is not JSON at all.
 pub fn check_str(path: &Path, text: &str) -> Result<Checked, ConfigError> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+    let mut passes = run_passes(path, text)?;
+    let warnings = passes.warnings.clone();
+    let problems = std::mem::take(&mut passes.problems);
+    Ok(Checked {
+        config: problems.is_empty().then(|| passes.config(path)),
+        problems,
+        warnings,
+    })
+}
+
+/// What the passes found: every problem and warning, placed and sorted, and the typed
+/// parts of the config.
+struct Passes {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    models_dataset: Option<crate::types::ModelsParent>,
+    lxc: std::collections::BTreeMap<crate::types::Vmid, super::LxcConfig>,
+}
+
+impl Passes {
+    /// The config (meaningful only without problems), keeping the warnings.
+    fn config(self, path: &Path) -> Config {
+        Config {
+            path: path.to_owned(),
+            models_dataset: self.models_dataset,
+            lxc: self.lxc,
+            warnings: self.warnings,
+        }
+    }
+}
+
+/// Parse, scan, and run the schema and semantic passes over `text`; fails only when the text
+/// is not JSON at all.
+fn run_passes(path: &Path, text: &str) -> Result<Passes, ConfigError> {
+    let (doc, repeats_a_key) = parse(text).map_err(|e| ConfigError::Syntax {
         path: path.to_owned(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
     })?;
-    let mut positions = Positions::scan(text);
+    // Only a text with a repeated key needs the scan that finds where (most have none).
+    let mut positions = if repeats_a_key {
+        Positions::scan(text)
+    } else {
+        Positions::unscanned(text)
+    };
 
     let mut findings = schema::check(&doc);
     let flagged: HashSet<String> = findings.iter().map(|f| f.pointer.clone()).collect();
@@ -103,18 +145,89 @@ pub fn check_str(path: &Path, text: &str) -> Result<Checked, ConfigError> {
         .map(|f| place(&positions, f))
         .collect();
     sort(&mut warnings);
-
-    let config = problems.is_empty().then(|| Config {
-        path: path.to_owned(),
-        models_dataset: outcome.models_dataset,
-        lxc: outcome.lxc,
-        warnings: warnings.clone(),
-    });
-    Ok(Checked {
-        config,
+    Ok(Passes {
         problems,
         warnings,
+        models_dataset: outcome.models_dataset,
+        lxc: outcome.lxc,
     })
+}
+
+/// Parse `text` as `serde_json::from_str::<Value>` does (same value, same errors), and say
+/// whether an object in it repeats a key (serde_json keeps the last one without a word).
+fn parse(text: &str) -> Result<(Value, bool), serde_json::Error> {
+    let repeated = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let doc = Noting(&repeated).deserialize(&mut de)?;
+    de.end()?;
+    Ok((doc, repeated.get()))
+}
+
+/// Builds a [`Value`] as serde_json's own visitor does, noting a repeated key in `0`.
+#[derive(Clone, Copy)]
+struct Noting<'r>(&'r Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for Noting<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Noting<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(self)?;
+            if members.insert(key, value).is_some() {
+                self.0.set(true);
+            }
+        }
+        Ok(Value::Object(members))
+    }
 }
 
 fn place(positions: &Positions, f: Finding) -> Problem {
@@ -162,6 +275,53 @@ mod tests {
             Err(ConfigError::Invalid { problems, .. }) => problems,
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn parse_reads_what_serde_json_reads_and_notes_repeated_keys() {
+        for (text, repeated) in [
+            (GOOD, false),
+            (
+                "{\"a\": [1, -2, 3.5, 1e300, true, null, \"x\", {}, []]}",
+                false,
+            ),
+            ("{\"a\": {\"b\": 1, \"b\": 2}}", true),
+            ("[{\"k\": 1}, {\"k\": 1, \"\\u006b\": 2}]", true),
+            ("{\"k\": 1, \"K\": 2, \"k \": 3}", false),
+            ("18446744073709551615", false),
+        ] {
+            let (doc, noted) = parse(text).unwrap();
+            assert_eq!(doc, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+            assert_eq!(noted, repeated, "{text}");
+        }
+        // The same errors, at the same places.
+        for text in [
+            "{\"a\": 1,}",
+            "[1e400]",
+            "{\"a\" 1}",
+            "[1, 2",
+            "{} x",
+            "",
+            "\"\\ud800\"",
+        ] {
+            let ours = parse(text).unwrap_err();
+            let theirs = serde_json::from_str::<Value>(text).unwrap_err();
+            assert_eq!(
+                (ours.to_string(), ours.line(), ours.column()),
+                (theirs.to_string(), theirs.line(), theirs.column()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_still_reported_where_it_stands() {
+        let text = "{\"lxc_configs\": {}, \"lxc_configs\": {}}";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].pointer, "/lxc_configs");
+        assert_eq!((p[0].line, p[0].column), (Some(1), Some(21)));
+        assert!(p[0].expected.contains("first at 1:2"), "{}", p[0].expected);
     }
 
     #[test]

@@ -70,10 +70,19 @@ impl<'a> Positions<'a> {
         let mut s = Scanner::new(text, Record::Duplicates);
         let _complete = s.value(None, true);
         Self {
+            duplicates: s.duplicates,
+            ..Self::unscanned(text)
+        }
+    }
+
+    /// The positions of `text` known to have no duplicate key (the parse that read it found
+    /// none, see `load::parse`): [`Positions::scan`] would find nothing, so it is not made.
+    pub(crate) fn unscanned(text: &'a str) -> Self {
+        Self {
             text,
             spots: HashMap::new(),
             recorded: None,
-            duplicates: s.duplicates,
+            duplicates: Vec::new(),
         }
     }
 
@@ -257,7 +266,14 @@ impl<'a, 'w> Scanner<'a, 'w> {
             Record::Duplicates => false,
             #[cfg(test)]
             Record::All => true,
-            Record::Wanted(set) => parent && set.contains(self.pointer.as_str()),
+            Record::Wanted(set) => {
+                if !(parent && set.contains(self.pointer.as_str())) {
+                    // Nothing below an unwanted value is wanted: step over it without
+                    // building a pointer for each of its members.
+                    return self.skip_value();
+                }
+                true
+            }
         };
         match self.peek()? {
             b'{' => self.object(wanted)?,
@@ -362,6 +378,61 @@ impl<'a, 'w> Scanner<'a, 'w> {
                     return Some(());
                 }
                 _ => return None,
+            }
+        }
+    }
+
+    /// Step over the value that starts here (after whitespace), recording nothing: strings
+    /// are skipped to their closing quote, so brackets inside them do not count.
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.skip_string(),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => self.skip_string()?,
+                        b'{' | b'[' => {
+                            depth += 1;
+                            self.bump();
+                        }
+                        b'}' | b']' => {
+                            self.bump();
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(());
+                            }
+                        }
+                        _ => self.bump(),
+                    }
+                }
+            }
+            _ => {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.bump();
+                }
+                Some(())
+            }
+        }
+    }
+
+    /// Step over a string starting at its opening quote.
+    fn skip_string(&mut self) -> Option<()> {
+        self.bump();
+        loop {
+            match self.peek()? {
+                b'\\' => {
+                    self.bump();
+                    self.bump();
+                }
+                b'"' => {
+                    self.bump();
+                    return Some(());
+                }
+                _ => self.bump(),
             }
         }
     }
@@ -471,6 +542,32 @@ mod tests {
         );
         // The last one wins, as in serde_json.
         assert_eq!(pos.value("/lxc_configs/901"), Some(p(3, 8)));
+    }
+
+    #[test]
+    fn index_for_steps_over_unwanted_values_with_brackets_in_strings() {
+        // The values before the wanted one hold brackets, braces, commas and escaped quotes
+        // inside strings, nested containers and scalars: skipping them must land exactly
+        // where a full index finds the wanted values.
+        let text = "{\"a\": {\"s\": \"}]{[,\\\"\", \"n\": [[1, {\"x\": \"]\"}], -2.5e3, true]},\n \"b\": [null, \"\\\\\", {\"c\": {\"d\": \"}\"}}],\n \"e\": {\"f\": [1, 2]}}";
+        let mut all = Positions::scan(text);
+        all.index();
+        let asked = ["/e/f/1", "/b/2/c/d", "/a/n/0/1/x"];
+        let mut some = Positions::unscanned(text);
+        some.index_for(asked);
+        for pointer in asked {
+            assert_eq!(some.value(pointer), all.value(pointer), "{pointer}");
+            assert_eq!(some.key(pointer), all.key(pointer), "{pointer}");
+        }
+        assert_eq!(some.value("/e/f/1"), Some(p(3, 17)));
+        assert_eq!(some.value("/b/2/c/d"), Some(p(2, 32)));
+    }
+
+    #[test]
+    fn unscanned_positions_have_no_duplicates() {
+        let text = "{\"a\": 1, \"a\": 2}";
+        assert_eq!(Positions::scan(text).duplicates.len(), 1);
+        assert!(Positions::unscanned(text).duplicates.is_empty());
     }
 
     #[test]
