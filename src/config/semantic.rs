@@ -11,6 +11,7 @@
 //! whose key sorts later, naming the other one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
@@ -48,7 +49,7 @@ pub(crate) fn build(doc: &Value, flagged: &HashSet<String>) -> Outcome {
         out: Outcome::default(),
     };
     if let Some(top) = doc.as_object() {
-        if let Ok(parent) = c.typed(top, "", "models_dataset", false, ModelsParent::new) {
+        if let Ok(parent) = c.typed(top, &"", "models_dataset", false, ModelsParent::new) {
             c.out.models_dataset = parent;
         }
     }
@@ -62,7 +63,7 @@ pub(crate) fn build(doc: &Value, flagged: &HashSet<String>) -> Outcome {
         }
     }
     c.backends(entries);
-    c.across(&entries.keys().cloned().collect());
+    c.across(&entries.keys().map(String::as_str).collect());
     c.out
 }
 
@@ -185,12 +186,41 @@ struct Checker<'a> {
     out: Outcome,
 }
 
-/// First users of values that must be unique across containers.
+/// First users of values that must be unique across containers: the entry's key and the
+/// member's pointer below the entry ([`FirstUse`]), joined only for a message.
 #[derive(Default)]
-struct Seen {
-    names: HashMap<String, String>,
-    ips: HashMap<Ipv4Addr, String>,
-    macs: HashMap<String, String>,
+struct Seen<'d> {
+    names: HashMap<String, FirstUse<'d>>,
+    ips: HashMap<Ipv4Addr, FirstUse<'d>>,
+    macs: HashMap<String, FirstUse<'d>>,
+}
+
+/// Where a value is used: the key of its entry in `lxc_configs` and the member's pointer
+/// below that entry (`/name`).
+type FirstUse<'d> = (&'d str, &'static str);
+
+/// The pointer `{0}/{1}`, written out only when a finding needs its text: checking a valid
+/// entry makes no pointer string.
+struct Join<'a, T>(&'a dyn Display, T);
+
+impl<T: Display> Display for Join<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
+/// A key as a reference token of a pointer (escaped as RFC 6901 says), written out lazily.
+struct Token<'a>(&'a str);
+
+impl Display for Token<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&escape_token(self.0))
+    }
+}
+
+/// The pointer of the member `below` (`/name`, `/network_config/ip`) of the entry `key`.
+fn member_pointer(key: &str, below: &str) -> String {
+    format!("/lxc_configs/{}{below}", escape_token(key))
 }
 
 impl Checker<'_> {
@@ -210,14 +240,15 @@ impl Checker<'_> {
 
     fn bad(
         &mut self,
-        pointer: &str,
+        pointer: &dyn Display,
         at: At,
         expected: impl Into<String>,
         found: impl Into<String>,
     ) {
-        if !self.suppressed(pointer) {
+        let pointer = pointer.to_string();
+        if !self.suppressed(&pointer) {
             self.out.findings.push(Finding {
-                pointer: pointer.to_owned(),
+                pointer,
                 at,
                 expected: expected.into(),
                 found: found.into(),
@@ -225,16 +256,16 @@ impl Checker<'_> {
         }
     }
 
-    fn warn(&mut self, pointer: &str, expected: String, found: String) {
+    fn warn(&mut self, pointer: &dyn Display, expected: String, found: String) {
         self.out.warnings.push(Finding {
-            pointer: pointer.to_owned(),
+            pointer: pointer.to_string(),
             at: At::Value,
             expected,
             found,
         });
     }
 
-    fn refused(&mut self, pointer: &str, err: &TypeError) -> Bad {
+    fn refused(&mut self, pointer: &dyn Display, err: &TypeError) -> Bad {
         self.bad(
             pointer,
             At::Value,
@@ -247,7 +278,7 @@ impl Checker<'_> {
     fn get<'v>(
         &mut self,
         e: &'v Map<String, Value>,
-        base: &str,
+        base: &dyn Display,
         f: &str,
         required: bool,
     ) -> Field<&'v Value> {
@@ -269,7 +300,7 @@ impl Checker<'_> {
     fn text<'v>(
         &mut self,
         e: &'v Map<String, Value>,
-        base: &str,
+        base: &dyn Display,
         f: &str,
         required: bool,
     ) -> Field<&'v str> {
@@ -286,7 +317,7 @@ impl Checker<'_> {
     fn typed<T>(
         &mut self,
         e: &Map<String, Value>,
-        base: &str,
+        base: &dyn Display,
         f: &str,
         required: bool,
         parse: impl FnOnce(String) -> Result<T, TypeError>,
@@ -303,7 +334,7 @@ impl Checker<'_> {
     fn int(
         &mut self,
         e: &Map<String, Value>,
-        base: &str,
+        base: &dyn Display,
         f: &str,
         required: bool,
         min: u64,
@@ -326,7 +357,7 @@ impl Checker<'_> {
         }
     }
 
-    fn boolean(&mut self, e: &Map<String, Value>, base: &str, f: &str) -> Field<bool> {
+    fn boolean(&mut self, e: &Map<String, Value>, base: &dyn Display, f: &str) -> Field<bool> {
         match self.get(e, base, f, false)? {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -343,8 +374,8 @@ impl Checker<'_> {
     }
 
     /// One container entry; `None` when it has a problem (already recorded).
-    fn entry(&mut self, key: &str, value: &Value, seen: &mut Seen) -> Option<LxcConfig> {
-        let base = format!("/lxc_configs/{}", escape_token(key));
+    fn entry<'d>(&mut self, key: &'d str, value: &Value, seen: &mut Seen<'d>) -> Option<LxcConfig> {
+        let base = Join(&"/lxc_configs", Token(key));
         let vmid = match key.parse::<Vmid>() {
             Ok(v) => Some(v),
             Err(err) => {
@@ -389,7 +420,7 @@ impl Checker<'_> {
             self.unique(
                 &mut seen.names,
                 n.as_str().to_ascii_lowercase(),
-                &format!("{base}/name"),
+                (key, "/name"),
                 "name",
             );
         }
@@ -398,7 +429,7 @@ impl Checker<'_> {
                 self.unique(
                     &mut seen.ips,
                     n.ip(),
-                    &net_pointer(&base, e, "ip"),
+                    (key, net_member(e, "/network_config/ip")),
                     "address",
                 );
             }
@@ -406,7 +437,7 @@ impl Checker<'_> {
                 self.unique(
                     &mut seen.macs,
                     mac.as_str().to_ascii_lowercase(),
-                    &net_pointer(&base, e, "mac"),
+                    (key, net_member(e, "/network_config/mac")),
                     "MAC address",
                 );
             }
@@ -437,7 +468,11 @@ impl Checker<'_> {
     }
 
     /// `portainer_role`: `"server"` or `"agent"`.
-    fn portainer_role(&mut self, e: &Map<String, Value>, base: &str) -> Field<PortainerRole> {
+    fn portainer_role(
+        &mut self,
+        e: &Map<String, Value>,
+        base: &dyn Display,
+    ) -> Field<PortainerRole> {
         match self.text(e, base, "portainer_role", false)? {
             None => Ok(None),
             Some("server") => Ok(Some(PortainerRole::Server)),
@@ -456,7 +491,7 @@ impl Checker<'_> {
 
     /// `openai_backend`: a vmid (that it names an entry with a vLLM server is checked once
     /// every entry is known, in [`build`]).
-    fn openai_backend(&mut self, e: &Map<String, Value>, base: &str) -> Field<Vmid> {
+    fn openai_backend(&mut self, e: &Map<String, Value>, base: &dyn Display) -> Field<Vmid> {
         let Some(n) = self.int(e, base, "openai_backend", false, Vmid::MIN, Vmid::MAX)? else {
             return Ok(None);
         };
@@ -504,10 +539,10 @@ impl Checker<'_> {
     fn after(
         &mut self,
         e: &Map<String, Value>,
-        base: &str,
+        base: &dyn Display,
         own: Option<Vmid>,
     ) -> Result<Vec<Vmid>, Bad> {
-        let p = format!("{base}/after");
+        let p = Join(base, "after");
         let items = match self.get(e, base, "after", false)? {
             None => return Ok(Vec::new()),
             Some(Value::Array(items)) => items,
@@ -519,7 +554,7 @@ impl Checker<'_> {
         let mut out = Vec::new();
         let mut ok = true;
         for (i, v) in items.iter().enumerate() {
-            let ip = format!("{p}/{i}");
+            let ip = Join(&p, i);
             let id = match v.as_u64().map(Vmid::new) {
                 Some(Ok(id)) => id,
                 Some(Err(err)) => {
@@ -552,8 +587,12 @@ impl Checker<'_> {
     }
 
     /// `packages`: Debian package names (`name` or `name=version`).
-    fn packages(&mut self, e: &Map<String, Value>, base: &str) -> Result<Vec<PackageName>, Bad> {
-        let p = format!("{base}/packages");
+    fn packages(
+        &mut self,
+        e: &Map<String, Value>,
+        base: &dyn Display,
+    ) -> Result<Vec<PackageName>, Bad> {
+        let p = Join(base, "packages");
         let items = match self.get(e, base, "packages", false)? {
             None => return Ok(Vec::new()),
             Some(Value::Array(items)) => items,
@@ -565,7 +604,7 @@ impl Checker<'_> {
         let mut out: Vec<PackageName> = Vec::new();
         let mut ok = true;
         for (i, v) in items.iter().enumerate() {
-            let ip = format!("{p}/{i}");
+            let ip = Join(&p, i);
             let Value::String(text) = v else {
                 self.bad(&ip, At::Value, "string", describe(v));
                 ok = false;
@@ -589,13 +628,15 @@ impl Checker<'_> {
     /// The checks across entries, once each entry is typed: `after` names entries of the
     /// file (`keys`: every entry key, also of entries with problems) and has no cycle;
     /// GPUs named by two entries.
-    fn across(&mut self, keys: &HashSet<String>) {
-        let entries: Vec<LxcConfig> = self.out.lxc.values().cloned().collect();
-        let mut known: Vec<&str> = keys.iter().map(String::as_str).collect();
+    fn across(&mut self, keys: &HashSet<&str>) {
+        // Taken out while the findings are recorded, put back below (no copy of the entries).
+        let lxc = std::mem::take(&mut self.out.lxc);
+        let entries: Vec<&LxcConfig> = lxc.values().collect();
+        let mut known: Vec<&str> = keys.iter().copied().collect();
         known.sort_unstable();
         for e in &entries {
             for (i, id) in e.after.iter().enumerate() {
-                if !keys.contains(&id.to_string()) {
+                if !keys.contains(id.to_string().as_str()) {
                     self.bad(
                         &format!("/lxc_configs/{}/after/{i}", e.vmid),
                         At::Value,
@@ -605,7 +646,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if let Some(cycle) = after_cycle(&self.out.lxc) {
+        if let Some(cycle) = after_cycle(&lxc) {
             let first = cycle[0];
             let shown: Vec<String> = cycle.iter().map(ToString::to_string).collect();
             self.bad(
@@ -616,6 +657,7 @@ impl Checker<'_> {
             );
         }
         self.shared_gpus(&entries);
+        self.out.lxc = lxc;
     }
 
     /// GPUs named by more than one entry: one finding per entry that names a GPU an earlier
@@ -623,13 +665,13 @@ impl Checker<'_> {
     /// `gpu_exclusive`, an error. Earlier entries are found through an index of the GPUs
     /// named so far, so a config of a thousand entries on eight GPUs costs no pairwise pass
     /// and prints one line per sharing entry, not one per pair.
-    fn shared_gpus(&mut self, entries: &[LxcConfig]) {
+    fn shared_gpus(&mut self, entries: &[&LxcConfig]) {
         // Who named each GPU so far (by its normalised reference), and who named `all`.
         let mut by_gpu: HashMap<String, Vec<&LxcConfig>> = HashMap::new();
         // The GPUs named so far in the order first seen, as first written.
         let mut order: Vec<(String, String)> = Vec::new();
         let mut all: Vec<&LxcConfig> = Vec::new();
-        for b in entries {
+        for &b in entries {
             let Some(gb) = &b.gpus else {
                 continue;
             };
@@ -704,29 +746,32 @@ impl Checker<'_> {
         }
     }
 
-    /// Record `value` as used at `pointer`; a second user is a problem.
-    fn unique<K: std::hash::Hash + Eq + std::fmt::Display>(
+    /// Record `value` as used at `at`; a second user is a problem.
+    fn unique<'d, K: std::hash::Hash + Eq + std::fmt::Display>(
         &mut self,
-        seen: &mut HashMap<K, String>,
+        seen: &mut HashMap<K, FirstUse<'d>>,
         value: K,
-        pointer: &str,
+        at: FirstUse<'d>,
         what: &str,
     ) {
-        if let Some(first) = seen.get(&value) {
-            let found = format!("\"{value}\", already used at {first}");
+        if let Some(&(key, below)) = seen.get(&value) {
+            let found = format!(
+                "\"{value}\", already used at {}",
+                member_pointer(key, below)
+            );
             self.bad(
-                pointer,
+                &member_pointer(at.0, at.1),
                 At::Value,
                 format!("a {what} no other container uses"),
                 found,
             );
         } else {
-            seen.insert(value, pointer.to_owned());
+            seen.insert(value, at);
         }
     }
 
-    fn network(&mut self, e: &Map<String, Value>, base: &str) -> Field<Network> {
-        let p = format!("{base}/network_config");
+    fn network(&mut self, e: &Map<String, Value>, base: &dyn Display) -> Field<Network> {
+        let p = Join(base, "network_config");
         match self.get(e, base, "network_config", true)? {
             None => Ok(None),
             Some(Value::String(s)) => self.legacy_network(&p, s).map(Some),
@@ -739,7 +784,7 @@ impl Checker<'_> {
     }
 
     /// The bash-era `"10.0.0.110/24,10.0.0.1,8.8.8.8"` (address, gateway, DNS servers).
-    fn legacy_network(&mut self, p: &str, s: &str) -> Result<Network, Bad> {
+    fn legacy_network(&mut self, p: &dyn Display, s: &str) -> Result<Network, Bad> {
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
         let ip = self.ip_config(p, parts[0]);
         let gw = match (parts.get(1).filter(|g| !g.is_empty()), &ip) {
@@ -773,28 +818,28 @@ impl Checker<'_> {
         Ok(network)
     }
 
-    fn network_object(&mut self, p: &str, o: &Map<String, Value>) -> Result<Network, Bad> {
+    fn network_object(&mut self, p: &dyn Display, o: &Map<String, Value>) -> Result<Network, Bad> {
         let name = self.typed(o, p, "name", false, IfaceName::new);
         let bridge = self.typed(o, p, "bridge", false, BridgeName::new);
         let ip = match self.text(o, p, "ip", true) {
-            Ok(Some(s)) => self.ip_config(&format!("{p}/ip"), s),
+            Ok(Some(s)) => self.ip_config(&Join(p, "ip"), s),
             Ok(None) | Err(Bad) => Err(Bad),
         };
         let gw = match (self.text(o, p, "gw", false), &ip) {
-            (Ok(Some(g)), Ok(ip)) => self.gateway(&format!("{p}/gw"), g, ip).map(Some),
-            (Ok(Some(g)), Err(Bad)) => self.parse_v4(&format!("{p}/gw"), g).map(Some),
+            (Ok(Some(g)), Ok(ip)) => self.gateway(&Join(p, "gw"), g, ip).map(Some),
+            (Ok(Some(g)), Err(Bad)) => self.parse_v4(&Join(p, "gw"), g).map(Some),
             (Ok(None), _) => Ok(None),
             (Err(Bad), _) => Err(Bad),
         };
         let dns = match o.get("dns") {
             None => Ok(Vec::new()),
-            Some(Value::String(s)) => self.dns_one(&format!("{p}/dns"), s).map(|a| vec![a]),
+            Some(Value::String(s)) => self.dns_one(&Join(p, "dns"), s).map(|a| vec![a]),
             Some(Value::Array(list)) => {
                 // Check every element (no short-circuit): each bad one is a problem.
                 let mut addrs = Vec::new();
                 let mut ok = true;
                 for (i, v) in list.iter().enumerate() {
-                    let ip = format!("{p}/dns/{i}");
+                    let ip = Join(&Join(p, "dns"), i);
                     let one = match v {
                         Value::String(s) => self.dns_one(&ip, s),
                         other => {
@@ -836,7 +881,7 @@ impl Checker<'_> {
         })
     }
 
-    fn ip_config(&mut self, p: &str, s: &str) -> Result<IpConfig, Bad> {
+    fn ip_config(&mut self, p: &dyn Display, s: &str) -> Result<IpConfig, Bad> {
         if s == "dhcp" {
             return Ok(IpConfig::Dhcp);
         }
@@ -873,14 +918,14 @@ impl Checker<'_> {
         Ok(IpConfig::Static(net))
     }
 
-    fn parse_v4(&mut self, p: &str, s: &str) -> Result<Ipv4Addr, Bad> {
+    fn parse_v4(&mut self, p: &dyn Display, s: &str) -> Result<Ipv4Addr, Bad> {
         s.parse().map_err(|_| {
             self.bad(p, At::Value, "an IPv4 address", show(s));
             Bad
         })
     }
 
-    fn gateway(&mut self, p: &str, s: &str, ip: &IpConfig) -> Result<Ipv4Addr, Bad> {
+    fn gateway(&mut self, p: &dyn Display, s: &str, ip: &IpConfig) -> Result<Ipv4Addr, Bad> {
         let gw = self.parse_v4(p, s)?;
         match ip {
             IpConfig::Dhcp => {
@@ -918,15 +963,15 @@ impl Checker<'_> {
         }
     }
 
-    fn dns_one(&mut self, p: &str, s: &str) -> Result<IpAddr, Bad> {
+    fn dns_one(&mut self, p: &dyn Display, s: &str) -> Result<IpAddr, Bad> {
         s.parse().map_err(|_| {
             self.bad(p, At::Value, "an IP address", show(s));
             Bad
         })
     }
 
-    fn features(&mut self, e: &Map<String, Value>, base: &str) -> Field<Features> {
-        let p = format!("{base}/features");
+    fn features(&mut self, e: &Map<String, Value>, base: &dyn Display) -> Field<Features> {
+        let p = Join(base, "features");
         match self.get(e, base, "features", false)? {
             None => Ok(None),
             Some(Value::Object(o)) => {
@@ -959,15 +1004,15 @@ impl Checker<'_> {
         }
     }
 
-    fn gpus(&mut self, e: &Map<String, Value>, base: &str) -> Field<GpuSelector> {
-        let p = format!("{base}/gpu_assignment");
+    fn gpus(&mut self, e: &Map<String, Value>, base: &dyn Display) -> Field<GpuSelector> {
+        let p = Join(base, "gpu_assignment");
         match self.get(e, base, "gpu_assignment", false)? {
             None => Ok(None),
             Some(Value::Array(items)) => {
                 let mut refs = Vec::new();
                 let mut ok = true;
                 for (i, v) in items.iter().enumerate() {
-                    let ip = format!("{p}/{i}");
+                    let ip = Join(&p, i);
                     let r = match v {
                         Value::Number(n) => n
                             .as_u64()
@@ -1049,7 +1094,7 @@ impl Checker<'_> {
     fn vllm(
         &mut self,
         e: &Map<String, Value>,
-        base: &str,
+        base: &dyn Display,
         gpus: &Field<GpuSelector>,
     ) -> Field<VllmConfig> {
         let model = self.typed(e, base, "vllm_model", false, ModelId::new);
@@ -1125,7 +1170,7 @@ impl Checker<'_> {
         });
 
         if let Ok(Some(tp)) = tp {
-            let p = format!("{base}/vllm_tensor_parallel_size");
+            let p = Join(base, "vllm_tensor_parallel_size");
             match gpus {
                 Ok(Some(GpuSelector::List(l))) if tp > l.len() as u64 => self.bad(
                     &p,
@@ -1185,12 +1230,12 @@ const VLLM_OPTIONS: &[&str] = &[
     "vllm_image",
 ];
 
-/// The pointer of a `network_config` member, or of `network_config` itself when it is the
-/// bash-era string.
-fn net_pointer(base: &str, e: &Map<String, Value>, field: &str) -> String {
+/// `member` (the pointer of a `network_config` member below the entry `e`), or
+/// `network_config` itself when it is the bash-era string.
+fn net_member(e: &Map<String, Value>, member: &'static str) -> &'static str {
     match e.get("network_config") {
-        Some(Value::Object(_)) => format!("{base}/network_config/{field}"),
-        _ => format!("{base}/network_config"),
+        Some(Value::Object(_)) => member,
+        _ => "/network_config",
     }
 }
 
@@ -1476,6 +1521,23 @@ mod tests {
         let o = run(json!({ "901": vllm, "910": ui, "911": plain }));
         assert_eq!(pointers(&o), ["/lxc_configs/910/openai_backend"]);
         assert_eq!(o.findings[0].found, "911, an entry without `vllm_model`");
+    }
+
+    #[test]
+    fn lazy_pointers_read_as_the_pointers_they_stand_for() {
+        let base = Join(&"/lxc_configs", Token("9/0~1"));
+        assert_eq!(base.to_string(), "/lxc_configs/9~10~01");
+        let net = Join(&base, "network_config");
+        assert_eq!(
+            Join(&Join(&net, "dns"), 1).to_string(),
+            "/lxc_configs/9~10~01/network_config/dns/1"
+        );
+        assert_eq!(Join(&"", "models_dataset").to_string(), "/models_dataset");
+        assert_eq!(
+            member_pointer("9/0~1", "/network_config/ip"),
+            "/lxc_configs/9~10~01/network_config/ip"
+        );
+        assert_eq!(member_pointer("901", "/name"), "/lxc_configs/901/name");
     }
 
     #[test]
