@@ -167,8 +167,68 @@ struct Tables {
     engine: EngineRef,
     natives: HashMap<String, Vec<Signature>>,
     handles: HashMap<&'static str, TypeId>,
-    credentials: Vec<(Regex, &'static str)>,
 }
+
+/// A pattern of a credential in a string literal (rule `credential`).
+struct Credential {
+    /// Literal text every match contains: the pattern runs only on a string holding one, so
+    /// it is compiled only when a recipe has such a string (most have none, and compiling
+    /// the six patterns was a visible part of a process's start).
+    needles: &'static [&'static str],
+    pattern: &'static str,
+    /// What a match looks like, for the message.
+    what: &'static str,
+    regex: OnceLock<Regex>,
+}
+
+impl Credential {
+    const fn new(
+        needles: &'static [&'static str],
+        pattern: &'static str,
+        what: &'static str,
+    ) -> Self {
+        Self {
+            needles,
+            pattern,
+            what,
+            regex: OnceLock::new(),
+        }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        self.needles.iter().any(|n| text.contains(n))
+            && self
+                .regex
+                .get_or_init(|| Regex::new(self.pattern).expect("credential pattern compiles"))
+                .is_match(text)
+    }
+}
+
+/// The credentials the linter recognises, first match wins.
+static CREDENTIALS: [Credential; 6] = [
+    Credential::new(&["hf_"], r"hf_[A-Za-z0-9]{20,}", "a Hugging Face token"),
+    Credential::new(
+        &["-----BEGIN "],
+        r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)",
+        "a PEM key",
+    ),
+    Credential::new(
+        &["AKIA", "ASIA"],
+        r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+        "an AWS access key id",
+    ),
+    Credential::new(
+        &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+        r"\bgh[pousr]_[A-Za-z0-9]{30,}",
+        "a GitHub token",
+    ),
+    Credential::new(&["sk-"], r"\bsk-[A-Za-z0-9_-]{20,}", "an API secret key"),
+    Credential::new(
+        &["AGE-SECRET-KEY-1"],
+        r"AGE-SECRET-KEY-1[0-9A-Z]{50,}",
+        "an age secret key",
+    ),
+];
 
 /// The engine a linter compiles with: the process's compile engine or one given.
 enum EngineRef {
@@ -223,22 +283,10 @@ impl Tables {
         ) {
             natives.entry(name).or_default().push(sig);
         }
-        let credentials = [
-            (r"hf_[A-Za-z0-9]{20,}", "a Hugging Face token"),
-            (r"-----BEGIN [A-Z ]*(PRIVATE KEY|CERTIFICATE)", "a PEM key"),
-            (r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", "an AWS access key id"),
-            (r"\bgh[pousr]_[A-Za-z0-9]{30,}", "a GitHub token"),
-            (r"\bsk-[A-Za-z0-9_-]{20,}", "an API secret key"),
-            (r"AGE-SECRET-KEY-1[0-9A-Z]{50,}", "an age secret key"),
-        ]
-        .into_iter()
-        .map(|(re, what)| (Regex::new(re).expect("credential pattern compiles"), what))
-        .collect();
         Self {
             engine,
             natives,
             handles: crate::api::handle_types().into_iter().collect(),
-            credentials,
         }
     }
 }
@@ -413,12 +461,7 @@ impl Linter {
         }
 
         for (text, pos) in &facts.strings {
-            if let Some((_, what)) = self
-                .tables
-                .credentials
-                .iter()
-                .find(|(re, _)| re.is_match(text))
-            {
+            if let Some(Credential { what, .. }) = CREDENTIALS.iter().find(|c| c.matches(text)) {
                 add(
                     *pos,
                     Severity::Warning,
@@ -873,6 +916,51 @@ mod tests {
             .into_iter()
             .map(|f| (f.line, f.column, f.rule, f.message))
             .collect()
+    }
+
+    #[test]
+    fn credential_needles_only_skip_strings_the_pattern_cannot_match() {
+        // Matches, near misses and strings holding a needle but no credential: the
+        // prefiltered check answers as the bare pattern does, for every pattern.
+        let samples = [
+            "hf_aBcDeFgHiJkLmNoPqRsTuVwXyZ012345",
+            "hf_short",
+            "xhf_aBcDeFgHiJkLmNoPqRsTuVwXyZ",
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "-----BEGIN CERTIFICATE-----",
+            "-----BEGIN PUBLIC KEY-----",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ASIAIOSFODNN7EXAMPL",
+            "xAKIAIOSFODNN7EXAMPLE",
+            "ghp_0123456789abcdefghijABCDEFGHIJ0123",
+            "ghx_0123456789abcdefghijABCDEFGHIJ0123",
+            "https://nvidia.github.io/libnvidia-container/gpgkey",
+            "sk-abcdefghijklmnopqrstuvwxyz",
+            "task-abcdefghijklmnopqrstuvwxyz",
+            "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+            "AGE-SECRET-KEY-1QQQ",
+            "",
+            "plain text",
+        ];
+        for c in &CREDENTIALS {
+            let bare = Regex::new(c.pattern).unwrap();
+            for text in samples {
+                assert_eq!(
+                    c.matches(text),
+                    bare.is_match(text),
+                    "{} on {text:?}",
+                    c.what
+                );
+            }
+        }
+        let first = |text: &str| CREDENTIALS.iter().find(|c| c.matches(text)).map(|c| c.what);
+        assert_eq!(first(samples[0]), Some("a Hugging Face token"));
+        assert_eq!(first(samples[3]), Some("a PEM key"));
+        assert_eq!(first(samples[6]), Some("an AWS access key id"));
+        assert_eq!(first(samples[9]), Some("a GitHub token"));
+        assert_eq!(first(samples[12]), Some("an API secret key"));
+        assert_eq!(first(samples[14]), Some("an age secret key"));
+        assert_eq!(first(samples[11]), None);
     }
 
     #[test]
