@@ -893,18 +893,21 @@ mod tests {
         ]);
         let (now, max) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let events = Mutex::new(Vec::new());
-        let second_started = AtomicBool::new(false);
+        let (first_started, second_started) = (AtomicBool::new(false), AtomicBool::new(false));
         let run = |vmid: Vmid| {
             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
             max.fetch_max(n, Ordering::SeqCst);
             events.lock().unwrap().push(format!("start {vmid}"));
-            // 901 and 902 start first (lowest ids) and run at once: 901 ends only once
-            // 902 has started, which it could not with one run at a time.
+            // 901 and 902 start first (lowest ids) and run at once: each ends only once
+            // the other has started (so both are counted running together), which they
+            // could not with one run at a time.
+            if vmid == v(901) {
+                first_started.store(true, Ordering::SeqCst);
+                wait(&second_started, "902 starts while 901 runs");
+            }
             if vmid == v(902) {
                 second_started.store(true, Ordering::SeqCst);
-            }
-            if vmid == v(901) {
-                wait(&second_started, "902 starts while 901 runs");
+                wait(&first_started, "901 starts while 902 runs");
             }
             events.lock().unwrap().push(format!("end {vmid}"));
             now.fetch_sub(1, Ordering::SeqCst);
