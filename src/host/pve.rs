@@ -991,8 +991,10 @@ impl Host for PveHost {
                 path: dir.clone(),
                 source,
             })?;
+        // No fsync: `pct push` reads the file through the page cache right away, and it is
+        // removed once it returns; nothing needs it to outlive a crash.
         tmp.write_all(content)
-            .and_then(|()| tmp.as_file().sync_all())
+            .and_then(|()| tmp.flush())
             .map_err(|source| HostError::Io {
                 action: "write temp file",
                 path: tmp.path().to_owned(),
