@@ -222,7 +222,7 @@ impl Site {
     /// process the owner of its servers, set a short load delay; the host's state.
     pub(crate) fn prepare(&self) -> Snapshot {
         self.ok(&["gpu", "list"], b"");
-        set_owner(&self.root());
+        crate::support::own_emulated_root(&self.root());
         self.faults(&[], json!({}));
         emu_snapshot(&self.root())
     }
@@ -361,18 +361,6 @@ impl Site {
             status.stdout
         );
     }
-}
-
-/// Name this test process as the owner of the root's emulated vLLM servers (`emu.json`).
-fn set_owner(root: &Path) {
-    let pid = std::process::id();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let path = root.join("emu.json");
-    let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    v["owner"] = json!({"pid": pid, "start": start});
-    std::fs::write(&path, v.to_string()).unwrap();
 }
 
 /// Whether `pid` runs (a zombie counts as gone).

@@ -187,11 +187,7 @@ impl Host {
         let out = host.phoenix(&["gpu", "list"]);
         assert_eq!(out.code, 0, "{out:?}");
         // The emulated vLLM servers end with this test process, whatever happens to it.
-        let settings = host.root().join("emu.json");
-        let mut emu: Value =
-            serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
-        emu["owner"] = json!({"pid": std::process::id()});
-        std::fs::write(&settings, emu.to_string()).unwrap();
+        crate::support::own_emulated_root(&host.root());
         host.clear_faults();
         host
     }

@@ -140,7 +140,7 @@ impl Site {
     /// process the owner of its servers, set the servers' load delay; the host's state.
     pub(crate) fn prepare(&self, load_delay: &str) -> Snapshot {
         self.ok(&["gpu", "list"]);
-        set_owner(&self.root());
+        crate::support::own_emulated_root(&self.root());
         self.faults(&[], json!({ "load_delay": load_delay }));
         emu_snapshot(&self.root())
     }
@@ -262,18 +262,6 @@ impl Site {
             Err(_) => Vec::new(),
         }
     }
-}
-
-/// Name this test process as the owner of the root's emulated vLLM servers (`emu.json`).
-pub(crate) fn set_owner(root: &Path) {
-    let pid = std::process::id();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let path = root.join("emu.json");
-    let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    v["owner"] = json!({"pid": pid, "start": start});
-    std::fs::write(&path, v.to_string()).unwrap();
 }
 
 /// Whether `pid` runs (a zombie counts as gone).

@@ -13,6 +13,28 @@ use phoenix::settings::{FlagOverrides, Settings};
 
 pub use crate::wait::{wait_for, wait_until};
 
+/// Make the emulated root `root` (prepared, no container created yet) this test process's:
+/// its emulated vLLM servers end with the process (`owner` in `emu.json`), and its
+/// containers get addresses in a loopback prefix no other root of this process has. A
+/// root's own prefix comes from a hash of its path (one of 16,384): two roots of tests
+/// running at once could share it, and then one test's probes reach the other's server.
+pub fn own_emulated_root(root: &Path) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let path = root.join("emu.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["owner"] = serde_json::json!({"pid": pid, "start": start});
+    // 127.A.B with A in 64..=127 and B in 0..=255, as the emulator derives them; counted,
+    // so 16,384 roots of this process pass before one repeats.
+    let (a, b) = (64 + (n / 256 + pid) % 64, n % 256);
+    v["loopback_prefix"] = serde_json::json!(format!("127.{a}.{b}"));
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
 /// The example config shipped next to the recipes (CT 901, the seed's drdevstral, and 902).
 pub const CONFIG_901: &str = include_str!("../../recipes/phoenix_lxc_configs.json");
 
