@@ -78,7 +78,7 @@ impl Emu {
         .unwrap();
         emulated::prepare(&settings).unwrap();
         // This test process owns the root's servers: killed, it leaves none behind.
-        set_owner(&root, i32::try_from(std::process::id()).unwrap());
+        crate::support::set_owner(&root, std::process::id());
         let emu = Self { _dir: dir, root };
         let unpriv = if unprivileged { "1" } else { "0" };
         emu.ok(
@@ -277,17 +277,6 @@ fn du(emu: &Emu, path: &str) -> u64 {
     let (n, p) = out.trim_end().split_once('\t').unwrap();
     assert_eq!(p, path);
     n.parse().unwrap()
-}
-
-/// Name `pid` as the owner of the root's emulated vLLM servers in `emu.json`.
-fn set_owner(root: &std::path::Path, pid: i32) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let path = root.join("emu.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    v["owner"] = serde_json::json!({"pid": pid, "start": start});
-    std::fs::write(&path, v.to_string()).unwrap();
 }
 
 fn stderr(o: &Output) -> String {
@@ -1054,7 +1043,7 @@ fn removing_the_root_ends_its_server() {
 fn the_server_ends_with_the_roots_owner_process() {
     let emu = Emu::new("nesting=1", true, false);
     let mut owner = Command::new("sleep").arg("30").spawn().unwrap();
-    set_owner(&emu.root, i32::try_from(owner.id()).unwrap());
+    crate::support::set_owner(&emu.root, owner.id());
     let pid = detached_server(&emu);
     owner.kill().unwrap();
     owner.wait().unwrap();
@@ -1191,7 +1180,7 @@ fn drdevstral_provisions_end_to_end() {
     })
     .unwrap();
     emulated::prepare(&settings).unwrap();
-    set_owner(&d.join("emu"), i32::try_from(std::process::id()).unwrap());
+    crate::support::set_owner(&d.join("emu"), std::process::id());
     let zfs = Command::new(d.join("emu/bin/zfs"))
         .args(["create", "-p", "rpool/phoenix/models"])
         .env_clear()

@@ -22,16 +22,40 @@ pub fn own_emulated_root(root: &Path) {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let pid = std::process::id();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let path = root.join("emu.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    v["owner"] = serde_json::json!({"pid": pid, "start": start});
     // 127.A.B with A in 64..=127 and B in 0..=255, as the emulator derives them; counted,
     // so 16,384 roots of this process pass before one repeats.
     let (a, b) = (64 + (n / 256 + pid) % 64, n % 256);
-    v["loopback_prefix"] = serde_json::json!(format!("127.{a}.{b}"));
+    set_emu_settings(
+        root,
+        &[
+            ("owner", owner_of(pid)),
+            ("loopback_prefix", format!("127.{a}.{b}").into()),
+        ],
+    );
+}
+
+/// Name `pid` as the owner of the root's emulated vLLM servers in `emu.json`: they end
+/// with that process.
+pub fn set_owner(root: &Path, pid: u32) {
+    set_emu_settings(root, &[("owner", owner_of(pid))]);
+}
+
+/// `emu.json`'s `owner` for process `pid`: its id and start time (so a reused pid is not
+/// taken for it).
+fn owner_of(pid: u32) -> serde_json::Value {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let start: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    serde_json::json!({"pid": pid, "start": start})
+}
+
+/// Set `values` in the prepared root's `emu.json`, keeping the rest.
+fn set_emu_settings(root: &Path, values: &[(&str, serde_json::Value)]) {
+    let path = root.join("emu.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (k, value) in values {
+        v[*k] = value.clone();
+    }
     std::fs::write(&path, v.to_string()).unwrap();
 }
 
