@@ -555,12 +555,18 @@ mod tests {
         let asked = ["/e/f/1", "/b/2/c/d", "/a/n/0/1/x"];
         let mut some = Positions::unscanned(text);
         some.index_for(asked);
+        assert_same_spots(&some, &all, &asked);
+        assert_eq!(some.value("/e/f/1"), Some(p(3, 17)));
+        assert_eq!(some.value("/b/2/c/d"), Some(p(2, 32)));
+    }
+
+    /// `some` places every pointer of `asked` (value and key) where the full index `all`
+    /// does.
+    fn assert_same_spots(some: &Positions, all: &Positions, asked: &[&str]) {
         for pointer in asked {
             assert_eq!(some.value(pointer), all.value(pointer), "{pointer}");
             assert_eq!(some.key(pointer), all.key(pointer), "{pointer}");
         }
-        assert_eq!(some.value("/e/f/1"), Some(p(3, 17)));
-        assert_eq!(some.value("/b/2/c/d"), Some(p(2, 32)));
     }
 
     #[test]
@@ -584,10 +590,7 @@ mod tests {
         let mut some = Positions::scan(text);
         some.index_for(asked);
         assert_eq!(some.duplicates, all.duplicates);
-        for pointer in asked {
-            assert_eq!(some.value(pointer), all.value(pointer), "{pointer}");
-            assert_eq!(some.key(pointer), all.key(pointer), "{pointer}");
-        }
+        assert_same_spots(&some, &all, &asked);
         assert_eq!(some.value("/lxc_configs/901/a/1/x~1y"), Some(p(2, 34)));
         assert_eq!(some.key("/lxc_configs/902/missing/deeper"), Some(p(3, 8)));
     }
