@@ -778,7 +778,7 @@ impl Host for LxcHost {
             .lxc(&self.paths.lxc_attach, vmid)
             .arg("--clear-env")
             .arg("--");
-        self.run(&req.apply_to(prefix))
+        super::run_attach(self.runner.as_ref(), &req.apply_to(prefix))
     }
 
     fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()> {
@@ -1193,6 +1193,23 @@ mod tests {
             "a = 1\n# phoenix:mp1=/p,mp=/q\nlxc.mount.entry = /p q none bind,create=dir 0 0\n"
         );
         assert_eq!(remove_mp(text, "mp7"), text);
+    }
+
+    #[test]
+    fn exec_is_tried_again_while_lxc_attach_fails_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = crate::test_support::attach_fails_first("--clear-env", 1, "hi\n", |_| "");
+        let h = host(dir.path(), runner.clone());
+        let req = ExecRequest {
+            argv: vec!["busybox".into(), "echo".into(), "hi".into()],
+            ..ExecRequest::default()
+        };
+        let out = h.ct_exec(Vmid::new(901).unwrap(), &req).unwrap();
+        assert_eq!(out.stdout_text(), "hi\n");
+        let calls: Vec<Vec<String>> = runner.calls().iter().map(HostCommand::argv).collect();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0], calls[1]);
+        assert!(calls[0][0].ends_with("lxc-attach"), "{calls:?}");
     }
 
     #[test]

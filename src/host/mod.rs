@@ -593,6 +593,74 @@ pub fn run_cmd(
     })
 }
 
+/// How many times a container command is tried when `lxc-attach` fails to start
+/// ([`is_transient_attach_failure`]).
+pub const ATTACH_TRIES: u32 = 4;
+
+/// Run `cmd`, a command that enters a container through `lxc-attach` (`pct exec` or a
+/// plain `lxc-attach`), trying again up to [`ATTACH_TRIES`] times in all while
+/// `lxc-attach` fails to start for a passing reason ([`is_transient_attach_failure`]):
+/// nothing ran inside the container then, so another try cannot do anything twice. A
+/// signal to stop ends the tries. Other outcomes are [`run_cmd`]'s.
+pub fn run_attach(
+    runner: &dyn crate::exec::Runner,
+    cmd: &crate::exec::HostCommand,
+) -> Result<CommandOutput> {
+    let mut tried = 1;
+    loop {
+        let outcome = runner.run(cmd);
+        let (stdout, stderr) = match &outcome {
+            Ok(out) => (out.stdout_text(), out.stderr_text()),
+            Err(ExecError::Status { stdout, stderr, .. }) => (stdout.clone(), stderr.clone()),
+            Err(_) => (String::new(), String::new()),
+        };
+        if tried < ATTACH_TRIES
+            && is_transient_attach_failure(&stdout, &stderr)
+            && crate::signal::received().is_none()
+        {
+            tracing::warn!(
+                command = %cmd,
+                tried,
+                "lxc-attach could not re-execute itself ({}); nothing ran in the container, \
+                 trying again",
+                stderr.lines().next().unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50 * u64::from(tried)));
+            tried += 1;
+            continue;
+        }
+        return outcome.map_err(|e| match e {
+            ExecError::Interrupted { .. } => HostError::Interrupted,
+            other => HostError::Exec(other),
+        });
+    }
+}
+
+/// Whether a container command's output is `lxc-attach` failing, before it attached, for
+/// a reason that passes.
+///
+/// LXC's `lxc-attach` re-executes itself from a sealed memfd before `main` runs
+/// (CVE-2019-5736; lxc 5.0.2, `src/lxc/tools/lxc_attach.c` `lxc_attach_rexec`, a
+/// constructor). In `src/lxc/rexec.c` `lxc_rexec` prints `"<strerror> - Failed to rexec
+/// as memfd"` when that fails, then exits 1, or aborts (exit 134) in its own clean-up on
+/// lxc 5.0.2. `pct exec` runs `lxc-attach` with `exec` (pve-container
+/// `src/PVE/CLI/pct.pm`, 94f5585), so its status and stderr are `lxc-attach`'s. The
+/// seal (`F_ADD_SEALS` with `F_SEAL_WRITE`) is refused with `EBUSY` while the kernel
+/// still holds a passing reference to a page just copied in, which happens on a loaded
+/// host: that, and `EAGAIN`, pass; other reasons (`EPERM` under a sandboxed service)
+/// do not. Children run with `LC_ALL=C`, so the text is strerror's English.
+pub fn is_transient_attach_failure(stdout: &str, stderr: &str) -> bool {
+    const PASSING: [&str; 2] = [
+        "Device or resource busy",
+        "Resource temporarily unavailable",
+    ];
+    let first = stderr.trim_start().lines().next().unwrap_or_default();
+    stdout.is_empty()
+        && first
+            .strip_suffix(" - Failed to rexec as memfd")
+            .is_some_and(|why| PASSING.contains(&why))
+}
+
 /// Read the config file of container `vmid` at `path`; a missing file is
 /// [`HostError::NoSuchContainer`].
 pub fn read_ct_file(path: &Path, vmid: Vmid) -> Result<String> {
@@ -791,6 +859,65 @@ mod tests {
     use super::*;
     use crate::exec::HostCommand;
     use std::os::unix::fs::MetadataExt;
+
+    /// `run_attach` of one `pct exec` whose `lxc-attach` answers `code`/`stderr`/`stdout`
+    /// every time: how many times it ran, and the outcome.
+    fn attach_outcome(
+        code: i32,
+        stdout: &'static str,
+        stderr: &'static str,
+        ok_codes: &[i32],
+    ) -> (usize, Result<CommandOutput>) {
+        let runner = crate::exec::RecordingRunner::new(move |_| CommandOutput {
+            code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        });
+        let cmd = HostCommand::new("/usr/sbin/pct")
+            .args(["exec", "901", "--", "cat", "/etc/hostname"])
+            .ok_codes(ok_codes.to_vec());
+        let outcome = run_attach(&runner, &cmd);
+        let calls = runner.calls();
+        assert!(calls.iter().all(|c| c.argv() == cmd.argv()), "{calls:?}");
+        (calls.len(), outcome)
+    }
+
+    #[test]
+    fn only_an_lxc_attach_that_failed_to_start_for_a_passing_reason_is_tried_again() {
+        use crate::test_support::{ATTACH_EBUSY, attach_fails_first};
+        // Fails twice, then attaches: the third try's output, the same argv each time.
+        let runner = attach_fails_first("exec", 2, "ct\n", |_| "");
+        let cmd = HostCommand::new("/usr/sbin/pct").args(["exec", "901", "--", "hostname"]);
+        let out = run_attach(runner.as_ref(), &cmd).unwrap();
+        assert_eq!(out.stdout_text(), "ct\n");
+        assert_eq!(runner.calls().len(), 3);
+
+        // Always busy: ATTACH_TRIES tries, then lxc-attach's own error, its text kept.
+        let (tries, outcome) = attach_outcome(134, "", ATTACH_EBUSY, &[0]);
+        assert_eq!(tries, ATTACH_TRIES as usize);
+        let err = outcome.unwrap_err().to_string();
+        assert!(
+            err.contains("exit 134") && err.contains("Failed to rexec as memfd"),
+            "{err}"
+        );
+        // The exit-1 form (`lxc_attach_rexec`'s `_exit(EXIT_FAILURE)`) is tried again even
+        // where the request accepts exit 1: it is no answer from the container.
+        let rexec_exit_1 = "Resource temporarily unavailable - Failed to rexec as memfd\n\
+                            Failed to re-execute lxc-attach via memory file descriptor\n";
+        let (tries, outcome) = attach_outcome(1, "", rexec_exit_1, &[0, 1]);
+        assert_eq!(tries, ATTACH_TRIES as usize);
+        assert_eq!(outcome.unwrap().code, 1);
+
+        // Not tried again: a reason that stays (a sandboxed service), a command in the
+        // container that printed the text after other output, or any stdout.
+        let eperm = "Permission denied - Failed to rexec as memfd\n";
+        assert_eq!(attach_outcome(134, "", eperm, &[0]).0, 1);
+        let later = "warming up\nDevice or resource busy - Failed to rexec as memfd\n";
+        assert_eq!(attach_outcome(1, "", later, &[0]).0, 1);
+        assert_eq!(attach_outcome(134, "partial", ATTACH_EBUSY, &[0]).0, 1);
+        assert_eq!(attach_outcome(2, "", "cat: no such file\n", &[0]).0, 1);
+        assert_eq!(attach_outcome(0, "ct\n", "", &[0]).0, 1);
+    }
 
     #[test]
     fn an_exec_request_maps_onto_the_backends_prefix() {

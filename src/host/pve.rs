@@ -975,7 +975,8 @@ impl Host for PveHost {
     }
 
     fn ct_exec(&self, vmid: Vmid, req: &ExecRequest) -> Result<CommandOutput> {
-        self.run(&req.apply_to(self.exec_prefix(vmid)?))
+        // `pct exec` is `lxc-attach` (pct.pm `exec`).
+        super::run_attach(self.runner.as_ref(), &req.apply_to(self.exec_prefix(vmid)?))
     }
 
     fn ct_push(&self, vmid: Vmid, content: &[u8], dest: &AbsPath, mode: u32) -> Result<()> {
@@ -1616,6 +1617,37 @@ mod tests {
         let paths = PvePaths::for_tests(lxc);
         let host = PveHost::new(paths, runner.clone());
         (dir, host, runner)
+    }
+
+    #[test]
+    fn pct_exec_is_tried_again_while_lxc_attach_fails_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = crate::test_support::attach_fails_first("exec", 2, "ct\n", |argv| {
+            if argv[0].ends_with("pveversion") {
+                "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-4-pve)\n"
+            } else {
+                ""
+            }
+        });
+        let host = PveHost::new(PvePaths::for_tests(dir.path().join("lxc")), runner.clone());
+        let req = ExecRequest {
+            argv: vec!["hostname".into()],
+            ..ExecRequest::default()
+        };
+        let out = host.ct_exec(Vmid::new(901).unwrap(), &req).unwrap();
+        assert_eq!(out.stdout_text(), "ct\n");
+        let execs: Vec<Vec<String>> = runner
+            .calls()
+            .iter()
+            .map(HostCommand::argv)
+            .filter(|a| a.iter().any(|w| w == "exec"))
+            .collect();
+        assert_eq!(execs.len(), 3, "{execs:?}");
+        assert!(execs.iter().all(|a| a == &execs[0]), "{execs:?}");
+        assert_eq!(
+            &execs[0][1..],
+            ["exec", "901", "--keep-env", "0", "--", "hostname"]
+        );
     }
 
     /// Two backends of one command (as `phoenix up` opens them) on the scripted host,
