@@ -587,10 +587,15 @@ pub fn run_cmd(
     runner: &dyn crate::exec::Runner,
     cmd: &crate::exec::HostCommand,
 ) -> Result<CommandOutput> {
-    runner.run(cmd).map_err(|e| match e {
+    runner.run(cmd).map_err(from_exec)
+}
+
+/// A runner's error as the host's: a signal's kill is [`HostError::Interrupted`].
+fn from_exec(e: ExecError) -> HostError {
+    match e {
         ExecError::Interrupted { .. } => HostError::Interrupted,
         other => HostError::Exec(other),
-    })
+    }
 }
 
 /// How many times a container command is tried when `lxc-attach` fails to start
@@ -629,10 +634,7 @@ pub fn run_attach(
             tried += 1;
             continue;
         }
-        return outcome.map_err(|e| match e {
-            ExecError::Interrupted { .. } => HostError::Interrupted,
-            other => HostError::Exec(other),
-        });
+        return outcome.map_err(from_exec);
     }
 }
 
