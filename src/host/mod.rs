@@ -614,21 +614,23 @@ pub fn run_attach(
     let mut tried = 1;
     loop {
         let outcome = runner.run(cmd);
-        let (stdout, stderr) = match &outcome {
-            Ok(out) => (out.stdout_text(), out.stderr_text()),
-            Err(ExecError::Status { stdout, stderr, .. }) => (stdout.clone(), stderr.clone()),
-            Err(_) => (String::new(), String::new()),
+        // Looked at in place: an answer with any stdout is never copied.
+        let transient = match &outcome {
+            Ok(out) => {
+                out.stdout.is_empty()
+                    && is_transient_attach_failure("", &String::from_utf8_lossy(&out.stderr))
+            }
+            Err(ExecError::Status { stdout, stderr, .. }) => {
+                is_transient_attach_failure(stdout, stderr)
+            }
+            Err(_) => false,
         };
-        if tried < ATTACH_TRIES
-            && is_transient_attach_failure(&stdout, &stderr)
-            && crate::signal::received().is_none()
-        {
+        if transient && tried < ATTACH_TRIES && crate::signal::received().is_none() {
             tracing::warn!(
                 command = %cmd,
                 tried,
-                "lxc-attach could not re-execute itself ({}); nothing ran in the container, \
-                 trying again",
-                stderr.lines().next().unwrap_or_default()
+                "lxc-attach could not re-execute itself from a sealed memfd (EBUSY or EAGAIN); \
+                 nothing ran in the container, trying again"
             );
             std::thread::sleep(Duration::from_millis(50 * u64::from(tried)));
             tried += 1;
